@@ -885,11 +885,19 @@ static int check_versions(imp *im) {
   im->opset = -1;
   for (size_t i = 0; i < m->n_opset_import; i++) {
     const Onnx__OperatorSetIdProto *o = m->opset_import[i];
+    for (size_t j = 0; j < i; j++)
+      if (is_default_domain(o->domain) ? is_default_domain(m->opset_import[j]->domain)
+                                       : (m->opset_import[j]->domain && strcmp(o->domain, m->opset_import[j]->domain) == 0)) {
+        sw_fail(e, SW_EINPUT, "duplicate opset_import for domain '%s'", o->domain ? o->domain : "");
+        return sw_hint(e, "the model file is invalid; export it again");
+      }
     if (is_default_domain(o->domain)) im->opset = o->has_version ? (int)o->version : 0;
   }
   if (im->opset < 0 && m->ir_version < 3) im->opset = 1; /* IR 1-2 had no opset_import */
   if (im->opset < 0) {
-    sw_fail(e, SW_EINPUT, "the model does not import the default ONNX opset (ai.onnx)");
+    sw_fail(e, SW_EINPUT, "unsupported: the model does not import the default ONNX opset (ai.onnx)%s%s",
+            m->n_opset_import && m->opset_import[0]->domain ? "; it uses " : "",
+            m->n_opset_import && m->opset_import[0]->domain ? m->opset_import[0]->domain : "");
     return sw_hint(e, "swatc reads models made of standard ONNX operators");
   }
   if (im->opset < MIN_OPSET || im->opset > MAX_OPSET) {
@@ -999,6 +1007,13 @@ static int check_supported(imp *im) {
       free(u);
       return sw_fail(im->e, SW_EINPUT, "node '%s' has no operator type", node_label(n));
     }
+    for (size_t a = 0; a < n->n_attribute; a++)
+      for (size_t b = 0; b < a; b++)
+        if (n->attribute[a]->name && n->attribute[b]->name && strcmp(n->attribute[a]->name, n->attribute[b]->name) == 0) {
+          free(u);
+          sw_fail(im->e, SW_EINPUT, "node '%s' (%s) has attribute '%s' twice (duplicate)", node_label(n), n->op_type, n->attribute[a]->name);
+          return sw_hint(im->e, "the model file is invalid; export it again");
+        }
     if (node_supported(n)) continue;
     int k = 0;
     while (k < nu && !(strcmp(u[k].op, n->op_type) == 0 && strcmp(u[k].domain, n->domain ? n->domain : "") == 0)) k++;
@@ -1134,7 +1149,7 @@ static int load_initializers(imp *im) {
       return sw_hint(im->e, "the model file is corrupt; export it again");
     }
     if (ival_get(im, name)) {
-      sw_fail(im->e, SW_EINPUT, "two initializers are named '%s'", name);
+      sw_fail(im->e, SW_EINPUT, "duplicate initializer: two initializers are named '%s'", name);
       return sw_hint(im->e, "the model file is corrupt; export it again");
     }
     tensor_data d;
@@ -1151,13 +1166,13 @@ static int value_type(imp *im, const Onnx__ValueInfoProto *vi, ir_dtype *t, ir_s
   const char *name = vi->name;
   const Onnx__TypeProto *tp = vi->type;
   if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type) {
-    sw_fail(im->e, SW_EINPUT, "%s '%s' is not a tensor (sequence, map or missing type)", what_input ? "input" : "output", name);
+    sw_fail(im->e, SW_EINPUT, "unsupported: %s '%s' is not a tensor (a sequence, map or optional, or it has no type)", what_input ? "input" : "output", name);
     return sw_hint(im->e, "swatc trains on tensor inputs only");
   }
   const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
   *t = onnx_dtype(tt->has_elem_type ? tt->elem_type : 0);
   if (*t == IR_UNDEF) {
-    sw_fail(im->e, SW_EINPUT, "%s '%s' has element type %s, which swatc does not support", what_input ? "input" : "output", name,
+    sw_fail(im->e, SW_EINPUT, "%s '%s' has unsupported element type %s", what_input ? "input" : "output", name,
             onnx_dtype_name(tt->has_elem_type ? tt->elem_type : 0));
     return sw_hint(im->e, "swatc reads numeric tensors (float, integer, bool)");
   }
@@ -1204,7 +1219,12 @@ static int import_inputs(imp *im) {
       sw_fail(im->e, SW_EINPUT, "graph input %zu has no name", i);
       return sw_hint(im->e, "the model file is corrupt; export it again");
     }
-    if (ival_get(im, vi->name)) continue; /* an initializer (IR < 4 lists them as inputs too) */
+    ival *known = ival_get(im, vi->name);
+    if (known && known->v) {
+      sw_fail(im->e, SW_EINPUT, "duplicate graph input: '%s' is listed twice", vi->name);
+      return sw_hint(im->e, "the model file is invalid; export it again");
+    }
+    if (known) continue; /* an initializer (IR < 4 lists them as inputs too) */
     ir_dtype t;
     ir_shape s;
     const char *dp;
@@ -1223,6 +1243,12 @@ static int import_inputs(imp *im) {
       first = 0;
       im->export_batch = sym0 ? 0 : s.d[0];
       im->batch_param = dp;
+    }
+    if (ir_shape_numel_at(&s, 1) < 0 || ir_shape_numel_at(&s, 1) > ((int64_t)1 << 40)) {
+      char b[96];
+      sw_fail(im->e, SW_EINPUT, "input '%s' of shape %s is too large (its element count overflows or exceeds 2^40)", vi->name,
+              ir_shape_str(&s, b, sizeof b));
+      return sw_hint(im->e, "the model's input shape is corrupt; export it again");
     }
     if (s.rank > 0) {
       int is_batch = sym0 ? (im->export_batch == 0 && (!dp || !im->batch_param || strcmp(dp, im->batch_param) == 0))
@@ -1386,6 +1412,8 @@ int importer_load(const char *path, const importer_opts *opts, ir_graph **out, s
       ir_graph_note(*out, "batch: static %lld (a free batch failed: %s)", (long long)export_batch, first.msg);
     }
   }
+  if (rc && !e->hint[0])
+    sw_hint(e, "the model does not follow the ONNX specification: export it again (torch.onnx.export) and check it with onnx.checker.check_model");
   onnx__model_proto__free_unpacked(m, NULL);
   free(dir);
   return rc;

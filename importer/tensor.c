@@ -55,7 +55,7 @@ static int bad(sw_err *e, const Onnx__TensorProto *t, const char *what) {
 static int decode_header(const char *name, int32_t data_type, size_t n_dims, const int64_t *dims, tensor_data *out, sw_err *e) {
   out->dtype = onnx_dtype(data_type);
   if (out->dtype == IR_UNDEF) {
-    sw_fail(e, SW_EINPUT, "tensor '%s' has element type %s, which swatc does not support", name, onnx_dtype_name(data_type));
+    sw_fail(e, SW_EINPUT, "tensor '%s' has unsupported element type %s", name, onnx_dtype_name(data_type));
     return sw_hint(e, "swatc reads numeric tensors (float, double, float16, integer, bool)");
   }
   if (n_dims > IR_MAX_RANK) {
@@ -179,7 +179,8 @@ static int read_external(const Onnx__TensorProto *t, const char *dir, tensor_dat
 
 static int count_mismatch(sw_err *e, const Onnx__TensorProto *t, const char *field, size_t have, int64_t want) {
   char msg[200];
-  snprintf(msg, sizeof msg, "%s holds %zu values but dims describe %lld elements", field, have, (long long)want);
+  if (have == 0) snprintf(msg, sizeof msg, "no data: the tensor is empty but its dims describe %lld elements", (long long)want);
+  else snprintf(msg, sizeof msg, "%s holds %zu values but dims describe %lld elements", field, have, (long long)want);
   return bad(e, t, msg);
 }
 
@@ -198,7 +199,10 @@ int tensor_from_proto(const Onnx__TensorProto *t, const char *dir, tensor_data *
   out->data = malloc(out->nbytes ? out->nbytes : 1);
   if (!out->data) return sw_fail(e, SW_ENOMEM, "out of memory loading tensor '%s' (%zu bytes)", tname(t), out->nbytes);
   int rc = SW_OK;
-  if (t->has_raw_data) {
+  size_t typed = t->n_float_data + t->n_double_data + t->n_int32_data + t->n_int64_data + t->n_uint64_data;
+  if (t->has_raw_data && typed) {
+    rc = bad(e, t, "holds both raw_data and typed data fields; which one is meant is ambiguous");
+  } else if (t->has_raw_data) {
     if (t->raw_data.len != out->nbytes) {
       char msg[200];
       snprintf(msg, sizeof msg, "raw_data holds %zu bytes but dims and type need %zu", t->raw_data.len, out->nbytes);

@@ -42,6 +42,14 @@ static int need_float(ir_node *n, int i, sw_err *e) {
   return SW_OK;
 }
 
+/* Compute ops refuse zero-size operands: a layer with no filters or no features cannot be trained. */
+static int need_nonempty(ir_node *n, int i, sw_err *e) {
+  if (i < n->n_in && n->in[i] && ir_shape_numel_at(&n->in[i]->shape, 1) == 0)
+    FAIL(NODE_FMT "unsupported: input %d '%s' is empty (a zero-size dimension in %s)", NODE_ARGS, i, n->in[i]->name,
+         shp(0, &n->in[i]->shape));
+  return SW_OK;
+}
+
 static int norm_axis(ir_node *n, int64_t axis, int rank, int64_t *out, sw_err *e) {
   if (axis < -rank || axis >= (rank ? rank : 1)) FAIL(NODE_FMT "axis %lld out of range for rank %d", NODE_ARGS, (long long)axis, rank);
   *out = axis < 0 ? axis + rank : axis;
@@ -78,7 +86,9 @@ static int window_out(ir_node *n, int64_t in, int64_t k, int64_t s, int64_t pb, 
          (long long)s, (long long)d, (long long)pb, (long long)pe);
   int64_t span = (k - 1) * d + 1;
   int64_t avail = in + pb + pe - span;
-  if (avail < 0) FAIL(NODE_FMT "window of extent %lld does not fit input size %lld with pads %lld/%lld", NODE_ARGS, (long long)span, (long long)in, (long long)pb, (long long)pe);
+  if (avail < 0)
+    FAIL(NODE_FMT "the kernel window (extent %lld) is larger than the input size %lld with pads %lld/%lld", NODE_ARGS, (long long)span,
+         (long long)in, (long long)pb, (long long)pe);
   int64_t o = ceil_mode ? (avail + s - 1) / s + 1 : avail / s + 1;
   /* PyTorch/ONNX rule: the last window must start inside the input or left padding */
   if (ceil_mode && (o - 1) * s >= in + pb) o--;
@@ -104,7 +114,7 @@ static int window_shape(ir_node *n, const ir_shape *x, const int64_t *kernel, in
 }
 
 static int infer_conv(ir_node *n, sw_err *e) {
-  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  if (need_float(n, 0, e) || need_float(n, 1, e) || need_nonempty(n, 0, e) || need_nonempty(n, 1, e)) return e->code;
   const ir_shape *x = &n->in[0]->shape, *w = &n->in[1]->shape;
   int64_t g = ir_attr_int(n, "group");
   if (w->rank != x->rank) FAIL(NODE_FMT "weight %s and input %s differ in rank", NODE_ARGS, shp(0, w), shp(1, x));
@@ -131,7 +141,7 @@ static int infer_conv(ir_node *n, sw_err *e) {
 }
 
 static int infer_pool(ir_node *n, sw_err *e) {
-  if (need_float(n, 0, e)) return e->code;
+  if (need_float(n, 0, e) || need_nonempty(n, 0, e)) return e->code;
   const ir_shape *x = &n->in[0]->shape;
   const int64_t *ks;
   if (ints_len(n, "kernel_shape", x->rank - 2, &ks, e)) return e->code;
@@ -176,7 +186,7 @@ static int infer_bn(ir_node *n, sw_err *e) {
 }
 
 static int infer_gemm(ir_node *n, sw_err *e) {
-  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  if (need_float(n, 0, e) || need_float(n, 1, e) || need_nonempty(n, 0, e) || need_nonempty(n, 1, e)) return e->code;
   const ir_shape *a = &n->in[0]->shape, *b = &n->in[1]->shape;
   if (a->rank != 2 || b->rank != 2) FAIL(NODE_FMT "inputs %s and %s must be matrices", NODE_ARGS, shp(0, a), shp(1, b));
   int ta = (int)ir_attr_int(n, "transA"), tb = (int)ir_attr_int(n, "transB");
@@ -588,7 +598,11 @@ int ir_infer_node(ir_node *n, sw_err *e) {
   }
   for (int i = 0; i < n->n_attr; i++)
     if (!ir_op_attr(n->op, n->attrs[i].name)) FAIL(NODE_FMT "unknown attribute %s", NODE_ARGS, n->attrs[i].name);
-  return n->op->infer(n, e);
+  if (n->op->infer(n, e)) return e->code;
+  for (int i = 0; i < n->n_out; i++)
+    if (n->out[i] && ir_shape_numel_at(&n->out[i]->shape, 1) == -2)
+      FAIL(NODE_FMT "output %d is too large (its element count overflows)", NODE_ARGS, i);
+  return SW_OK;
 }
 
 int ir_infer_shapes(ir_graph *g, sw_err *e) {

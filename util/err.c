@@ -31,19 +31,35 @@ void sw_err_clear(sw_err *e) {
   e->hint[0] = 0;
 }
 
+/* Names in messages come from untrusted files: print control bytes escaped, never raw. */
+static void put_escaped(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
+    else fputc(*p, f);
+  }
+}
+
 void sw_err_print(const sw_err *e, FILE *f) {
-  fprintf(f, "swatc: error: %s\n", e->msg[0] ? e->msg : "unknown failure");
-  if (e->hint[0]) fprintf(f, "  hint: %s\n", e->hint);
+  fputs("swatc: error: ", f);
+  put_escaped(f, e->msg[0] ? e->msg : "unknown failure");
+  fputc('\n', f);
+  if (e->hint[0]) {
+    fputs("  hint: ", f);
+    put_escaped(f, e->hint);
+    fputc('\n', f);
+  }
 }
 
 void sw_warn(const char *fmt, ...) {
   if (sw_quiet) return;
   va_list ap;
+  char buf[2048];
   va_start(ap, fmt);
-  fputs("swatc: warning: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
+  fputs("swatc: warning: ", stderr);
+  put_escaped(stderr, buf);
+  fputc('\n', stderr);
 }
 
 static void *oom(size_t n) {
