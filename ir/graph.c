@@ -156,18 +156,12 @@ ir_value *ir_value_find(const ir_graph *g, const char *name) {
 }
 
 const char *ir_unique_name(ir_graph *g, const char *base) {
-  if (!ir_value_find(g, base)) {
-    int clash = 0;
-    for (int i = 0; i < g->n_nodes && !clash; i++) clash = strcmp(g->nodes[i]->name, base) == 0;
-    if (!clash) return ir_strdup(g, base);
-  }
+  if (!ir_value_find(g, base)) return ir_strdup(g, base);
   size_t n = strlen(base) + 24;
   char *buf = ir_alloc(g, n);
   for (int k = 1;; k++) {
     snprintf(buf, n, "%s.%d", base, k);
-    int clash = ir_value_find(g, buf) != NULL;
-    for (int i = 0; i < g->n_nodes && !clash; i++) clash = strcmp(g->nodes[i]->name, buf) == 0;
-    if (!clash) return buf;
+    if (!ir_value_find(g, buf)) return buf;
   }
 }
 
@@ -388,4 +382,47 @@ int64_t ir_node_macs_per_image(const ir_node *n) {
     return per_image_out * K;
   }
   return 0;
+}
+
+ir_node *ir_emit(ir_graph *g, const char *op, const char *name, int n_in, ir_value *const *in, int n_out) {
+  ir_node *n = ir_node_new(g, op, name, n_in, in, n_out);
+  SW_ASSERT(n);
+  for (int k = 0; k < n_out; k++) {
+    char buf[512];
+    if (n_out == 1) snprintf(buf, sizeof buf, "%s", n->name);
+    else snprintf(buf, sizeof buf, "%s:%d", n->name, k);
+    ir_node_set_output(g, n, k, ir_unique_name(g, buf));
+  }
+  return n;
+}
+
+void ir_replace_uses(ir_graph *g, ir_value *old, ir_value *repl) {
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i]->n_in; k++)
+      if (g->nodes[i]->in[k] == old) g->nodes[i]->in[k] = repl;
+  for (int i = 0; i < g->n_outputs; i++)
+    if (g->outputs[i] == old) {
+      g->outputs[i] = repl;
+      old->is_output = 0;
+      repl->is_output = 1;
+    }
+}
+
+void ir_graph_compact(ir_graph *g, const unsigned char *keep_node, const unsigned char *keep_value) {
+  int k = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (keep_node[i]) g->nodes[k++] = g->nodes[i];
+  g->n_nodes = k;
+  k = 0;
+  for (int i = 0; i < g->n_values; i++) {
+    ir_value *v = g->values[i];
+    if (keep_value[i]) {
+      v->id = k;
+      g->values[k++] = v;
+    } else {
+      free(v->data);
+      v->data = NULL;
+    }
+  }
+  g->n_values = k;
 }

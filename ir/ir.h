@@ -81,6 +81,9 @@ typedef struct ir_value {
   struct ir_node *producer;/* IR_VAL_NODE: the node that writes it */
   int producer_slot;       /* output index in producer */
   int is_output;           /* listed in graph->outputs */
+  struct ir_value *updates;/* for a node output: the STATE value it replaces after a step (BN running stats) */
+  int requires_grad;       /* set by autodiff: depends on a PARAM through differentiable ops */
+  struct ir_value *grad;   /* set by autodiff on PARAMs: the value holding the parameter's gradient */
 } ir_value;
 
 typedef enum ir_attr_type {
@@ -104,8 +107,16 @@ typedef struct ir_attr {
 
 struct ir_op_def;
 
+typedef enum ir_role {
+  IR_ROLE_FWD = 0,    /* forward computation (what the model defines) */
+  IR_ROLE_LOSS,       /* the loss added for training */
+  IR_ROLE_BWD,        /* backward: gradients (n->fwd is the forward node it differentiates) */
+} ir_role;
+
 typedef struct ir_node {
   int id;                     /* unique, stable across passes (printing order is list order) */
+  ir_role role;
+  struct ir_node *fwd;        /* IR_ROLE_BWD: the forward node this node belongs to */
   const char *name;           /* from the model, or made up; unique within the graph */
   const struct ir_op_def *op;
   int n_in, n_out, n_attr;
@@ -160,6 +171,11 @@ ir_node *ir_node_new(ir_graph *g, const char *op, const char *name, int n_in, ir
 ir_value *ir_node_set_output(ir_graph *g, ir_node *n, int i, const char *name);
 void ir_graph_add_input(ir_graph *g, ir_value *v);
 void ir_graph_add_output(ir_graph *g, ir_value *v);
+/* Makes every reader of `old` (node inputs, graph outputs) read `repl` instead. */
+void ir_replace_uses(ir_graph *g, ir_value *old, ir_value *repl);
+/* Removes the nodes with keep_node[position] == 0 and the values with keep_value[id] == 0 (their data
+ * is freed; nothing kept may still refer to them), renumbering value ids. */
+void ir_graph_compact(ir_graph *g, const unsigned char *keep_node, const unsigned char *keep_value);
 /* Records a remark shown at the top of dumps (e.g. how the batch dimension was rewritten). */
 void ir_graph_note(ir_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -193,6 +209,8 @@ enum {
   IR_OP_IMPORT_ONLY = 1 << 0, /* folded by the importer; never left in a graph */
 };
 
+struct ir_graph;
+
 typedef struct ir_op_def {
   const char *name;
   int min_in, max_in, min_out, max_out;
@@ -202,6 +220,10 @@ typedef struct ir_op_def {
   int (*infer)(ir_node *n, sw_err *e);
   int flags;
   const char *doc;            /* one line: the canonical form */
+  /* Gradient rule (ir/grad.c): appends the backward nodes of forward node n. dy[k] is the gradient of
+   * output k (NULL when nothing depends on it); for every input i with need[i] set it stores the
+   * gradient of input i in dx[i]. NULL for ops that have no gradient (backward ops themselves). */
+  int (*grad)(struct ir_graph *g, ir_node *n, ir_value *const *dy, const int *need, ir_value **dx, sw_err *e);
 } ir_op_def;
 
 /* The registry entry for op `name`, or NULL if swatc does not support it. */
@@ -212,6 +234,10 @@ const ir_op_def *ir_op_table(int *count);
 const ir_attr_def *ir_op_attr(const ir_op_def *op, const char *name);
 
 /* ---- analyses ---- */
+
+/* Appends node `op` named `name` (made unique) reading in[0..n_in-1], with n_out fresh outputs named
+ * `name` (one output) or `name:k`. The caller sets attributes, role and fwd, then runs ir_infer_node. */
+ir_node *ir_emit(ir_graph *g, const char *op, const char *name, int n_in, ir_value *const *in, int n_out);
 
 /* Runs the shape rule of every node in order, overwriting output dtypes and shapes. */
 int ir_infer_shapes(ir_graph *g, sw_err *e);

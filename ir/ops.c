@@ -12,7 +12,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "ir/ir.h"
+#include "ir/grad.h"
 
 #define FAIL(...) return sw_fail(e, SW_EINPUT, __VA_ARGS__)
 #define NODE_FMT "node '%s' (%s): "
@@ -182,6 +182,8 @@ static int infer_bn(ir_node *n, sw_err *e) {
   set_out(n, 0, IR_F32, x);
   set_out(n, 1, IR_F32, &n->in[3]->shape);
   set_out(n, 2, IR_F32, &n->in[4]->shape);
+  set_out(n, 3, IR_F32, &n->in[3]->shape); /* saved batch mean (for the backward) */
+  set_out(n, 4, IR_F32, &n->in[4]->shape); /* saved inverse standard deviation */
   return SW_OK;
 }
 
@@ -505,6 +507,161 @@ static int infer_sce_loss(ir_node *n, sw_err *e) {
   return SW_OK;
 }
 
+/* ---- backward ops (made by autodiff) ---- */
+
+static int ints_shape(ir_node *n, const char *name, ir_shape *s, sw_err *e) {
+  const int64_t *v;
+  int k = ir_attr_ints(n, name, &v);
+  if (!ir_attr_get(n, name) || k > IR_MAX_RANK) FAIL(NODE_FMT "attribute %s must hold a shape", NODE_ARGS, name);
+  *s = ir_shape_make(k, v);
+  return SW_OK;
+}
+
+static int same_shape(ir_node *n, int a, int b, sw_err *e) {
+  if (!ir_shape_eq(&n->in[a]->shape, &n->in[b]->shape))
+    FAIL(NODE_FMT "inputs %d %s and %d %s differ in shape", NODE_ARGS, a, shp(0, &n->in[a]->shape), b, shp(1, &n->in[b]->shape));
+  return SW_OK;
+}
+
+static int infer_conv_grad_data(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  ir_shape x, y;
+  const int64_t *ks;
+  if (ints_shape(n, "x_shape", &x, e) || ints_len(n, "kernel_shape", x.rank - 2, &ks, e)) return e->code;
+  if (window_shape(n, &x, ks, 0, &y, e)) return e->code;
+  y.d[1] = n->in[1]->shape.d[0];
+  if (!ir_shape_eq(&y, &n->in[0]->shape)) FAIL(NODE_FMT "dY %s does not match the forward output %s", NODE_ARGS, shp(0, &n->in[0]->shape), shp(1, &y));
+  set_out(n, 0, IR_F32, &x);
+  return SW_OK;
+}
+
+static int infer_conv_grad_weight(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  const ir_shape *dy = &n->in[0]->shape, *x = &n->in[1]->shape;
+  const int64_t *ks;
+  if (ints_len(n, "kernel_shape", x->rank - 2, &ks, e)) return e->code;
+  int64_t g = ir_attr_int(n, "group");
+  if (g < 1 || x->d[1] % g) FAIL(NODE_FMT "group does not divide the input channels", NODE_ARGS);
+  ir_shape y;
+  if (window_shape(n, x, ks, 0, &y, e)) return e->code;
+  y.d[1] = dy->d[1];
+  if (!ir_shape_eq(&y, dy)) FAIL(NODE_FMT "dY %s does not match the forward output %s", NODE_ARGS, shp(0, dy), shp(1, &y));
+  ir_shape w = {.rank = x->rank};
+  w.d[0] = dy->d[1];
+  w.d[1] = x->d[1] / g;
+  for (int i = 2; i < x->rank; i++) w.d[i] = ks[i - 2];
+  ir_shape b = {.rank = 1, .d = {dy->d[1]}};
+  set_out(n, 0, IR_F32, &w);
+  set_out(n, 1, IR_F32, &b);
+  return SW_OK;
+}
+
+static int infer_gemm_grad_data(ir_node *n, sw_err *e) { /* dX[M,K] = dY[M,N] W[N,K] */
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  const ir_shape *dy = &n->in[0]->shape, *w = &n->in[1]->shape;
+  if (dy->rank != 2 || w->rank != 2 || dy->d[1] != w->d[0]) FAIL(NODE_FMT "dY %s and W %s do not match", NODE_ARGS, shp(0, dy), shp(1, w));
+  ir_shape x = {.rank = 2, .d = {dy->d[0], w->d[1]}};
+  set_out(n, 0, IR_F32, &x);
+  return SW_OK;
+}
+
+static int infer_gemm_grad_weight(ir_node *n, sw_err *e) { /* dW[N,K] = dY^T X, db[N] = colsum dY */
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  const ir_shape *dy = &n->in[0]->shape, *x = &n->in[1]->shape;
+  if (dy->rank != 2 || x->rank != 2 || dy->d[0] != x->d[0]) FAIL(NODE_FMT "dY %s and X %s do not match", NODE_ARGS, shp(0, dy), shp(1, x));
+  ir_shape w = {.rank = 2, .d = {dy->d[1], x->d[1]}}, b = {.rank = 1, .d = {dy->d[1]}};
+  set_out(n, 0, IR_F32, &w);
+  set_out(n, 1, IR_F32, &b);
+  return SW_OK;
+}
+
+/* (dY, Y or X) -> dX of the same shape */
+static int infer_unary_grad(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e) || need_float(n, 1, e) || same_shape(n, 0, 1, e)) return e->code;
+  set_out(n, 0, IR_F32, &n->in[0]->shape);
+  return SW_OK;
+}
+
+static int infer_softmax_grad(ir_node *n, sw_err *e) {
+  if (infer_unary_grad(n, e)) return e->code;
+  int64_t ax;
+  return norm_axis(n, ir_attr_int(n, "axis"), n->in[0]->shape.rank, &ax, e);
+}
+
+static int infer_dropout_grad(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e) || need_in(n, 1, e) || same_shape(n, 0, 1, e)) return e->code;
+  if (n->in[1]->dtype != IR_BOOL) FAIL(NODE_FMT "mask must be bool", NODE_ARGS);
+  set_out(n, 0, IR_F32, &n->in[0]->shape);
+  return SW_OK;
+}
+
+static int infer_maxpool_grad(ir_node *n, sw_err *e) { /* (dY, X) -> dX */
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  const ir_shape *x = &n->in[1]->shape;
+  const int64_t *ks;
+  ir_shape y;
+  if (ints_len(n, "kernel_shape", x->rank - 2, &ks, e) || window_shape(n, x, ks, (int)ir_attr_int(n, "ceil_mode"), &y, e)) return e->code;
+  y.d[1] = x->d[1];
+  if (!ir_shape_eq(&y, &n->in[0]->shape)) FAIL(NODE_FMT "dY %s does not match the pooled shape %s", NODE_ARGS, shp(0, &n->in[0]->shape), shp(1, &y));
+  set_out(n, 0, IR_F32, x);
+  return SW_OK;
+}
+
+static int infer_avgpool_grad(ir_node *n, sw_err *e) { /* (dY) {x_shape} -> dX */
+  if (need_float(n, 0, e)) return e->code;
+  ir_shape x, y;
+  const int64_t *ks;
+  if (ints_shape(n, "x_shape", &x, e)) return e->code;
+  if (ints_len(n, "kernel_shape", x.rank - 2, &ks, e) || window_shape(n, &x, ks, (int)ir_attr_int(n, "ceil_mode"), &y, e)) return e->code;
+  y.d[1] = x.d[1];
+  if (!ir_shape_eq(&y, &n->in[0]->shape)) FAIL(NODE_FMT "dY %s does not match the pooled shape %s", NODE_ARGS, shp(0, &n->in[0]->shape), shp(1, &y));
+  set_out(n, 0, IR_F32, &x);
+  return SW_OK;
+}
+
+static int infer_to_x_shape(ir_node *n, sw_err *e) { /* ops whose output is attribute x_shape */
+  if (need_float(n, 0, e)) return e->code;
+  ir_shape x;
+  if (ints_shape(n, "x_shape", &x, e)) return e->code;
+  set_out(n, 0, IR_F32, &x);
+  return SW_OK;
+}
+
+static int infer_bn_grad(ir_node *n, sw_err *e) { /* (dY, X, scale, saved_mean, saved_inv_std) -> dX, dscale, dbias */
+  for (int i = 0; i < 5; i++)
+    if (need_float(n, i, e)) return e->code;
+  if (same_shape(n, 0, 1, e)) return e->code;
+  const ir_shape *x = &n->in[1]->shape;
+  for (int i = 2; i < 5; i++)
+    if (n->in[i]->shape.rank != 1 || n->in[i]->shape.d[0] != x->d[1]) FAIL(NODE_FMT "input %d must be [C]", NODE_ARGS, i);
+  set_out(n, 0, IR_F32, x);
+  set_out(n, 1, IR_F32, &n->in[2]->shape);
+  set_out(n, 2, IR_F32, &n->in[2]->shape);
+  return SW_OK;
+}
+
+static int infer_sce_grad(ir_node *n, sw_err *e) { /* (dloss, log_prob, labels[, weights]) -> dscores */
+  if (need_float(n, 0, e) || need_float(n, 1, e) || need_in(n, 2, e)) return e->code;
+  set_out(n, 0, IR_F32, &n->in[1]->shape);
+  return SW_OK;
+}
+
+static int infer_reduce_sum_to(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e)) return e->code;
+  ir_shape t, o;
+  if (ints_shape(n, "shape", &t, e) || broadcast(n, &t, &n->in[0]->shape, &o, e)) return e->code;
+  if (!ir_shape_eq(&o, &n->in[0]->shape)) FAIL(NODE_FMT "%s does not broadcast to %s", NODE_ARGS, shp(0, &t), shp(1, &n->in[0]->shape));
+  set_out(n, 0, IR_F32, &t);
+  return SW_OK;
+}
+
+static int infer_sum(ir_node *n, sw_err *e) {
+  for (int i = 0; i < n->n_in; i++)
+    if (need_float(n, i, e) || same_shape(n, 0, i, e)) return e->code;
+  set_out(n, 0, IR_F32, &n->in[0]->shape);
+  return SW_OK;
+}
+
 #define A_INT(nm, d) {nm, IR_ATTR_INT, 0, d, 0, NULL}
 #define A_INT_REQ(nm) {nm, IR_ATTR_INT, 1, 0, 0, NULL}
 #define A_FLOAT(nm, d) {nm, IR_ATTR_FLOAT, 0, 0, d, NULL}
@@ -535,36 +692,74 @@ static const ir_attr_def slice_attrs[] = {A_INTS_REQ("starts"), A_INTS_REQ("ends
 static const ir_attr_def reduce_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1), A_INT("noop_with_empty_axes", 0), A_END};
 static const ir_attr_def sce_attrs[] = {A_STR("reduction", "mean"), A_INT("ignore_index", 0), A_END};
 static const ir_attr_def no_attrs[] = {A_END};
+static const ir_attr_def conv_grad_data_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
+                                                   A_INTS_REQ("dilations"), A_INT("group", 1), A_INTS_REQ("x_shape"), A_END};
+static const ir_attr_def avgpool_grad_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
+                                                 A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("count_include_pad", 0),
+                                                 A_INTS_REQ("x_shape"), A_END};
+static const ir_attr_def x_shape_attrs[] = {A_INTS_REQ("x_shape"), A_END};
+static const ir_attr_def bn_grad_attrs[] = {A_FLOAT("epsilon", 1e-5f), A_END};
+static const ir_attr_def dropout_grad_attrs[] = {A_FLOAT("ratio", 0.5f), A_END};
+static const ir_attr_def shape_attrs[] = {A_INTS_REQ("shape"), A_END};
+static const ir_attr_def reduce_grad_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1), A_INT("noop_with_empty_axes", 0),
+                                                A_INTS_REQ("x_shape"), A_END};
+static const ir_attr_def slice_grad_attrs[] = {A_INTS_REQ("starts"), A_INTS_REQ("ends"), A_INTS("axes"), A_INTS("steps"),
+                                               A_INTS_REQ("x_shape"), A_END};
 
 static const ir_op_def ops[] = {
-    {"Conv", 2, 3, 1, 1, conv_attrs, infer_conv, 0, "Y = Conv(X[N,C,..], W[K,C/group,..], B[K]?)"},
-    {"Gemm", 2, 3, 1, 1, gemm_attrs, infer_gemm, 0, "Y = alpha*op(A)*op(B) + beta*C"},
-    {"MatMul", 2, 2, 1, 1, no_attrs, infer_matmul, 0, "numpy matmul"},
-    {"BatchNormalization", 5, 5, 1, 3, bn_attrs, infer_bn, 0, "Y[, running_mean, running_var] = BN(X, scale, B, mean, var)"},
-    {"MaxPool", 1, 1, 1, 2, maxpool_attrs, infer_pool, 0, "Y[, Indices] = MaxPool(X)"},
-    {"AveragePool", 1, 1, 1, 1, avgpool_attrs, infer_pool, 0, "Y = AveragePool(X)"},
-    {"GlobalAveragePool", 1, 1, 1, 1, no_attrs, infer_global_pool, 0, "Y[N,C,1,..] = mean over spatial"},
-    {"Relu", 1, 1, 1, 1, no_attrs, infer_unary, 0, "max(x, 0)"},
-    {"LeakyRelu", 1, 1, 1, 1, leaky_attrs, infer_unary, 0, "x >= 0 ? x : alpha*x"},
-    {"Clip", 1, 1, 1, 1, clip_attrs, infer_clip, 0, "min(max(x, min), max); bounds as attributes"},
-    {"Sigmoid", 1, 1, 1, 1, no_attrs, infer_unary, 0, "1/(1+exp(-x))"},
-    {"Tanh", 1, 1, 1, 1, no_attrs, infer_unary, 0, "tanh(x)"},
-    {"Add", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting"},
-    {"Sub", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting"},
-    {"Mul", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting"},
-    {"Div", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting"},
-    {"Softmax", 1, 1, 1, 1, softmax_attrs, infer_softmax, 0, "softmax along one axis (opset-13 semantics)"},
-    {"LogSoftmax", 1, 1, 1, 1, softmax_attrs, infer_softmax, 0, "log-softmax along one axis (opset-13 semantics)"},
-    {"Dropout", 1, 1, 1, 2, dropout_attrs, infer_dropout, 0, "Y[, mask] = Dropout(X); ratio and training_mode as attributes"},
-    {"Concat", 1, 64, 1, 1, axis_req_attrs, infer_concat, 0, "concatenate along axis"},
-    {"Split", 1, 1, 1, 64, split_attrs, infer_split, 0, "split along axis into the given sizes"},
-    {"Flatten", 1, 1, 1, 1, flatten_attrs, infer_flatten, 0, "2-D view [prod(d[:axis]), prod(d[axis:])]"},
-    {"Reshape", 1, 1, 1, 1, reshape_attrs, infer_reshape, 0, "view with a constant target (N, 0 = copy, -1 = infer)"},
-    {"Transpose", 1, 1, 1, 1, transpose_attrs, infer_transpose, 0, "permute axes"},
-    {"Pad", 1, 1, 1, 1, pad_attrs, infer_pad, 0, "constant padding; pads = begin..., end..."},
-    {"Slice", 1, 1, 1, 1, slice_attrs, infer_slice, 0, "strided slice with constant starts/ends/axes/steps"},
-    {"ReduceMean", 1, 1, 1, 1, reduce_attrs, infer_reduce_mean, 0, "mean over axes"},
-    {"SoftmaxCrossEntropyLoss", 2, 3, 1, 2, sce_attrs, infer_sce_loss, 0, "loss[, log_prob] = SCE(scores, labels[, weights])"},
+    {"Conv", 2, 3, 1, 1, conv_attrs, infer_conv, 0, "Y = Conv(X[N,C,..], W[K,C/group,..], B[K]?)", ir_grad_conv},
+    {"Gemm", 2, 3, 1, 1, gemm_attrs, infer_gemm, 0, "Y = alpha*op(A)*op(B) + beta*C", ir_grad_gemm},
+    {"MatMul", 2, 2, 1, 1, no_attrs, infer_matmul, 0, "numpy matmul", ir_grad_matmul},
+    {"BatchNormalization", 5, 5, 1, 5, bn_attrs, infer_bn, 0,
+     "Y[, running_mean, running_var[, saved_mean, saved_inv_std]] = BN(X, scale, B, mean, var)", ir_grad_bn},
+    {"MaxPool", 1, 1, 1, 2, maxpool_attrs, infer_pool, 0, "Y[, Indices] = MaxPool(X)", ir_grad_by_input},
+    {"AveragePool", 1, 1, 1, 1, avgpool_attrs, infer_pool, 0, "Y = AveragePool(X)", ir_grad_by_shape},
+    {"GlobalAveragePool", 1, 1, 1, 1, no_attrs, infer_global_pool, 0, "Y[N,C,1,..] = mean over spatial", ir_grad_by_shape},
+    {"Relu", 1, 1, 1, 1, no_attrs, infer_unary, 0, "max(x, 0)", ir_grad_by_output},
+    {"LeakyRelu", 1, 1, 1, 1, leaky_attrs, infer_unary, 0, "x >= 0 ? x : alpha*x", ir_grad_by_input},
+    {"Clip", 1, 1, 1, 1, clip_attrs, infer_clip, 0, "min(max(x, min), max); bounds as attributes", ir_grad_by_input},
+    {"Sigmoid", 1, 1, 1, 1, no_attrs, infer_unary, 0, "1/(1+exp(-x))", ir_grad_by_output},
+    {"Tanh", 1, 1, 1, 1, no_attrs, infer_unary, 0, "tanh(x)", ir_grad_by_output},
+    {"Add", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting", ir_grad_arith},
+    {"Sub", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting", ir_grad_arith},
+    {"Mul", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting", ir_grad_arith},
+    {"Div", 2, 2, 1, 1, no_attrs, infer_binary, 0, "numpy broadcasting", ir_grad_arith},
+    {"Softmax", 1, 1, 1, 1, softmax_attrs, infer_softmax, 0, "softmax along one axis (opset-13 semantics)", ir_grad_by_output},
+    {"LogSoftmax", 1, 1, 1, 1, softmax_attrs, infer_softmax, 0, "log-softmax along one axis (opset-13 semantics)", ir_grad_by_output},
+    {"Dropout", 1, 1, 1, 2, dropout_attrs, infer_dropout, 0, "Y[, mask] = Dropout(X); ratio and training_mode as attributes", ir_grad_dropout},
+    {"Concat", 1, 64, 1, 1, axis_req_attrs, infer_concat, 0, "concatenate along axis", ir_grad_concat},
+    {"Split", 1, 1, 1, 64, split_attrs, infer_split, 0, "split along axis into the given sizes", ir_grad_split},
+    {"Flatten", 1, 1, 1, 1, flatten_attrs, infer_flatten, 0, "2-D view [prod(d[:axis]), prod(d[axis:])]", ir_grad_reshape},
+    {"Reshape", 1, 1, 1, 1, reshape_attrs, infer_reshape, 0, "view with a constant target (N, 0 = copy, -1 = infer)", ir_grad_reshape},
+    {"Transpose", 1, 1, 1, 1, transpose_attrs, infer_transpose, 0, "permute axes", ir_grad_transpose},
+    {"Pad", 1, 1, 1, 1, pad_attrs, infer_pad, 0, "constant padding; pads = begin..., end...", ir_grad_pad},
+    {"Slice", 1, 1, 1, 1, slice_attrs, infer_slice, 0, "strided slice with constant starts/ends/axes/steps", ir_grad_slice},
+    {"ReduceMean", 1, 1, 1, 1, reduce_attrs, infer_reduce_mean, 0, "mean over axes", ir_grad_by_shape},
+    {"SoftmaxCrossEntropyLoss", 2, 3, 1, 2, sce_attrs, infer_sce_loss, 0, "loss[, log_prob] = SCE(scores, labels[, weights])", ir_grad_sce},
+    {"Neg", 1, 1, 1, 1, no_attrs, infer_unary, 0, "-x", ir_grad_neg},
+    {"Sum", 1, 64, 1, 1, no_attrs, infer_sum, 0, "elementwise sum of same-shape inputs", ir_grad_sum},
+    /* backward ops, made by autodiff */
+    {"ConvGradData", 2, 2, 1, 1, conv_grad_data_attrs, infer_conv_grad_data, 0, "dX = ConvGradData(dY, W) {conv attributes, x_shape}", NULL},
+    {"ConvGradWeight", 2, 2, 1, 2, conv_attrs, infer_conv_grad_weight, 0, "dW[, dB] = ConvGradWeight(dY, X) {conv attributes}", NULL},
+    {"GemmGradData", 2, 2, 1, 1, no_attrs, infer_gemm_grad_data, 0, "dX[M,K] = dY[M,N] W[N,K]", NULL},
+    {"GemmGradWeight", 2, 2, 1, 2, no_attrs, infer_gemm_grad_weight, 0, "dW[N,K] = dY^T X[, db = column sums of dY]", NULL},
+    {"ReluGrad", 2, 2, 1, 1, no_attrs, infer_unary_grad, 0, "dX = dY * (Y > 0)", NULL},
+    {"LeakyReluGrad", 2, 2, 1, 1, leaky_attrs, infer_unary_grad, 0, "dX = dY * (X >= 0 ? 1 : alpha)", NULL},
+    {"ClipGrad", 2, 2, 1, 1, clip_attrs, infer_unary_grad, 0, "dX = dY * (min < X < max)", NULL},
+    {"SigmoidGrad", 2, 2, 1, 1, no_attrs, infer_unary_grad, 0, "dX = dY * Y * (1 - Y)", NULL},
+    {"TanhGrad", 2, 2, 1, 1, no_attrs, infer_unary_grad, 0, "dX = dY * (1 - Y^2)", NULL},
+    {"SoftmaxGrad", 2, 2, 1, 1, softmax_attrs, infer_softmax_grad, 0, "dX = Y * (dY - sum(dY * Y, axis))", NULL},
+    {"LogSoftmaxGrad", 2, 2, 1, 1, softmax_attrs, infer_softmax_grad, 0, "dX = dY - exp(Y) * sum(dY, axis)", NULL},
+    {"DropoutGrad", 2, 2, 1, 1, dropout_grad_attrs, infer_dropout_grad, 0, "dX = dY * mask / (1 - ratio)", NULL},
+    {"MaxPoolGrad", 2, 2, 1, 1, maxpool_attrs, infer_maxpool_grad, 0, "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum", NULL},
+    {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
+    {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},
+    {"BatchNormalizationGrad", 5, 5, 3, 3, bn_grad_attrs, infer_bn_grad, 0,
+     "dX, dscale, dbias = BNGrad(dY, X, scale, saved_mean, saved_inv_std) (training statistics)", NULL},
+    {"SoftmaxCrossEntropyLossGrad", 3, 4, 1, 1, sce_attrs, infer_sce_grad, 0, "dscores = SCEGrad(dloss, log_prob, labels[, weights])", NULL},
+    {"ReduceSumTo", 1, 1, 1, 1, shape_attrs, infer_reduce_sum_to, 0, "sum X over the dimensions broadcast from `shape`", NULL},
+    {"ReduceMeanGrad", 1, 1, 1, 1, reduce_grad_attrs, infer_to_x_shape, 0, "dX = dY broadcast to x_shape / count", NULL},
+    {"SliceGrad", 1, 1, 1, 1, slice_grad_attrs, infer_to_x_shape, 0, "dX = zeros(x_shape) with dY scattered into the slice", NULL},
 };
 
 const ir_op_def *ir_op_find(const char *name) {

@@ -7,6 +7,10 @@
 
 #include "importer/importer.h"
 #include "ir/ir.h"
+#include "passes/passes.h"
+
+#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce"
+static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce"};
 
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"
@@ -15,10 +19,11 @@ static const char usage_text[] =
     "training on the CPU, and writes the trained sparse network back to ONNX.\n"
     "\n"
     "commands:\n"
-    "  inspect MODEL.onnx [--dump-ir] [--static-batch]\n"
+    "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch]\n"
     "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
-    "      --dump-ir prints swatc's IR of the model instead; --static-batch keeps the batch size\n"
-    "      of the export instead of making it the free dimension N\n"
+    "      --dump-ir prints swatc's IR of the model instead; --dump-ir=PASS[,PASS..] or =all builds\n"
+    "      the training graph and prints the IR after those passes (" TRAIN_PIPELINE_TEXT ");\n"
+    "      --static-batch keeps the batch size of the export instead of the free dimension N\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help\n"
@@ -89,15 +94,19 @@ static void print_table(const ir_graph *g) {
 
 static int cmd_inspect(int argc, char **argv) {
   static const struct option opts[] = {
-      {"dump-ir", no_argument, 0, 'd'}, {"static-batch", no_argument, 0, 's'}, {"quiet", no_argument, 0, 'q'},
+      {"dump-ir", optional_argument, 0, 'd'}, {"static-batch", no_argument, 0, 's'}, {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},    {0, 0, 0, 0}};
   int dump = 0, c;
+  const char *passes = NULL;
   importer_opts io = {IMPORTER_BATCH_AUTO};
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
     switch (c) {
-      case 'd': dump = 1; break;
+      case 'd':
+        dump = 1;
+        passes = optarg;
+        break;
       case 's': io.batch = IMPORTER_BATCH_STATIC; break;
       case 'q': sw_quiet = 1; break;
       case 'h': fputs(usage_text, stdout); return 0;
@@ -106,11 +115,27 @@ static int cmd_inspect(int argc, char **argv) {
   }
   if (optind >= argc) return usage_error("%s", "inspect needs a model file: swatc inspect MODEL.onnx");
   if (optind + 1 < argc) return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  if (passes && strcmp(passes, "all") != 0) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", passes);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+      if (!pass_name_valid(t)) return usage_error("unknown pass '%s' for --dump-ir (passes: " TRAIN_PIPELINE_TEXT ")", t);
+  }
   sw_err e = {0};
   ir_graph *g;
   if (importer_load(argv[optind], &io, &g, &e)) return fail(&e);
-  if (dump) ir_print(g, stdout);
-  else print_table(g);
+  if (dump && passes) {
+    pass_opts po = {.verify = 1, .dump = passes, .dump_file = stdout};
+    passes_dump(g, "import", &po);
+    if (passes_run(g, train_pipeline, (int)SW_ARRAY_LEN(train_pipeline), &po, &e)) {
+      ir_graph_free(g);
+      return fail(&e);
+    }
+  } else if (dump) {
+    ir_print(g, stdout);
+  } else {
+    print_table(g);
+  }
   ir_graph_free(g);
   if (fflush(stdout) != 0) {
     fprintf(stderr, "swatc: error: writing the output failed\n");
