@@ -172,6 +172,7 @@ ir_value *ir_value_new(ir_graph *g, const char *name, ir_value_kind kind, ir_dty
   v->name = ir_strdup(g, name);
   v->kind = kind;
   v->dtype = t;
+  v->mem_offset = -1;
   if (s) v->shape = *s;
   if (g->n_values == g->cap_values) {
     g->cap_values = g->cap_values ? 2 * g->cap_values : 64;

@@ -84,6 +84,11 @@ typedef struct ir_value {
   struct ir_value *updates;/* for a node output: the STATE value it replaces after a step (BN running stats) */
   int requires_grad;       /* set by autodiff: depends on a PARAM through differentiable ops */
   struct ir_value *grad;   /* set by autodiff on PARAMs: the value holding the parameter's gradient */
+  /* set by memory-plan (IR_VAL_NODE values): byte offset in the activation arena at the planned batch,
+   * and the value whose storage this one shares (a view: Reshape/Flatten), or NULL */
+  int64_t mem_offset;      /* -1 when not planned */
+  int64_t mem_bytes;
+  struct ir_value *alias_of;
 } ir_value;
 
 typedef enum ir_attr_type {
@@ -117,6 +122,7 @@ typedef struct ir_node {
   int id;                     /* unique, stable across passes (printing order is list order) */
   ir_role role;
   struct ir_node *fwd;        /* IR_ROLE_BWD: the forward node this node belongs to */
+  const char *impl;           /* set by lower: the kernel that runs this node */
   const char *name;           /* from the model, or made up; unique within the graph */
   const struct ir_op_def *op;
   int n_in, n_out, n_attr;
@@ -143,6 +149,8 @@ typedef struct ir_graph {
   const char **notes;         /* import remarks printed at the top of a dump */
   int n_notes;
   int next_node_id;
+  int64_t planned_batch;      /* memory-plan: the batch size N was planned for (0: not planned) */
+  int64_t arena_bytes;        /* memory-plan: size of the activation arena */
   ir_arena_block *arena;
 } ir_graph;
 

@@ -79,6 +79,7 @@ static void print_attr(FILE *f, const ir_attr *a) {
 void ir_print(const ir_graph *g, FILE *f) {
   fprintf(f, "graph %s opset=%d batch=%s", g->name, g->opset, g->batch_free ? "N" : "static");
   if (g->export_batch) fprintf(f, " export_batch=%" PRId64, g->export_batch);
+  if (g->planned_batch) fprintf(f, " planned_batch=%" PRId64 " arena=%" PRId64, g->planned_batch, g->arena_bytes);
   fputs(" {\n", f);
   for (int i = 0; i < g->n_notes; i++) fprintf(f, "  # %s\n", g->notes[i]);
   for (int i = 0; i < g->n_inputs; i++) {
@@ -136,7 +137,16 @@ void ir_print(const ir_graph *g, FILE *f) {
       if (n->out[k]) print_type(f, n->out[k]);
       else fputs("_", f);
     }
-    fprintf(f, "  # %s\n", n->name);
+    fprintf(f, "  # %s", n->name);
+    if (n->impl) fprintf(f, " [%s]", n->impl);
+    if (g->planned_batch)
+      for (int k = 0; k < n->n_out; k++) {
+        const ir_value *v = n->out[k];
+        if (!v || v->mem_offset < 0) continue;
+        if (v->alias_of) fprintf(f, " %s=view(%s)", k ? "out" : "@", v->alias_of->name);
+        else fprintf(f, " @%" PRId64 "+%" PRId64, v->mem_offset, v->mem_bytes);
+      }
+    fputc('\n', f);
   }
   for (int i = 0; i < g->n_outputs; i++) {
     fprintf(f, "  output %%%s : ", g->outputs[i]->name);

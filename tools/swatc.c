@@ -9,8 +9,8 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 
-#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce"
-static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce"};
+#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, memory-plan"
+static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "memory-plan"};
 
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"
@@ -125,7 +125,7 @@ static int cmd_inspect(int argc, char **argv) {
   ir_graph *g;
   if (importer_load(argv[optind], &io, &g, &e)) return fail(&e);
   if (dump && passes) {
-    pass_opts po = {.verify = 1, .dump = passes, .dump_file = stdout};
+    pass_opts po = {.verify = 1, .dump = passes, .dump_file = stdout, .batch = 128};
     passes_dump(g, "import", &po);
     if (passes_run(g, train_pipeline, (int)SW_ARRAY_LEN(train_pipeline), &po, &e)) {
       ir_graph_free(g);
