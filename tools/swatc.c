@@ -8,6 +8,7 @@
 #include "importer/importer.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
+#include "train/trainer.h"
 
 #define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, memory-plan"
 static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "memory-plan"};
@@ -19,6 +20,29 @@ static const char usage_text[] =
     "training on the CPU, and writes the trained sparse network back to ONNX.\n"
     "\n"
     "commands:\n"
+    "  train MODEL.onnx [options]      (also: swatc MODEL.onnx [options])\n"
+    "      train MODEL on a dataset and report the test accuracy after every epoch\n"
+    "      --data NAME|DIR     fashion-mnist (default), mnist, cifar10, synthetic, or a folder\n"
+    "                          holding the IDX or CIFAR-10 binary files\n"
+    "      --epochs N          passes over the training set (default 10)\n"
+    "      --batch N           images per step (default 128)\n"
+    "      --lr F              peak learning rate (default 0.05)\n"
+    "      --momentum F        SGD momentum (default 0.9); --nesterov for Nesterov momentum\n"
+    "      --wd F              weight decay on all parameters (default 5e-4)\n"
+    "      --schedule S        constant, step or cosine (default; annealed every step to 0)\n"
+    "      --milestones A,B    epochs where the step schedule divides the rate by 10\n"
+    "      --warmup-epochs N   linear learning-rate warm-up\n"
+    "      --seed N            shuffling, augmentation and dropout seed (default 0)\n"
+    "      --threads N         CPU threads (default: all cores)\n"
+    "      --limit-train N, --limit-test N   use only the first N images\n"
+    "      --augment on|off    random crop + flip (default: on for 32x32 images)\n"
+    "      --drop-last         skip the last, smaller batch of an epoch\n"
+    "      --metrics FILE      write one JSON object per epoch (JSON lines)\n"
+    "      --dump-ir[=PASSES]  print the IR after passes (all, or a list of: " TRAIN_PIPELINE_TEXT ")\n"
+    "      --dump-file FILE    write IR dumps to FILE instead of stderr\n"
+    "      --profile           print time per op kind at the end\n"
+    "      --static-batch      keep the export's batch size\n"
+    "      -q, --quiet         print only the final result\n"
     "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch]\n"
     "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
     "      --dump-ir prints swatc's IR of the model instead; --dump-ir=PASS[,PASS..] or =all builds\n"
@@ -92,6 +116,100 @@ static void print_table(const ir_graph *g) {
   }
 }
 
+static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || v < lo || v > hi) {
+    fprintf(stderr, "swatc: error: %s needs an integer from %ld to %ld, not '%s'\n  hint: run 'swatc --help'\n", opt, lo, hi, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+static int parse_float(const char *opt, const char *s, double lo, double hi, double *out) {
+  char *end;
+  double v = strtod(s, &end);
+  if (!*s || *end || !(v >= lo && v <= hi)) {
+    fprintf(stderr, "swatc: error: %s needs a number from %g to %g, not '%s'\n  hint: run 'swatc --help'\n", opt, lo, hi, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+static int cmd_train(int argc, char **argv, const char *cmdline) {
+  enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_SCHED, O_MILE, O_WARM, O_SEED, O_THREADS, O_LTRAIN,
+         O_LTEST, O_METRICS, O_DUMP, O_DUMPFILE, O_PROFILE, O_STATIC, O_AUG, O_DROP };
+  static const struct option opts[] = {
+      {"data", required_argument, 0, O_DATA},          {"epochs", required_argument, 0, O_EPOCHS},
+      {"batch", required_argument, 0, O_BATCH},        {"lr", required_argument, 0, O_LR},
+      {"momentum", required_argument, 0, O_MOM},       {"nesterov", no_argument, 0, O_NEST},
+      {"wd", required_argument, 0, O_WD},              {"schedule", required_argument, 0, O_SCHED},
+      {"milestones", required_argument, 0, O_MILE},    {"warmup-epochs", required_argument, 0, O_WARM},
+      {"seed", required_argument, 0, O_SEED},          {"threads", required_argument, 0, O_THREADS},
+      {"limit-train", required_argument, 0, O_LTRAIN}, {"limit-test", required_argument, 0, O_LTEST},
+      {"metrics", required_argument, 0, O_METRICS},    {"dump-ir", optional_argument, 0, O_DUMP},
+      {"dump-file", required_argument, 0, O_DUMPFILE}, {"profile", no_argument, 0, O_PROFILE},
+      {"static-batch", no_argument, 0, O_STATIC},      {"augment", required_argument, 0, O_AUG},
+      {"drop-last", no_argument, 0, O_DROP},           {"quiet", no_argument, 0, 'q'},
+      {"help", no_argument, 0, 'h'},                   {0, 0, 0, 0}};
+  trainer_opts o;
+  trainer_opts_default(&o);
+  o.command = cmdline;
+  long iv;
+  double fv;
+  int c;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    switch (c) {
+      case O_DATA: o.data = optarg; break;
+      case O_EPOCHS: if (!parse_int("--epochs", optarg, 1, 100000, &iv)) return SW_EUSAGE; o.epochs = (int)iv; break;
+      case O_BATCH: if (!parse_int("--batch", optarg, 1, 65536, &iv)) return SW_EUSAGE; o.batch = (int)iv; break;
+      case O_LR: if (!parse_float("--lr", optarg, 0, 100, &fv)) return SW_EUSAGE; o.lr = fv; break;
+      case O_MOM: if (!parse_float("--momentum", optarg, 0, 0.9999, &fv)) return SW_EUSAGE; o.momentum = fv; break;
+      case O_NEST: o.nesterov = 1; break;
+      case O_WD: if (!parse_float("--wd", optarg, 0, 1, &fv)) return SW_EUSAGE; o.wd = fv; break;
+      case O_SCHED:
+        if (strcmp(optarg, "constant") && strcmp(optarg, "step") && strcmp(optarg, "cosine"))
+          return usage_error("--schedule must be constant, step or cosine, not '%s'", optarg);
+        o.schedule = optarg;
+        break;
+      case O_MILE: o.milestones = optarg; break;
+      case O_WARM: if (!parse_int("--warmup-epochs", optarg, 0, 100000, &iv)) return SW_EUSAGE; o.warmup_epochs = (int)iv; break;
+      case O_SEED: if (!parse_int("--seed", optarg, 0, 2147483647L, &iv)) return SW_EUSAGE; o.seed = (uint64_t)iv; break;
+      case O_THREADS: if (!parse_int("--threads", optarg, 1, 1024, &iv)) return SW_EUSAGE; o.threads = (int)iv; break;
+      case O_LTRAIN: if (!parse_int("--limit-train", optarg, 1, 2147483647L, &iv)) return SW_EUSAGE; o.limit_train = iv; break;
+      case O_LTEST: if (!parse_int("--limit-test", optarg, 1, 2147483647L, &iv)) return SW_EUSAGE; o.limit_test = iv; break;
+      case O_METRICS: o.metrics = optarg; break;
+      case O_DUMP: o.dump_ir = optarg ? optarg : "import"; break;
+      case O_DUMPFILE: o.dump_file = optarg; break;
+      case O_PROFILE: o.profile = 1; break;
+      case O_STATIC: o.static_batch = 1; break;
+      case O_AUG:
+        if (strcmp(optarg, "on") && strcmp(optarg, "off")) return usage_error("--augment must be on or off, not '%s'", optarg);
+        o.augment = strcmp(optarg, "on") == 0;
+        break;
+      case O_DROP: o.drop_last = 1; break;
+      case 'q': o.quiet = 1; sw_quiet = 1; break;
+      case 'h': fputs(usage_text, stdout); return 0;
+      default: return usage_error("unknown option '%s' for train", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc) return usage_error("%s", "train needs a model file: swatc train MODEL.onnx");
+  if (optind + 1 < argc) return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  if (o.dump_ir && strcmp(o.dump_ir, "all") != 0) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", o.dump_ir);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+      if (!pass_name_valid(t)) return usage_error("unknown pass '%s' for --dump-ir (passes: " TRAIN_PIPELINE_TEXT ")", t);
+  }
+  sw_err e = {0};
+  if (trainer_run(argv[optind], &o, &e)) return fail(&e);
+  return 0;
+}
+
 static int cmd_inspect(int argc, char **argv) {
   static const struct option opts[] = {
       {"dump-ir", optional_argument, 0, 'd'}, {"static-batch", no_argument, 0, 's'}, {"quiet", no_argument, 0, 'q'},
@@ -155,6 +273,15 @@ int main(int argc, char **argv) {
     printf("swatc %s\n", SWATC_VERSION);
     return 0;
   }
+  char cmdline[2048] = "swatc";
+  for (int i = 1; i < argc; i++) {
+    size_t l = strlen(cmdline);
+    snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
+  }
   if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
+  if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1, cmdline);
+  /* `swatc MODEL.onnx [options]` means train */
+  size_t l = strlen(cmd);
+  if (cmd[0] != '-' && l > 5 && strcmp(cmd + l - 5, ".onnx") == 0) return cmd_train(argc, argv, cmdline);
   return usage_error("unknown command '%s'", cmd);
 }

@@ -1,0 +1,756 @@
+/* Lowering: each IR node becomes one kernel call. The descriptor of the kernel (shapes, attributes,
+ * plans with their JIT code) is made here, once; the run functions only call kernels. */
+#include <math.h>
+#include <string.h>
+
+#include "runtime/exec.h"
+
+#define FAIL(...) return sw_fail(e, SW_EINPUT, __VA_ARGS__)
+
+static kshape ks(const rt_buf *b) { return kshape_make(b->shape.rank, b->shape.d); }
+
+static ir_shape concrete(const ir_shape *s, int64_t batch) {
+  ir_shape c = *s;
+  for (int i = 0; i < c.rank; i++)
+    if (c.d[i] == IR_N) c.d[i] = batch;
+  return c;
+}
+
+static ir_shape attr_shape(const ir_node *n, const char *name, int64_t batch) {
+  const int64_t *v;
+  int k = ir_attr_ints(n, name, &v);
+  ir_shape s = ir_shape_make(k, v);
+  return concrete(&s, batch);
+}
+
+static void *ctx_new(rt_op *op, size_t size) {
+  op->ctx = sw_xcalloc(1, size);
+  return op->ctx;
+}
+
+/* ---- kernel plans, shared between the forward and backward ops of a layer ---- */
+
+void rt_plan_cache_free(rt_program *p) {
+  for (int i = 0; i < p->n_plans; i++) {
+    if (p->plans[i]->kind == 0) conv_plan_free(&p->plans[i]->plan.c);
+    else gemm_plan_free(&p->plans[i]->plan.g);
+    free(p->plans[i]);
+  }
+  free(p->plans);
+}
+
+static const conv_plan *conv_plan_get(rt_program *p, const conv_desc *d, sw_err *e) {
+  for (int i = 0; i < p->n_plans; i++)
+    if (p->plans[i]->kind == 0 && memcmp(&p->plans[i]->d.c, d, sizeof *d) == 0) return &p->plans[i]->plan.c;
+  rt_plan_entry *pe = sw_xcalloc(1, sizeof *pe);
+  pe->kind = 0;
+  pe->d.c = *d;
+  if (conv_plan_init(&pe->plan.c, d, p->nthreads, CONV_IMPL_AUTO, e)) {
+    free(pe);
+    return NULL;
+  }
+  p->plans = sw_xrealloc(p->plans, sizeof *p->plans * (size_t)(p->n_plans + 1));
+  p->plans[p->n_plans++] = pe;
+  for (int k = 0; k < CONV_NPASS; k++) rt_need_scratch(p, conv_plan_scratch(&pe->plan.c, (conv_pass)k));
+  return &pe->plan.c;
+}
+
+static const gemm_plan *gemm_plan_get(rt_program *p, const gemm_desc *d, sw_err *e) {
+  for (int i = 0; i < p->n_plans; i++)
+    if (p->plans[i]->kind == 1 && memcmp(&p->plans[i]->d.g, d, sizeof *d) == 0) return &p->plans[i]->plan.g;
+  rt_plan_entry *pe = sw_xcalloc(1, sizeof *pe);
+  pe->kind = 1;
+  pe->d.g = *d;
+  if (gemm_plan_init(&pe->plan.g, d, p->nthreads, GEMM_IMPL_AUTO, e)) {
+    free(pe);
+    return NULL;
+  }
+  p->plans = sw_xrealloc(p->plans, sizeof *p->plans * (size_t)(p->n_plans + 1));
+  p->plans[p->n_plans++] = pe;
+  for (int k = 0; k < GEMM_NPASS; k++) rt_need_scratch(p, gemm_plan_scratch(&pe->plan.g, (gemm_pass)k));
+  return &pe->plan.g;
+}
+
+/* ---- Conv ---- */
+
+typedef struct conv_ctx {
+  const conv_plan *plan;
+} conv_ctx;
+
+/* x: the input shape [N,C,H,W] or [N,C,L]; w: [K,C/g,R,S] or [K,C/g,R] */
+static int conv_desc_of(const ir_node *n, const ir_shape *x, const ir_shape *w, conv_desc *d, sw_err *e) {
+  int sp = x->rank - 2;
+  if (sp != 1 && sp != 2) FAIL("node '%s' (%s): unsupported at run time: %d-D convolution", n->name, n->op->name, sp);
+  const int64_t *st, *pa, *di;
+  ir_attr_ints(n, "strides", &st);
+  ir_attr_ints(n, "pads", &pa);
+  int nd = ir_attr_ints(n, "dilations", &di);
+  memset(d, 0, sizeof *d);
+  d->N = (int)x->d[0];
+  d->C = (int)x->d[1];
+  d->H = sp == 2 ? (int)x->d[2] : 1;
+  d->W = (int)x->d[sp + 1];
+  d->K = (int)w->d[0];
+  d->R = sp == 2 ? (int)w->d[2] : 1;
+  d->S = (int)w->d[sp + 1];
+  d->stride_h = sp == 2 ? (int)st[0] : 1;
+  d->stride_w = (int)st[sp - 1];
+  d->pad_t = sp == 2 ? (int)pa[0] : 0;
+  d->pad_l = (int)pa[sp - 1];
+  d->pad_b = sp == 2 ? (int)pa[2] : 0;
+  d->pad_r = (int)pa[2 * sp - 1];
+  d->dil_h = sp == 2 && nd ? (int)di[0] : 1;
+  d->dil_w = nd ? (int)di[sp - 1] : 1;
+  d->groups = (int)ir_attr_int(n, "group");
+  return conv_desc_resolve(d, e);
+}
+
+static int run_conv(rt_program *p, const rt_op *op) {
+  conv_plan_fwd(((conv_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  return SW_OK;
+}
+static int run_conv_grad_data(rt_program *p, const rt_op *op) {
+  conv_plan_bwd_data(((conv_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->out[0], p->scratch);
+  return SW_OK;
+}
+static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
+  conv_plan_bwd_weight(((conv_ctx *)op->ctx)->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  return SW_OK;
+}
+
+/* ---- Gemm (the fully-connected form) and general Gemm ---- */
+
+typedef struct gemm_ctx {
+  const gemm_plan *plan;
+  /* general form */
+  int M, N, K, ta, tb;
+  float alpha, beta;
+  kshape c, y;
+} gemm_ctx;
+
+static int run_fc(rt_program *p, const rt_op *op) {
+  gemm_plan_fwd(((gemm_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  return SW_OK;
+}
+static int run_fc_grad_data(rt_program *p, const rt_op *op) {
+  gemm_plan_bwd_data(((gemm_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->out[0], p->scratch);
+  return SW_OK;
+}
+static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
+  gemm_plan_bwd_weight(((gemm_ctx *)op->ctx)->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  return SW_OK;
+}
+
+/* Y = alpha op(A) op(B) + beta C, plain loops (Gemm forms other than Linear, and Gemm in backward graphs). */
+static int run_gemm_general(rt_program *p, const rt_op *op) {
+  const gemm_ctx *c = op->ctx;
+  const float *A = op->in[0], *B = op->in[1], *C = op->in[2];
+  float *Y = op->out[0];
+#pragma omp parallel for num_threads(p->nthreads) schedule(static)
+  for (int i = 0; i < c->M; i++)
+    for (int j = 0; j < c->N; j++) {
+      double acc = 0;
+      for (int k = 0; k < c->K; k++) {
+        float a = c->ta ? A[(size_t)k * c->M + i] : A[(size_t)i * c->K + k];
+        float b = c->tb ? B[(size_t)j * c->K + k] : B[(size_t)k * c->N + j];
+        acc += (double)a * b;
+      }
+      float v = c->alpha * (float)acc;
+      if (C) { /* C broadcasts to [M, N]: a scalar, [N], [1|M, 1|N] */
+        int64_t ci = 0;
+        if (c->c.ndim == 2) ci = (c->c.d[0] == 1 ? 0 : (int64_t)i) * c->c.d[1] + (c->c.d[1] == 1 ? 0 : j);
+        else if (c->c.ndim == 1) ci = c->c.d[0] == 1 ? 0 : j;
+        v += c->beta * C[ci];
+      }
+      Y[(size_t)i * c->N + j] = v;
+    }
+  return SW_OK;
+}
+
+static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
+  gemm_ctx *c = ctx_new(op, sizeof *c);
+  const rt_buf *a = rt_buf_of(p, n->in[0]), *b = rt_buf_of(p, n->in[1]);
+  c->ta = (int)ir_attr_int(n, "transA");
+  c->tb = (int)ir_attr_int(n, "transB");
+  c->alpha = ir_attr_float(n, "alpha");
+  c->beta = ir_attr_float(n, "beta");
+  c->M = (int)(c->ta ? a->shape.d[1] : a->shape.d[0]);
+  c->K = (int)(c->ta ? a->shape.d[0] : a->shape.d[1]);
+  c->N = (int)(c->tb ? b->shape.d[0] : b->shape.d[1]);
+  const rt_buf *cb = n->n_in > 2 && n->in[2] ? rt_buf_of(p, n->in[2]) : NULL;
+  int fc = !c->ta && c->tb && c->alpha == 1.0f && (!cb || (c->beta == 1.0f && cb->shape.rank == 1));
+  if (fc) {
+    gemm_desc d = {.M = c->M, .N = c->N, .K = c->K};
+    if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
+    op->run = run_fc;
+    return SW_OK;
+  }
+  if (cb) c->c = ks(cb);
+  c->y = ks(rt_buf_of(p, n->out[0]));
+  op->run = run_gemm_general;
+  return SW_OK;
+}
+
+static int lower_gemm_grad(rt_program *p, const ir_node *n, rt_op *op, int weight, sw_err *e) {
+  gemm_ctx *c = ctx_new(op, sizeof *c);
+  const rt_buf *dy = rt_buf_of(p, n->in[0]), *other = rt_buf_of(p, n->in[1]);
+  gemm_desc d = {.M = (int)dy->shape.d[0], .N = (int)dy->shape.d[1], .K = (int)other->shape.d[1]};
+  if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
+  op->run = weight ? run_fc_grad_weight : run_fc_grad_data;
+  return SW_OK;
+}
+
+/* ---- MatMul ---- */
+
+typedef struct shapes_ctx {
+  kshape a, b, y;
+  int n;
+  kshape xs[64];
+  int axis;
+  int perm[KERN_MAX_DIMS];
+  int64_t ints[2 * KERN_MAX_DIMS];
+  int n_ints;
+  float f;
+  slice_desc sl;
+} shapes_ctx;
+
+static int run_matmul(rt_program *p, const rt_op *op) {
+  (void)p;
+  const shapes_ctx *c = op->ctx;
+  matmul_fwd_ref(&c->a, op->in[0], &c->b, op->in[1], op->out[0]);
+  return SW_OK;
+}
+
+/* ---- activations ---- */
+
+typedef struct act_ctx {
+  act_desc a;
+  int64_t n;
+  int reads_y; /* backward reads the forward output */
+} act_ctx;
+
+static int run_act(rt_program *p, const rt_op *op) {
+  const act_ctx *c = op->ctx;
+  act_fwd(&c->a, c->n, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_act_grad(rt_program *p, const rt_op *op) {
+  const act_ctx *c = op->ctx;
+  act_bwd(&c->a, c->n, c->reads_y ? NULL : op->in[1], c->reads_y ? op->in[1] : NULL, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int lower_act(rt_program *p, const ir_node *n, rt_op *op, const char *kind, int grad) {
+  act_ctx *c = ctx_new(op, sizeof *c);
+  c->n = rt_buf_of(p, n->out[0])->numel;
+  if (!strcmp(kind, "Relu")) c->a.kind = ACT_RELU; /* ReluGrad reads Y: Y > 0 exactly where X > 0 */
+  else if (!strcmp(kind, "LeakyRelu")) {
+    c->a.kind = ACT_LEAKY_RELU;
+    c->a.alpha = ir_attr_float(n, "alpha");
+  } else if (!strcmp(kind, "Clip")) {
+    c->a.kind = ACT_CLIP;
+    c->a.lo = ir_attr_float(n, "min");
+    c->a.hi = ir_attr_float(n, "max");
+  } else if (!strcmp(kind, "Sigmoid")) {
+    c->a.kind = ACT_SIGMOID;
+    c->reads_y = 1;
+  } else {
+    c->a.kind = ACT_TANH;
+    c->reads_y = 1;
+  }
+  op->run = grad ? run_act_grad : run_act;
+  return SW_OK;
+}
+
+/* ---- elementwise arithmetic ---- */
+
+typedef struct bin_ctx {
+  binop_kind k;
+  kshape a, b, y;
+} bin_ctx;
+
+static int run_binop(rt_program *p, const rt_op *op) {
+  const bin_ctx *c = op->ctx;
+  binop_fwd(c->k, &c->a, op->in[0], &c->b, op->in[1], &c->y, op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_reduce_sum_to(rt_program *p, const rt_op *op) {
+  const bin_ctx *c = op->ctx; /* a = target, y = input */
+  binop_bwd(BIN_ADD, &c->a, NULL, &c->y, NULL, &c->y, op->in[0], op->out[0], NULL, p->nthreads);
+  return SW_OK;
+}
+
+typedef struct sum_ctx {
+  int n_in;
+  int64_t numel;
+  int neg;
+} sum_ctx;
+
+static int run_sum(rt_program *p, const rt_op *op) {
+  const sum_ctx *c = op->ctx;
+  float *y = op->out[0];
+  const float *x0 = op->in[0];
+#pragma omp parallel for num_threads(p->nthreads) schedule(static)
+  for (int64_t i = 0; i < c->numel; i++) {
+    float s = c->neg ? -x0[i] : x0[i];
+    for (int k = 1; k < c->n_in; k++) s += ((const float *)op->in[k])[i];
+    y[i] = s;
+  }
+  return SW_OK;
+}
+
+/* ---- normalisation, pooling, softmax, loss, dropout ---- */
+
+typedef struct bn_ctx {
+  bn_desc d;
+  int training;
+} bn_ctx;
+
+static int run_bn(rt_program *p, const rt_op *op) {
+  const bn_ctx *c = op->ctx;
+  float *x = op->in[0], *scale = op->in[1], *bias = op->in[2], *mean = op->in[3], *var = op->in[4];
+  if (!c->training) {
+    bn_fwd_infer(&c->d, x, scale, bias, mean, var, op->out[0], 0, p->nthreads);
+    return SW_OK;
+  }
+  float *sm = op->out[3] ? op->out[3] : (float *)p->scratch, *si = op->out[4] ? op->out[4] : (float *)p->scratch + c->d.C;
+  /* the running statistics are state: updated in place, then published as outputs 1 and 2 */
+  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, 0, p->nthreads);
+  if (op->out[1] && op->out[1] != mean) memcpy(op->out[1], mean, sizeof(float) * (size_t)c->d.C);
+  if (op->out[2] && op->out[2] != var) memcpy(op->out[2], var, sizeof(float) * (size_t)c->d.C);
+  return SW_OK;
+}
+
+static int run_bn_grad(rt_program *p, const rt_op *op) {
+  const bn_ctx *c = op->ctx;
+  bn_bwd(&c->d, op->in[1], NULL, op->in[0], op->in[2], op->in[3], op->in[4], op->out[0], op->out[1], op->out[2], 0,
+         p->nthreads);
+  return SW_OK;
+}
+
+static void bn_desc_of(const rt_buf *x, const ir_node *n, bn_desc *d) {
+  d->N = (int)x->shape.d[0];
+  d->C = (int)x->shape.d[1];
+  d->HW = 1;
+  for (int i = 2; i < x->shape.rank; i++) d->HW *= x->shape.d[i];
+  d->eps = ir_attr_float(n, "epsilon");
+  d->momentum = ir_op_attr(n->op, "momentum") ? ir_attr_float(n, "momentum") : 0.9f;
+}
+
+typedef struct pool_ctx {
+  pool_desc d;
+  int max;
+  size_t y_bytes;
+} pool_ctx;
+
+static int pool_desc_of(const ir_node *n, const ir_shape *x, pool_desc *d, sw_err *e) {
+  int sp = x->rank - 2;
+  if (sp != 1 && sp != 2) FAIL("node '%s' (%s): unsupported at run time: %d-D pooling", n->name, n->op->name, sp);
+  const int64_t *k, *st, *pa, *di;
+  ir_attr_ints(n, "kernel_shape", &k);
+  ir_attr_ints(n, "strides", &st);
+  ir_attr_ints(n, "pads", &pa);
+  int nd = ir_attr_ints(n, "dilations", &di);
+  memset(d, 0, sizeof *d);
+  d->N = (int)x->d[0];
+  d->C = (int)x->d[1];
+  d->H = sp == 2 ? (int)x->d[2] : 1;
+  d->W = (int)x->d[sp + 1];
+  d->kh = sp == 2 ? (int)k[0] : 1;
+  d->kw = (int)k[sp - 1];
+  d->stride_h = sp == 2 ? (int)st[0] : 1;
+  d->stride_w = (int)st[sp - 1];
+  d->pad_t = sp == 2 ? (int)pa[0] : 0;
+  d->pad_l = (int)pa[sp - 1];
+  d->pad_b = sp == 2 ? (int)pa[2] : 0;
+  d->pad_r = (int)pa[2 * sp - 1];
+  d->dil_h = sp == 2 && nd ? (int)di[0] : 1;
+  d->dil_w = nd ? (int)di[sp - 1] : 1;
+  d->ceil_mode = (int)ir_attr_int(n, "ceil_mode");
+  d->count_include_pad = ir_op_attr(n->op, "count_include_pad") ? (int)ir_attr_int(n, "count_include_pad") : 0;
+  return pool_desc_resolve(d, e);
+}
+
+static int run_maxpool(rt_program *p, const rt_op *op) {
+  const pool_ctx *c = op->ctx;
+  maxpool_fwd(&c->d, op->in[0], op->out[0], p->scratch, p->nthreads);
+  return SW_OK;
+}
+
+/* MaxPoolGrad(dY, X): the argmax is recomputed from X (cheaper than keeping it alive all step) */
+static int run_maxpool_grad(rt_program *p, const rt_op *op) {
+  const pool_ctx *c = op->ctx;
+  float *y = p->scratch;
+  int32_t *argmax = (int32_t *)((char *)p->scratch + c->y_bytes);
+  maxpool_fwd(&c->d, op->in[1], y, argmax, p->nthreads);
+  maxpool_bwd(&c->d, op->in[0], argmax, op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_avgpool(rt_program *p, const rt_op *op) {
+  avgpool_fwd(&((const pool_ctx *)op->ctx)->d, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_avgpool_grad(rt_program *p, const rt_op *op) {
+  avgpool_bwd(&((const pool_ctx *)op->ctx)->d, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+typedef struct gap_ctx {
+  int N, C;
+  int64_t HW;
+} gap_ctx;
+
+static int run_gap(rt_program *p, const rt_op *op) {
+  const gap_ctx *c = op->ctx;
+  global_avgpool_fwd(c->N, c->C, c->HW, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_gap_grad(rt_program *p, const rt_op *op) {
+  const gap_ctx *c = op->ctx;
+  global_avgpool_bwd(c->N, c->C, c->HW, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+typedef struct softmax_ctx {
+  int64_t outer, len, inner;
+  int log_;
+} softmax_ctx;
+
+static int run_softmax(rt_program *p, const rt_op *op) {
+  const softmax_ctx *c = op->ctx;
+  softmax_fwd(c->outer, c->len, c->inner, c->log_, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_softmax_grad(rt_program *p, const rt_op *op) {
+  const softmax_ctx *c = op->ctx;
+  softmax_bwd(c->outer, c->len, c->inner, c->log_, op->in[1], op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+typedef struct sce_ctx {
+  sce_desc d;
+} sce_ctx;
+
+static int run_sce(rt_program *p, const rt_op *op) {
+  const sce_ctx *c = op->ctx;
+  float *lp = op->out[1] ? op->out[1] : p->scratch;
+  return sce_fwd(&c->d, op->in[0], op->in[1], op->in[2], op->out[0], lp, p->err);
+}
+
+static int run_sce_grad(rt_program *p, const rt_op *op) {
+  (void)p;
+  const sce_ctx *c = op->ctx;
+  sce_bwd(&c->d, op->in[1], op->in[2], op->in[3], op->in[0], op->out[0]);
+  return SW_OK;
+}
+
+typedef struct dropout_ctx {
+  int64_t n;
+  float ratio;
+  int training;
+  uint64_t salt;
+} dropout_ctx;
+
+static int run_dropout(rt_program *p, const rt_op *op) {
+  const dropout_ctx *c = op->ctx;
+  if (!c->training || c->ratio == 0.0f) {
+    if (op->out[0] != op->in[0]) memcpy(op->out[0], op->in[0], sizeof(float) * (size_t)c->n);
+    if (op->out[1]) memset(op->out[1], 1, (size_t)c->n);
+    return SW_OK;
+  }
+  uint8_t *mask = op->out[1] ? op->out[1] : p->scratch;
+  dropout_fwd(c->n, c->ratio, p->seed ^ c->salt, p->step, op->in[0], op->out[0], mask, p->nthreads);
+  return SW_OK;
+}
+
+static int run_dropout_grad(rt_program *p, const rt_op *op) {
+  const dropout_ctx *c = op->ctx;
+  dropout_bwd(c->n, c->ratio, op->in[1], op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+/* ---- data movement ---- */
+
+static int run_copy(rt_program *p, const rt_op *op) {
+  (void)p;
+  const shapes_ctx *c = op->ctx;
+  if (op->out[0] != op->in[0]) memcpy(op->out[0], op->in[0], (size_t)c->n);
+  return SW_OK;
+}
+
+static int run_concat(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  concat_fwd(c->n, c->xs, (const float *const *)op->in, c->axis, op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_split(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  concat_bwd(c->n, c->xs, c->axis, op->in[0], (float *const *)op->out, p->nthreads);
+  return SW_OK;
+}
+
+static int run_transpose(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  transpose_fwd(&c->a, c->perm, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_pad(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  pad_fwd(&c->a, c->ints, c->f, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_slice(rt_program *p, const rt_op *op) {
+  (void)p;
+  slice_fwd(&((const shapes_ctx *)op->ctx)->sl, op->in[0], op->out[0]);
+  return SW_OK;
+}
+
+static int run_slice_grad(rt_program *p, const rt_op *op) {
+  (void)p;
+  slice_bwd(&((const shapes_ctx *)op->ctx)->sl, op->in[0], op->out[0]);
+  return SW_OK;
+}
+
+static int run_reduce_mean(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  reduce_mean_fwd(&c->a, c->n_ints, c->ints, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+static int run_reduce_mean_grad(rt_program *p, const rt_op *op) {
+  const shapes_ctx *c = op->ctx;
+  reduce_mean_bwd(&c->a, c->n_ints, c->ints, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
+/* ---- the dispatch ---- */
+
+static int is(const ir_node *n, const char *op) { return strcmp(n->op->name, op) == 0; }
+
+static int only_f32(const rt_program *p, const ir_node *n, sw_err *e) {
+  for (int i = 0; i < n->n_in; i++)
+    if (n->in[i] && p->bufs[n->in[i]->id].dtype != IR_F32 && !(is(n, "SoftmaxCrossEntropyLoss") && i == 1) &&
+        !(is(n, "SoftmaxCrossEntropyLossGrad") && i == 2) && !(is(n, "DropoutGrad") && i == 1))
+      FAIL("node '%s' (%s): unsupported at run time: %s data (swatc's kernels compute in float32)", n->name, n->op->name,
+           ir_dtype_name(p->bufs[n->in[i]->id].dtype));
+  return SW_OK;
+}
+
+int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
+  if (n->n_in > RT_MAX_ARGS || n->n_out > RT_MAX_ARGS) FAIL("node '%s': more than %d inputs or outputs", n->name, RT_MAX_ARGS);
+  for (int i = 0; i < n->n_in; i++) op->in[i] = n->in[i] ? rt_buf_of(p, n->in[i])->data : NULL;
+  for (int i = 0; i < n->n_out; i++) op->out[i] = n->out[i] ? rt_buf_of(p, n->out[i])->data : NULL;
+  int64_t B = p->batch;
+  if (is(n, "Reshape") || is(n, "Flatten")) {
+    shapes_ctx *c = ctx_new(op, sizeof *c);
+    const rt_buf *y = rt_buf_of(p, n->out[0]);
+    c->n = (int)((size_t)y->numel * ir_dtype_size(y->dtype));
+    op->run = run_copy;
+    return SW_OK;
+  }
+  if (only_f32(p, n, e)) return e->code;
+  if (is(n, "Conv") || is(n, "ConvGradData") || is(n, "ConvGradWeight")) {
+    conv_ctx *c = ctx_new(op, sizeof *c);
+    conv_desc d;
+    ir_shape x, w;
+    if (is(n, "Conv")) {
+      x = rt_buf_of(p, n->in[0])->shape;
+      w = rt_buf_of(p, n->in[1])->shape;
+    } else if (is(n, "ConvGradData")) {
+      x = attr_shape(n, "x_shape", B);
+      w = rt_buf_of(p, n->in[1])->shape;
+    } else {
+      x = rt_buf_of(p, n->in[1])->shape;
+      w = rt_buf_of(p, n->out[0])->shape;
+    }
+    if (conv_desc_of(n, &x, &w, &d, e)) return e->code;
+    if (!(c->plan = conv_plan_get(p, &d, e))) return e->code;
+    op->run = is(n, "Conv") ? run_conv : is(n, "ConvGradData") ? run_conv_grad_data : run_conv_grad_weight;
+    return SW_OK;
+  }
+  if (is(n, "Gemm")) return lower_gemm(p, n, op, e);
+  if (is(n, "GemmGradData")) return lower_gemm_grad(p, n, op, 0, e);
+  if (is(n, "GemmGradWeight")) return lower_gemm_grad(p, n, op, 1, e);
+  if (is(n, "MatMul")) {
+    shapes_ctx *c = ctx_new(op, sizeof *c);
+    c->a = ks(rt_buf_of(p, n->in[0]));
+    c->b = ks(rt_buf_of(p, n->in[1]));
+    op->run = run_matmul;
+    return SW_OK;
+  }
+  if (is(n, "Relu") || is(n, "LeakyRelu") || is(n, "Clip") || is(n, "Sigmoid") || is(n, "Tanh"))
+    return lower_act(p, n, op, n->op->name, 0);
+  if (is(n, "ReluGrad") || is(n, "LeakyReluGrad") || is(n, "ClipGrad") || is(n, "SigmoidGrad") || is(n, "TanhGrad")) {
+    char kind[32];
+    snprintf(kind, sizeof kind, "%.*s", (int)(strlen(n->op->name) - 4), n->op->name);
+    return lower_act(p, n, op, kind, 1);
+  }
+  if (is(n, "Add") || is(n, "Sub") || is(n, "Mul") || is(n, "Div")) {
+    bin_ctx *c = ctx_new(op, sizeof *c);
+    c->k = is(n, "Add") ? BIN_ADD : is(n, "Sub") ? BIN_SUB : is(n, "Mul") ? BIN_MUL : BIN_DIV;
+    c->a = ks(rt_buf_of(p, n->in[0]));
+    c->b = ks(rt_buf_of(p, n->in[1]));
+    c->y = ks(rt_buf_of(p, n->out[0]));
+    op->run = run_binop;
+    return SW_OK;
+  }
+  if (is(n, "ReduceSumTo")) {
+    bin_ctx *c = ctx_new(op, sizeof *c);
+    c->a = ks(rt_buf_of(p, n->out[0]));
+    c->y = ks(rt_buf_of(p, n->in[0]));
+    op->run = run_reduce_sum_to;
+    return SW_OK;
+  }
+  if (is(n, "Sum") || is(n, "Neg")) {
+    sum_ctx *c = ctx_new(op, sizeof *c);
+    c->n_in = n->n_in;
+    c->numel = rt_buf_of(p, n->out[0])->numel;
+    c->neg = is(n, "Neg");
+    op->run = run_sum;
+    return SW_OK;
+  }
+  if (is(n, "BatchNormalization") || is(n, "BatchNormalizationGrad")) {
+    bn_ctx *c = ctx_new(op, sizeof *c);
+    const rt_buf *x = rt_buf_of(p, n->in[is(n, "BatchNormalization") ? 0 : 1]);
+    bn_desc_of(x, n, &c->d);
+    c->training = is(n, "BatchNormalization") && ir_attr_int(n, "training_mode");
+    if (c->training) rt_need_scratch(p, 2 * sizeof(float) * (size_t)c->d.C);
+    op->run = is(n, "BatchNormalization") ? run_bn : run_bn_grad;
+    return SW_OK;
+  }
+  if (is(n, "MaxPool") || is(n, "AveragePool") || is(n, "MaxPoolGrad") || is(n, "AveragePoolGrad")) {
+    pool_ctx *c = ctx_new(op, sizeof *c);
+    ir_shape x = is(n, "MaxPool") || is(n, "AveragePool") ? rt_buf_of(p, n->in[0])->shape
+                 : is(n, "MaxPoolGrad")                   ? rt_buf_of(p, n->in[1])->shape
+                                                          : attr_shape(n, "x_shape", B);
+    if (pool_desc_of(n, &x, &c->d, e)) return e->code;
+    size_t outn = (size_t)c->d.N * c->d.C * c->d.P * c->d.Q;
+    c->y_bytes = kern_align_up(outn * sizeof(float));
+    if (is(n, "MaxPool")) {
+      if (n->n_out > 1 && n->out[1]) FAIL("node '%s' (MaxPool): unsupported at run time: the Indices output", n->name);
+      rt_need_scratch(p, outn * sizeof(int32_t));
+      op->run = run_maxpool;
+    } else if (is(n, "MaxPoolGrad")) {
+      rt_need_scratch(p, c->y_bytes + outn * sizeof(int32_t));
+      op->run = run_maxpool_grad;
+    } else {
+      op->run = is(n, "AveragePool") ? run_avgpool : run_avgpool_grad;
+    }
+    return SW_OK;
+  }
+  if (is(n, "GlobalAveragePool") || is(n, "GlobalAveragePoolGrad")) {
+    gap_ctx *c = ctx_new(op, sizeof *c);
+    ir_shape x = is(n, "GlobalAveragePool") ? rt_buf_of(p, n->in[0])->shape : attr_shape(n, "x_shape", B);
+    c->N = (int)x.d[0];
+    c->C = (int)x.d[1];
+    c->HW = 1;
+    for (int i = 2; i < x.rank; i++) c->HW *= x.d[i];
+    op->run = is(n, "GlobalAveragePool") ? run_gap : run_gap_grad;
+    return SW_OK;
+  }
+  if (is(n, "Softmax") || is(n, "LogSoftmax") || is(n, "SoftmaxGrad") || is(n, "LogSoftmaxGrad")) {
+    softmax_ctx *c = ctx_new(op, sizeof *c);
+    const ir_shape *s = &rt_buf_of(p, n->out[0])->shape;
+    int64_t ax = ir_attr_int(n, "axis");
+    if (ax < 0) ax += s->rank;
+    c->outer = c->inner = 1;
+    for (int i = 0; i < ax; i++) c->outer *= s->d[i];
+    c->len = s->d[ax];
+    for (int i = (int)ax + 1; i < s->rank; i++) c->inner *= s->d[i];
+    c->log_ = strncmp(n->op->name, "Log", 3) == 0;
+    op->run = strstr(n->op->name, "Grad") ? run_softmax_grad : run_softmax;
+    return SW_OK;
+  }
+  if (is(n, "SoftmaxCrossEntropyLoss") || is(n, "SoftmaxCrossEntropyLossGrad")) {
+    sce_ctx *c = ctx_new(op, sizeof *c);
+    int grad = is(n, "SoftmaxCrossEntropyLossGrad");
+    const rt_buf *x = rt_buf_of(p, n->in[grad ? 1 : 0]), *lab = rt_buf_of(p, n->in[grad ? 2 : 1]);
+    if (lab->dtype != IR_I64) FAIL("node '%s': unsupported at run time: int32 labels", n->name);
+    c->d.N = (int)x->shape.d[0];
+    c->d.C = (int)x->shape.d[1];
+    c->d.D = 1;
+    for (int i = 2; i < x->shape.rank; i++) c->d.D *= x->shape.d[i];
+    const char *r = ir_attr_string(n, "reduction");
+    c->d.reduction = !strcmp(r, "sum") ? SCE_SUM : !strcmp(r, "none") ? SCE_NONE : SCE_MEAN;
+    c->d.has_ignore = ir_attr_get(n, "ignore_index") != NULL;
+    c->d.ignore_index = ir_attr_int(n, "ignore_index");
+    if (!grad) rt_need_scratch(p, sizeof(float) * (size_t)x->numel);
+    op->run = grad ? run_sce_grad : run_sce;
+    return SW_OK;
+  }
+  if (is(n, "Dropout") || is(n, "DropoutGrad")) {
+    dropout_ctx *c = ctx_new(op, sizeof *c);
+    c->n = rt_buf_of(p, n->out[0])->numel;
+    c->ratio = ir_attr_float(n, "ratio");
+    c->training = is(n, "Dropout") && ir_attr_int(n, "training_mode");
+    c->salt = (uint64_t)n->id * 0x9E3779B97F4A7C15ull;
+    if (is(n, "Dropout")) rt_need_scratch(p, (size_t)c->n);
+    op->run = is(n, "Dropout") ? run_dropout : run_dropout_grad;
+    return SW_OK;
+  }
+  shapes_ctx *c = ctx_new(op, sizeof *c);
+  if (is(n, "Concat") || is(n, "Split")) {
+    int split = is(n, "Split");
+    c->n = split ? n->n_out : n->n_in;
+    for (int i = 0; i < c->n; i++) c->xs[i] = ks(rt_buf_of(p, split ? n->out[i] : n->in[i]));
+    int64_t ax = ir_attr_int(n, "axis");
+    c->axis = (int)(ax < 0 ? ax + c->xs[0].ndim : ax);
+    op->run = split ? run_split : run_concat;
+    return SW_OK;
+  }
+  if (is(n, "Transpose")) {
+    c->a = ks(rt_buf_of(p, n->in[0]));
+    const int64_t *pm;
+    int k = ir_attr_ints(n, "perm", &pm);
+    for (int i = 0; i < c->a.ndim; i++) c->perm[i] = k ? (int)pm[i] : c->a.ndim - 1 - i;
+    op->run = run_transpose;
+    return SW_OK;
+  }
+  if (is(n, "Pad")) {
+    c->a = ks(rt_buf_of(p, n->in[0]));
+    const int64_t *pa;
+    c->n_ints = ir_attr_ints(n, "pads", &pa);
+    memcpy(c->ints, pa, sizeof *pa * (size_t)c->n_ints);
+    c->f = ir_attr_float(n, "value");
+    op->run = run_pad;
+    return SW_OK;
+  }
+  if (is(n, "Slice") || is(n, "SliceGrad")) {
+    ir_shape xs = is(n, "Slice") ? rt_buf_of(p, n->in[0])->shape : attr_shape(n, "x_shape", B);
+    kshape x = kshape_make(xs.rank, xs.d);
+    const int64_t *st, *en, *ax, *sp;
+    int k = ir_attr_ints(n, "starts", &st);
+    ir_attr_ints(n, "ends", &en);
+    int ka = ir_attr_ints(n, "axes", &ax), kp = ir_attr_ints(n, "steps", &sp);
+    if (slice_resolve(&x, k, st, en, ka ? ax : NULL, kp ? sp : NULL, &c->sl, e)) return e->code;
+    op->run = is(n, "Slice") ? run_slice : run_slice_grad;
+    return SW_OK;
+  }
+  if (is(n, "ReduceMean") || is(n, "ReduceMeanGrad")) {
+    if (is(n, "ReduceMean")) c->a = ks(rt_buf_of(p, n->in[0]));
+    else {
+      ir_shape s = attr_shape(n, "x_shape", B);
+      c->a = kshape_make(s.rank, s.d);
+    }
+    const int64_t *ax;
+    c->n_ints = ir_attr_ints(n, "axes", &ax);
+    if (c->n_ints == 0 && ir_attr_int(n, "noop_with_empty_axes")) {
+      c->n = (int)(sizeof(float) * (size_t)rt_buf_of(p, n->out[0])->numel);
+      op->run = run_copy;
+      return SW_OK;
+    }
+    memcpy(c->ints, ax, sizeof *ax * (size_t)c->n_ints);
+    op->run = is(n, "ReduceMean") ? run_reduce_mean : run_reduce_mean_grad;
+    return SW_OK;
+  }
+  FAIL("node '%s' (%s): unsupported at run time: no kernel for this operator", n->name, n->op->name);
+}
