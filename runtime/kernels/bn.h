@@ -1,0 +1,47 @@
+/* BatchNormalization over [N][C][HW] (HW = product of the spatial dimensions, 1 for [N, C]).
+ *
+ * Training forward normalises with the batch statistics over (N, HW): mean and the biased variance,
+ * y = scale * (x - mean) / sqrt(var + eps) + bias, and updates the running statistics with ONNX
+ * momentum semantics, running = running * momentum + batch * (1 - momentum), the running variance
+ * taking the unbiased batch variance (var * M / (M - 1), M = N*HW) as PyTorch does. It saves mean and
+ * 1/sqrt(var + eps) for the backward. relu = 1 fuses a ReLU after the normalisation (its backward
+ * then needs the forward output y to mask dy).
+ *
+ * The reference sums in double, two passes; the fast version is vectorised, threads split over
+ * channels, and uses a shifted one-pass variance. Each channel is reduced by one thread in a fixed
+ * order, so results do not depend on the thread count. */
+#ifndef SWATC_RUNTIME_KERNELS_BN_H
+#define SWATC_RUNTIME_KERNELS_BN_H
+
+#include <stdint.h>
+
+typedef struct bn_desc {
+  int N, C;
+  int64_t HW;
+  float eps;      /* ONNX epsilon (default 1e-5) */
+  float momentum; /* ONNX momentum (default 0.9; PyTorch's momentum m exports as 1 - m) */
+} bn_desc;
+
+/* Reference training forward. running_mean/running_var may be NULL (no update). */
+void bn_fwd_train_ref(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
+                      float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu);
+/* Reference backward: dx, dscale, dbias (dscale/dbias may be NULL); y is read only when relu. */
+void bn_bwd_ref(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+                const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu);
+/* Reference inference forward with the given mean and variance. */
+void bn_fwd_infer_ref(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
+                      const float *var, float *y, int relu);
+
+/* Fast training forward (same contract as the reference). */
+void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
+                  float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
+                  int nthreads);
+/* Fast backward (same contract as the reference). */
+void bn_bwd(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+            const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
+            int nthreads);
+/* Fast inference forward (same contract as the reference). */
+void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
+                  const float *var, float *y, int relu, int nthreads);
+
+#endif

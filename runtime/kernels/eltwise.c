@@ -1,0 +1,388 @@
+/* Activations, broadcasting arithmetic and Dropout (see eltwise.h). */
+#include "runtime/kernels/eltwise.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "runtime/kernels/kern_internal.h"
+
+/* Elementwise loops are split into chunks of this many elements per thread task. */
+#define ELT_CHUNK 16384
+
+/* ---------------------------------------------------------------------------------------------
+ * Activations: reference. */
+
+static float sigmoid(float x) {
+  if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+  float e = expf(x);
+  return e / (1.0f + e);
+}
+
+static float act_one(const act_desc *a, float x) {
+  switch (a->kind) {
+  case ACT_RELU: return x < 0.0f ? 0.0f : x;
+  case ACT_LEAKY_RELU: return x < 0.0f ? a->alpha * x : x;
+  case ACT_CLIP: return x < a->lo ? a->lo : (x > a->hi ? a->hi : x);
+  case ACT_SIGMOID: return sigmoid(x);
+  case ACT_TANH: return tanhf(x);
+  default: SW_ASSERT(!"unknown activation"); return 0.0f;
+  }
+}
+
+static float act_grad_one(const act_desc *a, float x, float y, float dy) {
+  switch (a->kind) {
+  case ACT_RELU: return x > 0.0f ? dy : 0.0f;
+  case ACT_LEAKY_RELU: return x > 0.0f ? dy : a->alpha * dy;
+  case ACT_CLIP: return (x >= a->lo && x <= a->hi) ? dy : 0.0f;
+  case ACT_SIGMOID: return dy * y * (1.0f - y);
+  case ACT_TANH: return dy * (1.0f - y * y);
+  default: SW_ASSERT(!"unknown activation"); return 0.0f;
+  }
+}
+
+void act_fwd_ref(const act_desc *a, int64_t n, const float *x, float *y) {
+  for (int64_t i = 0; i < n; i++) y[i] = act_one(a, x[i]);
+}
+
+void act_bwd_ref(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy, float *dx) {
+  for (int64_t i = 0; i < n; i++) dx[i] = act_grad_one(a, x ? x[i] : 0.0f, y ? y[i] : 0.0f, dy[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Activations: fast (vectorised piecewise-linear ones; Sigmoid/Tanh call libm per element). */
+
+KERN_CLONES static void act_fwd_chunk(const act_desc *a, int64_t n, const float *x, float *y) {
+  float alpha = a->alpha, lo = a->lo, hi = a->hi;
+  switch (a->kind) {
+  case ACT_RELU:
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    break;
+  case ACT_LEAKY_RELU:
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? alpha * x[i] : x[i];
+    break;
+  case ACT_CLIP:
+    for (int64_t i = 0; i < n; i++) {
+      float v = x[i];
+      y[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+    break;
+  default:
+    for (int64_t i = 0; i < n; i++) y[i] = act_one(a, x[i]);
+    break;
+  }
+}
+
+KERN_CLONES static void act_bwd_chunk(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy,
+                                      float *dx) {
+  float alpha = a->alpha, lo = a->lo, hi = a->hi;
+  switch (a->kind) {
+  case ACT_RELU:
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    break;
+  case ACT_LEAKY_RELU:
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : alpha * dy[i];
+    break;
+  case ACT_CLIP:
+    for (int64_t i = 0; i < n; i++) dx[i] = (x[i] >= lo && x[i] <= hi) ? dy[i] : 0.0f;
+    break;
+  case ACT_SIGMOID:
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    break;
+  case ACT_TANH:
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    break;
+  default: SW_ASSERT(!"unknown activation");
+  }
+}
+
+void act_fwd(const act_desc *a, int64_t n, const float *x, float *y, int nthreads) {
+  int64_t nchunks = (n + ELT_CHUNK - 1) / ELT_CHUNK;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nchunks > 1)
+  for (int64_t c = 0; c < nchunks; c++) {
+    int64_t lo = c * ELT_CHUNK, len = n - lo < ELT_CHUNK ? n - lo : ELT_CHUNK;
+    act_fwd_chunk(a, len, x + lo, y + lo);
+  }
+}
+
+void act_bwd(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy, float *dx, int nthreads) {
+  int uses_y = a->kind == ACT_SIGMOID || a->kind == ACT_TANH;
+  SW_ASSERT(uses_y ? y != NULL : x != NULL);
+  int64_t nchunks = (n + ELT_CHUNK - 1) / ELT_CHUNK;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nchunks > 1)
+  for (int64_t c = 0; c < nchunks; c++) {
+    int64_t lo = c * ELT_CHUNK, len = n - lo < ELT_CHUNK ? n - lo : ELT_CHUNK;
+    act_bwd_chunk(a, len, x ? x + lo : NULL, y ? y + lo : NULL, dy + lo, dx + lo);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Broadcasting iteration: the output index space with adjacent dimensions merged wherever every
+ * operand is contiguous across them (or broadcast across both), size-1 dimensions dropped. */
+
+typedef struct bc_iter {
+  int nd;
+  int64_t d[KERN_MAX_DIMS];
+  int64_t st[3][KERN_MAX_DIMS]; /* per operand; operand 0 is usually the output (contiguous) */
+} bc_iter;
+
+static void bc_iter_init(bc_iter *it, const kshape *y, int nops, const kshape *const *ops) {
+  int64_t st[3][KERN_MAX_DIMS];
+  for (int o = 0; o < nops; o++) kern_bcast_strides(ops[o], y, st[o]);
+  memset(it, 0, sizeof *it);
+  for (int i = 0; i < y->ndim; i++) {
+    if (y->d[i] == 1) continue;
+    int n = it->nd;
+    int merge = n > 0;
+    for (int o = 0; o < nops && merge; o++) merge = it->st[o][n - 1] == st[o][i] * y->d[i];
+    if (merge) {
+      it->d[n - 1] *= y->d[i];
+      for (int o = 0; o < nops; o++) it->st[o][n - 1] = st[o][i];
+    } else {
+      it->d[n] = y->d[i];
+      for (int o = 0; o < nops; o++) it->st[o][n] = st[o][i];
+      it->nd++;
+    }
+  }
+  if (it->nd == 0) { /* a scalar or all-ones shape: one element */
+    it->nd = 1;
+    it->d[0] = 1;
+    for (int o = 0; o < nops; o++) it->st[o][0] = 1;
+  }
+}
+
+/* Offset of operand o at the start of row `row` (all dimensions but the last). */
+static int64_t bc_row_offset(const bc_iter *it, int o, int64_t row) {
+  int64_t off = 0;
+  for (int i = it->nd - 2; i >= 0; i--) {
+    off += (row % it->d[i]) * it->st[o][i];
+    row /= it->d[i];
+  }
+  return off;
+}
+
+KERN_CLONES static void bin_row(binop_kind op, int64_t n, const float *a, int64_t sa, const float *b, int64_t sb,
+                                float *y) {
+#define BIN_LOOP(EXPR)                                                                                         \
+  do {                                                                                                         \
+    if (sa == 1 && sb == 1)                                                                                    \
+      for (int64_t i = 0; i < n; i++) {                                                                        \
+        float u = a[i], v = b[i];                                                                              \
+        y[i] = EXPR;                                                                                           \
+      }                                                                                                        \
+    else if (sa == 1 && sb == 0) {                                                                             \
+      float v = b[0];                                                                                          \
+      for (int64_t i = 0; i < n; i++) {                                                                        \
+        float u = a[i];                                                                                        \
+        y[i] = EXPR;                                                                                           \
+      }                                                                                                        \
+    } else if (sa == 0 && sb == 1) {                                                                           \
+      float u = a[0];                                                                                          \
+      for (int64_t i = 0; i < n; i++) {                                                                        \
+        float v = b[i];                                                                                        \
+        y[i] = EXPR;                                                                                           \
+      }                                                                                                        \
+    } else                                                                                                     \
+      for (int64_t i = 0; i < n; i++) {                                                                        \
+        float u = a[i * sa], v = b[i * sb];                                                                    \
+        y[i] = EXPR;                                                                                           \
+      }                                                                                                        \
+  } while (0)
+  switch (op) {
+  case BIN_ADD: BIN_LOOP(u + v); break;
+  case BIN_SUB: BIN_LOOP(u - v); break;
+  case BIN_MUL: BIN_LOOP(u * v); break;
+  default: BIN_LOOP(u / v); break;
+  }
+#undef BIN_LOOP
+}
+
+void binop_fwd(binop_kind op, const kshape *a, const float *A, const kshape *b, const float *B, const kshape *y,
+               float *Y, int nthreads) {
+  if (kshape_numel(y) == 0) return;
+  const kshape *ops[3] = {y, a, b};
+  bc_iter it;
+  bc_iter_init(&it, y, 3, ops);
+  int64_t inner = it.d[it.nd - 1], rows = kshape_numel(y) / inner;
+  int64_t sa = it.st[1][it.nd - 1], sb = it.st[2][it.nd - 1];
+  /* Rows are grouped so that each task has a useful amount of work. */
+  int64_t per = inner >= ELT_CHUNK ? 1 : ELT_CHUNK / inner;
+  int64_t ntask = (rows + per - 1) / per;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && ntask > 1)
+  for (int64_t t = 0; t < ntask; t++)
+    for (int64_t r = t * per; r < rows && r < (t + 1) * per; r++)
+      bin_row(op, inner, A + bc_row_offset(&it, 1, r), sa, B + bc_row_offset(&it, 2, r), sb, Y + r * inner);
+}
+
+/* g applied to the other operand inside a gradient sum. */
+typedef enum grad_g { G_ONE, G_OTHER, G_RECIP } grad_g;
+
+/* sum over i < n of dy[i*sy] * g(o[i*so]), vectorised for unit strides. */
+KERN_CLONES static float grad_run(int64_t n, const float *dy, int64_t sy, const float *o, int64_t so, grad_g g) {
+  float acc = 0.0f;
+  if (g == G_ONE) {
+    if (sy == 1) {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < n; i++) acc += dy[i];
+    } else {
+      for (int64_t i = 0; i < n; i++) acc += dy[i * sy];
+    }
+  } else if (g == G_OTHER) {
+    if (sy == 1 && so == 1) {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < n; i++) acc += dy[i] * o[i];
+    } else {
+      for (int64_t i = 0; i < n; i++) acc += dy[i * sy] * o[i * so];
+    }
+  } else {
+    if (sy == 1 && so == 1) {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < n; i++) acc += dy[i] / o[i];
+    } else {
+      for (int64_t i = 0; i < n; i++) acc += dy[i * sy] / o[i * so];
+    }
+  }
+  return acc;
+}
+
+/* out[e] = scale * sum over the output positions p that broadcast from element e of the target
+ * shape `t` of dY[p] * g(O[p]) (O has shape `os`, may be NULL for G_ONE). The y dimensions are
+ * reordered so the target's own dimensions come first and the reduced ones last; each target
+ * element is then one block of the iteration, summed by one thread in row-major order. */
+static void reduce_grad(const kshape *y, const float *dY, const kshape *t, float *out, const kshape *os,
+                        const float *O, grad_g g, float scale, int nthreads) {
+  if (kshape_numel(t) == 0) return;
+  if (kshape_numel(y) == 0) { /* sums over nothing */
+    memset(out, 0, sizeof(float) * kshape_numel(t));
+    return;
+  }
+  const kshape *ops[3] = {y, t, os ? os : y};
+  bc_iter it;
+  bc_iter_init(&it, y, 3, ops);
+  /* Split into kept (target stride != 0) and reduced dimensions, keeping their order. */
+  int nk = 0, nr = 0;
+  int64_t kd[KERN_MAX_DIMS], rd[KERN_MAX_DIMS], rsy[KERN_MAX_DIMS], rso[KERN_MAX_DIMS];
+  int64_t ksy[KERN_MAX_DIMS], kso[KERN_MAX_DIMS];
+  for (int i = 0; i < it.nd; i++) {
+    if (it.st[1][i] != 0) {
+      kd[nk] = it.d[i], ksy[nk] = it.st[0][i], kso[nk] = it.st[2][i];
+      nk++;
+    } else {
+      rd[nr] = it.d[i], rsy[nr] = it.st[0][i], rso[nr] = it.st[2][i];
+      nr++;
+    }
+  }
+  int64_t nt = kshape_numel(t), inner = nr ? rd[nr - 1] : 1, outer_r = 1;
+  for (int i = 0; i < nr - 1; i++) outer_r *= rd[i];
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nt > 1)
+  for (int64_t e = 0; e < nt; e++) {
+    /* Offsets of element e's block: e enumerates the kept dimensions in row-major order. */
+    int64_t oy = 0, oo = 0, rem = e;
+    for (int i = nk - 1; i >= 0; i--) {
+      int64_t ix = rem % kd[i];
+      rem /= kd[i];
+      oy += ix * ksy[i];
+      oo += ix * kso[i];
+    }
+    double acc = 0.0;
+    for (int64_t r = 0; r < outer_r; r++) {
+      int64_t py = oy, po = oo, rr = r;
+      for (int i = nr - 2; i >= 0; i--) {
+        int64_t ix = rr % rd[i];
+        rr /= rd[i];
+        py += ix * rsy[i];
+        po += ix * rso[i];
+      }
+      acc += grad_run(inner, dY + py, nr ? rsy[nr - 1] : 1, O ? O + po : NULL, nr ? rso[nr - 1] : 1, g);
+    }
+    out[e] = (float)(acc * scale);
+  }
+}
+
+/* dT for the operand of shape t: scale * sum of dY * g(O). */
+static void operand_grad(const kshape *y, const float *dY, const kshape *t, float *out, const kshape *os,
+                         const float *O, grad_g g, float scale, int nthreads) {
+  if (kshape_numel(t) == kshape_numel(y)) { /* no reduction: elementwise */
+    int64_t n = kshape_numel(y);
+    if (g == G_ONE) {
+      kshape s = kshape_make(0, NULL);
+      float sc = scale;
+      binop_fwd(BIN_MUL, y, dY, &s, &sc, y, out, nthreads);
+    } else {
+      binop_fwd(g == G_OTHER ? BIN_MUL : BIN_DIV, y, dY, os, O, y, out, nthreads);
+      if (scale != 1.0f)
+        for (int64_t i = 0; i < n; i++) out[i] *= scale;
+    }
+    return;
+  }
+  reduce_grad(y, dY, t, out, os, O, g, scale, nthreads);
+}
+
+void binop_bwd(binop_kind op, const kshape *a, const float *A, const kshape *b, const float *B, const kshape *y,
+               const float *dY, float *dA, float *dB, int nthreads) {
+  switch (op) {
+  case BIN_ADD:
+  case BIN_SUB:
+    if (dA) operand_grad(y, dY, a, dA, NULL, NULL, G_ONE, 1.0f, nthreads);
+    if (dB) operand_grad(y, dY, b, dB, NULL, NULL, G_ONE, op == BIN_ADD ? 1.0f : -1.0f, nthreads);
+    break;
+  case BIN_MUL:
+    if (dA) operand_grad(y, dY, a, dA, b, B, G_OTHER, 1.0f, nthreads);
+    if (dB) operand_grad(y, dY, b, dB, a, A, G_OTHER, 1.0f, nthreads);
+    break;
+  case BIN_DIV:
+    if (dA) operand_grad(y, dY, a, dA, b, B, G_RECIP, 1.0f, nthreads);
+    if (dB) { /* dB = -sum(dY * A) / B^2, B being constant over the sum */
+      operand_grad(y, dY, b, dB, a, A, G_OTHER, 1.0f, nthreads);
+      int64_t n = kshape_numel(b);
+      for (int64_t i = 0; i < n; i++) dB[i] = -dB[i] / (B[i] * B[i]);
+    }
+    break;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dropout. */
+
+static uint64_t mix64(uint64_t z) { /* murmur3 finaliser */
+  z ^= z >> 33;
+  z *= 0xff51afd7ed558ccdull;
+  z ^= z >> 33;
+  z *= 0xc4ceb9fe1a85ec53ull;
+  z ^= z >> 33;
+  return z;
+}
+
+static uint64_t dropout_key(uint64_t seed, uint64_t step) {
+  return mix64(seed * 0x9e3779b97f4a7c15ull + mix64(step + 0x632be59bd9b4e019ull));
+}
+
+static float uniform_of(uint64_t key, int64_t i) {
+  uint64_t z = mix64(key ^ ((uint64_t)i * 0xd1b54a32d192ed03ull));
+  return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+float dropout_uniform(uint64_t seed, uint64_t step, int64_t i) { return uniform_of(dropout_key(seed, step), i); }
+
+void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const float *x, float *y, uint8_t *mask,
+                 int nthreads) {
+  SW_ASSERT(ratio >= 0.0f && ratio < 1.0f);
+  uint64_t key = dropout_key(seed, step);
+  float scale = 1.0f / (1.0f - ratio);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && n > ELT_CHUNK)
+  for (int64_t i = 0; i < n; i++) {
+    uint8_t keep = uniform_of(key, i) >= ratio;
+    mask[i] = keep;
+    y[i] = keep ? x[i] * scale : 0.0f;
+  }
+}
+
+void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads) {
+  SW_ASSERT(ratio >= 0.0f && ratio < 1.0f);
+  float scale = 1.0f / (1.0f - ratio);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && n > ELT_CHUNK)
+  for (int64_t i = 0; i < n; i++) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+}
+
+void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {
+  reduce_grad(big, X, small, out, NULL, NULL, G_ONE, scale, nthreads);
+}

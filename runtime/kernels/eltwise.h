@@ -1,0 +1,57 @@
+/* Elementwise kernels: activations, broadcasting arithmetic, Dropout.
+ *
+ * Activations (Relu, LeakyRelu, Clip, Sigmoid, Tanh) have a reference and a fast (vectorised,
+ * threaded) version. Their backward reads x for Relu, LeakyRelu and Clip and y for Sigmoid and Tanh
+ * (the other pointer may be NULL). At the kinks the derivative is that of PyTorch: Relu'(0) = 0,
+ * LeakyRelu'(0) = alpha, Clip'(x) = 1 for lo <= x <= hi (torch.clamp's rule).
+ *
+ * Add/Sub/Mul/Div follow numpy broadcasting; the backward sums each input's gradient over the
+ * dimensions it was broadcast along, one output element per thread in a fixed order (results do
+ * not depend on the thread count).
+ *
+ * Dropout draws its mask from a counter-based generator: element i of step `step` is kept iff
+ * hash(seed, step, i) >= ratio, so the mask depends only on (seed, step, i), never on threads. */
+#ifndef SWATC_RUNTIME_KERNELS_ELTWISE_H
+#define SWATC_RUNTIME_KERNELS_ELTWISE_H
+
+#include <stdint.h>
+
+#include "runtime/kernels/kern.h"
+
+typedef enum act_kind { ACT_RELU = 0, ACT_LEAKY_RELU, ACT_CLIP, ACT_SIGMOID, ACT_TANH, ACT_NKINDS } act_kind;
+
+typedef struct act_desc {
+  act_kind kind;
+  float alpha;  /* LeakyRelu slope for x < 0 */
+  float lo, hi; /* Clip bounds (use -INFINITY / INFINITY for a missing one) */
+} act_desc;
+
+/* Reference activation forward: y[i] = f(x[i]) for i < n. */
+void act_fwd_ref(const act_desc *a, int64_t n, const float *x, float *y);
+/* Reference activation backward: dx[i] = f'(.) * dy[i]. */
+void act_bwd_ref(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy, float *dx);
+/* Fast activation forward (x and y may be the same buffer). */
+void act_fwd(const act_desc *a, int64_t n, const float *x, float *y, int nthreads);
+/* Fast activation backward (dy and dx may be the same buffer). */
+void act_bwd(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy, float *dx, int nthreads);
+
+typedef enum binop_kind { BIN_ADD = 0, BIN_SUB, BIN_MUL, BIN_DIV } binop_kind;
+
+/* Y = A op B with numpy broadcasting; y must be the broadcast of a and b (kshape_broadcast). */
+void binop_fwd(binop_kind op, const kshape *a, const float *A, const kshape *b, const float *B, const kshape *y,
+               float *Y, int nthreads);
+/* Gradients of Y = A op B: dA (shape a) and dB (shape b), each may be NULL. Mul and Div read A and B;
+ * Add and Sub read neither (they may be NULL). */
+void binop_bwd(binop_kind op, const kshape *a, const float *A, const kshape *b, const float *B, const kshape *y,
+               const float *dY, float *dA, float *dB, int nthreads);
+
+/* Dropout forward: mask[i] = keep (1) or drop (0), y = x * mask / (1 - ratio). ratio in [0, 1);
+ * ratio 0 copies x and sets every mask byte to 1. */
+void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const float *x, float *y, uint8_t *mask,
+                 int nthreads);
+/* Dropout backward: dx = dy * mask / (1 - ratio). */
+void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads);
+/* The uniform number in [0, 1) (a multiple of 2^-24) that decides element i of a step. */
+float dropout_uniform(uint64_t seed, uint64_t step, int64_t i);
+
+#endif

@@ -1,0 +1,267 @@
+/* Gemm (fully-connected) kernels: reference loops and libxsmm-tiled plans.
+ *
+ * libxsmm is column-major, so the row-major products are written as their transposes:
+ *   forward      Y^T (N x M)  = Wt (N x K) . X^T (K x M)   A = W^T packed into panels [N/bn][K][bn]
+ *   bwd-data     dX^T (K x M) = W^T (K x N) . dY^T (N x M)  A = W, B = dY, C = dX, all in place
+ *   bwd-weight   dW^T (K x N) = X^T (K x M) . dY (M x N)    B = dY^T, transposed into scratch
+ * and each (bm x bn)-ish output tile is one JIT kernel call over the whole reduction. */
+#include <libxsmm.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/kernels/gemm.h"
+#include "runtime/kernels/kern_internal.h"
+
+#define GEMM_TILE 64
+
+int gemm_desc_check(const gemm_desc *d, sw_err *e) {
+  if (d->M < 1 || d->N < 1 || d->K < 1)
+    return sw_fail(e, SW_EINPUT, "Gemm: sizes must be positive (M=%d N=%d K=%d)", d->M, d->N, d->K);
+  return SW_OK;
+}
+
+double gemm_desc_flops(const gemm_desc *d) { return 2.0 * d->M * (double)d->N * d->K; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Reference (sums in double). */
+
+void gemm_fwd_ref(const gemm_desc *d, const float *x, const float *w, const float *b, float *y) {
+  for (int m = 0; m < d->M; m++)
+    for (int n = 0; n < d->N; n++) {
+      double acc = b ? b[n] : 0.0;
+      for (int k = 0; k < d->K; k++) acc += (double)x[(size_t)m * d->K + k] * w[(size_t)n * d->K + k];
+      y[(size_t)m * d->N + n] = (float)acc;
+    }
+}
+
+void gemm_bwd_data_ref(const gemm_desc *d, const float *dy, const float *w, float *dx) {
+  for (int m = 0; m < d->M; m++)
+    for (int k = 0; k < d->K; k++) {
+      double acc = 0.0;
+      for (int n = 0; n < d->N; n++) acc += (double)dy[(size_t)m * d->N + n] * w[(size_t)n * d->K + k];
+      dx[(size_t)m * d->K + k] = (float)acc;
+    }
+}
+
+void gemm_bwd_weight_ref(const gemm_desc *d, const float *x, const float *dy, float *dw, float *db) {
+  for (int n = 0; n < d->N; n++) {
+    for (int k = 0; k < d->K; k++) {
+      double acc = 0.0;
+      for (int m = 0; m < d->M; m++) acc += (double)dy[(size_t)m * d->N + n] * x[(size_t)m * d->K + k];
+      dw[(size_t)n * d->K + k] = (float)acc;
+    }
+    if (db) {
+      double acc = 0.0;
+      for (int m = 0; m < d->M; m++) acc += dy[(size_t)m * d->N + n];
+      db[n] = (float)acc;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * libxsmm plan. */
+
+static void *dispatch(int m, int n, int k, int lda, int ldb, int ldc) {
+  if (m <= 0 || n <= 0) return NULL;
+  libxsmm_blasint lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc;
+  float alpha = 1.0f, beta = 0.0f;
+  int flags = LIBXSMM_GEMM_FLAG_NONE, prefetch = LIBXSMM_GEMM_PREFETCH_NONE;
+  return (void *)libxsmm_smmdispatch(lm, ln, lk, &la, &lb, &lc, &alpha, &beta, &flags, &prefetch);
+}
+
+static int tail(int n, int b) { return n % b; }
+
+/* Fills k[t1][t2] with kernels for the four full/tail combinations; returns 0 if one is missing. */
+static int dispatch4(void *k[2][2], int m, int bm_, int n, int bn_, int kk, int lda, int ldb, int ldc) {
+  for (int i = 0; i < 2; i++)     /* i: n tail */
+    for (int j = 0; j < 2; j++) { /* j: m tail */
+      int mm = j ? tail(m, bm_) : (m < bm_ ? 0 : bm_), nn = i ? tail(n, bn_) : (n < bn_ ? 0 : bn_);
+      k[i][j] = NULL;
+      if (mm == 0 || nn == 0) continue; /* this combination never occurs */
+      k[i][j] = dispatch(mm, nn, kk, lda, ldb, ldc);
+      if (!k[i][j]) return 0;
+    }
+  return 1;
+}
+
+int gemm_plan_init(gemm_plan *p, const gemm_desc *d, int nthreads, gemm_impl want, sw_err *e) {
+  memset(p, 0, sizeof *p);
+  int rc = gemm_desc_check(d, e);
+  if (rc) return rc;
+  p->d = *d;
+  p->nthreads = kern_threads_clamp(nthreads);
+  p->impl = want == GEMM_IMPL_AUTO ? GEMM_IMPL_XSMM : want;
+  if (p->impl != GEMM_IMPL_XSMM) return SW_OK;
+  libxsmm_init();
+  p->bm = p->bn = p->bk = GEMM_TILE;
+  int M = d->M, N = d->N, K = d->K;
+  /* kfwd[row tail][feature tail]: m = features (bn), n = rows (bm). */
+  int ok = dispatch4(p->kfwd, N, p->bn, M, p->bm, K, p->bn, K, N);
+  /* kbwd_data[row tail][in tail]: m = in features (bk), n = rows (bm). */
+  ok = ok && dispatch4(p->kbwd_data, K, p->bk, M, p->bm, N, K, N, K);
+  /* kbwd_weight[out tail][in tail]: m = in features (bk), n = out features (bn). */
+  ok = ok && dispatch4(p->kbwd_weight, K, p->bk, N, p->bn, M, K, M, K);
+  if (!ok) {
+    gemm_plan_free(p);
+    return sw_fail(e, SW_EINPUT, "Gemm: libxsmm could not generate kernels for M=%d N=%d K=%d", M, N, K);
+  }
+  p->scratch[GEMM_FWD] = kern_align_up(sizeof(float) * (size_t)kern_cdiv(N, p->bn) * p->bn * K);
+  p->scratch[GEMM_BWD_DATA] = 0;
+  p->scratch[GEMM_BWD_WEIGHT] = kern_align_up(sizeof(float) * (size_t)N * M);
+  return SW_OK;
+}
+
+void gemm_plan_free(gemm_plan *p) { memset(p, 0, sizeof *p); }
+
+size_t gemm_plan_scratch(const gemm_plan *p, gemm_pass pass) {
+  SW_ASSERT(pass >= 0 && pass < GEMM_NPASS);
+  return p->scratch[pass];
+}
+
+const char *gemm_plan_describe(const gemm_plan *p, char *buf, size_t n) {
+  if (p->impl == GEMM_IMPL_XSMM)
+    snprintf(buf, n, "libxsmm tiles %dx%dx%d", p->bm, p->bn, p->bk);
+  else
+    snprintf(buf, n, "ref");
+  return buf;
+}
+
+typedef struct gemm_args {
+  const gemm_plan *p;
+  const float *a, *b, *bias;
+  float *c;
+} gemm_args;
+
+/* Wt panels [N/bn][K][bn] from W [N][K] (zero past N). */
+static void pack_wt_worker(void *ctx, int t, int T) {
+  const gemm_args *a = ctx;
+  const gemm_plan *p = a->p;
+  int N = p->d.N, K = p->d.K, bn = p->bn, nb = kern_cdiv(N, bn);
+  int64_t lo, hi;
+  kern_split(nb, t, T, &lo, &hi);
+  for (int64_t pb = lo; pb < hi; pb++) {
+    float *panel = a->c + (size_t)pb * K * bn;
+    for (int j0 = 0; j0 < bn; j0 += 16) {
+      int n0 = (int)pb * bn + j0, nload = N - n0;
+      if (nload > 16) nload = 16;
+      if (nload < 0) nload = 0;
+      for (int k0 = 0; k0 < K; k0 += 16)
+        kern_transpose16(a->a + (size_t)(nload ? n0 : 0) * K + k0, K, nload, panel + (size_t)k0 * bn + j0, bn,
+                         K - k0 < 16 ? K - k0 : 16, bn - j0 < 16 ? bn - j0 : 16, NULL);
+    }
+  }
+}
+
+/* out[c][r] = in[r][c] for an R x C matrix (ld = C) into C x R (ld = R). */
+typedef struct tr_args {
+  const float *in;
+  float *out;
+  int R, C;
+} tr_args;
+
+static void transpose_worker(void *ctx, int t, int T) {
+  const tr_args *a = ctx;
+  int64_t lo, hi;
+  kern_split(kern_cdiv(a->C, 16), t, T, &lo, &hi);
+  for (int64_t cb = lo; cb < hi; cb++) {
+    int c0 = (int)cb * 16, nc = a->C - c0 < 16 ? a->C - c0 : 16;
+    for (int r0 = 0; r0 < a->R; r0 += 16) {
+      int nr = a->R - r0 < 16 ? a->R - r0 : 16;
+      kern_transpose16(a->in + (size_t)r0 * a->C + c0, a->C, nr, a->out + (size_t)c0 * a->R + r0, a->R, nc, nr, NULL);
+    }
+  }
+}
+
+static void fwd_worker(void *ctx, int t, int T) {
+  const gemm_args *a = ctx;
+  const gemm_plan *p = a->p;
+  int M = p->d.M, N = p->d.N, K = p->d.K, bm = p->bm, bn = p->bn;
+  int mt = kern_cdiv(M, bm), nt = kern_cdiv(N, bn);
+  int64_t lo, hi;
+  kern_split((int64_t)mt * nt, t, T, &lo, &hi);
+  for (int64_t u = lo; u < hi; u++) {
+    int mi = (int)(u / nt), ni = (int)(u % nt), m0 = mi * bm, n0 = ni * bn;
+    int rows = M - m0 < bm ? M - m0 : bm, cols = N - n0 < bn ? N - n0 : bn;
+    libxsmm_smmfunction k = (libxsmm_smmfunction)p->kfwd[rows < bm][cols < bn];
+    float *C = a->c + (size_t)m0 * N + n0;
+    k(a->a + (size_t)ni * K * bn, a->b + (size_t)m0 * K, C);
+    if (a->bias)
+      for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) C[(size_t)r * N + c] += a->bias[n0 + c];
+  }
+}
+
+void gemm_plan_fwd(const gemm_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
+  if (p->impl != GEMM_IMPL_XSMM) {
+    gemm_fwd_ref(&p->d, x, w, b, y);
+    return;
+  }
+  SW_ASSERT(scratch && (uintptr_t)scratch % KERN_ALIGN == 0);
+  gemm_args pa = {p, w, NULL, NULL, scratch};
+  kern_parallel(p->nthreads, pack_wt_worker, &pa);
+  gemm_args fa = {p, scratch, x, b, y};
+  kern_parallel(p->nthreads, fwd_worker, &fa);
+}
+
+static void bwd_data_worker(void *ctx, int t, int T) {
+  const gemm_args *a = ctx;
+  const gemm_plan *p = a->p;
+  int M = p->d.M, N = p->d.N, K = p->d.K, bm = p->bm, bk = p->bk;
+  int mt = kern_cdiv(M, bm), kt = kern_cdiv(K, bk);
+  int64_t lo, hi;
+  kern_split((int64_t)mt * kt, t, T, &lo, &hi);
+  for (int64_t u = lo; u < hi; u++) {
+    int mi = (int)(u / kt), ki = (int)(u % kt), m0 = mi * bm, k0 = ki * bk;
+    libxsmm_smmfunction k = (libxsmm_smmfunction)p->kbwd_data[M - m0 < bm][K - k0 < bk];
+    k(a->a + k0, a->b + (size_t)m0 * N, a->c + (size_t)m0 * K + k0);
+  }
+}
+
+void gemm_plan_bwd_data(const gemm_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
+  (void)scratch;
+  if (p->impl != GEMM_IMPL_XSMM) {
+    gemm_bwd_data_ref(&p->d, dy, w, dx);
+    return;
+  }
+  gemm_args a = {p, w, dy, NULL, dx};
+  kern_parallel(p->nthreads, bwd_data_worker, &a);
+}
+
+static void bwd_weight_worker(void *ctx, int t, int T) {
+  const gemm_args *a = ctx;
+  const gemm_plan *p = a->p;
+  int M = p->d.M, N = p->d.N, K = p->d.K, bn = p->bn, bk = p->bk;
+  int nt = kern_cdiv(N, bn), kt = kern_cdiv(K, bk);
+  int64_t lo, hi;
+  kern_split((int64_t)nt * kt, t, T, &lo, &hi);
+  for (int64_t u = lo; u < hi; u++) {
+    int ni = (int)(u / kt), ki = (int)(u % kt), n0 = ni * bn, k0 = ki * bk;
+    libxsmm_smmfunction k = (libxsmm_smmfunction)p->kbwd_weight[N - n0 < bn][K - k0 < bk];
+    k(a->a + k0, a->b + (size_t)n0 * M, a->c + (size_t)n0 * K + k0);
+  }
+}
+
+/* db[n] = sum over m of dy[m][n], each column summed in row order by one thread. */
+static void bias_grad(const gemm_desc *d, const float *dy, float *db, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int n0 = 0; n0 < d->N; n0 += 16) {
+    double acc[16] = {0};
+    int nn = d->N - n0 < 16 ? d->N - n0 : 16;
+    for (int m = 0; m < d->M; m++)
+      for (int j = 0; j < nn; j++) acc[j] += dy[(size_t)m * d->N + n0 + j];
+    for (int j = 0; j < nn; j++) db[n0 + j] = (float)acc[j];
+  }
+}
+
+void gemm_plan_bwd_weight(const gemm_plan *p, const float *x, const float *dy, float *dw, float *db, void *scratch) {
+  if (p->impl != GEMM_IMPL_XSMM) {
+    gemm_bwd_weight_ref(&p->d, x, dy, dw, db);
+    return;
+  }
+  SW_ASSERT(scratch && (uintptr_t)scratch % KERN_ALIGN == 0);
+  tr_args ta = {dy, scratch, p->d.M, p->d.N};
+  kern_parallel(p->nthreads, transpose_worker, &ta);
+  gemm_args a = {p, x, scratch, NULL, dw};
+  kern_parallel(p->nthreads, bwd_weight_worker, &a);
+  if (db) bias_grad(&p->d, dy, db, p->nthreads);
+}

@@ -1,0 +1,62 @@
+/* Private helpers shared by the kernel sources (not part of the kernel API). */
+#ifndef SWATC_RUNTIME_KERNELS_KERN_INTERNAL_H
+#define SWATC_RUNTIME_KERNELS_KERN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "runtime/kernels/kern.h"
+
+/* Hot loops that plain C expresses well are compiled for AVX-512, AVX2 and baseline x86-64 and
+ * picked at load time (GCC function multi-versioning); elsewhere they compile once. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define KERN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KERN_CLONES
+/* Strides (elements) of the row-major tensor `in` as seen from `out`'s index space after numpy
+ * broadcasting: aligned to out->ndim dimensions, 0 where `in` is broadcast (size 1 or missing). */
+void kern_bcast_strides(const kshape *in, const kshape *out, int64_t *strides);
+/* Offset of the row-major linear index idx of shape s under strides st (s->ndim entries). */
+int64_t kern_offset(const kshape *s, const int64_t *st, int64_t idx);
+
+/* out (shape small, broadcastable to big) = scale * sums of X (shape big) over the broadcast
+ * dimensions; each output element summed by one thread in row-major order (eltwise.c). */
+void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads);
+
+#endif
+
+/* The half-open range [*lo, *hi) of n items that worker t of T owns (contiguous, balanced). */
+static inline void kern_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) {
+  *lo = n * t / T;
+  *hi = n * (t + 1) / T;
+}
+
+/* Runs fn(ctx, t, T) for every worker t in [0, T) on up to T OpenMP threads. The work split depends
+ * only on T, never on how many threads OpenMP actually grants, so results are reproducible. */
+void kern_parallel(int T, void (*fn)(void *ctx, int t, int T), void *ctx);
+
+/* Clamps a requested thread count to [1, 256]. */
+int kern_threads_clamp(int nthreads);
+
+/* Ceiling division for non-negative a and positive b. */
+static inline int kern_cdiv(int a, int b) { return (a + b - 1) / b; }
+
+/* Transposes a tile of at most 16x16: for j < nc and i < nstore,
+ *   dst[j*ds + i] = (i < nload ? src[i*ss + j] : 0) + (bias ? bias[j] : 0).
+ * Rows i >= nload of the source are not read (they read as zero). Uses AVX-512 when available. */
+void kern_transpose16(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
+                      const float *bias);
+/* The plain C version of kern_transpose16 (for tests of the SIMD one). */
+void kern_transpose16_scalar(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
+                             const float *bias);
+
+/* Strides (elements) of the row-major tensor `in` as seen from `out`'s index space after numpy
+ * broadcasting: aligned to out->ndim dimensions, 0 where `in` is broadcast (size 1 or missing). */
+void kern_bcast_strides(const kshape *in, const kshape *out, int64_t *strides);
+/* Offset of the row-major linear index idx of shape s under strides st (s->ndim entries). */
+int64_t kern_offset(const kshape *s, const int64_t *st, int64_t idx);
+
+/* out (shape small, broadcastable to big) = scale * sums of X (shape big) over the broadcast
+ * dimensions; each output element summed by one thread in row-major order (eltwise.c). */
+void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads);
+
+#endif

@@ -1,0 +1,78 @@
+/* Small-tile transposes used by the layout transforms between NCHW and channel-blocked tensors:
+ * an AVX-512 version (16x16 in registers) picked at load time when the CPU has it, and plain C. */
+#include <stddef.h>
+
+#include "runtime/kernels/kern_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+static void tr_c(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
+                 const float *bias) {
+  for (int j = 0; j < nc; j++) {
+    float b = bias ? bias[j] : 0.0f;
+    float *d = dst + (size_t)j * ds;
+    for (int i = 0; i < nstore; i++) d[i] = (i < nload ? src[(size_t)i * ss + j] : 0.0f) + b;
+  }
+}
+
+#ifdef HAVE_X86
+__attribute__((target("avx512f"))) static void tr_avx512(const float *src, size_t ss, int nload, float *dst,
+                                                         size_t ds, int nc, int nstore, const float *bias) {
+  __m512 r[16], t[16];
+  __mmask16 cm = (__mmask16)((1u << nc) - 1u), sm = (__mmask16)((1u << nstore) - 1u);
+  for (int i = 0; i < 16; i++) r[i] = i < nload ? _mm512_maskz_loadu_ps(cm, src + (size_t)i * ss) : _mm512_setzero_ps();
+  /* 16x16 transpose: interleave pairs, then quads, then 128-bit lanes. */
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  /* r[4a+b] holds, in each 128-bit lane l, column 4l+b... of rows 4a..4a+3; gather lanes. */
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+  for (int j = 0; j < nc; j++) {
+    __m512 v = r[j];
+    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j]));
+    _mm512_mask_storeu_ps(dst + (size_t)j * ds, sm, v);
+  }
+}
+#endif
+
+typedef void (*tr_fn)(const float *, size_t, int, float *, size_t, int, int, const float *);
+static tr_fn tr_impl = tr_c;
+
+__attribute__((constructor)) static void tr_select(void) {
+#ifdef HAVE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) tr_impl = tr_avx512;
+#endif
+}
+
+void kern_transpose16(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
+                      const float *bias) {
+  SW_ASSERT(nload <= 16 && nc <= 16 && nstore <= 16);
+  tr_impl(src, ss, nload, dst, ds, nc, nstore, bias);
+}
+
+void kern_transpose16_scalar(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
+                             const float *bias) {
+  tr_c(src, ss, nload, dst, ds, nc, nstore, bias);
+}

@@ -1,0 +1,262 @@
+/* MaxPool, AveragePool, GlobalAveragePool (see pool.h). */
+#include "runtime/kernels/pool.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "runtime/kernels/kern_internal.h"
+
+int pool_desc_resolve(pool_desc *d, sw_err *e) {
+  if (d->N < 1 || d->C < 1 || d->H < 1 || d->W < 1 || d->kh < 1 || d->kw < 1)
+    return sw_fail(e, SW_EINPUT, "Pool: sizes must be positive (N=%d C=%d H=%d W=%d kernel %dx%d)", d->N, d->C, d->H,
+                   d->W, d->kh, d->kw);
+  if (d->stride_h < 1 || d->stride_w < 1 || d->dil_h < 1 || d->dil_w < 1)
+    return sw_fail(e, SW_EINPUT, "Pool: strides (%d,%d) and dilations (%d,%d) must be >= 1", d->stride_h, d->stride_w,
+                   d->dil_h, d->dil_w);
+  if (d->pad_t < 0 || d->pad_l < 0 || d->pad_b < 0 || d->pad_r < 0)
+    return sw_fail(e, SW_EINPUT, "Pool: pads (%d,%d,%d,%d) must be >= 0", d->pad_t, d->pad_l, d->pad_b, d->pad_r);
+  int span_h = d->H + d->pad_t + d->pad_b - (d->dil_h * (d->kh - 1) + 1);
+  int span_w = d->W + d->pad_l + d->pad_r - (d->dil_w * (d->kw - 1) + 1);
+  if (span_h < 0 || span_w < 0) {
+    sw_fail(e, SW_EINPUT, "Pool: the %dx%d window is larger than the padded %dx%d input", d->kh, d->kw,
+            d->H + d->pad_t + d->pad_b, d->W + d->pad_l + d->pad_r);
+    sw_hint(e, "check kernel_shape, dilations and pads against the input size");
+    return SW_EINPUT;
+  }
+  int P, Q;
+  if (d->ceil_mode) {
+    P = (span_h + d->stride_h - 1) / d->stride_h + 1;
+    Q = (span_w + d->stride_w - 1) / d->stride_w + 1;
+    if ((P - 1) * d->stride_h >= d->H + d->pad_t) P--;
+    if ((Q - 1) * d->stride_w >= d->W + d->pad_l) Q--;
+  } else {
+    P = span_h / d->stride_h + 1;
+    Q = span_w / d->stride_w + 1;
+  }
+  if ((d->P && d->P != P) || (d->Q && d->Q != Q))
+    return sw_fail(e, SW_EINPUT, "Pool: output %dx%d does not match the computed %dx%d", d->P, d->Q, P, Q);
+  d->P = P;
+  d->Q = Q;
+  return SW_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Reference. */
+
+#define PLANE_X(n, c) (((size_t)(n) * d->C + (c)) * d->H * d->W)
+#define PLANE_Y(n, c) (((size_t)(n) * d->C + (c)) * d->P * d->Q)
+
+void maxpool_fwd_ref(const pool_desc *d, const float *x, float *y, int32_t *argmax) {
+  for (int n = 0; n < d->N; n++)
+    for (int c = 0; c < d->C; c++)
+      for (int p = 0; p < d->P; p++)
+        for (int q = 0; q < d->Q; q++) {
+          float best = -INFINITY;
+          int32_t idx = -1;
+          for (int r = 0; r < d->kh; r++)
+            for (int s = 0; s < d->kw; s++) {
+              int h = p * d->stride_h - d->pad_t + r * d->dil_h, w = q * d->stride_w - d->pad_l + s * d->dil_w;
+              if (h < 0 || h >= d->H || w < 0 || w >= d->W) continue;
+              float v = x[PLANE_X(n, c) + (size_t)h * d->W + w];
+              if (idx < 0 || v > best || (isnan(v) && !isnan(best))) {
+                best = v;
+                idx = h * d->W + w;
+              }
+            }
+          y[PLANE_Y(n, c) + (size_t)p * d->Q + q] = best;
+          argmax[PLANE_Y(n, c) + (size_t)p * d->Q + q] = idx;
+        }
+}
+
+void maxpool_bwd_ref(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx) {
+  memset(dx, 0, sizeof(float) * d->N * d->C * d->H * d->W);
+  for (int n = 0; n < d->N; n++)
+    for (int c = 0; c < d->C; c++)
+      for (int i = 0; i < d->P * d->Q; i++) {
+        int32_t idx = argmax[PLANE_Y(n, c) + i];
+        if (idx >= 0) dx[PLANE_X(n, c) + idx] += dy[PLANE_Y(n, c) + i];
+      }
+}
+
+/* Number of taps of output (p, q) counted by AveragePool's divisor. */
+static int avg_count(const pool_desc *d, int p, int q) {
+  int cnt = 0;
+  for (int r = 0; r < d->kh; r++)
+    for (int s = 0; s < d->kw; s++) {
+      int h = p * d->stride_h - d->pad_t + r * d->dil_h, w = q * d->stride_w - d->pad_l + s * d->dil_w;
+      if (d->count_include_pad)
+        cnt += h >= -d->pad_t && h < d->H + d->pad_b && w >= -d->pad_l && w < d->W + d->pad_r;
+      else
+        cnt += h >= 0 && h < d->H && w >= 0 && w < d->W;
+    }
+  return cnt;
+}
+
+void avgpool_fwd_ref(const pool_desc *d, const float *x, float *y) {
+  for (int n = 0; n < d->N; n++)
+    for (int c = 0; c < d->C; c++)
+      for (int p = 0; p < d->P; p++)
+        for (int q = 0; q < d->Q; q++) {
+          double sum = 0.0;
+          for (int r = 0; r < d->kh; r++)
+            for (int s = 0; s < d->kw; s++) {
+              int h = p * d->stride_h - d->pad_t + r * d->dil_h, w = q * d->stride_w - d->pad_l + s * d->dil_w;
+              if (h >= 0 && h < d->H && w >= 0 && w < d->W) sum += x[PLANE_X(n, c) + (size_t)h * d->W + w];
+            }
+          int cnt = avg_count(d, p, q);
+          y[PLANE_Y(n, c) + (size_t)p * d->Q + q] = cnt ? (float)(sum / cnt) : 0.0f;
+        }
+}
+
+void avgpool_bwd_ref(const pool_desc *d, const float *dy, float *dx) {
+  memset(dx, 0, sizeof(float) * d->N * d->C * d->H * d->W);
+  for (int n = 0; n < d->N; n++)
+    for (int c = 0; c < d->C; c++)
+      for (int p = 0; p < d->P; p++)
+        for (int q = 0; q < d->Q; q++) {
+          int cnt = avg_count(d, p, q);
+          if (!cnt) continue;
+          float g = dy[PLANE_Y(n, c) + (size_t)p * d->Q + q] / cnt;
+          for (int r = 0; r < d->kh; r++)
+            for (int s = 0; s < d->kw; s++) {
+              int h = p * d->stride_h - d->pad_t + r * d->dil_h, w = q * d->stride_w - d->pad_l + s * d->dil_w;
+              if (h >= 0 && h < d->H && w >= 0 && w < d->W) dx[PLANE_X(n, c) + (size_t)h * d->W + w] += g;
+            }
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Fast: threads over planes, window bounds worked out once per row/column instead of per tap. */
+
+/* Taps t in [*lo, *hi) of a window starting at `base` (step dil, k taps) with base + t*dil in [0, lim). */
+static void tap_range(int base, int dil, int k, int lim, int *lo, int *hi) {
+  int l = base >= 0 ? 0 : (-base + dil - 1) / dil;
+  int h = lim - 1 - base < 0 ? 0 : (lim - 1 - base) / dil + 1;
+  if (h > k) h = k;
+  *lo = l;
+  *hi = h > l ? h : l;
+}
+
+static void maxpool_plane(const pool_desc *d, const float *x, float *y, int32_t *am) {
+  for (int p = 0; p < d->P; p++) {
+    int bh = p * d->stride_h - d->pad_t, r0, r1;
+    tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+    for (int q = 0; q < d->Q; q++) {
+      int bw = q * d->stride_w - d->pad_l, s0, s1;
+      tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
+      float best = -INFINITY;
+      int32_t idx = -1;
+      for (int r = r0; r < r1; r++) {
+        int h = bh + r * d->dil_h;
+        const float *row = x + (size_t)h * d->W;
+        for (int s = s0; s < s1; s++) {
+          int w = bw + s * d->dil_w;
+          float v = row[w];
+          if (idx < 0 || v > best || (isnan(v) && !isnan(best))) {
+            best = v;
+            idx = h * d->W + w;
+          }
+        }
+      }
+      y[(size_t)p * d->Q + q] = best;
+      am[(size_t)p * d->Q + q] = idx;
+    }
+  }
+}
+
+void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
+  int64_t planes = (int64_t)d->N * d->C;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++)
+    maxpool_plane(d, x + (size_t)pl * d->H * d->W, y + (size_t)pl * d->P * d->Q, argmax + (size_t)pl * d->P * d->Q);
+}
+
+void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads) {
+  int64_t planes = (int64_t)d->N * d->C;
+  size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++) {
+    float *dxp = dx + (size_t)pl * hw;
+    const float *dyp = dy + (size_t)pl * pq;
+    const int32_t *am = argmax + (size_t)pl * pq;
+    memset(dxp, 0, sizeof(float) * hw);
+    for (size_t i = 0; i < pq; i++)
+      if (am[i] >= 0) dxp[am[i]] += dyp[i];
+  }
+}
+
+/* The AveragePool divisor of an output from its window bounds. */
+static int avg_div(const pool_desc *d, int bh, int bw, int r0, int r1, int s0, int s1) {
+  if (!d->count_include_pad) return (r1 - r0) * (s1 - s0);
+  int a0, a1, b0, b1;
+  tap_range(bh + d->pad_t, d->dil_h, d->kh, d->H + d->pad_t + d->pad_b, &a0, &a1);
+  tap_range(bw + d->pad_l, d->dil_w, d->kw, d->W + d->pad_l + d->pad_r, &b0, &b1);
+  return (a1 - a0) * (b1 - b0);
+}
+
+void avgpool_fwd(const pool_desc *d, const float *x, float *y, int nthreads) {
+  int64_t planes = (int64_t)d->N * d->C;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++) {
+    const float *xp = x + (size_t)pl * d->H * d->W;
+    float *yp = y + (size_t)pl * d->P * d->Q;
+    for (int p = 0; p < d->P; p++) {
+      int bh = p * d->stride_h - d->pad_t, r0, r1;
+      tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+      for (int q = 0; q < d->Q; q++) {
+        int bw = q * d->stride_w - d->pad_l, s0, s1;
+        tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
+        float sum = 0.0f;
+        for (int r = r0; r < r1; r++)
+          for (int s = s0; s < s1; s++) sum += xp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w];
+        int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
+        yp[(size_t)p * d->Q + q] = cnt ? sum / (float)cnt : 0.0f;
+      }
+    }
+  }
+}
+
+void avgpool_bwd(const pool_desc *d, const float *dy, float *dx, int nthreads) {
+  int64_t planes = (int64_t)d->N * d->C;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++) {
+    float *dxp = dx + (size_t)pl * d->H * d->W;
+    const float *dyp = dy + (size_t)pl * d->P * d->Q;
+    memset(dxp, 0, sizeof(float) * d->H * d->W);
+    for (int p = 0; p < d->P; p++) {
+      int bh = p * d->stride_h - d->pad_t, r0, r1;
+      tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+      for (int q = 0; q < d->Q; q++) {
+        int bw = q * d->stride_w - d->pad_l, s0, s1;
+        tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
+        int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
+        if (!cnt) continue;
+        float g = dyp[(size_t)p * d->Q + q] / (float)cnt;
+        for (int r = r0; r < r1; r++)
+          for (int s = s0; s < s1; s++) dxp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w] += g;
+      }
+    }
+  }
+}
+
+KERN_CLONES static float plane_sum(int64_t n, const float *restrict x) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; i++) acc += x[i];
+  return acc;
+}
+
+void global_avgpool_fwd(int N, int C, int64_t HW, const float *x, float *y, int nthreads) {
+  int64_t planes = (int64_t)N * C;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++) y[pl] = (float)((double)plane_sum(HW, x + pl * HW) / (double)HW);
+}
+
+void global_avgpool_bwd(int N, int C, int64_t HW, const float *dy, float *dx, int nthreads) {
+  int64_t planes = (int64_t)N * C;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+  for (int64_t pl = 0; pl < planes; pl++) {
+    float g = dy[pl] / (float)HW;
+    for (int64_t i = 0; i < HW; i++) dx[pl * HW + i] = g;
+  }
+}
