@@ -29,6 +29,7 @@ typedef struct ival {
 } ival;
 
 typedef struct imp {
+  const importer_opts *opts;
   const Onnx__ModelProto *m;
   const char *dir;
   ir_graph *g;
@@ -1225,6 +1226,19 @@ static int import_inputs(imp *im) {
       return sw_hint(im->e, "the model file is invalid; export it again");
     }
     if (known) continue; /* an initializer (IR < 4 lists them as inputs too) */
+    const importer_const *bound = NULL;
+    for (int k = 0; im->opts && k < im->opts->n_consts; k++)
+      if (strcmp(im->opts->consts[k].name, vi->name) == 0) bound = &im->opts->consts[k];
+    if (bound) {
+      ival *c = ival_new(im, vi->name);
+      c->is_const = 1;
+      c->c.dtype = bound->dtype;
+      c->c.shape = bound->shape;
+      c->c.nbytes = (size_t)ir_shape_numel(&bound->shape) * ir_dtype_size(bound->dtype);
+      c->c.data = sw_xmalloc(c->c.nbytes ? c->c.nbytes : 1);
+      if (c->c.nbytes) memcpy(c->c.data, bound->data, c->c.nbytes);
+      continue;
+    }
     ir_dtype t;
     ir_shape s;
     const char *dp;
@@ -1346,10 +1360,11 @@ static void imp_free(imp *im) {
   free(im->owned);
 }
 
-static int import_once(const Onnx__ModelProto *m, const char *dir, importer_batch batch, ir_graph **out,
+static int import_once(const Onnx__ModelProto *m, const char *dir, const importer_opts *opts, importer_batch batch, ir_graph **out,
                        int64_t *export_batch, sw_err *e) {
   imp im;
   memset(&im, 0, sizeof im);
+  im.opts = opts;
   im.m = m;
   im.dir = dir;
   im.e = e;
@@ -1400,12 +1415,12 @@ int importer_load(const char *path, const importer_opts *opts, ir_graph **out, s
   char *dir;
   if (onnx_read_model(path, &m, &dir, e)) return e->code;
   int64_t export_batch = 0;
-  int rc = import_once(m, dir, mode == IMPORTER_BATCH_STATIC ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_FREE, out, &export_batch, e);
+  int rc = import_once(m, dir, opts, mode == IMPORTER_BATCH_STATIC ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_FREE, out, &export_batch, e);
   if (rc && mode == IMPORTER_BATCH_AUTO && export_batch > 0) {
     /* Some graphs compute with their batch size (e.g. reshape it into another dimension): keep it static. */
     sw_err first = *e;
     sw_err_clear(e);
-    rc = import_once(m, dir, IMPORTER_BATCH_STATIC, out, &export_batch, e);
+    rc = import_once(m, dir, opts, IMPORTER_BATCH_STATIC, out, &export_batch, e);
     if (!rc) {
       sw_warn("the batch dimension of '%s' cannot be made free (%s); imported with the export's batch size %lld", path, first.msg,
               (long long)export_batch);
@@ -1416,5 +1431,44 @@ int importer_load(const char *path, const importer_opts *opts, ir_graph **out, s
     sw_hint(e, "the model does not follow the ONNX specification: export it again (torch.onnx.export) and check it with onnx.checker.check_model");
   onnx__model_proto__free_unpacked(m, NULL);
   free(dir);
+  return rc;
+}
+
+int importer_read_tensor(const char *path, importer_tensor *t, sw_err *e) {
+  memset(t, 0, sizeof *t);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    sw_fail(e, SW_EINPUT, "cannot open tensor file '%s'", path);
+    return sw_hint(e, "check the path");
+  }
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  if (n < 0 || n > IMPORTER_MAX_FILE) {
+    fclose(f);
+    return sw_fail(e, SW_EINPUT, "tensor file '%s' has an unusable size", path);
+  }
+  unsigned char *buf = sw_xmalloc((size_t)n + 1);
+  size_t got = fread(buf, 1, (size_t)n, f);
+  fclose(f);
+  Onnx__TensorProto *tp = got == (size_t)n ? onnx__tensor_proto__unpack(NULL, (size_t)n, buf) : NULL;
+  free(buf);
+  if (!tp) {
+    sw_fail(e, SW_EINPUT, "'%s' is not a serialized ONNX TensorProto", path);
+    return sw_hint(e, "the file is truncated or of another kind");
+  }
+  char *tmp = sw_xstrdup(path), *slash = strrchr(tmp, '/');
+  if (slash) *slash = 0;
+  tensor_data d;
+  int rc = tensor_from_proto(tp, slash ? tmp : ".", &d, e);
+  free(tmp);
+  if (!rc) {
+    snprintf(t->name, sizeof t->name, "%s", tp->name ? tp->name : "");
+    t->dtype = d.dtype;
+    t->shape = d.shape;
+    t->data = d.data;
+    t->nbytes = d.nbytes;
+  }
+  onnx__tensor_proto__free_unpacked(tp, NULL);
   return rc;
 }

@@ -10,9 +10,33 @@ typedef enum importer_batch {
   IMPORTER_BATCH_STATIC,   /* keep the exported batch size */
 } importer_batch;
 
+/* A tensor given by the caller to replace a graph input with a constant (e.g. the shape input of
+ * a Reshape in the ONNX conformance tests, which real exports hold as initializers). */
+typedef struct importer_const {
+  const char *name;
+  ir_dtype dtype;
+  ir_shape shape;
+  const void *data;   /* numel * dtype size bytes, copied by the importer */
+} importer_const;
+
 typedef struct importer_opts {
   importer_batch batch;
+  const importer_const *consts; /* graph inputs to freeze as constants */
+  int n_consts;
 } importer_opts;
+
+/* A tensor read from a serialized TensorProto file (.pb, as in the ONNX test data). */
+typedef struct importer_tensor {
+  char name[256];
+  ir_dtype dtype;
+  ir_shape shape;
+  void *data;   /* malloc'd; free with free() */
+  size_t nbytes;
+} importer_tensor;
+
+/* Reads a TensorProto file. SW_EINPUT with a message for a missing or malformed file or an
+ * unsupported element type. */
+int importer_read_tensor(const char *path, importer_tensor *t, sw_err *e);
 
 /* Largest model file read whole (protobuf's own limit for one message). Bigger models must keep
  * their tensors in external data files. */

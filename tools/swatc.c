@@ -216,7 +216,7 @@ static int cmd_inspect(int argc, char **argv) {
       {"help", no_argument, 0, 'h'},    {0, 0, 0, 0}};
   int dump = 0, c;
   const char *passes = NULL;
-  importer_opts io = {IMPORTER_BATCH_AUTO};
+  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {

@@ -58,7 +58,7 @@ static void model_free(model *m) {
 
 static int build_graph(const char *path, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m,
                        sw_err *e) {
-  importer_opts io = {o->static_batch ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_AUTO};
+  importer_opts io = {.batch = o->static_batch ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_AUTO};
   if (importer_load(path, &io, &m->g, e)) return e->code;
   ir_graph *g = m->g;
   pass_opts po = {.verify = 0, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch};
