@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End-to-end tests of `swatc train` on real data: learning happens, runs are deterministic, and bad
+# input gives a clear error. Usage: run.sh SWATC_BINARY
+set -u
+swatc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+here=$(cd "$(dirname "$0")" && pwd)
+models=$(cd "$here/../../models" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { echo "ok $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+field() { # file epoch key -> value
+  sed -n "$2p" "$1" | tr ',{}' '\n\n\n' | sed -n "s/^\"$3\"://p"
+}
+strip_timing() { sed -E 's/"(img_per_s|seconds)":[^,}]*//g' "$1"; }
+
+# 1. LeNet-5 learns Fashion-MNIST: a 6000-image subset, 3 epochs
+if "$swatc" train "$models/lenet5.onnx" --epochs 3 --limit-train 6000 --limit-test 2000 --threads 2 -q \
+     --metrics "$tmp/a.jsonl" > "$tmp/a.out" 2>&1; then
+  l1=$(field "$tmp/a.jsonl" 1 train_loss) l3=$(field "$tmp/a.jsonl" 3 train_loss) acc=$(field "$tmp/a.jsonl" 3 test_acc)
+  if awk -v a="$l1" -v b="$l3" -v c="$acc" 'BEGIN { exit !(b < a * 0.8 && c >= 0.70) }'; then
+    ok "lenet5 learns (train loss $l1 -> $l3, test accuracy $acc >= 0.70)"
+  else
+    bad "lenet5 did not learn enough: train loss $l1 -> $l3, test accuracy $acc"
+  fi
+else
+  bad "lenet5 training failed: $(tail -3 "$tmp/a.out")"
+fi
+
+# 2. Determinism: same seed and threads give identical metrics (timing fields aside)
+if "$swatc" train "$models/lenet5.onnx" --epochs 3 --limit-train 6000 --limit-test 2000 --threads 2 -q \
+     --metrics "$tmp/b.jsonl" > /dev/null 2>&1 && cmp -s <(strip_timing "$tmp/a.jsonl") <(strip_timing "$tmp/b.jsonl"); then
+  ok "two runs with the same seed give identical metrics"
+else
+  bad "runs with the same seed differ: $(diff <(strip_timing "$tmp/a.jsonl") <(strip_timing "$tmp/b.jsonl") | head -4)"
+fi
+if "$swatc" train "$models/lenet5.onnx" --epochs 1 --limit-train 2000 --limit-test 500 --threads 2 -q --seed 1 \
+     --metrics "$tmp/c.jsonl" > /dev/null 2>&1 && ! cmp -s <(strip_timing "$tmp/c.jsonl") <(sed -n 1p "$tmp/a.jsonl" | strip_timing /dev/stdin); then
+  ok "another seed gives another run"
+else
+  bad "--seed has no effect"
+fi
+
+# 3. The MLP (Dropout) and ResNet-20 (BatchNormalization, residual Add) train without error
+for m in mlp resnet20; do
+  if "$swatc" "$models/$m.onnx" --epochs 1 --limit-train 1024 --limit-test 256 --batch 64 --threads 2 -q > "$tmp/$m.out" 2>&1 &&
+     grep -q "test accuracy" "$tmp/$m.out"; then
+    ok "$m trains ($(tail -1 "$tmp/$m.out"))"
+  else
+    bad "$m: $(tail -3 "$tmp/$m.out")"
+  fi
+done
+
+# 4. Bad input: a clear message and the right exit code
+expect() { # name expected_rc keyword cmd...
+  local name=$1 want=$2 kw=$3; shift 3
+  "$@" > "$tmp/x.out" 2>&1
+  local rc=$?
+  if [ $rc -eq "$want" ] && grep -qi -- "$kw" "$tmp/x.out" && { [ "$want" -eq 1 ] || grep -q "hint:" "$tmp/x.out"; }; then
+    ok "$name"
+  else
+    bad "$name: exit $rc (want $want), output: $(head -3 "$tmp/x.out")"
+  fi
+}
+expect "missing data folder" 2 "fashion" "$swatc" train "$models/lenet5.onnx" --data "$tmp/nothing-here" --epochs 1
+expect "unknown option" 1 "unknown option" "$swatc" train "$models/lenet5.onnx" --frobnicate
+expect "bad number" 1 "--lr" "$swatc" train "$models/lenet5.onnx" --lr fast
+expect "missing model" 2 "cannot open" "$swatc" train "$tmp/none.onnx"
+mkdir -p "$tmp/cifar"
+head -c $((3073 * 10)) /dev/zero > "$tmp/cifar/data_batch_1.bin"
+for i in 2 3 4 5; do cp "$tmp/cifar/data_batch_1.bin" "$tmp/cifar/data_batch_$i.bin"; done
+cp "$tmp/cifar/data_batch_1.bin" "$tmp/cifar/test_batch.bin"
+expect "data that does not fit the model" 2 "input" "$swatc" train "$models/lenet5.onnx" --data "$tmp/cifar" --epochs 1
+expect "NaN loss stops the run" 5 "NaN\|infinite" "$swatc" train "$models/lenet5.onnx" --lr 90 --epochs 1 --limit-train 2000 --limit-test 100 -q
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
