@@ -15,9 +15,24 @@ static int is_int(ir_dtype t) {
          t == IR_U64 || t == IR_BOOL;
 }
 
+static double half_to_double(uint16_t h) {
+  int s = h >> 15, ex = (h >> 10) & 31, m = h & 1023;
+  double v = ex == 0 ? ldexp(m, -24) : ex == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, ex - 25);
+  return s ? -v : v;
+}
+
+static double bf16_to_double(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 static double get_f(const tensor_data *t, int64_t i) {
   const void *p = t->data;
   switch (t->dtype) {
+    case IR_F16: return half_to_double(((const uint16_t *)p)[i]);
+    case IR_BF16: return bf16_to_double(((const uint16_t *)p)[i]);
     case IR_F32: return ((const float *)p)[i];
     case IR_F64: return ((const double *)p)[i];
     case IR_I64: return (double)((const int64_t *)p)[i];
@@ -177,7 +192,7 @@ int fold_eval(const char *op, int opset, const Onnx__NodeProto *node, int n_in, 
     int64_t to;
     if (onnx_attr_int(node, "to", 0, &to, e)) return e->code;
     ir_dtype t = onnx_dtype((int32_t)to);
-    if (t == IR_UNDEF || t == IR_F16 || t == IR_BF16) FAIL("Cast to %s is not supported at import", onnx_dtype_name((int32_t)to));
+    if (t == IR_UNDEF || t == IR_F16 || t == IR_BF16) FAIL("unsupported: Cast to %s", onnx_dtype_name((int32_t)to));
     if (has_n(x) && t != IR_I64) FAIL("Cast of the batch dimension N to another type");
     if (alloc_out(&outs[0], t, &x->shape, e)) return e->code;
     int64_t n = tensor_numel(x);

@@ -230,7 +230,7 @@ static int const_float(imp *im, const Onnx__NodeProto *nd, ival **in, int n_in, 
     case IR_BOOL: case IR_U8: *out = *(const uint8_t *)t->data; break;
     case IR_I64: *out = (float)*(const int64_t *)t->data; break;
     case IR_I32: *out = (float)*(const int32_t *)t->data; break;
-    default: return sw_fail(im->e, SW_EINPUT, "node '%s': input %d has an unusable type", node_label(nd), i);
+    default: return unsupported(im, nd, "input %d of element type %s (swatc computes in float32)", i, ir_dtype_name(t->dtype));
   }
   return SW_OK;
 }
@@ -1230,6 +1230,18 @@ static int import_inputs(imp *im) {
     for (int k = 0; im->opts && k < im->opts->n_consts; k++)
       if (strcmp(im->opts->consts[k].name, vi->name) == 0) bound = &im->opts->consts[k];
     if (bound) {
+      ir_dtype dt;
+      ir_shape ds;
+      const char *dp0;
+      int sym;
+      if (value_type(im, vi, &dt, &ds, &dp0, &sym, 1)) return im->e->code;
+      if (dt != bound->dtype) { /* the element type must agree; declared shapes of test models are not always right */
+        char a[96], b[96];
+        sw_fail(im->e, SW_EINPUT, "the constant given for input '%s' is %s%s, but the model declares element type %s%s", vi->name,
+                ir_dtype_name(bound->dtype), ir_shape_str(&bound->shape, a, sizeof a), ir_dtype_name(dt),
+                ds.rank >= 0 ? ir_shape_str(&ds, b, sizeof b) : "[?]");
+        return sw_hint(im->e, "give a tensor of the declared element type");
+      }
       ival *c = ival_new(im, vi->name);
       c->is_const = 1;
       c->c.dtype = bound->dtype;

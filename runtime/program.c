@@ -162,6 +162,7 @@ int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads
     op->node = g->nodes[i];
     rc = rt_lower_node(p, g->nodes[i], op, e);
     if (!rc) p->n_ops++;
+    else free(op->ctx); /* the op that failed is not counted: release what it made */
   }
   if (!rc && p->scratch_bytes) {
     p->scratch = rt_alloc(p->scratch_bytes);

@@ -15,8 +15,8 @@ static void line_fwd(int64_t len, int64_t st, int log_, const float *x, float *y
   double sum = 0.0;
   for (int64_t i = 0; i < len; i++) sum += expf(x[i * st] - mx);
   if (log_) {
-    float lse = mx + (float)log(sum);
-    for (int64_t i = 0; i < len; i++) y[i * st] = x[i * st] - lse;
+    float ls = (float)log(sum); /* (x - max) - log(sum): no cancellation against a large max */
+    for (int64_t i = 0; i < len; i++) y[i * st] = (x[i * st] - mx) - ls;
   } else {
     float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < len; i++) y[i * st] = expf(x[i * st] - mx) * inv;
