@@ -23,7 +23,10 @@ const pass_def *pass_find(const char *name) {
   return NULL;
 }
 
-int pass_name_valid(const char *name) { return strcmp(name, "import") == 0 || pass_find(name) != NULL; }
+/* "import" (before the first pass) and "lower" (after the runtime chose kernels) are dump points too. */
+int pass_name_valid(const char *name) {
+  return strcmp(name, "import") == 0 || strcmp(name, "lower") == 0 || pass_find(name) != NULL;
+}
 
 static int wants(const char *list, const char *name) {
   if (!list) return 0;

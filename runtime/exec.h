@@ -27,6 +27,7 @@ typedef struct rt_op {
   void *ctx;                 /* op-specific parameters, made at build time */
   void (*free_ctx)(void *);  /* NULL: free() */
   void *in[RT_MAX_ARGS], *out[RT_MAX_ARGS]; /* resolved buffers (NULL for absent optional ones) */
+  char impl[96];             /* the kernel chosen, for dumps */
 } rt_op;
 
 typedef struct rt_plan_entry {

@@ -182,11 +182,13 @@ static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
   if (fc) {
     gemm_desc d = {.M = c->M, .N = c->N, .K = c->K};
     if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
+    gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
     op->run = run_fc;
     return SW_OK;
   }
   if (cb) c->c = ks(cb);
   c->y = ks(rt_buf_of(p, n->out[0]));
+  snprintf(op->impl, sizeof op->impl, "c loops (general Gemm)");
   op->run = run_gemm_general;
   return SW_OK;
 }
@@ -196,6 +198,7 @@ static int lower_gemm_grad(rt_program *p, const ir_node *n, rt_op *op, int weigh
   const rt_buf *dy = rt_buf_of(p, n->in[0]), *other = rt_buf_of(p, n->in[1]);
   gemm_desc d = {.M = (int)dy->shape.d[0], .N = (int)dy->shape.d[1], .K = (int)other->shape.d[1]};
   if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
+  gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
   op->run = weight ? run_fc_grad_weight : run_fc_grad_data;
   return SW_OK;
 }
@@ -553,6 +556,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
   if (is(n, "Reshape") || is(n, "Flatten")) {
     shapes_ctx *c = ctx_new(op, sizeof *c);
     const rt_buf *y = rt_buf_of(p, n->out[0]);
+    snprintf(op->impl, sizeof op->impl, "%s", op->out[0] == op->in[0] ? "view (no copy)" : "copy");
     c->n = (int)((size_t)y->numel * ir_dtype_size(y->dtype));
     op->run = run_copy;
     return SW_OK;
@@ -574,6 +578,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     }
     if (conv_desc_of(n, &x, &w, &d, e)) return e->code;
     if (!(c->plan = conv_plan_get(p, &d, e))) return e->code;
+    conv_plan_describe(c->plan, op->impl, sizeof op->impl);
     op->run = is(n, "Conv") ? run_conv : is(n, "ConvGradData") ? run_conv_grad_data : run_conv_grad_weight;
     return SW_OK;
   }
@@ -641,6 +646,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
       op->run = run_maxpool;
     } else if (is(n, "MaxPoolGrad")) {
       rt_need_scratch(p, c->y_bytes + outn * sizeof(int32_t));
+      snprintf(op->impl, sizeof op->impl, "argmax recomputed from X, scatter");
       op->run = run_maxpool_grad;
     } else {
       op->run = is(n, "AveragePool") ? run_avgpool : run_avgpool_grad;
@@ -697,6 +703,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     op->run = is(n, "Dropout") ? run_dropout : run_dropout_grad;
     return SW_OK;
   }
+  if (is(n, "MatMul")) snprintf(op->impl, sizeof op->impl, "reference loops");
   shapes_ctx *c = ctx_new(op, sizeof *c);
   if (is(n, "Concat") || is(n, "Split")) {
     int split = is(n, "Split");

@@ -233,3 +233,9 @@ void rt_program_profile_print(const rt_program *p, FILE *f) {
   for (int a = 0; a < nk; a++)
     fprintf(f, "  %-28s %9.3f ms %5.1f%%\n", kinds[a], 1e3 * ks[a] / p->prof_runs, total > 0 ? 100 * ks[a] / total : 0);
 }
+
+void rt_program_annotate(const rt_program *p, ir_graph *g) {
+  for (int i = 0; i < p->n_ops; i++)
+    for (int j = 0; j < g->n_nodes; j++)
+      if (g->nodes[j] == p->ops[i].node) g->nodes[j]->impl = ir_strdup(g, p->ops[i].impl[0] ? p->ops[i].impl : "c");
+}

@@ -54,6 +54,10 @@ int64_t rt_program_scratch_bytes(const rt_program *p);
 /* Seed of the program's Dropout masks (default 0). */
 void rt_program_set_seed(rt_program *p, uint64_t seed);
 
+/* Records in each node of g (the graph p was built from) the kernel chosen for it (n->impl), so
+ * that a dump after lowering shows it. */
+void rt_program_annotate(const rt_program *p, ir_graph *g);
+
 /* Per-op timing, when enabled: accumulated seconds per node and the number of runs. */
 void rt_program_profile(rt_program *p, int on);
 /* Prints the accumulated profile (per op kind and the heaviest nodes) to f. */

@@ -10,7 +10,7 @@
 #include "passes/passes.h"
 #include "train/trainer.h"
 
-#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, memory-plan"
+#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, memory-plan, lower"
 static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "memory-plan"};
 
 static const char usage_text[] =

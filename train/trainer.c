@@ -42,6 +42,7 @@ typedef struct bound {
 
 typedef struct model {
   ir_graph *g;
+  FILE *dump;   /* where dumps of this graph go (training graph only), NULL for none */
   const char *image_input, *logits_name, *loss_name;
   bound *b;
   int n_b;
@@ -62,8 +63,12 @@ static int build_graph(const char *path, const trainer_opts *o, const char *cons
   if (importer_load(path, &io, &m->g, e)) return e->code;
   ir_graph *g = m->g;
   pass_opts po = {.verify = 0, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch};
-  if (passes == train_passes) passes_dump(g, "import", &po);
-  else po.dump = NULL; /* dumps show the training graph */
+  if (passes == train_passes) {
+    passes_dump(g, "import", &po);
+    if (o->dump_ir) m->dump = dump ? dump : stderr;
+  } else {
+    po.dump = NULL; /* dumps show the training graph */
+  }
   if (passes_run(g, passes, n_passes, &po, e)) return e->code;
   /* the image input: the float input of rank >= 2 */
   for (int i = 0; i < g->n_inputs && !m->image_input; i++)
@@ -104,6 +109,12 @@ static bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_o
   memset(b, 0, sizeof *b);
   if (rt_program_build(m->g, st, batch, o->threads, &b->prog, e)) return NULL;
   m->n_b++;
+  if (m->dump && m->n_b == 1) { /* the first program of the training graph: show memory plan and kernels */
+    pass_opts dpo = {.dump = o->dump_ir, .dump_file = m->dump};
+    passes_dump(m->g, "memory-plan", &dpo);
+    rt_program_annotate(b->prog, m->g);
+    passes_dump(m->g, "lower", &dpo);
+  }
   b->batch = batch;
   rt_program_set_seed(b->prog, o->seed);
   int64_t n;
