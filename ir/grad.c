@@ -113,7 +113,8 @@ int ir_grad_gemm(ir_graph *g, ir_node *f, ir_value *const *dy, const int *need, 
   int ta = (int)ir_attr_int(f, "transA"), tb = (int)ir_attr_int(f, "transB");
   float alpha = ir_attr_float(f, "alpha"), beta = ir_attr_float(f, "beta");
   ir_value *A = f->in[0], *B = f->in[1], *C = f->n_in > 2 ? f->in[2] : NULL;
-  int fc_bias = C && beta == 1.0f && C->shape.rank == 1;
+  int64_t n_out = tb ? B->shape.d[0] : B->shape.d[1];
+  int fc_bias = C && beta == 1.0f && C->shape.rank == 1 && C->shape.d[0] == n_out;
   if (!ta && tb && alpha == 1.0f && (!C || fc_bias)) {
     /* the fully-connected layer PyTorch exports: Y = X W^T + b */
     if (need[0]) CHECKED(dx[0] = binary(g, f, "GemmGradData", "grad_data", dy[0], B, e));
@@ -366,7 +367,7 @@ int ir_grad_split(ir_graph *g, ir_node *f, ir_value *const *dy, const int *need,
   for (int i = 0; i < f->n_out; i++)
     if (!dy[i]) FAIL("node '%s' (Split): unsupported: training through a Split whose output %d is unused", f->name, i);
   ir_node *n = bwd(g, f, "Concat", "grad", f->n_out, dy, 1);
-  copy_attr(g, n, f, "axis");
+  ir_attr_set_int(g, n, "axis", ir_attr_int(f, "axis"));
   if (ir_infer_node(n, e)) return e->code;
   dx[0] = n->out[0];
   return SW_OK;

@@ -178,7 +178,7 @@ static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
   c->K = (int)(c->ta ? a->shape.d[0] : a->shape.d[1]);
   c->N = (int)(c->tb ? b->shape.d[0] : b->shape.d[1]);
   const rt_buf *cb = n->n_in > 2 && n->in[2] ? rt_buf_of(p, n->in[2]) : NULL;
-  int fc = !c->ta && c->tb && c->alpha == 1.0f && (!cb || (c->beta == 1.0f && cb->shape.rank == 1));
+  int fc = !c->ta && c->tb && c->alpha == 1.0f && (!cb || (c->beta == 1.0f && cb->shape.rank == 1 && cb->shape.d[0] == c->N));
   if (fc) {
     gemm_desc d = {.M = c->M, .N = c->N, .K = c->K};
     if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
@@ -726,7 +726,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     c->a = ks(rt_buf_of(p, n->in[0]));
     const int64_t *pa;
     c->n_ints = ir_attr_ints(n, "pads", &pa);
-    memcpy(c->ints, pa, sizeof *pa * (size_t)c->n_ints);
+    if (c->n_ints) memcpy(c->ints, pa, sizeof *pa * (size_t)c->n_ints);
     c->f = ir_attr_float(n, "value");
     op->run = run_pad;
     return SW_OK;
@@ -755,7 +755,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
       op->run = run_copy;
       return SW_OK;
     }
-    memcpy(c->ints, ax, sizeof *ax * (size_t)c->n_ints);
+    if (c->n_ints) memcpy(c->ints, ax, sizeof *ax * (size_t)c->n_ints);
     op->run = is(n, "ReduceMean") ? run_reduce_mean : run_reduce_mean_grad;
     return SW_OK;
   }
