@@ -35,7 +35,7 @@ static const char usage_text[] =
     "      --seed N            shuffling, augmentation and dropout seed (default 0)\n"
     "      --threads N         CPU threads (default: all cores)\n"
     "      --limit-train N, --limit-test N   use only the first N images\n"
-    "      --augment on|off    random crop + flip (default: on for 32x32 images)\n"
+    "      --augment on|off    random crop + flip (default: on for real 32x32 images)\n"
     "      --drop-last         skip the last, smaller batch of an epoch\n"
     "      --metrics FILE      write one JSON object per epoch (JSON lines)\n"
     "      --dump-ir[=PASSES]  print the IR after passes (all, or a list of: " TRAIN_PIPELINE_TEXT ")\n"

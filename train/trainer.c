@@ -226,7 +226,9 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
     if ((rc = sw_dataset_check_classes(&train, lg->shape.d[1], e))) goto done;
   }
   sw_loader_opts lo = {.batch = o->batch, .shuffle = 1, .drop_last = o->drop_last, .seed = o->seed};
-  lo.augment = o->augment > 0 || (o->augment < 0 && train.h == 32 && train.w == 32) ? SW_AUG_CROP | SW_AUG_FLIP : 0;
+  /* auto: crop + flip for real 32x32 images (CIFAR); never for synthetic noise */
+  int aug = o->augment > 0 || (o->augment < 0 && train.h == 32 && train.w == 32 && strcmp(train.name, "synthetic") != 0);
+  lo.augment = aug ? SW_AUG_CROP | SW_AUG_FLIP : 0;
   if ((rc = sw_loader_init(&ld, &train, &lo, e))) goto done;
   int64_t steps_per_epoch = sw_loader_batches_per_epoch(&ld);
   if (steps_per_epoch <= 0) {

@@ -65,6 +65,8 @@ typedef struct conv_plan {
   void *kern_scatter;             /* scatter bwd-data: reducebatch_strd kernel, beta = 1 */
   void *kern_wu;                  /* bwd-weight: reducebatch_offs kernel, beta = 1 */
   int wu_chunk;                   /* bwd-weight: images per reduction chunk */
+  int col_bwd;                    /* 1: backward passes via im2col/col2im GEMMs (C/groups < 16) */
+  void *kern_col_bd, *kern_col_bd_tail, *kern_col_wu; /* their libxsmm kernels */
   unsigned long long *wu_a_offs, *wu_b_offs; /* bwd-weight: byte offsets per (image, row) of a chunk */
 } conv_plan;
 

@@ -1,27 +1,34 @@
 /* Convolution with libxsmm batch-reduce GEMMs on channel-blocked layouts.
  *
  * Channels of each group are split into blocks (C/groups into Cb blocks of cb, K/groups into Kb
- * blocks of kb; the last block is zero-padded). Inside the kernel, in scratch:
+ * blocks of kb; the last block is zero-padded). Per image, in scratch:
  *
- *   X_blk [N][G][Cb][Hp][Wp][cb]      input, zero-padded spatially (Hp = H+pad_t+pad_b, ...)
- *   W_blk [G][Kb][Cb][R][S][cb][kb]    weights
- *   Y_blk [N][G][Kb][P][Wv][kb]        output, rows of pitch Wv >= Q
+ *   X_blk [G][Cb][Hp][Wp][cb]      input, zero-padded spatially (Hp = H+pad_t+pad_b, ...)
+ *   W_blk [G][Kb][Cb][R][S][cb][kb] weights (packed once per call, shared by all threads)
+ *   Y_blk [G][Kb][P][Wv][kb]       output, rows of pitch Wv >= Q
  *
- * Forward: for each (image, group, K block, block of rb output rows) one batch-reduce GEMM
+ * Forward: for each (group, K block, block of rb output rows) one batch-reduce GEMM
  *   C[kb x n] += sum over (C block, r, s) of A[kb x cb] * B[cb x n]
  * in libxsmm's column-major terms: A = W_blk[g][kb][cb_i][r][s] (lda = kb), B = the input pixels
- * (ldb = stride_w*cb), C = Y_blk (ldc = kb); the (cb_i, r, s) addresses are fixed byte offsets,
+ * (ldb = stride_w*cb), C = Y_blk (ldc = kb); the (cb_i, r, s) addresses are fixed byte offsets
  * computed once in the plan. With stride 1 and narrow maps, rb > 1 output rows are done in one call
  * by letting the GEMM run across the padded row ends (Wv = Wp); the extra columns are discarded.
  *
  * Backward-data, stride 1: the same forward engine on dY padded by (R-1)*dil - pad with the weights
  * flipped and K/C swapped. Strides > 1: a scatter form, for each (dY row, r, s) one batch-reduce over
  * K blocks adds W^T dY into the padded dX rows it touches (ldc = stride_w*cb, beta = 1).
+ * A strided 1x1 convolution without padding is run as a stride-1 1x1 convolution of the subsampled
+ * input (and its dX scattered back with zeros in between).
  *
  * Backward-weight: each thread owns a contiguous range of images and accumulates a private
  * dW^T[kb x cb] per (g, K block, C block, r, s) with one batch-reduce over (image, output row), the
  * reduction length per entry being one output row (k = Q); the per-thread partials are then summed
- * in thread order, so the result depends on nthreads but never on scheduling. */
+ * in thread order, so the result depends on nthreads but never on scheduling.
+ *
+ * Two schedules: with enough images (N >= 4*threads, or one thread) each thread takes whole images
+ * and packs, multiplies and unpacks them in private buffers that stay in its L2, so the layout
+ * transforms cost little memory traffic; with few images every stage is split across threads over
+ * the whole batch (all images packed at once). */
 #include <libxsmm.h>
 #include <omp.h>
 #include <string.h>
@@ -50,6 +57,17 @@ static double prof_now(void) { return conv_brgemm_prof.enabled ? omp_get_wtime()
 
 static size_t fbytes(size_t nfloats) { return kern_align_up(nfloats * sizeof(float)); }
 
+/* Floats between consecutive image buffers: rounded up to the alignment for per-thread slots, exact
+ * for the whole-batch layout (whose images must be contiguous for the chunked offsets). */
+static size_t slot_floats(int per_image, size_t nfloats) {
+  return per_image ? fbytes(nfloats) / sizeof(float) : nfloats;
+}
+
+/* Stage timing inside the per-image workers: thread 0 stands for all (it runs N/T images). */
+static void prof_lap_t0(int t, double *acc, double *t0) {
+  if (t == 0) prof_lap(acc, t0);
+}
+
 /* Splits n channels into blocks of at most CONV_BLOCK_MAX, as evenly as possible. */
 static int block_size(int n) {
   int nb = kern_cdiv(n, CONV_BLOCK_MAX);
@@ -57,103 +75,152 @@ static int block_size(int n) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Layout transforms (all parallel over planes; each output element is written once). */
+ * Layout transforms of one image between NCHW and [G][Bn][Hd][Wd][bs]. */
 
 typedef struct pack_args {
-  const float *src;
-  float *dst;
-  int N, G, Cper, Hs, Ws;      /* source NCHW with G*Cper channels */
-  int Bn, bs, Hd, Wd;          /* destination [N][G][Bn][Hd][Wd][bs] */
-  int off_t, off_l;            /* source (h, w) lands at (h + off_t, w + off_l) */
-  const float *bias;           /* unpack only: added per channel (may be NULL) */
+  int G, Cper;          /* channels: G groups of Cper */
+  int Hs, Ws;           /* NCHW plane */
+  int sh, sw;           /* sampling: grid point (i, j) is NCHW (i*sh, j*sw) */
+  int Hg, Wg;           /* grid size (Hs x Ws when not sampling) */
+  int Bn, bs, Hd, Wd;   /* blocked side */
+  int off_t, off_l;     /* grid point (i, j) sits at blocked (i + off_t, j + off_l); may be negative */
+  const float *bias;    /* unpack: added per channel (may be NULL) */
 } pack_args;
 
-/* NCHW -> [N][G][Bn][Hd][Wd][bs], zero outside the source and for channels >= Cper. Works on
- * 16-channel x 16-pixel tiles (kern_transpose16). */
-static void pack_worker(void *ctx, int t, int T) {
-  const pack_args *a = ctx;
-  int64_t lo, hi, planes = (int64_t)a->N * a->G * a->Bn;
-  kern_split(planes, t, T, &lo, &hi);
-  int w0 = a->off_l > 0 ? a->off_l : 0;                   /* first destination column with data */
-  int ws0 = w0 - a->off_l;                                /* its source column */
-  int wn = a->Ws - ws0;                                   /* columns with data */
+static size_t nchw_image(const pack_args *a) { return (size_t)a->G * a->Cper * a->Hs * a->Ws; }
+static size_t blk_plane(const pack_args *a) { return (size_t)a->Hd * a->Wd * a->bs; }
+static size_t blk_image(const pack_args *a) { return (size_t)a->G * a->Bn * blk_plane(a); }
+
+/* Blocked plane (g, bi) of one image from its NCHW planes; zero outside the grid and for channels
+ * >= Cper. 16-channel x 16-pixel tiles go through kern_transpose16. */
+static void pack_plane(const pack_args *a, const float *src, int g, int bi, float *dplane) {
+  int w0 = a->off_l > 0 ? a->off_l : 0; /* first blocked column with data */
+  int j0 = w0 - a->off_l;               /* its grid column */
+  int wn = a->Wg - j0;                  /* columns with data */
   if (wn > a->Wd - w0) wn = a->Wd - w0;
   if (wn < 0) wn = 0;
   size_t splane = (size_t)a->Hs * a->Ws;
-  for (int64_t pl = lo; pl < hi; pl++) {
-    int bi = (int)(pl % a->Bn);
-    int64_t ng = pl / a->Bn; /* n*G + g */
-    float *dplane = a->dst + (size_t)pl * a->Hd * a->Wd * a->bs;
-    for (int hd = 0; hd < a->Hd; hd++) {
-      float *drow = dplane + (size_t)hd * a->Wd * a->bs;
-      int hs = hd - a->off_t;
-      if (hs < 0 || hs >= a->Hs || wn == 0) {
-        memset(drow, 0, sizeof(float) * a->Wd * a->bs);
-        continue;
-      }
-      memset(drow, 0, sizeof(float) * w0 * a->bs);
-      memset(drow + (size_t)(w0 + wn) * a->bs, 0, sizeof(float) * (a->Wd - w0 - wn) * a->bs);
-      for (int c0 = 0; c0 < a->bs; c0 += 16) {
-        int nst = a->bs - c0 < 16 ? a->bs - c0 : 16; /* channels stored per pixel */
-        int ch0 = bi * a->bs + c0;
-        int nld = a->Cper - ch0; /* real channels among them */
-        if (nld > nst) nld = nst;
-        if (nld < 0) nld = 0;
-        const float *src = a->src + ((size_t)ng * a->Cper + (nld ? ch0 : 0)) * splane + (size_t)hs * a->Ws + ws0;
-        for (int w = 0; w < wn; w += 16)
-          kern_transpose16(src + w, splane, nld, drow + (size_t)(w0 + w) * a->bs + c0, a->bs,
-                           wn - w < 16 ? wn - w : 16, nst, NULL);
-      }
+  for (int hd = 0; hd < a->Hd; hd++) {
+    float *drow = dplane + (size_t)hd * a->Wd * a->bs;
+    int i = hd - a->off_t;
+    if (i < 0 || i >= a->Hg || wn == 0) {
+      memset(drow, 0, sizeof(float) * a->Wd * a->bs);
+      continue;
+    }
+    memset(drow, 0, sizeof(float) * w0 * a->bs);
+    memset(drow + (size_t)(w0 + wn) * a->bs, 0, sizeof(float) * (a->Wd - w0 - wn) * a->bs);
+    for (int c0 = 0; c0 < a->bs; c0 += 16) {
+      int nst = a->bs - c0 < 16 ? a->bs - c0 : 16; /* channels stored per pixel */
+      int ch0 = bi * a->bs + c0;
+      int nld = a->Cper - ch0; /* real channels among them */
+      if (nld > nst) nld = nst;
+      if (nld < 0) nld = 0;
+      const float *srow = src + ((size_t)g * a->Cper + (nld ? ch0 : 0)) * splane + (size_t)i * a->sh * a->Ws;
+      float *d = drow + (size_t)w0 * a->bs + c0;
+      for (int j = 0; j < wn; j += 16)
+        kern_transpose16_step(srow + (size_t)(j0 + j) * a->sw, splane, a->sw, nld, d + (size_t)j * a->bs, a->bs, 1,
+                              wn - j < 16 ? wn - j : 16, nst, NULL);
     }
   }
 }
 
-/* [N][G][Bn][Hs][Ws][bs] -> NCHW [N][G*Cper][Hd][Wd] (+ bias): dst (h, w) = src (h+off_t, w+off_l). */
-static void unpack_worker(void *ctx, int t, int T) {
-  const pack_args *a = ctx;
-  int64_t lo, hi, planes = (int64_t)a->N * a->G * a->Bn;
-  kern_split(planes, t, T, &lo, &hi);
-  size_t dplane = (size_t)a->Hd * a->Wd;
-  for (int64_t pl = lo; pl < hi; pl++) {
-    int bi = (int)(pl % a->Bn);
-    int64_t ng = pl / a->Bn;
-    const float *splane = a->src + (size_t)pl * a->Hs * a->Ws * a->bs;
-    for (int c0 = 0; c0 < a->bs; c0 += 16) {
-      int ch0 = bi * a->bs + c0;
-      int nc = a->Cper - ch0; /* real channels in this tile */
-      if (nc > 16) nc = 16;
-      if (nc > a->bs - c0) nc = a->bs - c0;
-      if (nc <= 0) break;
-      float *dst = a->dst + ((size_t)ng * a->Cper + ch0) * dplane;
-      const float *bias = a->bias ? a->bias + (ng % a->G) * a->Cper + ch0 : NULL;
-      for (int h = 0; h < a->Hd; h++) {
-        const float *srow = splane + ((size_t)(h + a->off_t) * a->Ws + a->off_l) * a->bs + c0;
-        for (int w = 0; w < a->Wd; w += 16) {
-          int np = a->Wd - w < 16 ? a->Wd - w : 16;
-          kern_transpose16(srow + (size_t)w * a->bs, a->bs, np, dst + (size_t)h * a->Wd + w, dplane, nc, np, bias);
+/* NCHW planes of one image (+ bias) from its blocked plane (g, bi): grid point (i, j) reads blocked
+ * (i + off_t, j + off_l); with sampling, NCHW points off the grid are set to zero. */
+static void unpack_plane(const pack_args *a, const float *splane, int g, int bi, float *dst) {
+  size_t dplane = (size_t)a->Hs * a->Ws;
+  for (int c0 = 0; c0 < a->bs; c0 += 16) {
+    int ch0 = bi * a->bs + c0;
+    int nc = a->Cper - ch0; /* real channels in this tile */
+    if (nc > 16) nc = 16;
+    if (nc > a->bs - c0) nc = a->bs - c0;
+    if (nc <= 0) break;
+    float *d = dst + ((size_t)g * a->Cper + ch0) * dplane;
+    const float *bias = a->bias ? a->bias + (size_t)g * a->Cper + ch0 : NULL;
+    if (a->sh == 1 && a->sw == 1) {
+      for (int i = 0; i < a->Hg; i++) {
+        const float *srow = splane + ((size_t)(i + a->off_t) * a->Wd + a->off_l) * a->bs + c0;
+        for (int j = 0; j < a->Wg; j += 16) {
+          int np = a->Wg - j < 16 ? a->Wg - j : 16;
+          kern_transpose16(srow + (size_t)j * a->bs, a->bs, np, d + (size_t)i * a->Ws + j, dplane, nc, np, bias);
         }
       }
+      continue;
+    }
+    /* Upsampling: zero the planes, then scatter the grid points into every sh-th row, sw-th column. */
+    for (int c = 0; c < nc; c++) memset(d + (size_t)c * dplane, 0, sizeof(float) * dplane);
+    for (int i = 0; i < a->Hg; i++) {
+      const float *srow = splane + ((size_t)(i + a->off_t) * a->Wd + a->off_l) * a->bs + c0;
+      for (int j = 0; j < a->Wg; j += 16) {
+        int np = a->Wg - j < 16 ? a->Wg - j : 16;
+        kern_transpose16_step(srow + (size_t)j * a->bs, a->bs, 1, np, d + (size_t)i * a->sh * a->Ws + (size_t)j * a->sw,
+                              dplane, a->sw, nc, np, bias);
+      }
     }
   }
 }
 
-/* NCHW dY -> [N][G][Kb][P][kb][Q] (rows of Q kept contiguous), for the weight gradient. */
-static void pack_rows_worker(void *ctx, int t, int T) {
-  const pack_args *a = ctx;
-  int64_t lo, hi, planes = (int64_t)a->N * a->G * a->Bn;
-  kern_split(planes, t, T, &lo, &hi);
-  for (int64_t pl = lo; pl < hi; pl++) {
-    int bi = (int)(pl % a->Bn);
-    int64_t ng = pl / a->Bn;
-    for (int h = 0; h < a->Hs; h++)
-      for (int c = 0; c < a->bs; c++) {
-        int ch = bi * a->bs + c;
-        float *d = a->dst + (((size_t)pl * a->Hs + h) * a->bs + c) * a->Ws;
-        if (ch >= a->Cper)
-          memset(d, 0, sizeof(float) * a->Ws);
-        else
-          memcpy(d, a->src + (((size_t)ng * a->Cper + ch) * a->Hs + h) * a->Ws, sizeof(float) * a->Ws);
-      }
+/* One image's blocked planes [lo, hi) of the (g, bi) index space. */
+static void pack_image(const pack_args *a, const float *src, float *dst, int64_t lo, int64_t hi) {
+  for (int64_t pl = lo; pl < hi; pl++)
+    pack_plane(a, src, (int)(pl / a->Bn), (int)(pl % a->Bn), dst + (size_t)pl * blk_plane(a));
+}
+
+static void unpack_image(const pack_args *a, const float *src, float *dst, int64_t lo, int64_t hi) {
+  for (int64_t pl = lo; pl < hi; pl++)
+    unpack_plane(a, src + (size_t)pl * blk_plane(a), (int)(pl / a->Bn), (int)(pl % a->Bn), dst);
+}
+
+/* dY rows for the weight gradient: NCHW -> [G][Kb][P][kb][Q] (rows of Q kept contiguous). */
+KERN_CLONES static void pack_rows_image(const pack_args *a, const float *restrict src, float *restrict dst) {
+  size_t Q = (size_t)a->Ws;
+  for (int g = 0; g < a->G; g++)
+    for (int bi = 0; bi < a->Bn; bi++)
+      for (int h = 0; h < a->Hs; h++)
+        for (int c = 0; c < a->bs; c++) {
+          int ch = bi * a->bs + c;
+          float *restrict d = dst + ((((size_t)g * a->Bn + bi) * a->Hs + h) * a->bs + c) * Q;
+          if (ch >= a->Cper) {
+            for (size_t q = 0; q < Q; q++) d[q] = 0.0f;
+            continue;
+          }
+          const float *restrict s = src + (((size_t)g * a->Cper + ch) * a->Hs + h) * Q;
+          for (size_t q = 0; q < Q; q++) d[q] = s[q]; /* rows are short: no memcpy call per row */
+        }
+}
+
+/* Batch-wide transforms split over (image, plane) for the few-images schedule. */
+typedef struct batch_args {
+  const pack_args *a;
+  const float *src;
+  float *dst;
+  int N, rows; /* rows: pack_rows_image instead of pack_image */
+} batch_args;
+
+static void pack_batch_worker(void *ctx, int t, int T) {
+  const batch_args *b = ctx;
+  const pack_args *a = b->a;
+  int64_t per = (int64_t)a->G * a->Bn, lo, hi;
+  if (b->rows) { /* whole images */
+    kern_split(b->N, t, T, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++)
+      pack_rows_image(a, b->src + n * nchw_image(a), b->dst + n * (size_t)a->G * a->Bn * a->Hs * a->bs * a->Ws);
+    return;
+  }
+  kern_split(b->N * per, t, T, &lo, &hi);
+  for (int64_t u = lo; u < hi; u++) {
+    int64_t n = u / per;
+    pack_image(a, b->src + n * nchw_image(a), b->dst + n * blk_image(a), u % per, u % per + 1);
+  }
+}
+
+static void unpack_batch_worker(void *ctx, int t, int T) {
+  const batch_args *b = ctx;
+  const pack_args *a = b->a;
+  int64_t per = (int64_t)a->G * a->Bn, lo, hi;
+  kern_split(b->N * per, t, T, &lo, &hi);
+  for (int64_t u = lo; u < hi; u++) {
+    int64_t n = u / per;
+    unpack_image(a, b->src + n * blk_image(a), b->dst + n * nchw_image(a), u % per, u % per + 1);
   }
 }
 
@@ -185,10 +252,7 @@ static void wpack_worker(void *ctx, int t, int T) {
           for (int k = 0; k < kb; k++) {
             int kk = ki * kb + k, cc = ci * cb + c;
             float v = 0.0f;
-            if (kk < p->Kg && cc < p->Cg) {
-              size_t src = (((size_t)(g * p->Kg + kk) * p->Cg + cc) * R + r) * S + s;
-              v = a->w[src];
-            }
+            if (kk < p->Kg && cc < p->Cg) v = a->w[(((size_t)(g * p->Kg + kk) * p->Cg + cc) * R + r) * S + s];
             size_t dst;
             switch (a->kind) {
             case WPACK_FWD:
@@ -209,6 +273,10 @@ static void wpack_worker(void *ctx, int t, int T) {
 static void wpack(const conv_plan *p, wpack_kind kind, const float *w, float *dst) {
   wpack_args a = {p, kind, w, dst};
   kern_parallel(p->nthreads, wpack_worker, &a);
+}
+
+static size_t wfloats(const conv_plan *p) {
+  return (size_t)p->G * p->Kb * p->Cb * p->d.R * p->d.S * p->cb * p->kb;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -281,8 +349,8 @@ static int geo_init(conv_geo *g, int G, int I, int ib, int O, int ob, int Hs, in
       for (int s = 0; s < S; s++) {
         int i = (ci * R + r) * S + s;
         g->a_offs[i] = (unsigned long long)i * ib * ob * sizeof(float);
-        g->b_offs[i] = (((unsigned long long)ci * g->Hp + (unsigned long long)r * dh) * g->Wp + (unsigned long long)s * dw) *
-                       ib * sizeof(float);
+        g->b_offs[i] = (((unsigned long long)ci * g->Hp + (unsigned long long)r * dh) * g->Wp +
+                        (unsigned long long)s * dw) * ib * sizeof(float);
       }
   return SW_OK;
 }
@@ -293,23 +361,14 @@ static void geo_free(conv_geo *g) {
   g->a_offs = g->b_offs = NULL;
 }
 
-static size_t geo_in_floats(const conv_geo *g, int N) { return (size_t)N * g->G * g->Ib * g->Hp * g->Wp * g->ib; }
+static size_t geo_in_image(const conv_geo *g) { return (size_t)g->G * g->Ib * g->Hp * g->Wp * g->ib; }
 static size_t geo_w_floats(const conv_geo *g) { return (size_t)g->G * g->Ob * g->Ib * g->R * g->S * g->ib * g->ob; }
-static size_t geo_out_floats(const conv_geo *g, int N) { return (size_t)N * g->G * g->Ob * g->P * g->Wv * g->ob; }
+static size_t geo_out_image(const conv_geo *g) { return (size_t)g->G * g->Ob * g->P * g->Wv * g->ob; }
+static int64_t geo_units(const conv_geo *g) { return (int64_t)g->G * g->Ob * kern_cdiv(g->P, g->rb); }
 
-typedef struct geo_run_args {
-  const conv_geo *g;
-  int N;
-  const float *in, *wt;
-  float *out;
-} geo_run_args;
-
-static void geo_run_worker(void *ctx, int t, int T) {
-  const geo_run_args *a = ctx;
-  const conv_geo *g = a->g;
+/* Work units [lo, hi) of (image, group, output block, row block); images relative to in/out. */
+static void geo_run_range(const conv_geo *g, const float *in, const float *wt, float *out, int64_t lo, int64_t hi) {
   int nblk = kern_cdiv(g->P, g->rb);
-  int64_t lo, hi, units = (int64_t)a->N * g->G * g->Ob * nblk;
-  kern_split(units, t, T, &lo, &hi);
   unsigned long long count = (unsigned long long)g->Ib * g->R * g->S;
   size_t wblock = (size_t)g->Ib * g->R * g->S * g->ib * g->ob;
   libxsmm_smmfunction_reducebatch_offs full = (libxsmm_smmfunction_reducebatch_offs)g->kern_full;
@@ -317,12 +376,12 @@ static void geo_run_worker(void *ctx, int t, int T) {
   for (int64_t u = lo; u < hi; u++) {
     int blk = (int)(u % nblk);
     int o = (int)(u / nblk % g->Ob);
-    int64_t ng = u / nblk / g->Ob; /* n*G + group */
+    int64_t ng = u / nblk / g->Ob; /* image*G + group */
     int gg = (int)(ng % g->G);
     int p0 = blk * g->rb;
-    const float *A = a->wt + ((size_t)gg * g->Ob + o) * wblock;
-    const float *B = a->in + (((size_t)ng * g->Ib * g->Hp + (size_t)p0 * g->sh) * g->Wp) * g->ib;
-    float *C = a->out + (((size_t)ng * g->Ob + o) * g->P + p0) * g->Wv * g->ob;
+    const float *A = wt + ((size_t)gg * g->Ob + o) * wblock;
+    const float *B = in + (((size_t)ng * g->Ib * g->Hp + (size_t)p0 * g->sh) * g->Wp) * g->ib;
+    float *C = out + (((size_t)ng * g->Ob + o) * g->P + p0) * g->Wv * g->ob;
     if (p0 + g->rb <= g->P)
       full(A, B, C, &count, g->a_offs, g->b_offs);
     else
@@ -330,13 +389,16 @@ static void geo_run_worker(void *ctx, int t, int T) {
   }
 }
 
-static void geo_run(const conv_geo *g, int N, const float *in, const float *wt, float *out, int nthreads) {
-  geo_run_args a = {g, N, in, wt, out};
-  kern_parallel(nthreads, geo_run_worker, &a);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Plan. */
+
+/* The input grid the kernels see: the subsampled P x Q grid for strided 1x1 convs. */
+static pack_args x_pack_args(const conv_plan *p, const conv_geo *g) {
+  const conv_desc *d = &p->d;
+  pack_args a = {p->G, p->Cg, d->H, d->W, p->sx_h, p->sx_w, p->Hx, p->Wx, p->Cb, p->cb, g->Hp, g->Wp,
+                 g->off_t, g->off_l, NULL};
+  return a;
+}
 
 int conv_brgemm_init(conv_plan *p, sw_err *e) {
   const conv_desc *d = &p->d;
@@ -349,44 +411,61 @@ int conv_brgemm_init(conv_plan *p, sw_err *e) {
   p->kb = block_size(p->Kg);
   p->Kb = kern_cdiv(p->Kg, p->kb);
   int N = d->N, T = p->nthreads;
-  size_t wfl = (size_t)p->G * p->Kb * p->Cb * d->R * d->S * p->cb * p->kb; /* padded weight floats */
+  p->per_image = T == 1 || N >= 4 * T;
+  /* A strided 1x1 conv without padding only reads the input on its P x Q output grid. */
+  p->sub = d->R == 1 && d->S == 1 && !d->pad_t && !d->pad_l && !d->pad_b && !d->pad_r &&
+           (d->stride_h > 1 || d->stride_w > 1);
+  p->Hx = p->sub ? d->P : d->H;
+  p->Wx = p->sub ? d->Q : d->W;
+  p->sx_h = p->sub ? d->stride_h : 1;
+  p->sx_w = p->sub ? d->stride_w : 1;
+  p->sh = p->sub ? 1 : d->stride_h;
+  p->sw = p->sub ? 1 : d->stride_w;
+  size_t S_in = p->per_image ? (size_t)T : (size_t)N; /* image buffers: one per thread, or the batch */
 
   /* Forward. */
-  if (geo_init(&p->fwd, p->G, p->Cg, p->cb, p->Kg, p->kb, d->H, d->W, d->pad_t, d->pad_l, d->pad_b, d->pad_r,
-               d->R, d->S, d->stride_h, d->stride_w, d->dil_h, d->dil_w, d->P, d->Q, e))
+  int pt = p->sub ? 0 : d->pad_t, pl = p->sub ? 0 : d->pad_l, pb = p->sub ? 0 : d->pad_b, pr = p->sub ? 0 : d->pad_r;
+  if (geo_init(&p->fwd, p->G, p->Cg, p->cb, p->Kg, p->kb, p->Hx, p->Wx, pt, pl, pb, pr, d->R, d->S, p->sh, p->sw,
+               d->dil_h, d->dil_w, d->P, d->Q, e))
     return e ? e->code : SW_EINPUT;
-  p->scratch[CONV_FWD] = fbytes(geo_in_floats(&p->fwd, N)) + fbytes(geo_w_floats(&p->fwd)) +
-                         fbytes(geo_out_floats(&p->fwd, N));
+  const conv_geo *f = &p->fwd;
+  p->scratch[CONV_FWD] = fbytes(geo_w_floats(f)) + S_in * (fbytes(geo_in_image(f)) + fbytes(geo_out_image(f)));
+
+  /* Few input channels: the backward passes use im2col GEMMs with the pixels or K as vector dim. */
+  if (p->Cg < 16) {
+    p->col_bwd = 1;
+    return conv_col_init(p, e);
+  }
 
   /* Backward-data. */
-  p->bwd_gather = d->stride_h == 1 && d->stride_w == 1;
+  p->bwd_gather = p->sh == 1 && p->sw == 1;
   if (p->bwd_gather) {
-    int pt = (d->R - 1) * d->dil_h - d->pad_t, pb = (d->R - 1) * d->dil_h - d->pad_b;
-    int pl = (d->S - 1) * d->dil_w - d->pad_l, pr = (d->S - 1) * d->dil_w - d->pad_r;
-    if (geo_init(&p->bwdd, p->G, p->Kg, p->kb, p->Cg, p->cb, d->P, d->Q, pt, pl, pb, pr, d->R, d->S, 1, 1,
-                 d->dil_h, d->dil_w, d->H, d->W, e))
+    int gt = (d->R - 1) * d->dil_h - pt, gb = (d->R - 1) * d->dil_h - pb;
+    int gl = (d->S - 1) * d->dil_w - pl, gr = (d->S - 1) * d->dil_w - pr;
+    if (geo_init(&p->bwdd, p->G, p->Kg, p->kb, p->Cg, p->cb, d->P, d->Q, gt, gl, gb, gr, d->R, d->S, 1, 1, d->dil_h,
+                 d->dil_w, p->Hx, p->Wx, e))
       return e ? e->code : SW_EINPUT;
-    p->scratch[CONV_BWD_DATA] = fbytes(geo_in_floats(&p->bwdd, N)) + fbytes(geo_w_floats(&p->bwdd)) +
-                                fbytes(geo_out_floats(&p->bwdd, N));
+    p->scratch[CONV_BWD_DATA] =
+        fbytes(geo_w_floats(&p->bwdd)) + S_in * (fbytes(geo_in_image(&p->bwdd)) + fbytes(geo_out_image(&p->bwdd)));
   } else {
     p->bwdd_Hp = d->H + d->pad_t + d->pad_b;
     p->bwdd_Wp = d->W + d->pad_l + d->pad_r;
     p->kern_scatter = dispatch_strd(p->cb, d->Q, p->kb, (long)p->kb * p->cb * sizeof(float),
                                     (long)d->P * d->Q * p->kb * sizeof(float), p->cb, p->kb, d->stride_w * p->cb, 1.0f);
-    if (!p->kern_scatter)
-      return sw_fail(e, SW_EINPUT, "Conv: libxsmm could not generate the backward-data kernel");
-    p->scratch[CONV_BWD_DATA] = fbytes((size_t)N * p->G * p->Kb * d->P * d->Q * p->kb) + fbytes(wfl) +
-                                fbytes((size_t)N * p->G * p->Cb * p->bwdd_Hp * p->bwdd_Wp * p->cb);
+    if (!p->kern_scatter) return sw_fail(e, SW_EINPUT, "Conv: libxsmm could not generate the backward-data kernel");
+    p->scratch[CONV_BWD_DATA] =
+        fbytes(wfloats(p)) + S_in * (fbytes((size_t)p->G * p->Kb * d->P * d->Q * p->kb) +
+                                     fbytes((size_t)p->G * p->Cb * p->bwdd_Hp * p->bwdd_Wp * p->cb));
   }
 
   /* Backward-weight: offsets of the (image, output row) entries of one reduction chunk. */
-  const conv_geo *f = &p->fwd;
+  size_t xim = geo_in_image(f), yim = (size_t)p->G * p->Kb * d->P * p->kb * d->Q;
   size_t per_image = sizeof(float) * ((size_t)f->Hp * f->Wp * p->cb + (size_t)d->P * d->Q * p->kb);
-  int chunk = (int)(CONV_WU_CHUNK_BYTES / per_image);
+  int chunk = p->per_image ? 1 : (int)(CONV_WU_CHUNK_BYTES / per_image);
   if (chunk < 1) chunk = 1;
   if (chunk > N) chunk = N;
   p->wu_chunk = chunk;
-  p->kern_wu = dispatch_offs(p->cb, p->kb, d->Q, d->stride_w * p->cb, d->Q, p->cb, 1.0f);
+  p->kern_wu = dispatch_offs(p->cb, p->kb, d->Q, p->sw * p->cb, d->Q, p->cb, 1.0f);
   if (!p->kern_wu) return sw_fail(e, SW_EINPUT, "Conv: libxsmm could not generate the weight-gradient kernel");
   size_t nent = (size_t)chunk * d->P;
   p->wu_a_offs = sw_xmalloc(sizeof(unsigned long long) * nent);
@@ -394,13 +473,10 @@ int conv_brgemm_init(conv_plan *p, sw_err *e) {
   for (int j = 0; j < chunk; j++)
     for (int oh = 0; oh < d->P; oh++) {
       size_t i = (size_t)j * d->P + oh;
-      p->wu_a_offs[i] = ((unsigned long long)j * p->G * p->Cb * f->Hp * f->Wp * p->cb +
-                         (unsigned long long)oh * d->stride_h * f->Wp * p->cb) * sizeof(float);
-      p->wu_b_offs[i] = ((unsigned long long)j * p->G * p->Kb * d->P * p->kb * d->Q +
-                         (unsigned long long)oh * p->kb * d->Q) * sizeof(float);
+      p->wu_a_offs[i] = ((unsigned long long)j * xim + (unsigned long long)oh * p->sh * f->Wp * p->cb) * sizeof(float);
+      p->wu_b_offs[i] = ((unsigned long long)j * yim + (unsigned long long)oh * p->kb * d->Q) * sizeof(float);
     }
-  p->scratch[CONV_BWD_WEIGHT] = fbytes(geo_in_floats(f, N)) + fbytes((size_t)N * p->G * p->Kb * d->P * p->kb * d->Q) +
-                                (size_t)T * fbytes(wfl);
+  p->scratch[CONV_BWD_WEIGHT] = S_in * (fbytes(xim) + fbytes(yim)) + (size_t)T * fbytes(wfloats(p));
   return SW_OK;
 }
 
@@ -413,43 +489,97 @@ void conv_brgemm_free(conv_plan *p) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Execute. */
+ * Forward-engine passes (forward, and stride-1 backward-data). */
+
+typedef struct engine_args {
+  const conv_plan *p;
+  const conv_geo *g;
+  const pack_args *in_pa, *out_pa; /* NCHW in -> blocked; blocked out -> NCHW */
+  const float *src, *wt;
+  float *dst, *inb, *outb;         /* per-thread slots (per image) or batch buffers */
+  size_t in_slot, out_slot;        /* floats per slot */
+} engine_args;
+
+/* Whole images per thread: pack, multiply, unpack in private buffers. */
+static void engine_image_worker(void *ctx, int t, int T) {
+  const engine_args *a = ctx;
+  const conv_desc *d = &a->p->d;
+  float *inb = a->inb + (size_t)t * a->in_slot, *outb = a->outb + (size_t)t * a->out_slot;
+  int64_t lo, hi, planes_in = (int64_t)a->in_pa->G * a->in_pa->Bn, planes_out = (int64_t)a->out_pa->G * a->out_pa->Bn;
+  kern_split(d->N, t, T, &lo, &hi);
+  conv_prof *pr = &conv_brgemm_prof;
+  double t0 = prof_now();
+  for (int64_t n = lo; n < hi; n++) {
+    pack_image(a->in_pa, a->src + n * nchw_image(a->in_pa), inb, 0, planes_in);
+    prof_lap_t0(t, &pr->pack, &t0);
+    geo_run_range(a->g, inb, a->wt, outb, 0, geo_units(a->g));
+    prof_lap_t0(t, &pr->gemm, &t0);
+    unpack_image(a->out_pa, outb, a->dst + n * nchw_image(a->out_pa), 0, planes_out);
+    prof_lap_t0(t, &pr->unpack, &t0);
+  }
+}
+
+static void engine_units_worker(void *ctx, int t, int T) {
+  const engine_args *a = ctx;
+  int64_t lo, hi;
+  kern_split(a->p->d.N * geo_units(a->g), t, T, &lo, &hi);
+  geo_run_range(a->g, a->inb, a->wt, a->outb, lo, hi);
+}
+
+static void engine_run(engine_args *a, char *sp) {
+  const conv_plan *p = a->p;
+  conv_prof *pr = &conv_brgemm_prof;
+  double t0 = prof_now();
+  a->inb = (float *)sp;
+  a->in_slot = slot_floats(p->per_image, geo_in_image(a->g));
+  a->out_slot = slot_floats(p->per_image, geo_out_image(a->g));
+  size_t slots = p->per_image ? (size_t)p->nthreads : (size_t)p->d.N;
+  a->outb = a->inb + slots * a->in_slot;
+  if (p->per_image) {
+    kern_parallel(p->nthreads, engine_image_worker, a); /* times its stages itself */
+    return;
+  }
+  /* Few images: every stage split across the threads over the whole batch. */
+  batch_args pb = {a->in_pa, a->src, a->inb, p->d.N, 0};
+  kern_parallel(p->nthreads, pack_batch_worker, &pb);
+  prof_lap(&pr->pack, &t0);
+  kern_parallel(p->nthreads, engine_units_worker, a);
+  prof_lap(&pr->gemm, &t0);
+  batch_args ub = {a->out_pa, a->outb, a->dst, p->d.N, 0};
+  kern_parallel(p->nthreads, unpack_batch_worker, &ub);
+  prof_lap(&pr->unpack, &t0);
+}
 
 void conv_brgemm_fwd(const conv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
   const conv_desc *d = &p->d;
   const conv_geo *g = &p->fwd;
   char *sp = scratch;
-  float *xb = (float *)sp;
-  sp += fbytes(geo_in_floats(g, d->N));
   float *wb = (float *)sp;
-  sp += fbytes(geo_w_floats(g));
-  float *yb = (float *)sp;
-  conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  pack_args pa = {x, xb, d->N, p->G, p->Cg, d->H, d->W, p->Cb, p->cb, g->Hp, g->Wp, g->off_t, g->off_l, NULL};
-  kern_parallel(p->nthreads, pack_worker, &pa);
   wpack(p, WPACK_FWD, w, wb);
-  prof_lap(&pr->pack, &t0);
-  geo_run(g, d->N, xb, wb, yb, p->nthreads);
-  prof_lap(&pr->gemm, &t0);
-  pack_args ua = {yb, y, d->N, p->G, p->Kg, g->P, g->Wv, p->Kb, p->kb, d->P, d->Q, 0, 0, b};
-  kern_parallel(p->nthreads, unpack_worker, &ua);
-  prof_lap(&pr->unpack, &t0);
+  prof_lap(&conv_brgemm_prof.pack, &t0);
+  pack_args in = x_pack_args(p, g);
+  pack_args out = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, g->P, g->Wv, 0, 0, b};
+  engine_args a = {p, g, &in, &out, x, wb, y, NULL, NULL, 0, 0};
+  engine_run(&a, sp + fbytes(geo_w_floats(g)));
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Scatter backward-data (strides > 1). */
 
 typedef struct scatter_args {
   const conv_plan *p;
-  const float *dyb, *wb;
-  float *dxb;
+  const pack_args *in_pa, *out_pa;
+  const float *dy, *wb;
+  float *dx, *dyb, *dxb;
+  size_t dy_slot, dx_slot;
 } scatter_args;
 
-static void scatter_worker(void *ctx, int t, int T) {
-  const scatter_args *a = ctx;
-  const conv_plan *p = a->p;
+/* Units [lo, hi) of (image, group, C block): zero the padded dX plane, then add W^T dY for every
+ * (dY row, r, s). Images relative to dyb/dxb. */
+static void scatter_range(const conv_plan *p, const float *dyb, const float *wb, float *dxb, int64_t lo, int64_t hi) {
   const conv_desc *d = &p->d;
   int Hp = p->bwdd_Hp, Wp = p->bwdd_Wp;
-  int64_t lo, hi, units = (int64_t)d->N * p->G * p->Cb;
-  kern_split(units, t, T, &lo, &hi);
   unsigned long long count = (unsigned long long)p->Kb;
   libxsmm_smmfunction_reducebatch_strd kern = (libxsmm_smmfunction_reducebatch_strd)p->kern_scatter;
   size_t plane = (size_t)Hp * Wp * p->cb;
@@ -458,10 +588,10 @@ static void scatter_worker(void *ctx, int t, int T) {
     int ci = (int)(u % p->Cb);
     int64_t ng = u / p->Cb;
     int gg = (int)(ng % p->G);
-    float *C0 = a->dxb + (size_t)u * plane;
+    float *C0 = dxb + (size_t)u * plane;
     memset(C0, 0, sizeof(float) * plane);
-    const float *A0 = a->wb + ((size_t)gg * p->Cb + ci) * d->R * d->S * wrs;
-    const float *B0 = a->dyb + (size_t)ng * p->Kb * d->P * d->Q * p->kb;
+    const float *A0 = wb + ((size_t)gg * p->Cb + ci) * d->R * d->S * wrs;
+    const float *B0 = dyb + (size_t)ng * p->Kb * d->P * d->Q * p->kb;
     for (int oh = 0; oh < d->P; oh++)
       for (int r = 0; r < d->R; r++)
         for (int s = 0; s < d->S; s++) {
@@ -473,66 +603,94 @@ static void scatter_worker(void *ctx, int t, int T) {
   }
 }
 
+static void scatter_image_worker(void *ctx, int t, int T) {
+  const scatter_args *a = ctx;
+  const conv_plan *p = a->p;
+  float *dyb = a->dyb + (size_t)t * a->dy_slot, *dxb = a->dxb + (size_t)t * a->dx_slot;
+  int64_t lo, hi, per = (int64_t)p->G * p->Cb;
+  kern_split(p->d.N, t, T, &lo, &hi);
+  conv_prof *pr = &conv_brgemm_prof;
+  double t0 = prof_now();
+  for (int64_t n = lo; n < hi; n++) {
+    pack_image(a->in_pa, a->dy + n * nchw_image(a->in_pa), dyb, 0, (int64_t)p->G * p->Kb);
+    prof_lap_t0(t, &pr->pack, &t0);
+    scatter_range(p, dyb, a->wb, dxb, 0, per);
+    prof_lap_t0(t, &pr->gemm, &t0);
+    unpack_image(a->out_pa, dxb, a->dx + n * nchw_image(a->out_pa), 0, per);
+    prof_lap_t0(t, &pr->unpack, &t0);
+  }
+}
+
+static void scatter_units_worker(void *ctx, int t, int T) {
+  const scatter_args *a = ctx;
+  int64_t lo, hi;
+  kern_split((int64_t)a->p->d.N * a->p->G * a->p->Cb, t, T, &lo, &hi);
+  scatter_range(a->p, a->dyb, a->wb, a->dxb, lo, hi);
+}
+
 void conv_brgemm_bwd_data(const conv_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
+  if (p->col_bwd) {
+    conv_col_bwd_data(p, dy, w, dx, scratch);
+    return;
+  }
   const conv_desc *d = &p->d;
   char *sp = scratch;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
+  float *wb = (float *)sp;
   if (p->bwd_gather) {
     const conv_geo *g = &p->bwdd;
-    float *dyb = (float *)sp;
-    sp += fbytes(geo_in_floats(g, d->N));
-    float *wb = (float *)sp;
-    sp += fbytes(geo_w_floats(g));
-    float *dxb = (float *)sp;
-    pack_args pa = {dy, dyb, d->N, p->G, p->Kg, d->P, d->Q, p->Kb, p->kb, g->Hp, g->Wp, g->off_t, g->off_l, NULL};
-    kern_parallel(p->nthreads, pack_worker, &pa);
     wpack(p, WPACK_FLIP, w, wb);
     prof_lap(&pr->pack, &t0);
-    geo_run(g, d->N, dyb, wb, dxb, p->nthreads);
-    prof_lap(&pr->gemm, &t0);
-    pack_args ua = {dxb, dx, d->N, p->G, p->Cg, g->P, g->Wv, p->Cb, p->cb, d->H, d->W, 0, 0, NULL};
-    kern_parallel(p->nthreads, unpack_worker, &ua);
-    prof_lap(&pr->unpack, &t0);
+    pack_args in = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, g->Hp, g->Wp, g->off_t, g->off_l, NULL};
+    pack_args out = {p->G, p->Cg, d->H, d->W, p->sx_h, p->sx_w, p->Hx, p->Wx, p->Cb, p->cb, g->P, g->Wv, 0, 0, NULL};
+    engine_args a = {p, g, &in, &out, dy, wb, dx, NULL, NULL, 0, 0};
+    engine_run(&a, sp + fbytes(geo_w_floats(g)));
     return;
   }
-  float *dyb = (float *)sp;
-  sp += fbytes((size_t)d->N * p->G * p->Kb * d->P * d->Q * p->kb);
-  float *wb = (float *)sp;
-  sp += fbytes((size_t)p->G * p->Kb * p->Cb * d->R * d->S * p->cb * p->kb);
-  float *dxb = (float *)sp;
-  pack_args pa = {dy, dyb, d->N, p->G, p->Kg, d->P, d->Q, p->Kb, p->kb, d->P, d->Q, 0, 0, NULL};
-  kern_parallel(p->nthreads, pack_worker, &pa);
   wpack(p, WPACK_SCATTER, w, wb);
   prof_lap(&pr->pack, &t0);
-  scatter_args sa = {p, dyb, wb, dxb};
-  kern_parallel(p->nthreads, scatter_worker, &sa);
+  pack_args in = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, d->P, d->Q, 0, 0, NULL};
+  pack_args out = {p->G, p->Cg, d->H, d->W, 1, 1, d->H, d->W, p->Cb, p->cb, p->bwdd_Hp, p->bwdd_Wp,
+                   d->pad_t, d->pad_l, NULL};
+  scatter_args a = {p, &in, &out, dy, wb, dx, NULL, NULL, 0, 0};
+  a.dy_slot = slot_floats(p->per_image, blk_image(&in));
+  a.dx_slot = slot_floats(p->per_image, blk_image(&out));
+  a.dyb = (float *)(sp + fbytes(wfloats(p)));
+  a.dxb = a.dyb + (p->per_image ? (size_t)p->nthreads : (size_t)d->N) * a.dy_slot;
+  if (p->per_image) {
+    kern_parallel(p->nthreads, scatter_image_worker, &a); /* times its stages itself */
+    return;
+  }
+  batch_args pb = {&in, dy, a.dyb, d->N, 0};
+  kern_parallel(p->nthreads, pack_batch_worker, &pb);
+  prof_lap(&pr->pack, &t0);
+  kern_parallel(p->nthreads, scatter_units_worker, &a);
   prof_lap(&pr->gemm, &t0);
-  pack_args ua = {dxb, dx, d->N, p->G, p->Cg, p->bwdd_Hp, p->bwdd_Wp, p->Cb, p->cb, d->H, d->W, d->pad_t, d->pad_l, NULL};
-  kern_parallel(p->nthreads, unpack_worker, &ua);
+  batch_args ub = {&out, a.dxb, dx, d->N, 0};
+  kern_parallel(p->nthreads, unpack_batch_worker, &ub);
   prof_lap(&pr->unpack, &t0);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Backward-weight. */
+
 typedef struct wu_args {
   const conv_plan *p;
-  const float *xb, *dyt;
-  float *part;  /* T partial dW_blk, each wstride floats apart */
+  const pack_args *x_pa, *dy_pa;
+  const float *x, *dy;
+  float *xb, *dyt;       /* per-thread slots (per image) or batch buffers */
+  size_t x_slot, y_slot; /* floats per slot */
+  float *part;           /* nthreads partial dW_blk, wstride floats apart */
   size_t wstride;
-  float *dw;    /* unpack stage */
+  float *dw;
 } wu_args;
 
-/* Thread t accumulates the weight gradient of its images into its own partial. */
-static void wu_worker(void *ctx, int t, int T) {
-  const wu_args *a = ctx;
-  const conv_plan *p = a->p;
+/* Accumulates images [lo, hi) (relative to xb/dyt) into part, in chunks of wu_chunk images. */
+static void wu_range(const conv_plan *p, const float *xb, const float *dyt, float *part, int64_t lo, int64_t hi) {
   const conv_desc *d = &p->d;
   const conv_geo *f = &p->fwd;
   int R = d->R, S = d->S, cb = p->cb, kb = p->kb;
-  float *part = a->part + (size_t)t * a->wstride;
-  size_t wfl = (size_t)p->G * p->Kb * p->Cb * R * S * cb * kb;
-  memset(part, 0, sizeof(float) * wfl);
-  int64_t lo, hi;
-  kern_split(d->N, t, T, &lo, &hi);
   libxsmm_smmfunction_reducebatch_offs kern = (libxsmm_smmfunction_reducebatch_offs)p->kern_wu;
   size_t xplane = (size_t)f->Hp * f->Wp * cb, yplane = (size_t)d->P * kb * d->Q;
   for (int64_t n0 = lo; n0 < hi; n0 += p->wu_chunk) {
@@ -543,12 +701,35 @@ static void wu_worker(void *ctx, int t, int T) {
         for (int ci = 0; ci < p->Cb; ci++)
           for (int r = 0; r < R; r++)
             for (int s = 0; s < S; s++) {
-              const float *A = a->xb + (((size_t)n0 * p->G + g) * p->Cb + ci) * xplane +
+              const float *A = xb + (((size_t)n0 * p->G + g) * p->Cb + ci) * xplane +
                                ((size_t)r * d->dil_h * f->Wp + (size_t)s * d->dil_w) * cb;
-              const float *B = a->dyt + (((size_t)n0 * p->G + g) * p->Kb + ki) * yplane;
+              const float *B = dyt + (((size_t)n0 * p->G + g) * p->Kb + ki) * yplane;
               float *C = part + (((((size_t)g * p->Kb + ki) * p->Cb + ci) * R + r) * S + s) * kb * cb;
               kern(A, B, C, &count, p->wu_a_offs, p->wu_b_offs);
             }
+  }
+}
+
+static void wu_worker(void *ctx, int t, int T) {
+  const wu_args *a = ctx;
+  const conv_plan *p = a->p;
+  float *part = a->part + (size_t)t * a->wstride;
+  memset(part, 0, sizeof(float) * wfloats(p));
+  int64_t lo, hi;
+  kern_split(p->d.N, t, T, &lo, &hi);
+  if (!p->per_image) {
+    wu_range(p, a->xb, a->dyt, part, lo, hi);
+    return;
+  }
+  float *xb = a->xb + (size_t)t * a->x_slot, *dyt = a->dyt + (size_t)t * a->y_slot;
+  conv_prof *pr = &conv_brgemm_prof;
+  double t0 = prof_now();
+  for (int64_t n = lo; n < hi; n++) {
+    pack_image(a->x_pa, a->x + n * nchw_image(a->x_pa), xb, 0, (int64_t)p->G * p->Cb);
+    pack_rows_image(a->dy_pa, a->dy + n * nchw_image(a->dy_pa), dyt);
+    prof_lap_t0(t, &pr->pack, &t0);
+    wu_range(p, xb, dyt, part, 0, 1);
+    prof_lap_t0(t, &pr->gemm, &t0);
   }
 }
 
@@ -577,26 +758,37 @@ static void wu_reduce_worker(void *ctx, int t, int T) {
 
 void conv_brgemm_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db,
                             void *scratch) {
+  if (p->col_bwd) {
+    conv_col_bwd_weight(p, x, dy, dw, db, scratch);
+    return;
+  }
   const conv_desc *d = &p->d;
   const conv_geo *f = &p->fwd;
   char *sp = scratch;
-  float *xb = (float *)sp;
-  sp += fbytes(geo_in_floats(f, d->N));
-  float *dyt = (float *)sp;
-  sp += fbytes((size_t)d->N * p->G * p->Kb * d->P * p->kb * d->Q);
-  float *part = (float *)sp;
-  size_t wfl = (size_t)p->G * p->Kb * p->Cb * d->R * d->S * p->cb * p->kb;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  pack_args pa = {x, xb, d->N, p->G, p->Cg, d->H, d->W, p->Cb, p->cb, f->Hp, f->Wp, f->off_t, f->off_l, NULL};
-  kern_parallel(p->nthreads, pack_worker, &pa);
-  pack_args ra = {dy, dyt, d->N, p->G, p->Kg, d->P, d->Q, p->Kb, p->kb, 0, 0, 0, 0, NULL};
-  kern_parallel(p->nthreads, pack_rows_worker, &ra);
-  prof_lap(&pr->pack, &t0);
-  wu_args wa = {p, xb, dyt, part, fbytes(wfl) / sizeof(float), dw};
-  kern_parallel(p->nthreads, wu_worker, &wa);
-  prof_lap(&pr->gemm, &t0);
-  kern_parallel(p->nthreads, wu_reduce_worker, &wa);
+  pack_args xa = x_pack_args(p, f);
+  pack_args ya = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, d->P, d->Q, 0, 0, NULL};
+  wu_args a = {p, &xa, &ya, x, dy, NULL, NULL, 0, 0, NULL, fbytes(wfloats(p)) / sizeof(float), dw};
+  size_t slots = p->per_image ? (size_t)p->nthreads : (size_t)d->N;
+  a.x_slot = slot_floats(p->per_image, geo_in_image(f));
+  a.y_slot = slot_floats(p->per_image, (size_t)p->G * p->Kb * d->P * p->kb * d->Q);
+  a.xb = (float *)sp;
+  a.dyt = a.xb + slots * a.x_slot;
+  a.part = (float *)(sp + slots * (fbytes(geo_in_image(f)) + fbytes((size_t)p->G * p->Kb * d->P * p->kb * d->Q)));
+  if (!p->per_image) {
+    batch_args px = {&xa, x, a.xb, d->N, 0};
+    kern_parallel(p->nthreads, pack_batch_worker, &px);
+    batch_args py = {&ya, dy, a.dyt, d->N, 1};
+    kern_parallel(p->nthreads, pack_batch_worker, &py);
+    prof_lap(&pr->pack, &t0);
+  }
+  kern_parallel(p->nthreads, wu_worker, &a);
+  if (p->per_image)
+    t0 = prof_now(); /* the workers timed their stages */
+  else
+    prof_lap(&pr->gemm, &t0);
+  kern_parallel(p->nthreads, wu_reduce_worker, &a);
   if (db) conv_bias_grad(d, dy, db, p->nthreads);
   prof_lap(&pr->unpack, &t0);
 }

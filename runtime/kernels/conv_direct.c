@@ -32,9 +32,14 @@ static void q_range(const conv_desc *d, int s, int *qlo, int *qhi) {
   *qhi = hi > lo ? hi : lo;
 }
 
+/* q_range for every tap column s: qr[2s], qr[2s+1] (computed once per call, not per row). */
+static void q_ranges(const conv_desc *d, int *qr) {
+  for (int s = 0; s < d->S; s++) q_range(d, s, &qr[2 * s], &qr[2 * s + 1]);
+}
+
 /* One output plane: yp = bias + sum over (r, s) of w[r][s] * shifted input plane. */
-KERN_CLONES static void plane_fwd(const conv_desc *d, const float *restrict xp, const float *restrict wk, float bias,
-                                  float *restrict yp) {
+KERN_CLONES static void plane_fwd(const conv_desc *d, const int *qr, const float *restrict xp,
+                                  const float *restrict wk, float bias, float *restrict yp) {
   int sw = d->stride_w;
   for (int i = 0; i < d->P * d->Q; i++) yp[i] = bias;
   for (int oh = 0; oh < d->P; oh++) {
@@ -43,8 +48,7 @@ KERN_CLONES static void plane_fwd(const conv_desc *d, const float *restrict xp, 
       int h = oh * d->stride_h - d->pad_t + r * d->dil_h;
       if (h < 0 || h >= d->H) continue;
       for (int s = 0; s < d->S; s++) {
-        int lo, hi;
-        q_range(d, s, &lo, &hi);
+        int lo = qr[2 * s], hi = qr[2 * s + 1];
         const float *restrict xrow = xp + (size_t)h * d->W + (s * d->dil_w - d->pad_l);
         float a = wk[r * d->S + s];
         if (sw == 1)
@@ -57,8 +61,8 @@ KERN_CLONES static void plane_fwd(const conv_desc *d, const float *restrict xp, 
 }
 
 /* Adds the contribution of one dY plane (through one filter) to the dX plane it came from. */
-KERN_CLONES static void plane_bwd_data(const conv_desc *d, const float *restrict dyp, const float *restrict wk,
-                                       float *restrict dxp) {
+KERN_CLONES static void plane_bwd_data(const conv_desc *d, const int *qr, const float *restrict dyp,
+                                       const float *restrict wk, float *restrict dxp) {
   int sw = d->stride_w;
   for (int oh = 0; oh < d->P; oh++) {
     const float *restrict dyrow = dyp + (size_t)oh * d->Q;
@@ -66,8 +70,7 @@ KERN_CLONES static void plane_bwd_data(const conv_desc *d, const float *restrict
       int h = oh * d->stride_h - d->pad_t + r * d->dil_h;
       if (h < 0 || h >= d->H) continue;
       for (int s = 0; s < d->S; s++) {
-        int lo, hi;
-        q_range(d, s, &lo, &hi);
+        int lo = qr[2 * s], hi = qr[2 * s + 1];
         float *restrict dxrow = dxp + (size_t)h * d->W + (s * d->dil_w - d->pad_l);
         float a = wk[r * d->S + s];
         if (sw == 1)
@@ -80,13 +83,12 @@ KERN_CLONES static void plane_bwd_data(const conv_desc *d, const float *restrict
 }
 
 /* acc[r*S+s] = sum over the plane of dY * shifted X, for one (image, channel). */
-KERN_CLONES static void plane_bwd_weight(const conv_desc *d, const float *restrict xp, const float *restrict dyp,
-                                         float *restrict acc) {
+KERN_CLONES static void plane_bwd_weight(const conv_desc *d, const int *qr, const float *restrict xp,
+                                         const float *restrict dyp, float *restrict acc) {
   int sw = d->stride_w;
   for (int r = 0; r < d->R; r++)
     for (int s = 0; s < d->S; s++) {
-      int lo, hi;
-      q_range(d, s, &lo, &hi);
+      int lo = qr[2 * s], hi = qr[2 * s + 1];
       float sum = 0.0f;
       for (int oh = 0; oh < d->P; oh++) {
         int h = oh * d->stride_h - d->pad_t + r * d->dil_h;
@@ -168,6 +170,8 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
   int Kg = d->K / d->groups, nt = p->nthreads, flat = flat_ok(d);
   int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
   int64_t planes = (int64_t)d->N * d->C; /* one input plane per group */
+  int qr[2 * d->S];
+  q_ranges(d, qr);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t pl = 0; pl < planes; pl++) {
     int n = (int)(pl / d->C), g = (int)(pl % d->C);
@@ -179,7 +183,7 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
       const float *wk = w + (size_t)k * d->R * d->S;
       float *yp = y + ((size_t)n * d->K + k) * d->P * d->Q, bias = b ? b[k] : 0.0f;
       if (!flat) {
-        plane_fwd(d, xp, wk, bias, yp);
+        plane_fwd(d, qr, xp, wk, bias, yp);
         continue;
       }
       for (int i = 0; i < nflat; i++) acc[i] = bias;
@@ -194,6 +198,8 @@ void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, f
   int Kg = d->K / d->groups, nt = p->nthreads, flat = flat_ok(d);
   int Hq = bwd_Hq(d), Wq = bwd_Wq(d), nflat = (d->H - 1) * Wq + d->W;
   int64_t planes = (int64_t)d->N * d->C; /* C == groups */
+  int qr[2 * d->S];
+  q_ranges(d, qr);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t pl = 0; pl < planes; pl++) {
     int n = (int)(pl / d->C), g = (int)(pl % d->C);
@@ -207,7 +213,7 @@ void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, f
       int k = g * Kg + kl;
       const float *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q, *wk = w + (size_t)k * d->R * d->S;
       if (!flat) {
-        plane_bwd_data(d, dyp, wk, dxp);
+        plane_bwd_data(d, qr, dyp, wk, dxp);
         continue;
       }
       /* dX is the correlation of dY, padded by (R-1)*dil - pad, with the flipped filter. */
@@ -224,6 +230,8 @@ void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy,
   const conv_desc *d = &p->d;
   int Kg = d->K / d->groups, nt = p->nthreads, RS = d->R * d->S, flat = flat_ok(d);
   int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
+  int qr[2 * d->S];
+  q_ranges(d, qr);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int k = 0; k < d->K; k++) {
     int g = k / Kg;
@@ -234,7 +242,7 @@ void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy,
     for (int n = 0; n < d->N; n++) {
       const float *xp = x + ((size_t)n * d->C + g) * d->H * d->W, *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q;
       if (!flat) {
-        plane_bwd_weight(d, xp, dyp, part);
+        plane_bwd_weight(d, qr, xp, dyp, part);
       } else {
         pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
         pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */

@@ -12,6 +12,12 @@ void conv_brgemm_bwd_data(const conv_plan *p, const float *dy, const float *w, f
 void conv_brgemm_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db,
                             void *scratch);
 
+/* Backward passes through im2col/col2im GEMMs for few input channels per group (conv_col.c):
+ * init dispatches the kernels and sets the bwd-data and bwd-weight scratch sizes. */
+int conv_col_init(conv_plan *p, sw_err *e);
+void conv_col_bwd_data(const conv_plan *p, const float *dy, const float *w, float *dx, void *scratch);
+void conv_col_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db, void *scratch);
+
 /* Stage timers of the brgemm kernels, for the benchmark: when enabled, every execute adds the
  * seconds spent in layout transforms (pack = into blocked scratch, unpack = back to NCHW, with
  * the weight-gradient partial reduction) and in the GEMMs. Not thread-safe; off by default. */

@@ -53,8 +53,9 @@ size_t conv_plan_scratch(const conv_plan *p, conv_pass pass) {
 
 const char *conv_plan_describe(const conv_plan *p, char *buf, size_t n) {
   if (p->impl == CONV_IMPL_BRGEMM)
-    snprintf(buf, n, "brgemm cb=%d kb=%d rows=%d bwd-data=%s wu-chunk=%d", p->cb, p->kb, p->fwd.rb,
-             p->bwd_gather ? "gather" : "scatter", p->wu_chunk);
+    snprintf(buf, n, "brgemm cb=%d kb=%d rows=%d %s bwd=%s", p->cb, p->kb, p->fwd.rb,
+             p->per_image ? "per-image" : "batch-split",
+             p->col_bwd ? "im2col" : (p->bwd_gather ? "gather" : "scatter"));
   else
     snprintf(buf, n, "%s", impl_name(p->impl));
   return buf;

@@ -45,9 +45,13 @@ static inline int kern_cdiv(int a, int b) { return (a + b - 1) / b; }
  * Rows i >= nload of the source are not read (they read as zero). Uses AVX-512 when available. */
 void kern_transpose16(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
                       const float *bias);
-/* The plain C version of kern_transpose16 (for tests of the SIMD one). */
-void kern_transpose16_scalar(const float *src, size_t ss, int nload, float *dst, size_t ds, int nc, int nstore,
-                             const float *bias);
+/* kern_transpose16 with column steps: dst[j*ds + i*dcs] = src[i*ss + j*scs] (+ bias[j]), for
+ * subsampling (scs) and upsampling (dcs) layout transforms; gathers/scatters with AVX-512. */
+void kern_transpose16_step(const float *src, size_t ss, size_t scs, int nload, float *dst, size_t ds, size_t dcs,
+                           int nc, int nstore, const float *bias);
+/* The plain C version of kern_transpose16_step (for tests of the SIMD one). */
+void kern_transpose16_scalar(const float *src, size_t ss, size_t scs, int nload, float *dst, size_t ds, size_t dcs,
+                             int nc, int nstore, const float *bias);
 
 /* Strides (elements) of the row-major tensor `in` as seen from `out`'s index space after numpy
  * broadcasting: aligned to out->ndim dimensions, 0 where `in` is broadcast (size 1 or missing). */

@@ -137,38 +137,54 @@ static void tap_range(int base, int dil, int k, int lim, int *lo, int *hi) {
   *hi = h > l ? h : l;
 }
 
-static void maxpool_plane(const pool_desc *d, const float *x, float *y, int32_t *am) {
+/* Window bounds shared by every plane: taps [rr[2p], rr[2p+1]) of output row p and output columns
+ * [qq[2s], qq[2s+1]) for which tap column s is inside the input (worked out once per call: the
+ * integer divisions would otherwise dominate small pools). */
+static void pool_bounds(const pool_desc *d, int *rr, int *qq) {
+  for (int p = 0; p < d->P; p++) tap_range(p * d->stride_h - d->pad_t, d->dil_h, d->kh, d->H, &rr[2 * p], &rr[2 * p + 1]);
+  for (int s = 0; s < d->kw; s++)
+    tap_range(s * d->dil_w - d->pad_l, d->stride_w, d->Q, d->W, &qq[2 * s], &qq[2 * s + 1]);
+}
+
+/* One MaxPool plane, row by row: for each output row the taps are visited in window order and each
+ * tap updates the whole row of running maxima (a vector loop over output columns). Taking the
+ * first maximum and letting NaN win gives the same result as the reference's per-output scan. */
+KERN_CLONES static void maxpool_plane(const pool_desc *d, const int *rr, const int *qq, const float *restrict x,
+                                      float *restrict y, int32_t *restrict am) {
+  int sw = d->stride_w;
   for (int p = 0; p < d->P; p++) {
-    int bh = p * d->stride_h - d->pad_t, r0, r1;
-    tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+    float *restrict best = y + (size_t)p * d->Q;
+    int32_t *restrict idx = am + (size_t)p * d->Q;
     for (int q = 0; q < d->Q; q++) {
-      int bw = q * d->stride_w - d->pad_l, s0, s1;
-      tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
-      float best = -INFINITY;
-      int32_t idx = -1;
-      for (int r = r0; r < r1; r++) {
-        int h = bh + r * d->dil_h;
-        const float *row = x + (size_t)h * d->W;
-        for (int s = s0; s < s1; s++) {
-          int w = bw + s * d->dil_w;
-          float v = row[w];
-          if (idx < 0 || v > best || (isnan(v) && !isnan(best))) {
-            best = v;
-            idx = h * d->W + w;
-          }
+      best[q] = -INFINITY;
+      idx[q] = -1;
+    }
+    int bh = p * d->stride_h - d->pad_t;
+    for (int r = rr[2 * p]; r < rr[2 * p + 1]; r++) {
+      int h = bh + r * d->dil_h;
+      for (int s = 0; s < d->kw; s++) {
+        int off = s * d->dil_w - d->pad_l, q0 = qq[2 * s], q1 = qq[2 * s + 1];
+        const float *restrict row = x + (size_t)h * d->W + off;
+        int32_t base = h * d->W + off;
+        for (int q = q0; q < q1; q++) {
+          float v = row[(size_t)q * sw], b = best[q];
+          int take = idx[q] < 0 || v > b || (v != v && b == b);
+          best[q] = take ? v : b;
+          idx[q] = take ? base + q * sw : idx[q];
         }
       }
-      y[(size_t)p * d->Q + q] = best;
-      am[(size_t)p * d->Q + q] = idx;
     }
   }
 }
 
 void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
   int64_t planes = (int64_t)d->N * d->C;
+  int rr[2 * d->P], qq[2 * d->kw];
+  pool_bounds(d, rr, qq);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
   for (int64_t pl = 0; pl < planes; pl++)
-    maxpool_plane(d, x + (size_t)pl * d->H * d->W, y + (size_t)pl * d->P * d->Q, argmax + (size_t)pl * d->P * d->Q);
+    maxpool_plane(d, rr, qq, x + (size_t)pl * d->H * d->W, y + (size_t)pl * d->P * d->Q,
+                  argmax + (size_t)pl * d->P * d->Q);
 }
 
 void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads) {

@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "runtime/kernels/conv.h"
+#include "runtime/kernels/kern_internal.h"
 
 #define TOL_FAST 1e-5
 
@@ -29,7 +30,8 @@ static conv_desc random_desc(void) {
     conv_desc d;
     memset(&d, 0, sizeof d);
     int kind = trng_int(0, 9);
-    int Cg = trng_int(1, 20), Kg = trng_int(1, 20);
+    /* C/groups < 16 takes the im2col backward path, >= 16 the blocked one: cover both evenly. */
+    int Cg = trng_int(0, 1) ? trng_int(1, 15) : trng_int(16, 24), Kg = trng_int(1, 24);
     if (trng_int(0, 5) == 0) Cg = trng_int(60, 72);
     if (trng_int(0, 5) == 0) Kg = trng_int(60, 72);
     d.groups = 1;
@@ -235,8 +237,39 @@ static void check_bad_desc(void) {
   conv_plan_free(&p);
 }
 
+/* The tile transposes behind every layout transform: SIMD (when the CPU has it) vs plain C, with
+ * partial tiles, column steps and bias; destination elements outside the tile must stay untouched. */
+static void check_transposes(void) {
+  float src[64 * 64], d1[64 * 64], d2[64 * 64], bias[16];
+  trng_fill(src, 64 * 64, -1, 1);
+  trng_fill(bias, 16, -1, 1);
+  for (int it = 0; it < 300; it++) {
+    int nload = trng_int(0, 16), nc = trng_int(1, 16), nstore = trng_int(nload > 0 ? nload : 1, 16);
+    size_t scs = (size_t)trng_int(1, 3), dcs = (size_t)trng_int(1, 3), ss = (size_t)trng_int(48, 64), ds = 64;
+    const float *b = trng_int(0, 1) ? bias : NULL;
+    for (int i = 0; i < 64 * 64; i++) d1[i] = d2[i] = 7.0f;
+    kern_transpose16_step(src, ss, scs, nload, d1, ds, dcs, nc, nstore, b);
+    kern_transpose16_scalar(src, ss, scs, nload, d2, ds, dcs, nc, nstore, b);
+    tcheck_same("transpose16_step vs scalar", d1, d2, sizeof d1);
+    if (scs == 1 && dcs == 1) {
+      for (int i = 0; i < 64 * 64; i++) d1[i] = 7.0f;
+      kern_transpose16(src, ss, nload, d1, ds, nc, nstore, b);
+      tcheck_same("transpose16 vs scalar", d1, d2, sizeof d1);
+    }
+  }
+  /* one value by hand: dst[j*ds + i] = src[i*ss + j] */
+  float s4[4] = {1, 2, 3, 4}, o4[4];
+  kern_transpose16(s4, 2, 2, o4, 2, 2, 2, NULL);
+  float want[4] = {1, 3, 2, 4};
+  tcheck_close("transpose16 2x2 by hand", o4, want, 4, 0);
+}
+
 int main(void) {
   trng_seed(1);
+  tgroup_begin("layout tile transposes (SIMD vs C)");
+  check_transposes();
+  tgroup_end();
+
   /* Fixed shapes first: each hits one code path. */
   conv_desc fixed[] = {
       make_desc(2, 3, 9, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* merged rows, C=3 */
@@ -252,6 +285,15 @@ int main(void) {
       make_desc(3, 36, 40, 40, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),  /* several weight-gradient chunks */
       make_desc(2, 12, 6, 6, 18, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3),    /* grouped */
       make_desc(1, 5, 1, 1, 7, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1),      /* 1x1 image */
+      /* N >= 4*threads: whole images per thread, for every pass */
+      make_desc(9, 17, 7, 9, 12, 1, 1, 2, 3, 0, 0, 0, 0, 1, 1, 1),    /* 1x1 strided: subsampled */
+      make_desc(9, 18, 7, 7, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1),    /* scatter bwd-data */
+      make_desc(8, 40, 6, 6, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2),    /* gather bwd-data, grouped */
+      make_desc(2, 20, 9, 8, 5, 1, 1, 3, 2, 0, 0, 0, 0, 1, 1, 1),     /* 1x1 strided, few images */
+      /* im2col backward (C/groups < 16), per-image and batch-split */
+      make_desc(9, 3, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* ResNet conv1 */
+      make_desc(8, 12, 9, 9, 20, 5, 3, 2, 1, 2, 1, 0, 1, 1, 2, 2),    /* grouped, strided, dilated */
+      make_desc(2, 7, 20, 17, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* > 256 pixels: chunked GEMM */
   };
   tgroup_begin("conv fast vs ref: fixed shapes");
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_case(&fixed[i]);
@@ -279,6 +321,11 @@ int main(void) {
   check_determinism(&fixed[10], 2);
   check_determinism(&fixed[9], 2);
   check_determinism(&fixed[10], 1);
+  check_determinism(&fixed[14], 2);
+  check_determinism(&fixed[15], 2);
+  check_determinism(&fixed[16], 2);
+  check_determinism(&fixed[18], 2);
+  check_determinism(&fixed[19], 2);
   tgroup_end();
 
   tgroup_begin("conv bad descriptors");
