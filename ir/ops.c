@@ -627,10 +627,13 @@ static int infer_to_x_shape(ir_node *n, sw_err *e) { /* ops whose output is attr
   return SW_OK;
 }
 
-static int infer_bn_grad(ir_node *n, sw_err *e) { /* (dY, X, scale, saved_mean, saved_inv_std) -> dX, dscale, dbias */
+/* (dY, X, scale, saved_mean, saved_inv_std[, Y]) -> dX, dscale, dbias; Y (the fused ReLU's output) when relu=1 */
+static int infer_bn_grad(ir_node *n, sw_err *e) {
   for (int i = 0; i < 5; i++)
     if (need_float(n, i, e)) return e->code;
   if (same_shape(n, 0, 1, e)) return e->code;
+  if (ir_attr_int(n, "relu") != (n->n_in > 5 && n->in[5] != NULL)) FAIL(NODE_FMT "relu=1 needs input 5 (Y), and only then", NODE_ARGS);
+  if (n->n_in > 5 && (need_float(n, 5, e) || same_shape(n, 0, 5, e))) return e->code;
   const ir_shape *x = &n->in[1]->shape;
   for (int i = 2; i < 5; i++)
     if (n->in[i]->shape.rank != 1 || n->in[i]->shape.d[0] != x->d[1]) FAIL(NODE_FMT "input %d must be [C]", NODE_ARGS, i);
@@ -676,7 +679,9 @@ static const ir_attr_def maxpool_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_R
                                             A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("storage_order", 0), A_END};
 static const ir_attr_def avgpool_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
                                             A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("count_include_pad", 0), A_END};
-static const ir_attr_def bn_attrs[] = {A_FLOAT("epsilon", 1e-5f), A_FLOAT("momentum", 0.9f), A_INT("training_mode", 0), A_END};
+/* relu (swatc's own, set by the fuse pass): a ReLU applied to Y in the same kernel */
+static const ir_attr_def bn_attrs[] = {A_FLOAT("epsilon", 1e-5f), A_FLOAT("momentum", 0.9f), A_INT("training_mode", 0),
+                                       A_INT("relu", 0), A_END};
 static const ir_attr_def gemm_attrs[] = {A_FLOAT("alpha", 1.0f), A_FLOAT("beta", 1.0f), A_INT("transA", 0), A_INT("transB", 0), A_END};
 static const ir_attr_def leaky_attrs[] = {A_FLOAT("alpha", 0.01f), A_END};
 static const ir_attr_def clip_attrs[] = {A_FLOAT("min", -INFINITY), A_FLOAT("max", INFINITY), A_END};
@@ -698,7 +703,7 @@ static const ir_attr_def avgpool_grad_attrs[] = {A_INTS_REQ("kernel_shape"), A_I
                                                  A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("count_include_pad", 0),
                                                  A_INTS_REQ("x_shape"), A_END};
 static const ir_attr_def x_shape_attrs[] = {A_INTS_REQ("x_shape"), A_END};
-static const ir_attr_def bn_grad_attrs[] = {A_FLOAT("epsilon", 1e-5f), A_END};
+static const ir_attr_def bn_grad_attrs[] = {A_FLOAT("epsilon", 1e-5f), A_INT("relu", 0), A_END};
 static const ir_attr_def dropout_grad_attrs[] = {A_FLOAT("ratio", 0.5f), A_END};
 static const ir_attr_def shape_attrs[] = {A_INTS_REQ("shape"), A_END};
 static const ir_attr_def reduce_grad_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1), A_INT("noop_with_empty_axes", 0),
@@ -754,7 +759,7 @@ static const ir_op_def ops[] = {
     {"MaxPoolGrad", 2, 2, 1, 1, maxpool_attrs, infer_maxpool_grad, 0, "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum", NULL},
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
     {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},
-    {"BatchNormalizationGrad", 5, 5, 3, 3, bn_grad_attrs, infer_bn_grad, 0,
+    {"BatchNormalizationGrad", 5, 6, 3, 3, bn_grad_attrs, infer_bn_grad, 0,
      "dX, dscale, dbias = BNGrad(dY, X, scale, saved_mean, saved_inv_std) (training statistics)", NULL},
     {"SoftmaxCrossEntropyLossGrad", 3, 4, 1, 1, sce_attrs, infer_sce_grad, 0, "dscores = SCEGrad(dloss, log_prob, labels[, weights])", NULL},
     {"ReduceSumTo", 1, 1, 1, 1, shape_attrs, infer_reduce_sum_to, 0, "sum X over the dimensions broadcast from `shape`", NULL},

@@ -38,6 +38,7 @@ int pass_add_loss(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_autodiff(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_dce(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e);
+int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e);
 
 /* Name of the labels input that add-loss creates. */
 #define PASS_LABELS_INPUT "labels"

@@ -309,18 +309,19 @@ static int run_sum(rt_program *p, const rt_op *op) {
 typedef struct bn_ctx {
   bn_desc d;
   int training;
+  int relu;
 } bn_ctx;
 
 static int run_bn(rt_program *p, const rt_op *op) {
   const bn_ctx *c = op->ctx;
   float *x = op->in[0], *scale = op->in[1], *bias = op->in[2], *mean = op->in[3], *var = op->in[4];
   if (!c->training) {
-    bn_fwd_infer(&c->d, x, scale, bias, mean, var, op->out[0], 0, p->nthreads);
+    bn_fwd_infer(&c->d, x, scale, bias, mean, var, op->out[0], c->relu, p->nthreads);
     return SW_OK;
   }
   float *sm = op->out[3] ? op->out[3] : (float *)p->scratch, *si = op->out[4] ? op->out[4] : (float *)p->scratch + c->d.C;
   /* the running statistics are state: updated in place, then published as outputs 1 and 2 */
-  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, 0, p->nthreads);
+  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, c->relu, p->nthreads);
   if (op->out[1] && op->out[1] != mean) memcpy(op->out[1], mean, sizeof(float) * (size_t)c->d.C);
   if (op->out[2] && op->out[2] != var) memcpy(op->out[2], var, sizeof(float) * (size_t)c->d.C);
   return SW_OK;
@@ -328,8 +329,8 @@ static int run_bn(rt_program *p, const rt_op *op) {
 
 static int run_bn_grad(rt_program *p, const rt_op *op) {
   const bn_ctx *c = op->ctx;
-  bn_bwd(&c->d, op->in[1], NULL, op->in[0], op->in[2], op->in[3], op->in[4], op->out[0], op->out[1], op->out[2], 0,
-         p->nthreads);
+  bn_bwd(&c->d, op->in[1], c->relu ? op->in[5] : NULL, op->in[0], op->in[2], op->in[3], op->in[4], op->out[0], op->out[1],
+         op->out[2], c->relu, p->nthreads);
   return SW_OK;
 }
 
@@ -628,6 +629,8 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     const rt_buf *x = rt_buf_of(p, n->in[is(n, "BatchNormalization") ? 0 : 1]);
     bn_desc_of(x, n, &c->d);
     c->training = is(n, "BatchNormalization") && ir_attr_int(n, "training_mode");
+    c->relu = (int)ir_attr_int(n, "relu");
+    if (c->relu) snprintf(op->impl, sizeof op->impl, "fused ReLU");
     if (c->training) rt_need_scratch(p, 2 * sizeof(float) * (size_t)c->d.C);
     op->run = is(n, "BatchNormalization") ? run_bn : run_bn_grad;
     return SW_OK;

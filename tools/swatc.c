@@ -10,8 +10,8 @@
 #include "passes/passes.h"
 #include "train/trainer.h"
 
-#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, memory-plan, lower"
-static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "memory-plan"};
+#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, fuse, memory-plan, lower"
+static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse", "memory-plan"};
 
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"

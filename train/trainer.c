@@ -26,8 +26,8 @@ void trainer_opts_default(trainer_opts *o) {
   o->augment = -1;
 }
 
-static const char *const train_passes[] = {"train-mode", "add-loss", "autodiff", "dce"};
-static const char *const eval_passes[] = {"eval-mode", "add-loss", "dce"};
+static const char *const train_passes[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse"};
+static const char *const eval_passes[] = {"eval-mode", "add-loss", "dce", "fuse"};
 
 /* One compiled graph at one batch size, with what the driver reads and writes. */
 typedef struct bound {

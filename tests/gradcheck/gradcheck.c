@@ -272,6 +272,13 @@ static void bn_cases(void) {
   bn_case("batchnorm/3d", 3, DIMS(3, 2, 7), 1, 0);
   bn_case("batchnorm/eps0.1-momentum0.7", 4, DIMS(4, 3, 2, 2), 1, 0.1f);
   gc_case c;
+  /* BatchNormalization + ReLU: the fuse pass turns the pair into one kernel, forward and backward */
+  if (begin(&c, "batchnorm/relu-fused", 3)) {
+    c.h_rel = 1.5e-3f;
+    ir_value *x = gc_param(&c, "x", DIMS(3, 4, 5, 5), 1.0f);
+    ir_value *y = batchnorm(&c, x, 4, "bn");
+    end(&c, gc_op(&c, "Relu", 1, &y));
+  }
   if (begin(&c, "batchnorm/input-N-no-data-gradient", 4)) {
     ir_value *x = gc_input(&c, "x", DIMS(N, 3, 3, 3));
     ir_value *y = batchnorm(&c, x, 3, "bn");

@@ -283,7 +283,7 @@ int gc_case_run(gc_case *c, ir_value *y) {
     failed = 1;
     goto done;
   }
-  static const char *const pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "memory-plan"};
+  static const char *const pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse", "memory-plan"};
   pass_opts po = {.verify = 1, .batch = c->batch};
   if (passes_run(c->g, pipeline, (int)SW_ARRAY_LEN(pipeline), &po, &e)) {
     printf("FAIL  %-44s passes: %s\n", c->name, e.msg);

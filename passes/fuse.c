@@ -1,0 +1,78 @@
+/* fuse: BatchNormalization followed by ReLU becomes one BatchNormalization {relu=1}, in the forward
+ * pass and, when the graph has a backward, in the backward too:
+ *
+ *   Y0 = BN(X, ...); Y = Relu(Y0)            ->  Y = BN{relu=1}(X, ...)
+ *   dY0 = ReluGrad(dY, Y); dX.. = BNGrad(dY0, X, ...)  ->  dX.. = BNGrad{relu=1}(dY, X, ..., Y)
+ *
+ * Saves two passes over the activation and the memory of Y0 and dY0. Applied only where Y0 and dY0
+ * have no other reader. */
+#include <string.h>
+
+#include "passes/passes.h"
+
+static int readers(const ir_graph *g, const ir_value *v, ir_node **only) {
+  int k = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int j = 0; j < g->nodes[i]->n_in; j++)
+      if (g->nodes[i]->in[j] == v) {
+        k++;
+        if (only) *only = g->nodes[i];
+      }
+  return k + (v->is_output ? 1 : 0) + (v->updates ? 1 : 0);
+}
+
+int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
+  (void)o;
+  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
+  memset(keep_node, 1, (size_t)g->n_nodes);
+  memset(keep_value, 1, (size_t)g->n_values);
+  int fused = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    ir_node *bn = g->nodes[i], *relu = NULL;
+    if (!keep_node[i] || strcmp(bn->op->name, "BatchNormalization") != 0 || ir_attr_int(bn, "relu")) continue;
+    ir_value *y0 = bn->out[0];
+    if (readers(g, y0, &relu) != 1 || !relu || strcmp(relu->op->name, "Relu") != 0) continue;
+    ir_value *y = relu->out[0];
+    /* the backward of the pair, if any */
+    ir_node *rgrad = NULL, *bgrad = NULL;
+    for (int j = 0; j < g->n_nodes; j++) {
+      if (g->nodes[j]->fwd == relu && strcmp(g->nodes[j]->op->name, "ReluGrad") == 0) rgrad = g->nodes[j];
+      if (g->nodes[j]->fwd == bn && strcmp(g->nodes[j]->op->name, "BatchNormalizationGrad") == 0) bgrad = g->nodes[j];
+    }
+    if (!rgrad != !bgrad) continue;
+    ir_node *only = NULL;
+    if (rgrad && (readers(g, rgrad->out[0], &only) != 1 || only != bgrad || bgrad->in[0] != rgrad->out[0])) continue;
+    /* forward: BN writes Y directly */
+    bn->out[0] = y;
+    y->producer = bn;
+    y->producer_slot = 0;
+    ir_attr_set_int(g, bn, "relu", 1);
+    keep_value[y0->id] = 0;
+    for (int j = 0; j < g->n_nodes; j++)
+      if (g->nodes[j] == relu) keep_node[j] = 0;
+    if (rgrad) {
+      ir_value **in = ir_alloc(g, sizeof *in * 6);
+      memcpy(in, bgrad->in, sizeof *in * 5);
+      in[0] = rgrad->in[0];
+      in[5] = y;
+      bgrad->in = in;
+      bgrad->n_in = 6;
+      ir_attr_set_int(g, bgrad, "relu", 1);
+      keep_value[rgrad->out[0]->id] = 0;
+      for (int j = 0; j < g->n_nodes; j++)
+        if (g->nodes[j] == rgrad) keep_node[j] = 0;
+      if (ir_infer_node(bgrad, e)) break;
+    }
+    if (ir_infer_node(bn, e)) break;
+    fused++;
+  }
+  if (!e->code) {
+    ir_graph_compact(g, keep_node, keep_value);
+    /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
+     * it replaces came after it; BNGrad reads Y, written long before. */
+  }
+  free(keep_node);
+  free(keep_value);
+  if (!e->code && fused) ir_graph_note(g, "fuse: %d BatchNormalization + ReLU pairs fused", fused);
+  return e->code;
+}
