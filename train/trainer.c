@@ -62,7 +62,12 @@ static int build_graph(const char *path, const trainer_opts *o, const char *cons
   importer_opts io = {.batch = o->static_batch ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_AUTO};
   if (importer_load(path, &io, &m->g, e)) return e->code;
   ir_graph *g = m->g;
-  pass_opts po = {.verify = 0, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch};
+#ifdef NDEBUG
+  int verify = 0;
+#else
+  int verify = 1; /* debug builds check the IR's invariants after every pass */
+#endif
+  pass_opts po = {.verify = verify, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch};
   if (passes == train_passes) {
     passes_dump(g, "import", &po);
     if (o->dump_ir) m->dump = dump ? dump : stderr;

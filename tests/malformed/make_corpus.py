@@ -745,6 +745,47 @@ def external_cases():
         "used by run.sh only: location 'ext_symlink.bin', a symlink that run.sh makes")
 
 
+def positive_cases():
+    """Valid models using the less common storage and structure forms the importer must read."""
+    w = weights()
+    # fc.weight as a sparse_initializer (values + ascending linear int64 indices), half its entries zero
+    fcw = w["fc.weight"].copy()
+    fcw[:, ::2] = 0
+    idx = np.flatnonzero(fcw).astype(np.int64)
+    sp = helper.make_sparse_tensor(numpy_helper.from_array(fcw.ravel()[idx], "fc.weight"),
+                                   numpy_helper.from_array(idx, "fc.weight_indices"), list(fcw.shape))
+    m = make(inits=[t for t in base_inits() if t.name != "fc.weight"])
+    m.graph.sparse_initializer.extend([sp])
+    add("valid_sparse_initializer.onnx", m, 0, "-",
+        "POSITIVE: fc.weight stored as a sparse_initializer (linear indices), as swatc's own export writes it")
+    # a model-local function: Gemm + Relu called as local::LinearRelu, with an attribute reference
+    fn = helper.make_function(
+        "local", "LinearRelu", ["x", "w", "b"], ["y"],
+        [helper.make_node("Gemm", ["x", "w", "b"], ["t"], transB=1),
+         helper.make_node("Relu", ["t"], ["y"])],
+        [helper.make_opsetid("", 13)])
+    nodes = base_nodes()[:-1] + [helper.make_node("LinearRelu", ["flat", "fc.weight", "fc.bias"], ["output"],
+                                                  name="call_0", domain="local")]
+    m = make(nodes=nodes, opsets=[helper.make_opsetid("", 13), helper.make_opsetid("local", 1)])
+    m.functions.extend([fn])
+    add("valid_function_call.onnx", m, 0, "-", "POSITIVE: the head as a model-local FunctionProto (inlined at import)",
+        valid_onnx=True)
+    # a dynamic-batch flatten written as Shape -> Gather -> Unsqueeze -> Concat -> Reshape (what PyTorch exports)
+    nodes = base_nodes()[:3] + [
+        helper.make_node("Shape", ["pool1"], ["shp"]),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Gather", ["shp", "zero"], ["n"], axis=0),
+        helper.make_node("Constant", [], ["ax0"], value=numpy_helper.from_array(np.array([0], np.int64))),
+        helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+        helper.make_node("Constant", [], ["m1"], value=numpy_helper.from_array(np.array([-1], np.int64))),
+        helper.make_node("Concat", ["n1", "m1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["pool1", "target"], ["flat"]),
+        base_nodes()[4]]
+    m = make(nodes=nodes, inputs=[f32_input(shape=("batch", 1, 8, 8))], outputs=[f32_output(shape=("batch", 10))])
+    add("valid_shape_chain.onnx", m, 0, "-", "POSITIVE: Shape/Gather/Unsqueeze/Concat feeding Reshape (folded at import)",
+        valid_onnx=True)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -760,6 +801,7 @@ def main():
     attribute_and_shape_cases()
     tensor_cases()
     external_cases()
+    positive_cases()
 
     names = [r[0] for r in ROWS]
     assert len(names) == len(set(names)), "duplicate case file names"
