@@ -143,8 +143,11 @@ static void bench_conv(const char *name, conv_desc d, conv_impl impl) {
       pr->enabled = 0;
       double tot = pr->pack + pr->gemm + pr->unpack;
       char st[128];
-      snprintf(st, sizeof st, "%stransforms %.0f%% (gemm alone %.0f GF/s/core)", i == 0 ? "; " : "",
-               100.0 * (pr->pack + pr->unpack) / tot, flops / (pr->gemm * g_threads) * 1e-9);
+      if (tot > 0) /* the im2col backward passes are not instrumented */
+        snprintf(st, sizeof st, "%stransforms %.0f%% (gemm alone %.0f GF/s/core)", i == 0 ? "; " : "",
+                 100.0 * (pr->pack + pr->unpack) / tot, flops / (pr->gemm * g_threads) * 1e-9);
+      else
+        snprintf(st, sizeof st, "%s", i == 0 ? "" : "im2col");
       strncat(note, st, sizeof note - strlen(note) - 1);
     }
     print_row(name, pass[i], flops, tr, tf, note);

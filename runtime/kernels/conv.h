@@ -7,7 +7,10 @@
  * - conv_*_ref: plain direct loops, the definition every fast kernel is tested against;
  * - a conv_plan: made once per shape (chooses the kernel, JITs the libxsmm batch-reduce GEMMs,
  *   reports the scratch size), then conv_plan_fwd/bwd_data/bwd_weight run with caller scratch and
- *   never allocate. */
+ *   never allocate. AUTO picks libxsmm brgemm on channel-blocked layouts (im2col GEMMs for the
+ *   backward passes when C/groups < 16) and direct vector loops when C/groups == 1; see README.md.
+ * Results are bit-identical run to run for a given nthreads (the brgemm weight gradient sums one
+ * partial per thread in thread order; everything else does not depend on nthreads). */
 #ifndef SWATC_RUNTIME_KERNELS_CONV_H
 #define SWATC_RUNTIME_KERNELS_CONV_H
 

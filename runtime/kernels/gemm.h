@@ -28,6 +28,8 @@ typedef struct gemm_plan {
   gemm_impl impl;
   size_t scratch[GEMM_NPASS];
   int bm, bn, bk;          /* tile sizes: batch rows, output features, input features */
+  int ldK, ldN, ldM;       /* row pitches of the operand copies (K, N, M, or +16 when a multiple of
+                              256 floats, whose rows would all share a few L1 sets) */
   void *kfwd[2][2];        /* [row tail][feature tail]: C(bn x bm) = Wt(bn x K) X^T(K x bm) */
   void *kbwd_data[2][2];   /* [row tail][in-feature tail]: dX^T(bk x bm) = W^T(bk x N) dY^T(N x bm) */
   void *kbwd_weight[2][2]; /* [out tail][in tail]: dW^T(bk x bn) = X^T(bk x M) dY(M x bn) */

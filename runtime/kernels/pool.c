@@ -138,8 +138,7 @@ static void tap_range(int base, int dil, int k, int lim, int *lo, int *hi) {
 }
 
 /* Window bounds shared by every plane: taps [rr[2p], rr[2p+1]) of output row p and output columns
- * [qq[2s], qq[2s+1]) for which tap column s is inside the input (worked out once per call: the
- * integer divisions would otherwise dominate small pools). */
+ * [qq[2s], qq[2s+1]) for which tap column s is inside the input (worked out once per call). */
 static void pool_bounds(const pool_desc *d, int *rr, int *qq) {
   for (int p = 0; p < d->P; p++) tap_range(p * d->stride_h - d->pad_t, d->dil_h, d->kh, d->H, &rr[2 * p], &rr[2 * p + 1]);
   for (int s = 0; s < d->kw; s++)
@@ -147,8 +146,8 @@ static void pool_bounds(const pool_desc *d, int *rr, int *qq) {
 }
 
 /* One MaxPool plane, row by row: for each output row the taps are visited in window order and each
- * tap updates the whole row of running maxima (a vector loop over output columns). Taking the
- * first maximum and letting NaN win gives the same result as the reference's per-output scan. */
+ * tap updates the whole row of running maxima. Taking the first maximum and letting NaN win gives
+ * the same result as the reference's per-output scan. */
 KERN_CLONES static void maxpool_plane(const pool_desc *d, const int *rr, const int *qq, const float *restrict x,
                                       float *restrict y, int32_t *restrict am) {
   int sw = d->stride_w;
@@ -166,11 +165,17 @@ KERN_CLONES static void maxpool_plane(const pool_desc *d, const int *rr, const i
         int off = s * d->dil_w - d->pad_l, q0 = qq[2 * s], q1 = qq[2 * s + 1];
         const float *restrict row = x + (size_t)h * d->W + off;
         int32_t base = h * d->W + off;
+        /* Branch-free select (the outcome is data-dependent, branches would mispredict). */
         for (int q = q0; q < q1; q++) {
           float v = row[(size_t)q * sw], b = best[q];
-          int take = idx[q] < 0 || v > b || (v != v && b == b);
-          best[q] = take ? v : b;
-          idx[q] = take ? base + q * sw : idx[q];
+          int32_t old = idx[q];
+          uint32_t m = 0u - (uint32_t)((old < 0) | (v > b) | ((v != v) & (b == b)));
+          uint32_t vb, bb;
+          memcpy(&vb, &v, 4);
+          memcpy(&bb, &b, 4);
+          bb = (vb & m) | (bb & ~m);
+          memcpy(&best[q], &bb, 4);
+          idx[q] = (int32_t)(((uint32_t)(base + q * sw) & m) | ((uint32_t)old & ~m));
         }
       }
     }

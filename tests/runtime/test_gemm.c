@@ -178,7 +178,9 @@ int main(void) {
   trng_seed(2);
   tgroup_begin("gemm libxsmm vs ref: fixed + 60 random shapes");
   gemm_desc fixed[] = {{1, 1, 1}, {128, 120, 400}, {128, 84, 120}, {128, 10, 84}, {64, 64, 64},
-                       {65, 63, 129}, {1, 300, 17}, {200, 1, 3}, {128, 10, 64}, {3, 130, 70}};
+                       {65, 63, 129}, {1, 300, 17}, {200, 1, 3}, {128, 10, 64}, {3, 130, 70},
+                       /* pitches that are multiples of 256 floats: padded operand copies */
+                       {70, 256, 512}, {256, 33, 256}, {130, 512, 40}};
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
     for (int t = 1; t <= 2; t++) check_gemm(fixed[i], t);
   for (int i = 0; i < 60; i++) {
