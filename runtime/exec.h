@@ -28,6 +28,7 @@ typedef struct rt_op {
   void (*free_ctx)(void *);  /* NULL: free() */
   void *in[RT_MAX_ARGS], *out[RT_MAX_ARGS]; /* resolved buffers (NULL for absent optional ones) */
   char impl[96];             /* the kernel chosen, for dumps */
+  double flops;              /* floating-point operations per run (Conv/Gemm families), for the profile */
 } rt_op;
 
 typedef struct rt_plan_entry {

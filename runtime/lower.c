@@ -183,6 +183,7 @@ static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     gemm_desc d = {.M = c->M, .N = c->N, .K = c->K};
     if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
     gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
+    op->flops = gemm_desc_flops(&d);
     op->run = run_fc;
     return SW_OK;
   }
@@ -199,6 +200,7 @@ static int lower_gemm_grad(rt_program *p, const ir_node *n, rt_op *op, int weigh
   gemm_desc d = {.M = (int)dy->shape.d[0], .N = (int)dy->shape.d[1], .K = (int)other->shape.d[1]};
   if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
   gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
+  op->flops = gemm_desc_flops(&d);
   op->run = weight ? run_fc_grad_weight : run_fc_grad_data;
   return SW_OK;
 }
@@ -580,6 +582,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     if (conv_desc_of(n, &x, &w, &d, e)) return e->code;
     if (!(c->plan = conv_plan_get(p, &d, e))) return e->code;
     conv_plan_describe(c->plan, op->impl, sizeof op->impl);
+    op->flops = conv_desc_flops(&c->plan->d);
     op->run = is(n, "Conv") ? run_conv : is(n, "ConvGradData") ? run_conv_grad_data : run_conv_grad_weight;
     return SW_OK;
   }

@@ -232,6 +232,22 @@ void rt_program_profile_print(const rt_program *p, FILE *f) {
       }
   for (int a = 0; a < nk; a++)
     fprintf(f, "  %-28s %9.3f ms %5.1f%%\n", kinds[a], 1e3 * ks[a] / p->prof_runs, total > 0 ? 100 * ks[a] / total : 0);
+  /* the compute-bound layers: achieved GFLOP/s */
+  double fl = 0, ft = 0;
+  for (int i = 0; i < p->n_ops; i++)
+    if (p->ops[i].flops > 0) {
+      fl += p->ops[i].flops;
+      ft += p->prof_seconds[i];
+    }
+  if (ft > 0) {
+    fprintf(f, "  Conv/Gemm kernels: %.1f GFLOP/s over %.3f ms per run (%d threads)\n", fl * p->prof_runs / ft / 1e9,
+            1e3 * ft / p->prof_runs, p->nthreads);
+    fprintf(f, "  %-44s %-16s %9s %9s\n", "node", "op", "ms", "GFLOP/s");
+    for (int i = 0; i < p->n_ops; i++)
+      if (p->ops[i].flops > 0 && p->prof_seconds[i] > 0)
+        fprintf(f, "  %-44.44s %-16s %9.3f %9.1f\n", p->ops[i].node->name, p->ops[i].node->op->name,
+                1e3 * p->prof_seconds[i] / p->prof_runs, p->ops[i].flops * p->prof_runs / p->prof_seconds[i] / 1e9);
+  }
 }
 
 void rt_program_annotate(const rt_program *p, ir_graph *g) {

@@ -29,7 +29,8 @@ static const char usage_text[] =
     "      --lr F              peak learning rate (default 0.05)\n"
     "      --momentum F        SGD momentum (default 0.9); --nesterov for Nesterov momentum\n"
     "      --wd F              weight decay on all parameters (default 5e-4)\n"
-    "      --schedule S        constant, step or cosine (default; annealed every step to 0)\n"
+    "      --schedule S        constant, step, cosine (default: annealed every step to 0) or\n"
+    "                          cosine-epoch (annealed once per epoch, like CosineAnnealingLR stepped per epoch)\n"
     "      --milestones A,B    epochs where the step schedule divides the rate by 10\n"
     "      --warmup-epochs N   linear learning-rate warm-up\n"
     "      --seed N            shuffling, augmentation and dropout seed (default 0)\n"
@@ -172,8 +173,8 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
       case O_NEST: o.nesterov = 1; break;
       case O_WD: if (!parse_float("--wd", optarg, 0, 1, &fv)) return SW_EUSAGE; o.wd = fv; break;
       case O_SCHED:
-        if (strcmp(optarg, "constant") && strcmp(optarg, "step") && strcmp(optarg, "cosine"))
-          return usage_error("--schedule must be constant, step or cosine, not '%s'", optarg);
+        if (strcmp(optarg, "constant") && strcmp(optarg, "step") && strcmp(optarg, "cosine") && strcmp(optarg, "cosine-epoch"))
+          return usage_error("--schedule must be constant, step, cosine or cosine-epoch, not '%s'", optarg);
         o.schedule = optarg;
         break;
       case O_MILE: o.milestones = optarg; break;

@@ -247,7 +247,7 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
   sw_sched sc;
   {
     char spec[256];
-    const char *kind = strcmp(o->schedule, "cosine") == 0 ? "cosine-iter" : o->schedule;
+    const char *kind = strcmp(o->schedule, "cosine") == 0 ? "cosine-iter" : strcmp(o->schedule, "cosine-epoch") == 0 ? "cosine" : o->schedule;
     if (strcmp(o->schedule, "step") == 0 && o->milestones) snprintf(spec, sizeof spec, "step:%s", o->milestones);
     else snprintf(spec, sizeof spec, "%s", kind);
     if ((rc = sw_sched_parse(&sc, spec, e))) goto done;
