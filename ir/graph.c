@@ -427,3 +427,13 @@ void ir_graph_compact(ir_graph *g, const unsigned char *keep_node, const unsigne
   }
   g->n_values = k;
 }
+
+void ir_graph_move_node(ir_graph *g, ir_node *n, int pos) {
+  int at = -1;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i] == n) at = i;
+  SW_ASSERT(at >= 0 && pos >= 0 && pos < g->n_nodes);
+  if (at > pos) memmove(&g->nodes[pos + 1], &g->nodes[pos], sizeof *g->nodes * (size_t)(at - pos));
+  else if (at < pos) memmove(&g->nodes[at], &g->nodes[at + 1], sizeof *g->nodes * (size_t)(pos - at));
+  g->nodes[pos] = n;
+}

@@ -179,6 +179,8 @@ ir_node *ir_node_new(ir_graph *g, const char *op, const char *name, int n_in, ir
 ir_value *ir_node_set_output(ir_graph *g, ir_node *n, int i, const char *name);
 void ir_graph_add_input(ir_graph *g, ir_value *v);
 void ir_graph_add_output(ir_graph *g, ir_value *v);
+/* Moves node n (already in g) to position `pos` of the node list (the nodes from pos on shift back). */
+void ir_graph_move_node(ir_graph *g, ir_node *n, int pos);
 /* Makes every reader of `old` (node inputs, graph outputs) read `repl` instead. */
 void ir_replace_uses(ir_graph *g, ir_value *old, ir_value *repl);
 /* Removes the nodes with keep_node[position] == 0 and the values with keep_value[id] == 0 (their data

@@ -658,6 +658,20 @@ static int infer_reduce_sum_to(ir_node *n, sw_err *e) {
   return SW_OK;
 }
 
+/* (X, state[2]) -> (Y, state'[2]): state = [threshold, realised density] */
+static int infer_topk(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e) || need_float(n, 1, e)) return e->code;
+  if (n->in[1]->shape.rank != 1 || n->in[1]->shape.d[0] != 2) FAIL(NODE_FMT "state must be f32[2]", NODE_ARGS);
+  float s = ir_attr_float(n, "sparsity");
+  if (!(s >= 0.0f && s < 1.0f)) FAIL(NODE_FMT "sparsity %g must be in [0, 1)", NODE_ARGS, (double)s);
+  int64_t grp = ir_attr_int(n, "group"), numel = ir_shape_numel_at(&n->in[0]->shape, 1);
+  if (grp < 1 || (numel > 0 && !ir_shape_has_n(&n->in[0]->shape) && numel % grp)) FAIL(NODE_FMT "group %lld does not divide the tensor", NODE_ARGS, (long long)grp);
+  if (ir_attr_int(n, "period") < 1) FAIL(NODE_FMT "period must be >= 1", NODE_ARGS);
+  set_out(n, 0, IR_F32, &n->in[0]->shape);
+  set_out(n, 1, IR_F32, &n->in[1]->shape);
+  return SW_OK;
+}
+
 static int infer_sum(ir_node *n, sw_err *e) {
   for (int i = 0; i < n->n_in; i++)
     if (need_float(n, i, e) || same_shape(n, 0, i, e)) return e->code;
@@ -697,6 +711,8 @@ static const ir_attr_def slice_attrs[] = {A_INTS_REQ("starts"), A_INTS_REQ("ends
 static const ir_attr_def reduce_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1), A_INT("noop_with_empty_axes", 0), A_END};
 static const ir_attr_def sce_attrs[] = {A_STR("reduction", "mean"), A_INT("ignore_index", 0), A_END};
 static const ir_attr_def no_attrs[] = {A_END};
+static const ir_attr_def topk_attrs[] = {A_FLOAT("sparsity", 0.0f), A_INT("period", 1), A_INT("group", 1),
+                                         A_STR("kind", "weight"), A_END};
 static const ir_attr_def conv_grad_data_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
                                                    A_INTS_REQ("dilations"), A_INT("group", 1), A_INTS_REQ("x_shape"), A_END};
 static const ir_attr_def avgpool_grad_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
@@ -743,6 +759,11 @@ static const ir_op_def ops[] = {
     {"SoftmaxCrossEntropyLoss", 2, 3, 1, 2, sce_attrs, infer_sce_loss, 0, "loss[, log_prob] = SCE(scores, labels[, weights])", ir_grad_sce},
     {"Neg", 1, 1, 1, 1, no_attrs, infer_unary, 0, "-x", ir_grad_neg},
     {"Sum", 1, 64, 1, 1, no_attrs, infer_sum, 0, "elementwise sum of same-shape inputs", ir_grad_sum},
+    /* SWAT, inserted by the swat pass */
+    {"TopKSparsify", 2, 2, 1, 2, topk_attrs, infer_topk, 0,
+     "Y, state' = TopKSparsify(X, state): keep |X| >= the k-th largest (k = ceil((1-sparsity) n), whole tensor, ties "
+     "kept), exact every `period` steps, the stored threshold in between; group > 1 keeps whole groups by L1 score",
+     NULL},
     /* backward ops, made by autodiff */
     {"ConvGradData", 2, 2, 1, 1, conv_grad_data_attrs, infer_conv_grad_data, 0, "dX = ConvGradData(dY, W) {conv attributes, x_shape}", NULL},
     {"ConvGradWeight", 2, 2, 1, 2, conv_attrs, infer_conv_grad_weight, 0, "dW[, dB] = ConvGradWeight(dY, X) {conv attributes}", NULL},

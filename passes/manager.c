@@ -9,6 +9,7 @@ static const pass_def table[] = {
     {"add-loss", pass_add_loss, "softmax cross-entropy on the logits against an int64 labels input (or reuse the model's)"},
     {"autodiff", pass_autodiff, "reverse-mode differentiation: the backward graph as ordinary IR nodes"},
     {"dce", pass_dce, "remove nodes and values nothing uses"},
+    {"swat", pass_swat, "SWAT: Top-K of each layer's weight (forward, backward-data) and saved input (weight gradient)"},
     {"fuse", pass_fuse, "BatchNormalization + ReLU into one kernel, forward and backward"},
     {"memory-plan", pass_memory_plan, "liveness-based offsets of every activation in one arena (views share storage)"},
 };

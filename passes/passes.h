@@ -7,11 +7,14 @@
 
 #include "ir/ir.h"
 
+struct swat_opts;
+
 typedef struct pass_opts {
   int verify;          /* run ir_verify after every pass (tests and debug builds) */
   const char *dump;    /* NULL, "all", or a comma-separated list of pass names ("import" = before the first) */
   FILE *dump_file;     /* where dumps go (stderr when NULL) */
   int64_t batch;       /* memory-plan: the batch size to plan for */
+  const struct swat_opts *swat; /* swat: the sparsity configuration (NULL or sparsity 0: no-op) */
 } pass_opts;
 
 typedef struct pass_def {
@@ -39,6 +42,7 @@ int pass_autodiff(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_dce(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e);
 int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e);
+int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e);
 
 /* Name of the labels input that add-loss creates. */
 #define PASS_LABELS_INPUT "labels"

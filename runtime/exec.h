@@ -57,6 +57,7 @@ struct rt_program {
   rt_plan_entry **plans;     /* kernel plans shared by the ops of one layer */
   int n_plans;
   uint64_t seed, step;
+  int topk_exact;            /* 1: every TopKSparsify recomputes its exact threshold (warm-up) */
   sw_err *err;               /* during run */
   double *prof_seconds;
   int prof_runs;

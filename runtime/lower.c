@@ -481,6 +481,42 @@ static int run_dropout_grad(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
+/* ---- SWAT Top-K ---- */
+
+typedef struct topk_ctx {
+  int64_t n, group;
+  float sparsity;
+  int period;
+} topk_ctx;
+
+static int run_topk(rt_program *p, const rt_op *op) {
+  const topk_ctx *c = op->ctx;
+  const float *x = op->in[0];
+  float *y = op->out[0], *st = op->in[1]; /* state [threshold, density], updated in place */
+  int64_t groups = c->n / c->group;
+  int64_t k = (int64_t)ceil((1.0 - (double)c->sparsity) * (double)groups);
+  if (k < 1) k = 1;
+  float *scores = c->group > 1 ? (float *)((char *)p->scratch + topk_scratch(p->nthreads)) : NULL;
+  if (scores) topk_group_scores(x, c->n, c->group, scores, p->nthreads);
+  /* structured selections are re-made every step; unstructured every `period` steps */
+  int exact = c->group > 1 || p->topk_exact || st[0] < 0 || p->step % (uint64_t)c->period == 0;
+  if (exact) st[0] = k >= groups ? 0.0f : topk_threshold(scores ? scores : x, groups, k, p->scratch, p->nthreads);
+  int64_t nnz = scores ? topk_apply_groups(x, y, c->n, c->group, scores, st[0], p->nthreads)
+                       : topk_apply(x, y, c->n, st[0], p->nthreads);
+  st[1] = (float)((double)nnz / (double)c->n);
+  if (op->out[1] && op->out[1] != st) memcpy(op->out[1], st, 2 * sizeof(float));
+  return SW_OK;
+}
+
+int rt_program_set_sparsity(rt_program *p, const char *node, float sparsity) {
+  for (int i = 0; i < p->n_ops; i++)
+    if (p->ops[i].run == run_topk && strcmp(p->ops[i].node->name, node) == 0) {
+      ((topk_ctx *)p->ops[i].ctx)->sparsity = sparsity;
+      return 1;
+    }
+  return 0;
+}
+
 /* ---- data movement ---- */
 
 static int run_copy(rt_program *p, const rt_op *op) {
@@ -710,6 +746,17 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     return SW_OK;
   }
   if (is(n, "MatMul")) snprintf(op->impl, sizeof op->impl, "reference loops");
+  if (is(n, "TopKSparsify")) {
+    topk_ctx *t = ctx_new(op, sizeof *t);
+    t->n = rt_buf_of(p, n->in[0])->numel;
+    t->group = ir_attr_int(n, "group");
+    t->sparsity = ir_attr_float(n, "sparsity");
+    t->period = (int)ir_attr_int(n, "period");
+    rt_need_scratch(p, topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
+    snprintf(op->impl, sizeof op->impl, "radix select%s", t->group > 1 ? " over group L1 scores" : "");
+    op->run = run_topk;
+    return SW_OK;
+  }
   shapes_ctx *c = ctx_new(op, sizeof *c);
   if (is(n, "Concat") || is(n, "Split")) {
     int split = is(n, "Split");

@@ -255,3 +255,5 @@ void rt_program_annotate(const rt_program *p, ir_graph *g) {
     for (int j = 0; j < g->n_nodes; j++)
       if (g->nodes[j] == p->ops[i].node) g->nodes[j]->impl = ir_strdup(g, p->ops[i].impl[0] ? p->ops[i].impl : "c");
 }
+
+void rt_program_set_topk_exact(rt_program *p, int on) { p->topk_exact = on; }

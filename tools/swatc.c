@@ -43,6 +43,16 @@ static const char usage_text[] =
     "      --dump-file FILE    write IR dumps to FILE instead of stderr\n"
     "      --profile           print time per op kind at the end\n"
     "      --static-batch      keep the export's batch size\n"
+    "    SWAT sparse training (sparse weights and saved activations, dense gradients and updates):\n"
+    "      --sparsity S        fraction of zero conv/FC weights, 0 <= S < 1 (default 0: dense)\n"
+    "      --uniform           every layer at S, the first one dense (default budget)\n"
+    "      --sparse-first      with --uniform, sparsify the first layer too\n"
+    "      --erk               Erdos-Renyi-Kernel budgets (first and last layers included)\n"
+    "      --momentum-budget   SWAT-M: budgets follow the mean |momentum| of each layer every step\n"
+    "      --dense-layers L,.. keep these layers dense (node or weight names, see swatc inspect)\n"
+    "      --structured channel|filter   keep whole kernels (kh x kw) or whole filters of conv weights\n"
+    "      --topk-period P     exact Top-K every P steps, stored thresholds in between (default 10)\n"
+    "      --warmup-epochs-topk E   exact Top-K every step during the first E epochs\n"
     "      -q, --quiet         print only the final result\n"
     "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch]\n"
     "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
@@ -141,7 +151,8 @@ static int parse_float(const char *opt, const char *s, double lo, double hi, dou
 
 static int cmd_train(int argc, char **argv, const char *cmdline) {
   enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_SCHED, O_MILE, O_WARM, O_SEED, O_THREADS, O_LTRAIN,
-         O_LTEST, O_METRICS, O_DUMP, O_DUMPFILE, O_PROFILE, O_STATIC, O_AUG, O_DROP };
+         O_LTEST, O_METRICS, O_DUMP, O_DUMPFILE, O_PROFILE, O_STATIC, O_AUG, O_DROP, O_SP, O_UNI, O_ERK, O_MOMB, O_SFIRST,
+         O_DENSE, O_STRUCT, O_PERIOD, O_TKWARM };
   static const struct option opts[] = {
       {"data", required_argument, 0, O_DATA},          {"epochs", required_argument, 0, O_EPOCHS},
       {"batch", required_argument, 0, O_BATCH},        {"lr", required_argument, 0, O_LR},
@@ -154,6 +165,11 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
       {"dump-file", required_argument, 0, O_DUMPFILE}, {"profile", no_argument, 0, O_PROFILE},
       {"static-batch", no_argument, 0, O_STATIC},      {"augment", required_argument, 0, O_AUG},
       {"drop-last", no_argument, 0, O_DROP},           {"quiet", no_argument, 0, 'q'},
+      {"sparsity", required_argument, 0, O_SP},        {"uniform", no_argument, 0, O_UNI},
+      {"erk", no_argument, 0, O_ERK},                  {"momentum-budget", no_argument, 0, O_MOMB},
+      {"sparse-first", no_argument, 0, O_SFIRST},      {"dense-layers", required_argument, 0, O_DENSE},
+      {"structured", required_argument, 0, O_STRUCT},  {"topk-period", required_argument, 0, O_PERIOD},
+      {"warmup-epochs-topk", required_argument, 0, O_TKWARM},
       {"help", no_argument, 0, 'h'},                   {0, 0, 0, 0}};
   trainer_opts o;
   trainer_opts_default(&o);
@@ -193,6 +209,19 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
         o.augment = strcmp(optarg, "on") == 0;
         break;
       case O_DROP: o.drop_last = 1; break;
+      case O_SP: if (!parse_float("--sparsity", optarg, 0, 0.999, &fv)) return SW_EUSAGE; o.swat.sparsity = fv; break;
+      case O_UNI: o.swat.budget = SWAT_UNIFORM; break;
+      case O_ERK: o.swat.budget = SWAT_ERK; break;
+      case O_MOMB: o.swat.budget = SWAT_MOMENTUM; break;
+      case O_SFIRST: o.swat.sparse_first = 1; break;
+      case O_DENSE: o.swat.dense_layers = optarg; break;
+      case O_STRUCT:
+        if (strcmp(optarg, "channel") && strcmp(optarg, "filter"))
+          return usage_error("--structured must be channel or filter, not '%s'", optarg);
+        o.swat.structure = strcmp(optarg, "channel") == 0 ? SWAT_CHANNEL : SWAT_FILTER;
+        break;
+      case O_PERIOD: if (!parse_int("--topk-period", optarg, 1, 1000000, &iv)) return SW_EUSAGE; o.swat.period = (int)iv; break;
+      case O_TKWARM: if (!parse_int("--warmup-epochs-topk", optarg, 0, 100000, &iv)) return SW_EUSAGE; o.topk_warmup_epochs = (int)iv; break;
       case 'q': o.quiet = 1; sw_quiet = 1; break;
       case 'h': fputs(usage_text, stdout); return 0;
       default: return usage_error("unknown option '%s' for train", argv[optind - 1]);

@@ -24,10 +24,11 @@ void trainer_opts_default(trainer_opts *o) {
   o->wd = 5e-4;
   o->schedule = "cosine";
   o->augment = -1;
+  o->swat.period = 10;
 }
 
-static const char *const train_passes[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse"};
-static const char *const eval_passes[] = {"eval-mode", "add-loss", "dce", "fuse"};
+static const char *const train_passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse"};
+static const char *const eval_passes[] = {"eval-mode", "add-loss", "dce", "swat", "fuse"};
 
 /* One compiled graph at one batch size, with what the driver reads and writes. */
 typedef struct bound {
@@ -67,7 +68,7 @@ static int build_graph(const char *path, const trainer_opts *o, const char *cons
 #else
   int verify = 1; /* debug builds check the IR's invariants after every pass */
 #endif
-  pass_opts po = {.verify = verify, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch};
+  pass_opts po = {.verify = verify, .dump = o->dump_ir, .dump_file = dump, .batch = o->batch, .swat = &o->swat};
   if (passes == train_passes) {
     passes_dump(g, "import", &po);
     if (o->dump_ir) m->dump = dump ? dump : stderr;
@@ -139,6 +140,115 @@ static bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_o
   return b;
 }
 
+/* SWAT bookkeeping of the training graph: per layer, its Top-K nodes and state tensors. */
+typedef struct swat_run {
+  swat_layer *l;
+  int n;
+  rt_tensor **w_state, **x_state, **weight; /* per layer (NULL when the layer is dense) */
+  int *w_index;                             /* index of the weight in the state (for its momentum) */
+  double *score, *density;
+  int64_t *numel;
+} swat_run;
+
+static void swat_run_free(swat_run *r) {
+  free(r->l);
+  free(r->w_state);
+  free(r->x_state);
+  free(r->weight);
+  free(r->w_index);
+  free(r->score);
+  free(r->density);
+  free(r->numel);
+}
+
+static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const trainer_opts *o, sw_err *e) {
+  memset(r, 0, sizeof *r);
+  if (swat_layers(g, &r->l, &r->n, e) || swat_budgets(r->l, r->n, &o->swat, e)) return e->code;
+  r->w_state = sw_xcalloc((size_t)r->n + 1, sizeof *r->w_state);
+  r->x_state = sw_xcalloc((size_t)r->n + 1, sizeof *r->x_state);
+  r->weight = sw_xcalloc((size_t)r->n + 1, sizeof *r->weight);
+  r->w_index = sw_xcalloc((size_t)r->n + 1, sizeof *r->w_index);
+  r->score = sw_xcalloc((size_t)r->n + 1, sizeof *r->score);
+  r->density = sw_xcalloc((size_t)r->n + 1, sizeof *r->density);
+  r->numel = sw_xcalloc((size_t)r->n + 1, sizeof *r->numel);
+  for (int i = 0; i < r->n; i++) {
+    char name[600];
+    r->numel[i] = r->l[i].numel;
+    snprintf(name, sizeof name, "swat.%s.w", r->l[i].node->name);
+    r->w_state[i] = rt_state_find(st, name);
+    snprintf(name, sizeof name, "swat.%s.x", r->l[i].node->name);
+    r->x_state[i] = rt_state_find(st, name);
+    r->weight[i] = rt_state_find(st, r->l[i].weight->name);
+    r->w_index[i] = r->weight[i] ? (int)(r->weight[i] - st->t) : -1;
+  }
+  return SW_OK;
+}
+
+/* SWAT-M: after an optimizer step, the budget follows the mean |momentum| of each layer's active weights. */
+static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const trainer_opts *o) {
+  for (int i = 0; i < r->n; i++) {
+    const rt_tensor *w = r->weight[i];
+    const float *mm = r->w_index[i] >= 0 ? mom[r->w_index[i]] : NULL;
+    float thr = r->w_state[i] ? r->w_state[i]->data[0] : 0.0f;
+    double s = 0;
+    int64_t k = 0;
+    for (int64_t j = 0; w && mm && j < w->numel; j++)
+      if (fabsf(w->data[j]) >= thr) {
+        s += fabsf(mm[j]);
+        k++;
+      }
+    r->score[i] = k ? s / (double)k : 0;
+  }
+  /* layers kept dense by the user stay out of the redistribution */
+  double *sc = sw_xcalloc((size_t)r->n + 1, sizeof *sc), *de = sw_xcalloc((size_t)r->n + 1, sizeof *de), fixed = 0, all = 0;
+  int64_t *nu = sw_xcalloc((size_t)r->n + 1, sizeof *nu);
+  int k = 0;
+  for (int i = 0; i < r->n; i++) {
+    all += (double)r->numel[i];
+    if (r->l[i].forced_dense) {
+      fixed += (double)r->numel[i];
+      continue;
+    }
+    sc[k] = r->score[i];
+    nu[k++] = r->numel[i];
+  }
+  double free_n = all - fixed, target = free_n > 0 ? 1.0 - ((1.0 - o->swat.sparsity) * all - fixed) / free_n : 0;
+  swat_momentum_budget(sc, nu, k, target > 0 ? target : 0, de);
+  for (int i = 0, j = 0; i < r->n; i++) r->density[i] = r->l[i].forced_dense ? 1.0 : de[j++];
+  free(sc);
+  free(de);
+  free(nu);
+  for (int i = 0; i < r->n; i++) {
+    char name[600];
+    float sp = (float)(1.0 - r->density[i]);
+    if (sp > 0.999f) sp = 0.999f;
+    for (int b = 0; b < m->n_b; b++) {
+      snprintf(name, sizeof name, "%s/topk_w", r->l[i].node->name);
+      rt_program_set_sparsity(m->b[b].prog, name, sp);
+      snprintf(name, sizeof name, "%s/topk_x", r->l[i].node->name);
+      rt_program_set_sparsity(m->b[b].prog, name, sp);
+    }
+    r->l[i].sparsity = sp;
+  }
+}
+
+/* Realised sparsities (from the Top-K states) into per-layer arrays; returns the training-FLOP reduction. */
+static double swat_realised(const swat_run *r, double *dw, double *da, double *overall) {
+  double zeros = 0, total = 0;
+  int64_t *macs = sw_xcalloc((size_t)r->n + 1, sizeof *macs);
+  for (int i = 0; i < r->n; i++) {
+    dw[i] = r->w_state[i] ? r->w_state[i]->data[1] : 1.0;
+    da[i] = r->x_state[i] ? r->x_state[i]->data[1] : 1.0;
+    zeros += (1 - dw[i]) * (double)r->numel[i];
+    total += (double)r->numel[i];
+    macs[i] = r->l[i].macs;
+  }
+  *overall = total > 0 ? zeros / total : 0;
+  double red = swat_flop_reduction(macs, dw, da, r->n);
+  free(macs);
+  return red;
+}
+
 static int64_t correct(const float *logits, const int64_t *labels, int64_t n, int64_t classes) {
   int64_t c = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -181,6 +291,7 @@ static int evaluate(model *m, rt_state *st, const sw_dataset *test, const traine
 int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
   int rc = SW_OK;
   model tm = {0}, em = {0};
+  swat_run sw = {0};
   rt_state st;
   rt_state_init(&st);
   sw_dataset train = {0}, test = {0};
@@ -207,6 +318,7 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
   if ((rc = build_graph(model_path, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &tm, e))) goto done;
   if ((rc = build_graph(model_path, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &em, e))) goto done;
   if ((rc = rt_state_bind(&st, tm.g, e)) || (rc = rt_state_bind(&st, em.g, e))) goto done;
+  if (o->swat.sparsity > 0 && (rc = swat_run_init(&sw, tm.g, &st, o, e))) goto done;
 
   /* data */
   sw_dataset_opts dopt = {.train_limit = o->limit_train, .test_limit = o->limit_test, .seed = o->seed};
@@ -283,6 +395,7 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
     while ((got = sw_loader_next(&ld, img, lab)) > 0) {
       bound *b = program_for(&tm, &st, got, o, 1, e);
       if (!b) { rc = e->code; break; }
+      rt_program_set_topk_exact(b->prog, epoch < o->topk_warmup_epochs);
       memcpy(b->images, img, sizeof(float) * (size_t)got * (size_t)sample);
       memcpy(b->labels, lab, sizeof(int64_t) * (size_t)got);
       if ((rc = rt_program_run(b->prog, step, e))) break;
@@ -296,6 +409,7 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
       lr = sw_sched_lr_at(&sc, (int64_t)step, steps_per_epoch);
       for (int i = 0; i < st.n; i++)
         if (b->grads[i]) sw_sgd_step(&sgd, (float)lr, st.t[i].data, b->grads[i], mom[i], st.t[i].numel, step == 0);
+      if (sw.n && o->swat.budget == SWAT_MOMENTUM && o->momentum > 0) swat_momentum_step(&sw, &tm, mom, o);
       lsum += (double)loss * (double)got;
       good += correct(b->logits, lab, got, b->classes);
       seen += got;
@@ -314,11 +428,41 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
       sw_json_reset(&js);
       sw_metrics_epoch_begin(&js, &es);
       sw_json_int(&js, "steps", (int64_t)step);
+      if (sw.n) {
+        double *dw = sw_xcalloc((size_t)sw.n, sizeof *dw), *da = sw_xcalloc((size_t)sw.n, sizeof *da), overall;
+        double red = swat_realised(&sw, dw, da, &overall);
+        sw_json_number(&js, "weight_sparsity", overall);
+        sw_json_number(&js, "train_flop_reduction", red);
+        sw_json_array_begin(&js, "layers");
+        for (int i = 0; i < sw.n; i++) {
+          sw_json_object_begin(&js, NULL);
+          sw_json_string(&js, "name", sw.l[i].node->name);
+          sw_json_number(&js, "budget", sw.l[i].sparsity);
+          sw_json_number(&js, "weight_sparsity", 1 - dw[i]);
+          sw_json_number(&js, "act_sparsity", 1 - da[i]);
+          sw_json_object_end(&js);
+        }
+        sw_json_array_end(&js);
+        free(dw);
+        free(da);
+      }
       sw_json_object_end(&js);
       if ((rc = sw_jsonl_write(&jl, &js, e))) break;
     }
   }
   if (!rc) {
+    if (sw.n && !o->quiet) {
+      double *dw = sw_xcalloc((size_t)sw.n, sizeof *dw), *da = sw_xcalloc((size_t)sw.n, sizeof *da), overall;
+      double red = swat_realised(&sw, dw, da, &overall);
+      fprintf(stderr, "\nSWAT sparsity at the end of training (budget -> realised):\n");
+      fprintf(stderr, "  %-40s %10s %8s %8s %8s %10s\n", "layer", "params", "budget", "weights", "inputs", "MACs/img");
+      for (int i = 0; i < sw.n; i++)
+        fprintf(stderr, "  %-40.40s %10lld %8.4f %8.4f %8.4f %10lld\n", sw.l[i].node->name, (long long)sw.numel[i],
+                sw.l[i].sparsity, 1 - dw[i], 1 - da[i], (long long)sw.l[i].macs);
+      fprintf(stderr, "  overall weight sparsity %.4f, training-FLOP reduction %.1f%%\n\n", overall, 100 * red);
+      free(dw);
+      free(da);
+    }
     sw_progress_result(&pr, "test accuracy %.2f%% (loss %.4f) after %d epochs", 100 * test_acc, test_loss, o->epochs);
     if (o->profile && tm.n_b) rt_program_profile_print(tm.b[0].prog, stderr);
   }
@@ -342,6 +486,7 @@ done:
   model_free(&tm);
   model_free(&em);
   rt_state_free(&st);
+  swat_run_free(&sw);
   if (dump) fclose(dump);
   return rc;
 }

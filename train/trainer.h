@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "passes/swat.h"
 #include "util/err.h"
 
 typedef struct trainer_opts {
@@ -30,6 +31,8 @@ typedef struct trainer_opts {
   int profile;
   int static_batch;
   const char *command;     /* the command line, recorded in metrics */
+  swat_opts swat;          /* SWAT sparsity (sparsity 0: dense training) */
+  int topk_warmup_epochs;  /* exact Top-K every step during the first E epochs */
 } trainer_opts;
 
 /* Sets the documented defaults. */

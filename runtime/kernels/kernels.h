@@ -10,5 +10,6 @@
 #include "runtime/kernels/bn.h"
 #include "runtime/kernels/pool.h"
 #include "runtime/kernels/movement.h"
+#include "runtime/kernels/topk.h"
 
 #endif
