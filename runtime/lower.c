@@ -494,7 +494,10 @@ static int run_topk(rt_program *p, const rt_op *op) {
   const float *x = op->in[0];
   float *y = op->out[0], *st = op->in[1]; /* state [threshold, density], updated in place */
   int64_t groups = c->n / c->group;
-  int64_t k = (int64_t)ceil((1.0 - (double)c->sparsity) * (double)groups);
+  /* k = ceil((1 - s) n) with s as the user wrote it: the float attribute rounded back to 7 digits (0.9f is
+   * 0.89999998, which would keep one weight too many), and no ceil of a value 1e-9 above an integer */
+  double sd = round((double)c->sparsity * 1e7) / 1e7, kv = (1.0 - sd) * (double)groups;
+  int64_t k = (int64_t)ceil(kv - 1e-9 * (kv > 1 ? kv : 1));
   if (k < 1) k = 1;
   float *scores = c->group > 1 ? (float *)((char *)p->scratch + topk_scratch(p->nthreads)) : NULL;
   if (scores) topk_group_scores(x, c->n, c->group, scores, p->nthreads);

@@ -8,10 +8,11 @@
 #include "importer/importer.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
+#include "passes/swat.h"
 #include "train/trainer.h"
 
-#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, fuse, memory-plan, lower"
-static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse", "memory-plan"};
+#define TRAIN_PIPELINE_TEXT "import, train-mode, add-loss, autodiff, dce, swat, fuse, memory-plan, lower"
+static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
 
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"
@@ -54,11 +55,13 @@ static const char usage_text[] =
     "      --topk-period P     exact Top-K every P steps, stored thresholds in between (default 10)\n"
     "      --warmup-epochs-topk E   exact Top-K every step during the first E epochs\n"
     "      -q, --quiet         print only the final result\n"
-    "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch]\n"
+    "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch] [--sparsity S [--erk|--uniform] ...]\n"
     "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
     "      --dump-ir prints swatc's IR of the model instead; --dump-ir=PASS[,PASS..] or =all builds\n"
     "      the training graph and prints the IR after those passes (" TRAIN_PIPELINE_TEXT ");\n"
-    "      --static-batch keeps the batch size of the export instead of the free dimension N\n"
+    "      --static-batch keeps the batch size of the export instead of the free dimension N;\n"
+    "      --sparsity S with a budget (--uniform, --erk, --sparse-first, --dense-layers) prints the\n"
+    "      SWAT budget of every layer instead of the table\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help\n"
@@ -240,10 +243,48 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
   return 0;
 }
 
+/* The SWAT budget of every layer, before any training. */
+static int print_budgets(const ir_graph *g, const swat_opts *so, sw_err *e) {
+  swat_layer *l;
+  int n;
+  if (swat_layers(g, &l, &n, e) || swat_budgets(l, n, so, e)) {
+    free(l);
+    return e->code;
+  }
+  printf("SWAT budget: sparsity %.4f, %s%s\n\n", so->sparsity,
+         so->budget == SWAT_ERK ? "ERK" : so->budget == SWAT_MOMENTUM ? "momentum (SWAT-M; starts uniform, then follows momentum)" : "uniform",
+         so->budget == SWAT_UNIFORM && !so->sparse_first ? " (first layer dense)" : "");
+  printf("%-40s %-8s %-18s %10s %12s %9s %9s\n", "layer", "op", "weight", "params", "MACs/image", "w_sparse", "act_sparse");
+  double zeros = 0, total = 0;
+  int64_t *macs = sw_xcalloc((size_t)n + 1, sizeof *macs);
+  double *d = sw_xcalloc((size_t)n + 1, sizeof *d);
+  for (int i = 0; i < n; i++) {
+    char shp[64];
+    ir_shape_str(&l[i].weight->shape, shp, sizeof shp);
+    printf("%-40.40s %-8s %-18s %10lld %12lld %9.4f %9.4f%s\n", l[i].node->name, l[i].node->op->name, shp, (long long)l[i].numel,
+           (long long)l[i].macs, l[i].sparsity, l[i].sparsity, l[i].forced_dense ? "  (kept dense)" : "");
+    zeros += l[i].sparsity * (double)l[i].numel;
+    total += (double)l[i].numel;
+    macs[i] = l[i].macs;
+    d[i] = 1 - l[i].sparsity;
+  }
+  printf("\noverall weight sparsity %.4f over %lld conv/FC weights; training-FLOP reduction at these budgets %.1f%%\n",
+         total > 0 ? zeros / total : 0, (long long)total, 100 * swat_flop_reduction(macs, d, d, n));
+  free(macs);
+  free(d);
+  free(l);
+  return SW_OK;
+}
+
 static int cmd_inspect(int argc, char **argv) {
+  enum { I_SP = 300, I_UNI, I_ERK, I_MOMB, I_SFIRST, I_DENSE };
   static const struct option opts[] = {
       {"dump-ir", optional_argument, 0, 'd'}, {"static-batch", no_argument, 0, 's'}, {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},    {0, 0, 0, 0}};
+      {"help", no_argument, 0, 'h'},          {"sparsity", required_argument, 0, I_SP}, {"uniform", no_argument, 0, I_UNI},
+      {"erk", no_argument, 0, I_ERK},         {"momentum-budget", no_argument, 0, I_MOMB},
+      {"sparse-first", no_argument, 0, I_SFIRST}, {"dense-layers", required_argument, 0, I_DENSE}, {0, 0, 0, 0}};
+  swat_opts so = {.period = 10};
+  double fv;
   int dump = 0, c;
   const char *passes = NULL;
   importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
@@ -258,6 +299,12 @@ static int cmd_inspect(int argc, char **argv) {
       case 's': io.batch = IMPORTER_BATCH_STATIC; break;
       case 'q': sw_quiet = 1; break;
       case 'h': fputs(usage_text, stdout); return 0;
+      case I_SP: if (!parse_float("--sparsity", optarg, 0, 0.999, &fv)) return SW_EUSAGE; so.sparsity = fv; break;
+      case I_UNI: so.budget = SWAT_UNIFORM; break;
+      case I_ERK: so.budget = SWAT_ERK; break;
+      case I_MOMB: so.budget = SWAT_MOMENTUM; break;
+      case I_SFIRST: so.sparse_first = 1; break;
+      case I_DENSE: so.dense_layers = optarg; break;
       default: return usage_error("unknown option '%s' for inspect", argv[optind - 1]);
     }
   }
@@ -272,8 +319,13 @@ static int cmd_inspect(int argc, char **argv) {
   sw_err e = {0};
   ir_graph *g;
   if (importer_load(argv[optind], &io, &g, &e)) return fail(&e);
+  if (so.sparsity > 0 && !dump) {
+    int rc = print_budgets(g, &so, &e);
+    ir_graph_free(g);
+    return rc ? fail(&e) : 0;
+  }
   if (dump && passes) {
-    pass_opts po = {.verify = 1, .dump = passes, .dump_file = stdout, .batch = 128};
+    pass_opts po = {.verify = 1, .dump = passes, .dump_file = stdout, .batch = 128, .swat = &so};
     passes_dump(g, "import", &po);
     if (passes_run(g, train_pipeline, (int)SW_ARRAY_LEN(train_pipeline), &po, &e)) {
       ir_graph_free(g);

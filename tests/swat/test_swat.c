@@ -1,0 +1,194 @@
+/* SWAT pass and budgets:
+ * - ERK densities match an independent Python reference (erk_expected.tsv), forced-dense layers too;
+ * - SWAT-M budgets sum to the target and follow momentum (99% cap, surplus spread);
+ * - the rewired graph: the forward op reads sparse W and dense X, the weight gradient reads sparse X,
+ *   the backward-data op reads sparse W, dY is untouched (checked on the IR and on the numbers);
+ * - pruned weights still move after an optimizer step. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "importer/importer.h"
+#include "passes/passes.h"
+#include "passes/swat.h"
+#include "runtime/runtime.h"
+#include "tests/check.h"
+#include "train/optim.h"
+
+static const char *src;
+
+static ir_graph *load(const char *model) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/models/%s.onnx", src, model);
+  ir_graph *g = NULL;
+  sw_err e = {0};
+  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
+  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "%s: %s", model, e.msg);
+  return g;
+}
+
+static void erk_reference(void) {
+  char path[4096], line[1024];
+  snprintf(path, sizeof path, "%s/tests/swat/erk_expected.tsv", src);
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL, "cannot open %s", path);
+  if (!f) return;
+  int rows = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '#') continue;
+    char model[64], dense[512], weight[256];
+    double s, want;
+    if (sscanf(line, "%63s %lf %511s %255s %lf", model, &s, dense, weight, &want) != 5) continue;
+    ir_graph *g = load(model);
+    if (!g) continue;
+    swat_layer *l;
+    int n;
+    sw_err e = {0};
+    swat_opts o = {.sparsity = s, .budget = SWAT_ERK, .dense_layers = strcmp(dense, "-") ? dense : NULL, .period = 1};
+    CHECK(swat_layers(g, &l, &n, &e) == SW_OK && swat_budgets(l, n, &o, &e) == SW_OK, "%s", e.msg);
+    int found = 0;
+    for (int i = 0; i < n; i++)
+      if (!strcmp(l[i].weight->name, weight)) {
+        found = 1;
+        double got = 1.0 - l[i].sparsity;
+        CHECK(fabs(got - want) <= 1e-9 * fmax(1, want), "%s %g [%s] %s: density %.12f, reference %.12f", model, s, dense, weight, got, want);
+      }
+    CHECK(found, "%s: no layer with weight %s", model, weight);
+    free(l);
+    ir_graph_free(g);
+    rows++;
+  }
+  fclose(f);
+  CHECK(rows >= 20, "only %d reference rows", rows);
+  printf("ERK: %d layer densities match the Python reference\n", rows);
+}
+
+static void momentum_budget(void) {
+  int64_t numel[4] = {1000, 5000, 200, 20000};
+  double score[4] = {1.0, 0.5, 4.0, 0.1}, d[4];
+  swat_momentum_budget(score, numel, 4, 0.9, d);
+  double nnz = 0, total = 0;
+  for (int i = 0; i < 4; i++) {
+    nnz += d[i] * (double)numel[i];
+    total += (double)numel[i];
+  }
+  CHECK(fabs(nnz - 0.1 * total) < 1e-6 * total, "SWAT-M budget sums to %.1f, target %.1f", nnz, 0.1 * total);
+  /* shares follow the score (independent of layer size): layer 2 has the largest score and would take
+   * 4/5.6 of 2620 nonzeros = 1871 > 99% of its 200 weights: it is made dense, its surplus spread */
+  CHECK(d[2] == 1.0, "the layer over 99%% density is dense (%g)", d[2]);
+  CHECK(d[0] * 1000 > d[1] * 5000 && d[1] * 5000 > d[3] * 20000, "nonzeros ordered by score: %g %g %g", d[0] * 1000,
+        d[1] * 5000, d[3] * 20000);
+  /* equal scores: equal nonzero counts */
+  double eq[3] = {1, 1, 1}, de[3];
+  int64_t en[3] = {1000, 2000, 4000};
+  swat_momentum_budget(eq, en, 3, 0.9, de);
+  CHECK(fabs(de[0] * 1000 - de[2] * 4000) < 1e-6, "equal scores give equal shares");
+  printf("SWAT-M: budgets sum to the target and follow momentum\n");
+}
+
+static void rewiring(void) {
+  ir_graph *g = load("lenet5");
+  if (!g) return;
+  sw_err e = {0};
+  swat_opts so = {.sparsity = 0.9, .budget = SWAT_UNIFORM, .period = 1};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
+  pass_opts po = {.verify = 1, .batch = 16, .swat = &so};
+  ir_value *conv2_in = ir_value_find(g, "/MaxPool_output_0");
+  CHECK(conv2_in != NULL, "conv2's input value");
+  if (!conv2_in) return;
+  ir_graph_add_output(g, conv2_in); /* keep the dense X alive to the end of the step, to compare with X_s */
+  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  /* IR: conv2 */
+  ir_node *fwd = NULL, *gd = NULL, *gw = NULL;
+  for (int i = 0; i < g->n_nodes; i++) {
+    ir_node *n = g->nodes[i];
+    if (!strcmp(n->name, "/conv2/Conv")) fwd = n;
+    if (n->fwd && !strcmp(n->fwd->name, "/conv2/Conv") && !strcmp(n->op->name, "ConvGradData")) gd = n;
+    if (n->fwd && !strcmp(n->fwd->name, "/conv2/Conv") && !strcmp(n->op->name, "ConvGradWeight")) gw = n;
+  }
+  CHECK(fwd && gd && gw, "conv2's forward and backward nodes");
+  if (!fwd || !gd || !gw) return;
+  ir_value *w = ir_value_find(g, "conv2.weight");
+  CHECK(fwd->in[1]->producer && !strcmp(fwd->in[1]->producer->op->name, "TopKSparsify") && fwd->in[1]->producer->in[0] == w,
+        "forward reads TopK(W)");
+  CHECK(!fwd->in[0]->producer || strcmp(fwd->in[0]->producer->op->name, "TopKSparsify"), "forward reads dense X");
+  CHECK(gd->in[1] == fwd->in[1], "backward-data reads the same sparse W");
+  CHECK(gw->in[1]->producer && !strcmp(gw->in[1]->producer->op->name, "TopKSparsify") && gw->in[1]->producer->in[0] == fwd->in[0],
+        "weight gradient reads TopK(X) of the forward input");
+  CHECK(gw->in[0] == gd->in[0] && strcmp(gw->in[0]->producer->op->name, "TopKSparsify"), "dY dense, shared by both");
+  ir_node *first = NULL;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (!strcmp(g->nodes[i]->name, "/conv1/Conv")) first = g->nodes[i];
+  CHECK(first && first->in[1]->kind == IR_VAL_PARAM, "uniform: the first conv stays dense");
+  /* keep W_s and X_s alive to the end of the step too, then plan memory */
+  ir_graph_add_output(g, fwd->in[1]);
+  ir_graph_add_output(g, gw->in[1]);
+  CHECK(pass_memory_plan(g, &po, &e) == SW_OK, "%s", e.msg);
+  /* numbers: run one step, check sparsities, then an SGD step moves pruned weights */
+  rt_state st;
+  rt_state_init(&st);
+  rt_program *p = NULL;
+  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 16, 2, &p, &e) == SW_OK, "%s", e.msg);
+  if (!p) return;
+  float *img = rt_program_buffer(p, g->inputs[0]->name, NULL);
+  int64_t *lab = rt_program_buffer(p, PASS_LABELS_INPUT, NULL);
+  for (int i = 0; i < 16 * 28 * 28; i++) img[i] = (float)((i * 7919) % 255) / 255.0f - 0.3f;
+  for (int i = 0; i < 16; i++) lab[i] = i % 10;
+  CHECK(rt_program_run(p, 0, &e) == SW_OK, "%s", e.msg);
+  int64_t nw, nx;
+  const float *ws = rt_program_buffer(p, fwd->in[1]->name, &nw), *xs = rt_program_buffer(p, gw->in[1]->name, &nx),
+              *x = rt_program_buffer(p, fwd->in[0]->name, NULL);
+  rt_tensor *wt = rt_state_find(&st, "conv2.weight");
+  /* k = ceil(0.1 n) survive, plus the ties at the threshold: kept >= k, and fewer than k lie strictly above it */
+  int64_t zw = 0, xdense = 0, kw = (int64_t)ceil(0.1 * (double)nw), kx = (int64_t)ceil(0.1 * (double)nx);
+  float tw = INFINITY, tx = INFINITY;
+  for (int64_t i = 0; i < nw; i++) {
+    zw += ws[i] == 0;
+    if (ws[i] != 0 && fabsf(ws[i]) < tw) tw = fabsf(ws[i]);
+  }
+  int64_t above_w = 0, kept_x = 0, above_x = 0;
+  for (int64_t i = 0; i < nw; i++) above_w += fabsf(wt->data[i]) > tw;
+  for (int64_t i = 0; i < nx; i++) {
+    xdense += x[i] != 0;
+    if (xs[i] != 0 && fabsf(xs[i]) < tx) tx = fabsf(xs[i]);
+  }
+  for (int64_t i = 0; i < nx; i++) {
+    kept_x += xs[i] != 0;
+    above_x += fabsf(x[i]) > tx;
+    CHECK(xs[i] == (fabsf(x[i]) >= tx ? x[i] : 0.0f), "X_s is the Top-K of X at %lld", (long long)i);
+  }
+  CHECK(nw - zw >= kw && above_w < kw, "W_s keeps ceil(0.1 n) = %lld weights plus ties (kept %lld, %lld above the threshold)",
+        (long long)kw, (long long)(nw - zw), (long long)above_w);
+  CHECK(kept_x >= kx && above_x < kx, "X_s keeps ceil(0.1 n) = %lld of the whole minibatch plus ties (kept %lld, %lld above)",
+        (long long)kx, (long long)kept_x, (long long)above_x);
+  CHECK(xdense > nx / 5, "the forward input stays dense (%lld nonzeros)", (long long)xdense);
+  const float *dw = rt_program_buffer(p, w->grad->name, NULL);
+  int64_t moved_pruned = 0, pruned = 0;
+  float *before = malloc(sizeof *before * (size_t)nw);
+  memcpy(before, wt->data, sizeof *before * (size_t)nw);
+  for (int64_t i = 0; i < nw; i++)
+    if (ws[i] == 0) pruned += dw[i] != 0;
+  sw_sgd sgd = {.momentum = 0.9f, .weight_decay = 5e-4f};
+  float *mom = calloc((size_t)nw, sizeof *mom);
+  sw_sgd_step(&sgd, 0.05f, wt->data, dw, mom, nw, 1);
+  for (int64_t i = 0; i < nw; i++)
+    if (ws[i] == 0 && wt->data[i] != before[i]) moved_pruned++;
+  CHECK(pruned > 0 && moved_pruned >= pruned, "pruned weights get gradients (%lld) and move (%lld)", (long long)pruned,
+        (long long)moved_pruned);
+  printf("SWAT layer rule: sparse W forward and backward-data, sparse X for dW, dense dY, pruned weights move\n");
+  free(before);
+  free(mom);
+  rt_program_free(p);
+  rt_state_free(&st);
+  ir_graph_free(g);
+}
+
+int main(int argc, char **argv) {
+  src = argc > 1 ? argv[1] : ".";
+  sw_quiet = 1;
+  erk_reference();
+  momentum_budget();
+  rewiring();
+  return check_report("test_swat");
+}
