@@ -184,11 +184,55 @@ static void rewiring(void) {
   ir_graph_free(g);
 }
 
+/* The threshold is recomputed exactly every `period` steps and reused in between (the weights move
+ * under it); P = 1 recomputes every step; the Top-K warm-up recomputes every step too. */
+static void threshold_period(int period, int warmup) {
+  ir_graph *g = load("lenet5");
+  if (!g) return;
+  sw_err e = {0};
+  swat_opts so = {.sparsity = 0.9, .budget = SWAT_UNIFORM, .period = period};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "memory-plan"};
+  pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
+  rt_state st;
+  rt_state_init(&st);
+  rt_program *p = NULL;
+  CHECK(passes_run(g, passes, 6, &po, &e) == SW_OK && rt_state_bind(&st, g, &e) == SW_OK &&
+            rt_program_build(g, &st, 8, 1, &p, &e) == SW_OK,
+        "%s", e.msg);
+  if (!p) return;
+  rt_program_set_topk_exact(p, warmup);
+  float *img = rt_program_buffer(p, g->inputs[0]->name, NULL);
+  int64_t *lab = rt_program_buffer(p, PASS_LABELS_INPUT, NULL);
+  for (int i = 0; i < 8 * 28 * 28; i++) img[i] = (float)((i * 7919) % 251) / 251.0f - 0.3f;
+  for (int i = 0; i < 8; i++) lab[i] = i;
+  rt_tensor *w = rt_state_find(&st, "fc1.weight"), *thr = rt_state_find(&st, "swat./fc1/Gemm.w");
+  CHECK(w && thr, "fc1 weight and its Top-K state");
+  if (!w || !thr) return;
+  float t[6];
+  for (int step = 0; step < 6; step++) {
+    CHECK(rt_program_run(p, (uint64_t)step, &e) == SW_OK, "%s", e.msg);
+    t[step] = thr->data[0];
+    for (int64_t i = 0; i < w->numel; i++) w->data[i] *= 1.01f + 0.001f * (float)(i % 7); /* move the weights */
+  }
+  for (int step = 1; step < 6; step++) {
+    int recompute = warmup || step % period == 0;
+    CHECK(recompute ? t[step] != t[step - 1] : t[step] == t[step - 1], "period %d%s, step %d: threshold %s (%g -> %g)", period,
+          warmup ? " warm-up" : "", step, recompute ? "recomputed" : "reused", (double)t[step - 1], (double)t[step]);
+  }
+  rt_program_free(p);
+  rt_state_free(&st);
+  ir_graph_free(g);
+}
+
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   sw_quiet = 1;
   erk_reference();
   momentum_budget();
   rewiring();
+  threshold_period(3, 0);
+  threshold_period(1, 0);
+  threshold_period(4, 1);
+  printf("Top-K thresholds: reused between exact recomputes, every step at P = 1 and during warm-up\n");
   return check_report("test_swat");
 }
