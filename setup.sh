@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # swatc set-up on Debian 12: installs what is missing, builds, and runs.
-#   ./setup.sh          install, build, train the shipped LeNet-5 on Fashion-MNIST (3 epochs) and print its accuracy
+#   ./setup.sh          install, build, train the shipped LeNet-5 on Fashion-MNIST with SWAT at 90% sparsity
+#                       (3 epochs) and print its accuracy and per-layer sparsity
 #   ./setup.sh test     install, build (also with AddressSanitizer/UBSan), run the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,7 +34,7 @@ case "$mode" in
     echo
     build/tools/swatc inspect models/lenet5.onnx
     echo
-    build/tools/swatc train models/lenet5.onnx --data fashion-mnist --epochs 3
+    build/tools/swatc train models/lenet5.onnx --data fashion-mnist --epochs 3 --sparsity 0.9
     ;;
   test)
     build build
