@@ -1,5 +1,6 @@
 /* swatc: the command line. */
 #include <getopt.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,7 +345,20 @@ static int cmd_inspect(int argc, char **argv) {
   return 0;
 }
 
+/* OpenMP threads that spin while waiting take the core from the thread doing the work whenever another
+ * process shares the machine (measured: 10x slower training). libgomp reads its wait policy when it is
+ * loaded, before main, so swatc re-executes itself once with a passive policy unless the user chose one. */
+static void passive_openmp(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("SWATC_REEXEC")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  setenv("SWATC_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv);
+  /* exec failed (no /proc): run with the default policy */
+  unsetenv("OMP_WAIT_POLICY");
+}
+
 int main(int argc, char **argv) {
+  passive_openmp(argv);
   if (argc < 2) return usage_error("%s", "no command given");
   const char *cmd = argv[1];
   if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
