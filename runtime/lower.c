@@ -77,31 +77,42 @@ typedef struct conv_ctx {
   const conv_plan *plan;
 } conv_ctx;
 
-/* x: the input shape [N,C,H,W] or [N,C,L]; w: [K,C/g,R,S] or [K,C/g,R] */
-static int conv_desc_of(const ir_node *n, const ir_shape *x, const ir_shape *w, conv_desc *d, sw_err *e) {
+/* The 2-D window of a Conv/pooling node (a 1-D one as height 1): input size, kernel, strides, pads, dilations. */
+typedef struct window2d {
+  int N, C, H, W, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
+} window2d;
+
+static int window_of(const ir_node *n, const ir_shape *x, const int64_t *kernel, window2d *w, sw_err *e) {
   int sp = x->rank - 2;
-  if (sp != 1 && sp != 2) FAIL("node '%s' (%s): unsupported at run time: %d-D convolution", n->name, n->op->name, sp);
+  if (sp != 1 && sp != 2) FAIL("node '%s' (%s): unsupported at run time: %d-D windows", n->name, n->op->name, sp);
   const int64_t *st, *pa, *di;
   ir_attr_ints(n, "strides", &st);
   ir_attr_ints(n, "pads", &pa);
   int nd = ir_attr_ints(n, "dilations", &di);
-  memset(d, 0, sizeof *d);
-  d->N = (int)x->d[0];
-  d->C = (int)x->d[1];
-  d->H = sp == 2 ? (int)x->d[2] : 1;
-  d->W = (int)x->d[sp + 1];
-  d->K = (int)w->d[0];
-  d->R = sp == 2 ? (int)w->d[2] : 1;
-  d->S = (int)w->d[sp + 1];
-  d->stride_h = sp == 2 ? (int)st[0] : 1;
-  d->stride_w = (int)st[sp - 1];
-  d->pad_t = sp == 2 ? (int)pa[0] : 0;
-  d->pad_l = (int)pa[sp - 1];
-  d->pad_b = sp == 2 ? (int)pa[2] : 0;
-  d->pad_r = (int)pa[2 * sp - 1];
-  d->dil_h = sp == 2 && nd ? (int)di[0] : 1;
-  d->dil_w = nd ? (int)di[sp - 1] : 1;
-  d->groups = (int)ir_attr_int(n, "group");
+  w->N = (int)x->d[0];
+  w->C = (int)x->d[1];
+  w->H = sp == 2 ? (int)x->d[2] : 1;
+  w->W = (int)x->d[sp + 1];
+  w->kh = sp == 2 ? (int)kernel[0] : 1;
+  w->kw = (int)kernel[sp - 1];
+  w->sh = sp == 2 ? (int)st[0] : 1;
+  w->sw = (int)st[sp - 1];
+  w->pt = sp == 2 ? (int)pa[0] : 0;
+  w->pl = (int)pa[sp - 1];
+  w->pb = sp == 2 ? (int)pa[2] : 0;
+  w->pr = (int)pa[2 * sp - 1];
+  w->dh = sp == 2 && nd ? (int)di[0] : 1;
+  w->dw = nd ? (int)di[sp - 1] : 1;
+  return SW_OK;
+}
+
+/* x: the input shape [N,C,H,W] or [N,C,L]; w: [K,C/g,R,S] or [K,C/g,R] */
+static int conv_desc_of(const ir_node *n, const ir_shape *x, const ir_shape *w, conv_desc *d, sw_err *e) {
+  window2d g;
+  if (window_of(n, x, w->d + 2, &g, e)) return e->code;
+  *d = (conv_desc){.N = g.N, .C = g.C, .H = g.H, .W = g.W, .K = (int)w->d[0], .R = g.kh, .S = g.kw, .stride_h = g.sh,
+                   .stride_w = g.sw, .pad_t = g.pt, .pad_l = g.pl, .pad_b = g.pb, .pad_r = g.pr, .dil_h = g.dh, .dil_w = g.dw,
+                   .groups = (int)ir_attr_int(n, "group")};
   return conv_desc_resolve(d, e);
 }
 
@@ -352,30 +363,14 @@ typedef struct pool_ctx {
 } pool_ctx;
 
 static int pool_desc_of(const ir_node *n, const ir_shape *x, pool_desc *d, sw_err *e) {
-  int sp = x->rank - 2;
-  if (sp != 1 && sp != 2) FAIL("node '%s' (%s): unsupported at run time: %d-D pooling", n->name, n->op->name, sp);
-  const int64_t *k, *st, *pa, *di;
+  const int64_t *k;
   ir_attr_ints(n, "kernel_shape", &k);
-  ir_attr_ints(n, "strides", &st);
-  ir_attr_ints(n, "pads", &pa);
-  int nd = ir_attr_ints(n, "dilations", &di);
-  memset(d, 0, sizeof *d);
-  d->N = (int)x->d[0];
-  d->C = (int)x->d[1];
-  d->H = sp == 2 ? (int)x->d[2] : 1;
-  d->W = (int)x->d[sp + 1];
-  d->kh = sp == 2 ? (int)k[0] : 1;
-  d->kw = (int)k[sp - 1];
-  d->stride_h = sp == 2 ? (int)st[0] : 1;
-  d->stride_w = (int)st[sp - 1];
-  d->pad_t = sp == 2 ? (int)pa[0] : 0;
-  d->pad_l = (int)pa[sp - 1];
-  d->pad_b = sp == 2 ? (int)pa[2] : 0;
-  d->pad_r = (int)pa[2 * sp - 1];
-  d->dil_h = sp == 2 && nd ? (int)di[0] : 1;
-  d->dil_w = nd ? (int)di[sp - 1] : 1;
-  d->ceil_mode = (int)ir_attr_int(n, "ceil_mode");
-  d->count_include_pad = ir_op_attr(n->op, "count_include_pad") ? (int)ir_attr_int(n, "count_include_pad") : 0;
+  window2d g;
+  if (window_of(n, x, k, &g, e)) return e->code;
+  *d = (pool_desc){.N = g.N, .C = g.C, .H = g.H, .W = g.W, .kh = g.kh, .kw = g.kw, .stride_h = g.sh, .stride_w = g.sw,
+                   .pad_t = g.pt, .pad_l = g.pl, .pad_b = g.pb, .pad_r = g.pr, .dil_h = g.dh, .dil_w = g.dw,
+                   .ceil_mode = (int)ir_attr_int(n, "ceil_mode"),
+                   .count_include_pad = ir_op_attr(n->op, "count_include_pad") ? (int)ir_attr_int(n, "count_include_pad") : 0};
   return pool_desc_resolve(d, e);
 }
 
