@@ -21,8 +21,9 @@ Setup (every choice is stated so a C run can mirror it):
     10,000 test images;
   - torch.set_num_threads(2); img/s counts training images over the epoch's training time only
     (data already in memory; evaluation excluded). The process's CPU time and the load average are
-    printed beside it: when other processes share the cores, wall time (and img/s) suffers far more
-    than CPU time. Accuracy does not depend on timing: re-runs print identical losses and accuracies.
+    printed beside it: when other processes share the 2 cores, img/s drops several-fold, so only
+    runs at load ~1 are worth quoting. Accuracy does not depend on timing: re-runs print identical
+    losses and accuracies.
 """
 
 import argparse
@@ -51,6 +52,8 @@ BATCH, LR, MOMENTUM, WEIGHT_DECAY = 128, 0.05, 0.9, 5e-4
 
 def idx_read(path, magic):
     """Read a gzip'ed IDX file (big-endian header) into a uint8 numpy array of its dimensions."""
+    if not os.path.isfile(path):
+        sys.exit("%s: no such file (Debian: apt-get install dataset-fashion-mnist, or pass --data DIR)" % path)
     with gzip.open(path, "rb") as f:
         data = f.read()
     got, = struct.unpack_from(">I", data, 0)

@@ -9,9 +9,9 @@ Each model (models/export.py's definition, seeded init) trains in training mode 
 1x28x28 batch with random labels: forward, CrossEntropyLoss, backward, SGD(lr 0.05, momentum 0.9,
 weight decay 5e-4) step. After the warm-up steps, at least --steps steps and --min-seconds seconds
 are timed. Prints one JSON line per model: {model, batch, threads, img_per_s, step_ms, cpu_ms_per_step,
-steps, load1, torch}. cpu_ms_per_step is the process's CPU time per step (all threads); with
-load1 (the 1-minute load average at the end) it shows when other processes shared the cores: on an idle
-machine cpu_ms_per_step is about threads x step_ms. Data loading is not part of the measurement (the
+steps, load1, torch}. cpu_ms_per_step is the process's CPU time per step (all threads) and load1
+the 1-minute load average at the end: when other processes share the cores, img/s drops several-fold
+(on a quiet machine load1 is about 1 and cpu_ms_per_step about threads x step_ms). Data loading is not part of the measurement (the
 batch is fixed and already in memory).
 """
 
