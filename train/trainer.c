@@ -184,6 +184,17 @@ static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const tra
   return SW_OK;
 }
 
+/* Sets the current per-layer budgets on the Top-K nodes of one program. */
+static void swat_apply(const swat_run *r, rt_program *p) {
+  for (int i = 0; i < r->n; i++) {
+    char name[600];
+    snprintf(name, sizeof name, "%s/topk_w", r->l[i].node->name);
+    rt_program_set_sparsity(p, name, (float)r->l[i].sparsity);
+    snprintf(name, sizeof name, "%s/topk_x", r->l[i].node->name);
+    rt_program_set_sparsity(p, name, (float)r->l[i].sparsity);
+  }
+}
+
 /* SWAT-M: after an optimizer step, the budget follows the mean |momentum| of each layer's active weights. */
 static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const trainer_opts *o) {
   for (int i = 0; i < r->n; i++) {
@@ -219,17 +230,10 @@ static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const t
   free(de);
   free(nu);
   for (int i = 0; i < r->n; i++) {
-    char name[600];
     float sp = (float)(1.0 - r->density[i]);
-    if (sp > 0.999f) sp = 0.999f;
-    for (int b = 0; b < m->n_b; b++) {
-      snprintf(name, sizeof name, "%s/topk_w", r->l[i].node->name);
-      rt_program_set_sparsity(m->b[b].prog, name, sp);
-      snprintf(name, sizeof name, "%s/topk_x", r->l[i].node->name);
-      rt_program_set_sparsity(m->b[b].prog, name, sp);
-    }
-    r->l[i].sparsity = sp;
+    r->l[i].sparsity = sp > 0.999f ? 0.999f : sp;
   }
+  for (int b = 0; b < m->n_b; b++) swat_apply(r, m->b[b].prog);
 }
 
 /* Realised sparsities (from the Top-K states) into per-layer arrays; returns the training-FLOP reduction. */
@@ -396,6 +400,7 @@ int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e) {
       bound *b = program_for(&tm, &st, got, o, 1, e);
       if (!b) { rc = e->code; break; }
       rt_program_set_topk_exact(b->prog, epoch < o->topk_warmup_epochs);
+      if (sw.n && o->swat.budget == SWAT_MOMENTUM) swat_apply(&sw, b->prog); /* a program built mid-run */
       memcpy(b->images, img, sizeof(float) * (size_t)got * (size_t)sample);
       memcpy(b->labels, lab, sizeof(int64_t) * (size_t)got);
       if ((rc = rt_program_run(b->prog, step, e))) break;
