@@ -103,8 +103,11 @@ void swat_momentum_budget(const double *score, const int64_t *numel, int n, doub
   double total = 0;
   for (int i = 0; i < n; i++) total += (double)numel[i];
   double budget = (1.0 - sparsity) * total;
-  unsigned char *dense = sw_xcalloc((size_t)n + 1, 1);
-  double *nnz = sw_xcalloc((size_t)n + 1, sizeof *nnz);
+  /* small fixed arrays: called every training step (SWAT-M), so no allocation for up to 256 layers */
+  unsigned char dense_s[256] = {0};
+  double nnz_s[256];
+  unsigned char *dense = n <= 256 ? dense_s : sw_xcalloc((size_t)n + 1, 1);
+  double *nnz = n <= 256 ? nnz_s : sw_xcalloc((size_t)n + 1, sizeof *nnz);
   double ssum = 0;
   for (int i = 0; i < n; i++) ssum += score[i] > 0 ? score[i] : 0;
   for (int i = 0; i < n; i++) nnz[i] = ssum > 0 ? budget * (score[i] > 0 ? score[i] : 0) / ssum : budget / n;
@@ -128,8 +131,8 @@ void swat_momentum_budget(const double *score, const int64_t *numel, int n, doub
     if (density[i] > 1) density[i] = 1;
     if (density[i] < 1.0 / (double)(numel[i] ? numel[i] : 1)) density[i] = 1.0 / (double)(numel[i] ? numel[i] : 1);
   }
-  free(dense);
-  free(nnz);
+  if (dense != dense_s) free(dense);
+  if (nnz != nnz_s) free(nnz);
 }
 
 double swat_flop_reduction(const int64_t *macs, const double *dw, const double *da, int n) {

@@ -148,6 +148,8 @@ typedef struct swat_run {
   int *w_index;                             /* index of the weight in the state (for its momentum) */
   double *score, *density;
   int64_t *numel;
+  double *m_score, *m_density; /* SWAT-M work arrays (no allocation per step) */
+  int64_t *m_numel;
 } swat_run;
 
 static void swat_run_free(swat_run *r) {
@@ -159,6 +161,9 @@ static void swat_run_free(swat_run *r) {
   free(r->score);
   free(r->density);
   free(r->numel);
+  free(r->m_score);
+  free(r->m_density);
+  free(r->m_numel);
 }
 
 static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const trainer_opts *o, sw_err *e) {
@@ -171,6 +176,9 @@ static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const tra
   r->score = sw_xcalloc((size_t)r->n + 1, sizeof *r->score);
   r->density = sw_xcalloc((size_t)r->n + 1, sizeof *r->density);
   r->numel = sw_xcalloc((size_t)r->n + 1, sizeof *r->numel);
+  r->m_score = sw_xcalloc((size_t)r->n + 1, sizeof *r->m_score);
+  r->m_density = sw_xcalloc((size_t)r->n + 1, sizeof *r->m_density);
+  r->m_numel = sw_xcalloc((size_t)r->n + 1, sizeof *r->m_numel);
   for (int i = 0; i < r->n; i++) {
     char name[600];
     r->numel[i] = r->l[i].numel;
@@ -211,8 +219,8 @@ static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const t
     r->score[i] = k ? s / (double)k : 0;
   }
   /* layers kept dense by the user stay out of the redistribution */
-  double *sc = sw_xcalloc((size_t)r->n + 1, sizeof *sc), *de = sw_xcalloc((size_t)r->n + 1, sizeof *de), fixed = 0, all = 0;
-  int64_t *nu = sw_xcalloc((size_t)r->n + 1, sizeof *nu);
+  double *sc = r->m_score, *de = r->m_density, fixed = 0, all = 0;
+  int64_t *nu = r->m_numel;
   int k = 0;
   for (int i = 0; i < r->n; i++) {
     all += (double)r->numel[i];
@@ -226,9 +234,6 @@ static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const t
   double free_n = all - fixed, target = free_n > 0 ? 1.0 - ((1.0 - o->swat.sparsity) * all - fixed) / free_n : 0;
   swat_momentum_budget(sc, nu, k, target > 0 ? target : 0, de);
   for (int i = 0, j = 0; i < r->n; i++) r->density[i] = r->l[i].forced_dense ? 1.0 : de[j++];
-  free(sc);
-  free(de);
-  free(nu);
   for (int i = 0; i < r->n; i++) {
     float sp = (float)(1.0 - r->density[i]);
     r->l[i].sparsity = sp > 0.999f ? 0.999f : sp;
