@@ -283,7 +283,7 @@ void ir_attr_set_int(ir_graph *g, ir_node *n, const char *name, int64_t v) {
   attr_slot(g, n, name, IR_ATTR_INT)->i = v;
 }
 
-void ir_attr_set_float(ir_graph *g, ir_node *n, const char *name, float v) {
+void ir_attr_set_float(ir_graph *g, ir_node *n, const char *name, double v) {
   attr_slot(g, n, name, IR_ATTR_FLOAT)->f = v;
 }
 
@@ -321,7 +321,7 @@ int64_t ir_attr_int(const ir_node *n, const char *name) {
   return d->def_i;
 }
 
-float ir_attr_float(const ir_node *n, const char *name) {
+double ir_attr_float(const ir_node *n, const char *name) {
   const ir_attr *a = ir_attr_get(n, name);
   if (a && a->type == IR_ATTR_FLOAT) return a->f;
   const ir_attr_def *d = ir_op_attr(n->op, name);

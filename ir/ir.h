@@ -104,7 +104,7 @@ typedef struct ir_attr {
   ir_attr_type type;
   int n;          /* element count for INTS / FLOATS */
   int64_t i;      /* INT */
-  float f;        /* FLOAT */
+  double f;       /* FLOAT (held in double: ONNX's float32 values exactly, swatc's own budgets without rounding) */
   const char *s;  /* STRING */
   int64_t *ints;  /* INTS (may hold IR_N, e.g. a Reshape target) */
   float *floats;  /* FLOATS */
@@ -191,7 +191,7 @@ void ir_graph_note(ir_graph *g, const char *fmt, ...) __attribute__((format(prin
 
 /* ---- attributes ---- */
 void ir_attr_set_int(ir_graph *g, ir_node *n, const char *name, int64_t v);
-void ir_attr_set_float(ir_graph *g, ir_node *n, const char *name, float v);
+void ir_attr_set_float(ir_graph *g, ir_node *n, const char *name, double v);
 void ir_attr_set_string(ir_graph *g, ir_node *n, const char *name, const char *v);
 void ir_attr_set_ints(ir_graph *g, ir_node *n, const char *name, int count, const int64_t *v);
 void ir_attr_set_floats(ir_graph *g, ir_node *n, const char *name, int count, const float *v);
@@ -199,7 +199,7 @@ void ir_attr_set_floats(ir_graph *g, ir_node *n, const char *name, int count, co
 const ir_attr *ir_attr_get(const ir_node *n, const char *name);
 /* Typed getters that fall back to the op schema's default. */
 int64_t ir_attr_int(const ir_node *n, const char *name);
-float ir_attr_float(const ir_node *n, const char *name);
+double ir_attr_float(const ir_node *n, const char *name);
 const char *ir_attr_string(const ir_node *n, const char *name);
 /* INTS: returns the count and sets *v (NULL and 0 when absent and without default). */
 int ir_attr_ints(const ir_node *n, const char *name, const int64_t **v);
@@ -211,7 +211,7 @@ typedef struct ir_attr_def {
   ir_attr_type type;
   int required;
   int64_t def_i;        /* default for INT */
-  float def_f;          /* default for FLOAT */
+  double def_f;         /* default for FLOAT */
   const char *def_s;    /* default for STRING */
 } ir_attr_def;
 

@@ -20,10 +20,11 @@ static void print_int(FILE *f, int64_t v) {
   else fprintf(f, "%" PRId64, v);
 }
 
-static void print_float(FILE *f, float v) {
+static void print_float(FILE *f, double v) {
   if (isinf(v)) fputs(v < 0 ? "-inf" : "inf", f);
   else if (isnan(v)) fputs("nan", f);
-  else fprintf(f, "%.9g", (double)v);
+  else if ((double)(float)v == v) fprintf(f, "%.9g", v); /* a float32 value: 9 digits identify it */
+  else fprintf(f, "%.17g", v);
 }
 
 static void print_type(FILE *f, const ir_value *v) {

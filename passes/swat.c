@@ -201,7 +201,7 @@ static ir_node *insert_topk(ir_graph *g, ir_value *x, const char *name, const ch
   ir_value_set_data(st, init, 2 * sizeof *init);
   ir_node *n = ir_emit(g, "TopKSparsify", name, 2, (ir_value *[]){x, st}, 2);
   n->out[1]->updates = st;
-  ir_attr_set_float(g, n, "sparsity", (float)s);
+  ir_attr_set_float(g, n, "sparsity", s);
   ir_attr_set_int(g, n, "period", period);
   if (group > 1) ir_attr_set_int(g, n, "group", group);
   ir_attr_set_string(g, n, "kind", kind);

@@ -480,7 +480,7 @@ static int run_dropout_grad(rt_program *p, const rt_op *op) {
 
 typedef struct topk_ctx {
   int64_t n, group;
-  float sparsity;
+  double sparsity;
   int period;
 } topk_ctx;
 
@@ -489,9 +489,8 @@ static int run_topk(rt_program *p, const rt_op *op) {
   const float *x = op->in[0];
   float *y = op->out[0], *st = op->in[1]; /* state [threshold, density], updated in place */
   int64_t groups = c->n / c->group;
-  /* k = ceil((1 - s) n) with s as the user wrote it: the float attribute rounded back to 7 digits (0.9f is
-   * 0.89999998, which would keep one weight too many), and no ceil of a value 1e-9 above an integer */
-  double sd = round((double)c->sparsity * 1e7) / 1e7, kv = (1.0 - sd) * (double)groups;
+  /* k = ceil((1 - s) n); a value that double rounding put a hair above an integer is that integer */
+  double kv = (1.0 - c->sparsity) * (double)groups;
   int64_t k = (int64_t)ceil(kv - 1e-9 * (kv > 1 ? kv : 1));
   if (k < 1) k = 1;
   float *scores = c->group > 1 ? (float *)((char *)p->scratch + topk_scratch(p->nthreads)) : NULL;
@@ -506,7 +505,7 @@ static int run_topk(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
-int rt_program_set_sparsity(rt_program *p, const char *node, float sparsity) {
+int rt_program_set_sparsity(rt_program *p, const char *node, double sparsity) {
   for (int i = 0; i < p->n_ops; i++)
     if (p->ops[i].run == run_topk && strcmp(p->ops[i].node->name, node) == 0) {
       ((topk_ctx *)p->ops[i].ctx)->sparsity = sparsity;

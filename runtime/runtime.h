@@ -62,7 +62,7 @@ void rt_program_annotate(const rt_program *p, ir_graph *g);
 void rt_program_set_topk_exact(rt_program *p, int on);
 /* SWAT: sets the sparsity of the Top-K node named `node` (picked up at its next exact selection).
  * Returns 0 if the program has no such node. */
-int rt_program_set_sparsity(rt_program *p, const char *node, float sparsity);
+int rt_program_set_sparsity(rt_program *p, const char *node, double sparsity);
 
 /* Per-op timing, when enabled: accumulated seconds per node and the number of runs. */
 void rt_program_profile(rt_program *p, int on);

@@ -197,9 +197,9 @@ static void swat_apply(const swat_run *r, rt_program *p) {
   for (int i = 0; i < r->n; i++) {
     char name[600];
     snprintf(name, sizeof name, "%s/topk_w", r->l[i].node->name);
-    rt_program_set_sparsity(p, name, (float)r->l[i].sparsity);
+    rt_program_set_sparsity(p, name, r->l[i].sparsity);
     snprintf(name, sizeof name, "%s/topk_x", r->l[i].node->name);
-    rt_program_set_sparsity(p, name, (float)r->l[i].sparsity);
+    rt_program_set_sparsity(p, name, r->l[i].sparsity);
   }
 }
 
@@ -235,8 +235,8 @@ static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const t
   swat_momentum_budget(sc, nu, k, target > 0 ? target : 0, de);
   for (int i = 0, j = 0; i < r->n; i++) r->density[i] = r->l[i].forced_dense ? 1.0 : de[j++];
   for (int i = 0; i < r->n; i++) {
-    float sp = (float)(1.0 - r->density[i]);
-    r->l[i].sparsity = sp > 0.999f ? 0.999f : sp;
+    double sp = 1.0 - r->density[i];
+    r->l[i].sparsity = sp > 0.999 ? 0.999 : sp;
   }
   for (int b = 0; b < m->n_b; b++) swat_apply(r, m->b[b].prog);
 }
