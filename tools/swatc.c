@@ -18,8 +18,8 @@ static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"
     "\n"
-    "swatc imports a network from ONNX (e.g. exported from PyTorch), trains it with SWAT sparse\n"
-    "training on the CPU, and writes the trained sparse network back to ONNX.\n"
+    "swatc imports a network from ONNX (e.g. exported from PyTorch) and trains it on the CPU, dense\n"
+    "or with SWAT sparse training (writing the trained network back to ONNX is not done yet).\n"
     "\n"
     "commands:\n"
     "  train MODEL.onnx [options]      (also: swatc MODEL.onnx [options])\n"
@@ -59,7 +59,8 @@ static const char usage_text[] =
     "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch] [--sparsity S [--erk|--uniform] ...]\n"
     "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
     "      --dump-ir prints swatc's IR of the model instead; --dump-ir=PASS[,PASS..] or =all builds\n"
-    "      the training graph and prints the IR after those passes (" TRAIN_PIPELINE_TEXT ");\n"
+    "      the training graph and prints the IR after those passes (" TRAIN_PIPELINE_TEXT ";\n"
+    "      'lower' only in train, where kernels are chosen);\n"
     "      --static-batch keeps the batch size of the export instead of the free dimension N;\n"
     "      --sparsity S with a budget (--uniform, --erk, --sparse-first, --dense-layers) prints the\n"
     "      SWAT budget of every layer instead of the table\n"
@@ -69,7 +70,9 @@ static const char usage_text[] =
     "  -V, --version   show the version\n"
     "  -q, --quiet     print no warnings\n"
     "\n"
-    "exit status: 0 success, 1 usage error, 2 bad input (model, data), 3 out of memory.\n";
+    "exit status: 0 success, 1 usage error, 2 bad input (model, data), 3 out of memory,\n"
+    "4 a result could not be written, 5 the training loss became NaN or infinite.\n"
+    "OpenMP threads wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "swatc: error: ");
