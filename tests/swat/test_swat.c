@@ -224,6 +224,60 @@ static void threshold_period(int period, int warmup) {
   ir_graph_free(g);
 }
 
+/* Structured selection on conv2 of LeNet-5 (W [16,6,5,5]): channel mode keeps whole 5x5 kernels, the top
+ * ceil((1-s)*16*6) by L1; filter mode keeps whole filters, the top ceil((1-s)*16). Fully-connected
+ * layers stay unstructured. */
+static void structured(swat_structure mode) {
+  ir_graph *g = load("lenet5");
+  if (!g) return;
+  sw_err e = {0};
+  swat_opts so = {.sparsity = 0.5, .budget = SWAT_UNIFORM, .structure = mode, .period = 1};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
+  pass_opts po = {.verify = 1, .batch = 4, .swat = &so};
+  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  ir_node *conv2 = NULL, *fc1 = NULL;
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (!strcmp(g->nodes[i]->name, "/conv2/Conv")) conv2 = g->nodes[i];
+    if (!strcmp(g->nodes[i]->name, "/fc1/Gemm")) fc1 = g->nodes[i];
+  }
+  CHECK(conv2 && fc1, "conv2 and fc1");
+  if (!conv2 || !fc1) return;
+  ir_graph_add_output(g, conv2->in[1]);
+  CHECK(ir_attr_int(fc1->in[1]->producer, "group") == 1, "fully-connected weights stay unstructured");
+  CHECK(pass_memory_plan(g, &po, &e) == SW_OK, "%s", e.msg);
+  rt_state st;
+  rt_state_init(&st);
+  rt_program *p = NULL;
+  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 4, 1, &p, &e) == SW_OK, "%s", e.msg);
+  if (!p) return;
+  CHECK(rt_program_run(p, 0, &e) == SW_OK, "%s", e.msg);
+  const float *ws = rt_program_buffer(p, conv2->in[1]->name, NULL), *w = rt_state_find(&st, "conv2.weight")->data;
+  int group = mode == SWAT_CHANNEL ? 25 : 150, ng = 2400 / group, kept = 0;
+  double *l1 = calloc((size_t)ng, sizeof *l1), kmin = INFINITY, dmax = 0;
+  for (int j = 0; j < ng; j++) {
+    int nz = 0;
+    for (int i = 0; i < group; i++) {
+      l1[j] += fabsf(w[j * group + i]);
+      nz += ws[j * group + i] != 0;
+      CHECK(ws[j * group + i] == 0 || ws[j * group + i] == w[j * group + i], "kept values are the weights");
+    }
+    CHECK(nz == 0 || nz == group, "group %d is kept or dropped whole (%d of %d nonzero)", j, nz, group);
+    if (nz) {
+      kept++;
+      if (l1[j] < kmin) kmin = l1[j];
+    } else if (l1[j] > dmax) {
+      dmax = l1[j];
+    }
+  }
+  CHECK(kept == (int)ceil(0.5 * ng), "%s: %d of %d groups kept, want %d", mode == SWAT_CHANNEL ? "channel" : "filter", kept, ng,
+        (int)ceil(0.5 * ng));
+  CHECK(kmin >= dmax, "every kept group has a larger L1 than every dropped one (%g vs %g)", kmin, dmax);
+  free(l1);
+  rt_program_free(p);
+  rt_state_free(&st);
+  ir_graph_free(g);
+}
+
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   sw_quiet = 1;
@@ -233,6 +287,9 @@ int main(int argc, char **argv) {
   threshold_period(3, 0);
   threshold_period(1, 0);
   threshold_period(4, 1);
+  structured(SWAT_CHANNEL);
+  structured(SWAT_FILTER);
+  printf("Structured: whole kernels (channel) and whole filters (filter), top L1, FC layers unstructured\n");
   printf("Top-K thresholds: reused between exact recomputes, every step at P = 1 and during warm-up\n");
   return check_report("test_swat");
 }
