@@ -52,7 +52,27 @@ for m in mlp resnet20; do
   fi
 done
 
-# 4. Bad input: a clear message and the right exit code
+# 4. SWAT: uniform 0.9 trains; every sparse layer's realised weight sparsity is within 0.01 of its budget
+if "$swatc" train "$models/lenet5.onnx" --epochs 1 --limit-train 2048 --limit-test 500 --threads 2 -q --sparsity 0.9 \
+     --metrics "$tmp/s.jsonl" > "$tmp/s.out" 2>&1; then
+  worst=$(tr '{' '\n' < "$tmp/s.jsonl" | sed -n 's/.*"budget":\([0-9.e-]*\),"weight_sparsity":\([0-9.e-]*\).*/\1 \2/p' |
+          awk '$1 > 0 { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d } END { print m + 0 }')
+  n=$(tr '{' '\n' < "$tmp/s.jsonl" | grep -c '"budget":0.9')
+  if grep -q '"train_flop_reduction"' "$tmp/s.jsonl" && [ "$n" -eq 4 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 0.01) }'; then
+    ok "SWAT-U 0.9: 4 sparse layers, realised weight sparsity within $worst of the budget"
+  else
+    bad "SWAT-U 0.9 metrics: $n sparse layers, worst deviation $worst: $(head -c 400 "$tmp/s.jsonl")"
+  fi
+else
+  bad "SWAT training failed: $(tail -3 "$tmp/s.out")"
+fi
+if "$swatc" inspect "$models/resnet20.onnx" --sparsity 0.9 --erk > "$tmp/b.out" 2>&1 && grep -q "overall weight sparsity 0.9000" "$tmp/b.out"; then
+  ok "inspect prints the ERK budget table (overall 0.9000)"
+else
+  bad "inspect --sparsity --erk: $(tail -3 "$tmp/b.out")"
+fi
+
+# 5. Bad input: a clear message and the right exit code
 expect() { # name expected_rc keyword cmd...
   local name=$1 want=$2 kw=$3; shift 3
   "$@" > "$tmp/x.out" 2>&1
@@ -72,6 +92,8 @@ head -c $((3073 * 10)) /dev/zero > "$tmp/cifar/data_batch_1.bin"
 for i in 2 3 4 5; do cp "$tmp/cifar/data_batch_1.bin" "$tmp/cifar/data_batch_$i.bin"; done
 cp "$tmp/cifar/data_batch_1.bin" "$tmp/cifar/test_batch.bin"
 expect "data that does not fit the model" 2 "input" "$swatc" train "$models/lenet5.onnx" --data "$tmp/cifar" --epochs 1
+expect "a dense layer that does not exist" 2 "names no" "$swatc" train "$models/lenet5.onnx" --sparsity 0.9 --dense-layers nope
+expect "sparsity out of range" 1 "--sparsity" "$swatc" train "$models/lenet5.onnx" --sparsity 1.5
 expect "NaN loss stops the run" 5 "NaN\|infinite" "$swatc" train "$models/lenet5.onnx" --lr 90 --epochs 1 --limit-train 2000 --limit-test 100 -q
 
 echo "$pass passed, $fail failed"
