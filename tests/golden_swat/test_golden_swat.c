@@ -18,6 +18,7 @@
 #include "runtime/runtime.h"
 #include "tests/check.h"
 #include "tests/golden_torch/bundle.h"
+#include "tests/golden_torch/golden.h"
 #include "train/optim.h"
 
 #define STEPS 5
@@ -174,23 +175,6 @@ static int check_table_topk(const char *tag, const char *onnx, const bundle *b) 
   return checked;
 }
 
-/* "name[:R]" after prefix -> name */
-static void split_name(const char *full, const char *prefix, char *name, size_t n) {
-  snprintf(name, n, "%s", full + strlen(prefix));
-  char *br = strchr(name, '[');
-  if (br) *br = 0;
-}
-
-static double compare(const char *tag, const char *what, const float *got, const bundle_tensor *t, double tol) {
-  bundle_diff d;
-  int64_t bad = bundle_compare_scaled_f32(got, t->data, t->numel, tol, &d);
-  double rel = d.max_abs / (d.max_want > 0 ? d.max_want : 1);
-  CHECK(bad == 0, "%s: %s: %lld elements off, max err %.3g at scale %.3g = %.2e (tol %.0e, worst at %lld)", tag, what,
-        (long long)bad, d.max_abs, d.max_want, rel, tol, (long long)d.worst);
-  if (getenv("VERBOSE")) printf("  %-18s %-48s err %.2e of %.2e\n", tag, what, rel, d.max_want);
-  return rel;
-}
-
 /* After the step-1 run: each Top-K's realised nonzeros against the reference's
  * nnz/<weight> = [W_s nonzeros, X_s nonzeros]; layers the reference keeps dense must have no Top-K. */
 static void check_nnz(const char *tag, const ir_graph *g, const rt_state *st, const bundle *b, int64_t batch) {
@@ -226,30 +210,15 @@ static void check_nnz(const char *tag, const ir_graph *g, const rt_state *st, co
 }
 
 static void run_bundle(const char *src, const char *model, const char *budget_name, swat_budget budget) {
-  char path[4096], tag[64];
+  char path[4096], tag[64], file[256];
   sw_err e = {0};
   snprintf(tag, sizeof tag, "%s %s", model, budget_name);
-  snprintf(path, sizeof path, "%s/tests/golden_torch/swat_%s_%s.swtb", src, model, budget_name);
-  bundle *b = bundle_load(path, &e);
-  CHECK(b != NULL, "%s", e.msg);
-  if (!b) return;
+  snprintf(file, sizeof file, "swat_%s_%s.swtb", model, budget_name);
   snprintf(path, sizeof path, "%s/models/%s.onnx", src, model);
-  ir_graph *g = NULL;
-  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
-  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "%s: %s", tag, e.msg);
-  if (!g) {
-    bundle_free(b);
-    return;
-  }
-  const bundle_tensor *input = bundle_get(b, "input"), *labels = bundle_get(b, "labels");
-  int good = input && input->dtype == BUNDLE_F32 && input->rank == 4 && labels && labels->dtype == BUNDLE_I64 &&
-             labels->numel == input->dims[0];
-  CHECK(good, "%s: the bundle has no float input [N,C,H,W] and int64 labels [N]", tag);
-  if (!good) {
-    ir_graph_free(g);
-    bundle_free(b);
-    return;
-  }
+  bundle *b;
+  ir_graph *g;
+  const bundle_tensor *input, *labels;
+  if (!golden_open(src, file, model, tag, &b, &g, &input, &labels)) return;
   int64_t batch = input->dims[0];
   worst_density = 0;
   int n_dens = check_budgets(tag, g, b, budget), n_table = budget == SWAT_ERK ? check_table_topk(tag, path, b) : 0;
@@ -282,17 +251,17 @@ static void run_bundle(const char *src, const char *model, const char *budget_na
     snprintf(key, sizeof key, "step%d/loss", step);
     const bundle_tensor *lt = bundle_get(b, key);
     CHECK(lt != NULL, "%s: no %s", tag, key);
-    if (lt) worst_loss = fmax(worst_loss, compare(tag, key, rt_program_buffer(p, loss_name, NULL), lt, TOL_FWD));
+    if (lt) worst_loss = fmax(worst_loss, golden_compare(tag, key, rt_program_buffer(p, loss_name, NULL), lt, TOL_FWD));
     for (int i = 0; step == 1 && i < b->n; i++) {
       const bundle_tensor *t = &b->tensors[i];
-      if (!strcmp(t->name, "logits")) compare(tag, "logits", rt_program_buffer(p, logits_name, NULL), t, TOL_FWD);
+      if (!strcmp(t->name, "logits")) golden_compare(tag, "logits", rt_program_buffer(p, logits_name, NULL), t, TOL_FWD);
       if (strncmp(t->name, "grad/", 5)) continue;
       char name[512];
-      split_name(t->name, "grad/", name, sizeof name);
+      golden_base_name(t->name, "grad/", name, sizeof name);
       ir_value *v = ir_value_find(g, name);
       CHECK(v && v->grad, "%s: no gradient for %s", tag, name);
       if (v && v->grad)
-        worst_grad = fmax(worst_grad, compare(tag, t->name, rt_program_buffer(p, v->grad->name, NULL), t, TOL_GRAD));
+        worst_grad = fmax(worst_grad, golden_compare(tag, t->name, rt_program_buffer(p, v->grad->name, NULL), t, TOL_GRAD));
       n_grad++;
     }
     if (step == 1) {
@@ -311,10 +280,10 @@ static void run_bundle(const char *src, const char *model, const char *budget_na
     const bundle_tensor *t = &b->tensors[i];
     if (strncmp(t->name, prefix, strlen(prefix)) || !strcmp(t->name + strlen(prefix), "loss")) continue;
     char name[512];
-    split_name(t->name, prefix, name, sizeof name);
+    golden_base_name(t->name, prefix, name, sizeof name);
     rt_tensor *s = rt_state_find(&st, name);
     CHECK(s != NULL, "%s: no state tensor %s", tag, name);
-    if (s) worst_w = fmax(worst_w, compare(tag, t->name, s->data, t, TOL_STEP5));
+    if (s) worst_w = fmax(worst_w, golden_compare(tag, t->name, s->data, t, TOL_STEP5));
     n_w++;
   }
   if (!failed_step1 && check_failures > failed_before)

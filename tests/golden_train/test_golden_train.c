@@ -10,6 +10,7 @@
 #include "runtime/runtime.h"
 #include "tests/check.h"
 #include "tests/golden_torch/bundle.h"
+#include "tests/golden_torch/golden.h"
 #include "train/optim.h"
 
 #define TOL_FWD 1e-5  /* logits, losses, running statistics: max|got-want| <= tol * max|want| */
@@ -21,39 +22,16 @@
  * TOL_GRAD after three steps. */
 #define TOL_STEP3_RESNET 5e-3 /* measured: up to 2.7e-3 (one element of a BN bias of scale 3.6e-3) */
 
-/* "name[:R]" -> name, and the number of leading elements stored */
-static void split_name(const bundle_tensor *t, const char *prefix, char *name, size_t n) {
-  snprintf(name, n, "%s", t->name + strlen(prefix));
-  char *br = strchr(name, '[');
-  if (br) *br = 0;
-}
-
-static void compare(const char *model, const char *what, const float *got, const bundle_tensor *t, double tol) {
-  bundle_diff d;
-  int64_t bad = bundle_compare_scaled_f32(got, t->data, t->numel, tol, &d);
-  CHECK(bad == 0, "%s: %s: %lld elements off, max err %.3g at scale %.3g (tol %.0e, worst at %lld)", model, what, (long long)bad,
-        d.max_abs, d.max_want, tol, (long long)d.worst);
-  if (getenv("VERBOSE")) printf("  %-12s %-48s err %.2e of %.2e\n", model, what, d.max_abs / (d.max_want > 0 ? d.max_want : 1), d.max_want);
-}
-
 static void run_model(const char *src, const char *model) {
-  char path[4096];
+  char file[256];
   sw_err e = {0};
-  snprintf(path, sizeof path, "%s/tests/golden_torch/%s.swtb", src, model);
-  bundle *b = bundle_load(path, &e);
-  CHECK(b != NULL, "%s", e.msg);
-  if (!b) return;
-  snprintf(path, sizeof path, "%s/models/%s.onnx", src, model);
-  ir_graph *g = NULL;
-  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
-  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "%s: %s", model, e.msg);
-  if (!g) {
-    bundle_free(b);
-    return;
-  }
+  snprintf(file, sizeof file, "%s.swtb", model);
+  bundle *b;
+  ir_graph *g;
+  const bundle_tensor *input, *labels;
+  if (!golden_open(src, file, model, model, &b, &g, &input, &labels)) return;
   for (int i = 0; i < g->n_nodes; i++) /* the golden MLP runs with Dropout ratio 0 (deterministic) */
     if (strcmp(g->nodes[i]->op->name, "Dropout") == 0) ir_attr_set_float(g, g->nodes[i], "ratio", 0.0f);
-  const bundle_tensor *input = bundle_get(b, "input"), *labels = bundle_get(b, "labels");
   int64_t batch = input->dims[0];
   static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "fuse", "memory-plan"};
   pass_opts po = {.verify = 1, .batch = batch};
@@ -79,24 +57,24 @@ static void run_model(const char *src, const char *model) {
     CHECK(rt_program_run(p, (uint64_t)step, &e) == SW_OK, "%s: %s", model, e.msg);
     char key[64];
     snprintf(key, sizeof key, "step%d/loss", step);
-    compare(model, key, rt_program_buffer(p, loss_name, NULL), bundle_get(b, key), TOL_FWD);
+    golden_compare(model, key, rt_program_buffer(p, loss_name, NULL), bundle_get(b, key), TOL_FWD);
     int checked_grads = 0;
     for (int i = 0; step == 1 && i < b->n; i++) {
       const bundle_tensor *t = &b->tensors[i];
       char name[512];
-      if (!strcmp(t->name, "logits")) compare(model, "logits", rt_program_buffer(p, logits_name, NULL), t, TOL_FWD);
+      if (!strcmp(t->name, "logits")) golden_compare(model, "logits", rt_program_buffer(p, logits_name, NULL), t, TOL_FWD);
       if (!strncmp(t->name, "grad/", 5)) {
-        split_name(t, "grad/", name, sizeof name);
+        golden_base_name(t->name, "grad/", name, sizeof name);
         ir_value *v = ir_value_find(g, name);
         CHECK(v && v->grad, "%s: no gradient for %s", model, name);
-        if (v && v->grad) compare(model, t->name, rt_program_buffer(p, v->grad->name, NULL), t, TOL_GRAD);
+        if (v && v->grad) golden_compare(model, t->name, rt_program_buffer(p, v->grad->name, NULL), t, TOL_GRAD);
         checked_grads++;
       }
       if (!strncmp(t->name, "running_mean/", 13) || !strncmp(t->name, "running_var/", 12)) {
-        split_name(t, strchr(t->name, '/') - t->name + 1 == 13 ? "running_mean/" : "running_var/", name, sizeof name);
+        golden_base_name(t->name, strchr(t->name, '/') - t->name + 1 == 13 ? "running_mean/" : "running_var/", name, sizeof name);
         rt_tensor *s = rt_state_find(&st, name);
         CHECK(s != NULL, "%s: no state tensor %s", model, name);
-        if (s) compare(model, t->name, s->data, t, TOL_FWD);
+        if (s) golden_compare(model, t->name, s->data, t, TOL_FWD);
       }
     }
     if (step == 1) CHECK(checked_grads > 0, "%s: the bundle has no gradients", model);
@@ -111,10 +89,10 @@ static void run_model(const char *src, const char *model) {
     const bundle_tensor *t = &b->tensors[i];
     if (strncmp(t->name, "step3/", 6) || !strcmp(t->name, "step3/loss")) continue;
     char name[512];
-    split_name(t, "step3/", name, sizeof name);
+    golden_base_name(t->name, "step3/", name, sizeof name);
     rt_tensor *s = rt_state_find(&st, name);
     CHECK(s != NULL, "%s: no state tensor %s", model, name);
-    if (s) compare(model, t->name, s->data, t, strcmp(model, "resnet20") ? TOL_GRAD : TOL_STEP3_RESNET);
+    if (s) golden_compare(model, t->name, s->data, t, strcmp(model, "resnet20") ? TOL_GRAD : TOL_STEP3_RESNET);
     n3++;
   }
   CHECK(n3 > 0, "%s: the bundle has no step3 tensors", model);
