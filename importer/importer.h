@@ -2,6 +2,8 @@
 #ifndef SWATC_IMPORTER_IMPORTER_H
 #define SWATC_IMPORTER_IMPORTER_H
 
+#include <stddef.h>
+
 #include "ir/ir.h"
 
 typedef enum importer_batch {
@@ -41,6 +43,11 @@ int importer_read_tensor(const char *path, importer_tensor *t, sw_err *e);
 /* Largest model file read whole (protobuf's own limit for one message). Bigger models must keep
  * their tensors in external data files. */
 #define IMPORTER_MAX_FILE ((int64_t)2147483647)
+
+/* Copies the value of metadata_props[key] of the ONNX model held in bytes[0..n) into out[cap]
+ * (truncated to cap - 1 characters, NUL-terminated). Returns 1 if the key is there, 0 if it is not or
+ * the bytes are not a model. */
+int importer_metadata(const void *bytes, size_t n, const char *key, char *out, size_t cap);
 
 /* Reads the ONNX model at `path` and returns it as a verified IR graph in *out (free it with
  * ir_graph_free). On failure returns SW_EINPUT (or SW_ENOMEM) with a message and a hint in e,

@@ -86,3 +86,18 @@ int onnx_read_model(const char *path, Onnx__ModelProto **model, char **dir, sw_e
   *model = m;
   return SW_OK;
 }
+
+int importer_metadata(const void *bytes, size_t n, const char *key, char *out, size_t cap) {
+  if (cap == 0) return 0;
+  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, bytes);
+  if (!m) return 0;
+  int found = 0;
+  for (size_t i = 0; i < m->n_metadata_props && !found; i++) {
+    const Onnx__StringStringEntryProto *kv = m->metadata_props[i];
+    if (!kv->key || strcmp(kv->key, key) != 0) continue;
+    snprintf(out, cap, "%s", kv->value ? kv->value : "");
+    found = 1;
+  }
+  onnx__model_proto__free_unpacked(m, NULL);
+  return found;
+}
