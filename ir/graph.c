@@ -149,6 +149,11 @@ void ir_graph_free(ir_graph *g) {
 
 /* ---- values ---- */
 
+int ir_value_compact(const ir_value *v) {
+  return v && v->producer && v->producer_slot == 0 && !v->is_output && strcmp(v->producer->op->name, "TopKSparsify") == 0 &&
+         ir_attr_float(v->producer, "compact") > 0;
+}
+
 ir_value *ir_value_find(const ir_graph *g, const char *name) {
   for (int i = 0; i < g->n_values; i++)
     if (strcmp(g->values[i]->name, name) == 0) return g->values[i];

@@ -168,6 +168,9 @@ const char *ir_strdup(ir_graph *g, const char *s);
 ir_value *ir_value_new(ir_graph *g, const char *name, ir_value_kind kind, ir_dtype t, const ir_shape *s);
 /* Looks a value up by name (linear; for tools and tests). */
 ir_value *ir_value_find(const ir_graph *g, const char *name);
+/* 1 when v is a compact Top-K selection (SWAT's saved X_s): the first output of a TopKSparsify with
+ * compact > 0 that is not a graph output. The runtime holds it as a list of entries, outside the arena. */
+int ir_value_compact(const ir_value *v);
 /* Makes a name not yet used in g from `base` (appending .1, .2, ...). Returns graph memory. */
 const char *ir_unique_name(ir_graph *g, const char *base);
 /* Gives v ownership of `data` (malloc'd, nbytes long); frees any earlier data. */

@@ -667,6 +667,9 @@ static int infer_topk(ir_node *n, sw_err *e) {
   int64_t grp = ir_attr_int(n, "group"), numel = ir_shape_numel_at(&n->in[0]->shape, 1);
   if (grp < 1 || (numel > 0 && !ir_shape_has_n(&n->in[0]->shape) && numel % grp)) FAIL(NODE_FMT "group %lld does not divide the tensor", NODE_ARGS, (long long)grp);
   if (ir_attr_int(n, "period") < 1) FAIL(NODE_FMT "period must be >= 1", NODE_ARGS);
+  double cp = ir_attr_float(n, "compact");
+  if (!(cp >= 0 && cp <= 1)) FAIL(NODE_FMT "compact %g must be in [0, 1]", NODE_ARGS, cp);
+  if (cp > 0 && grp > 1) FAIL(NODE_FMT "a compact selection cannot be grouped", NODE_ARGS);
   set_out(n, 0, IR_F32, &n->in[0]->shape);
   set_out(n, 1, IR_F32, &n->in[1]->shape);
   return SW_OK;
@@ -712,7 +715,7 @@ static const ir_attr_def reduce_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1),
 static const ir_attr_def sce_attrs[] = {A_STR("reduction", "mean"), A_INT("ignore_index", 0), A_END};
 static const ir_attr_def no_attrs[] = {A_END};
 static const ir_attr_def topk_attrs[] = {A_FLOAT("sparsity", 0.0f), A_INT("period", 1), A_INT("group", 1),
-                                         A_STR("kind", "weight"), A_END};
+                                         A_STR("kind", "weight"), A_FLOAT("compact", 0.0f), A_END};
 static const ir_attr_def conv_grad_data_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
                                                    A_INTS_REQ("dilations"), A_INT("group", 1), A_INTS_REQ("x_shape"), A_END};
 static const ir_attr_def avgpool_grad_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
@@ -762,7 +765,9 @@ static const ir_op_def ops[] = {
     /* SWAT, inserted by the swat pass */
     {"TopKSparsify", 2, 2, 1, 2, topk_attrs, infer_topk, 0,
      "Y, state' = TopKSparsify(X, state): keep |X| >= the k-th largest (k = ceil((1-sparsity) n), whole tensor, ties "
-     "kept), exact every `period` steps, the stored threshold in between; group > 1 keeps whole groups by L1 score",
+     "kept), exact every `period` steps, the stored threshold in between; group > 1 keeps whole groups by L1 score; "
+     "compact > 0: Y is held by the runtime as a list of the kept entries (room for that fraction of the elements), "
+     "not in the arena, and only weight-gradient ops may read it",
      NULL},
     /* backward ops, made by autodiff */
     {"ConvGradData", 2, 2, 1, 1, conv_grad_data_attrs, infer_conv_grad_data, 0, "dX = ConvGradData(dY, W) {conv attributes, x_shape}", NULL},

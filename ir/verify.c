@@ -64,6 +64,8 @@ int ir_verify(const ir_graph *g, sw_err *e) {
         if (v->producer) FAIL("node '%s' reads '%s' before node '%s' writes it (cycle or order)", n->name, v->name, v->producer->name);
         FAIL("node '%s' reads '%s', which is never defined", n->name, v->name);
       }
+      if (ir_value_compact(v) && strcmp(n->op->name, "ConvGradWeight") != 0 && strcmp(n->op->name, "GemmGradWeight") != 0)
+        FAIL("node '%s' (%s) reads the compact Top-K selection '%s'; only weight gradients can", n->name, n->op->name, v->name);
     }
     for (int k = 0; k < n->n_out; k++) {
       const ir_value *v = n->out[k];

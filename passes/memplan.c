@@ -1,7 +1,8 @@
 /* memory-plan: places every activation (node output) in one arena, reusing the bytes of values
  * that are dead. A value lives from the node that writes it to the last node that reads it; graph
  * outputs (loss, logits, gradients) and state updates live to the end of the step. Reshape and
- * Flatten outputs are views: they share their input's storage and extend its lifetime. Offsets are
+ * Flatten outputs are views: they share their input's storage and extend its lifetime. A compact
+ * Top-K selection (SWAT's saved X_s) is held by the runtime as a list of entries, not here. Offsets are
  * chosen first-fit in node order, aligned to 64 bytes. */
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,7 @@ int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
         free(live);
         return sw_fail(e, SW_EINPUT, "value '%s' has no plannable size", v->name);
       }
+      if (ir_value_compact(v)) continue; /* a compact Top-K selection lives outside the arena */
       v->mem_bytes = numel * (int64_t)es;
       if (v->alias_of) {
         v->mem_offset = root(v)->mem_offset;

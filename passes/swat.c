@@ -216,6 +216,16 @@ static int index_of(const ir_graph *g, const ir_node *n) {
   return -1;
 }
 
+/* 1 when every reader of X_s is a weight-gradient op, which can read the compact form. */
+static int compact_ok(const ir_graph *g, const ir_value *xs) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const ir_node *b = g->nodes[i];
+    for (int k = 0; k < b->n_in; k++)
+      if (b->in[k] == xs && strcmp(b->op->name, "ConvGradWeight") != 0 && strcmp(b->op->name, "GemmGradWeight") != 0) return 0;
+  }
+  return !xs->is_output;
+}
+
 int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e) {
   const swat_opts *so = o ? o->swat : NULL;
   if (!so || so->sparsity <= 0) return SW_OK;
@@ -271,6 +281,13 @@ int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e) {
       if (e->code) break;
     }
     if (e->code) break;
+    if (tx && compact_ok(g, tx->out[0])) {
+      /* X_s kept as a list of its kept entries: room for 1.25x the budget (a stored threshold can
+       * keep a few more than k; the runtime re-selects exactly when they do not fit); SWAT-M moves
+       * budgets during the run, so it gets room for every element */
+      double room = so->budget == SWAT_MOMENTUM ? 1.0 : 1.25 * (1.0 - l[i].sparsity) + 0.01;
+      ir_attr_set_float(g, tx, "compact", room > 1.0 ? 1.0 : room);
+    }
     sparse++;
     ir_graph_note(g, "swat: %s weight%s at sparsity %.4f", f->name, tx ? " and saved activation" : "", l[i].sparsity);
   }

@@ -27,12 +27,15 @@ typedef struct rt_op {
   void *ctx;                 /* op-specific parameters, made at build time */
   void (*free_ctx)(void *);  /* NULL: free() */
   void *in[RT_MAX_ARGS], *out[RT_MAX_ARGS]; /* resolved buffers (NULL for absent optional ones) */
-  char impl[96];             /* the kernel chosen, for dumps */
+  char impl[256];            /* the kernel chosen, for dumps */
   double flops;              /* floating-point operations per run (Conv/Gemm families), for the profile */
 } rt_op;
 
+/* Kinds of kernel plan the program caches (shared by the ops of one layer, and by layers of one shape). */
+enum { RT_PLAN_CONV, RT_PLAN_GEMM, RT_PLAN_SPCONV, RT_PLAN_SPGEMM, RT_PLAN_SPWGRAD, RT_PLAN_SPWGRAD_GEMM };
+
 typedef struct rt_plan_entry {
-  int kind;                  /* 0 conv, 1 gemm */
+  int kind;                  /* RT_PLAN_* */
   union {
     conv_desc c;
     gemm_desc g;
@@ -40,6 +43,10 @@ typedef struct rt_plan_entry {
   union {
     conv_plan c;
     gemm_plan g;
+    spconv_plan sc;
+    spgemm_plan sg;
+    spwgrad_plan wc;
+    spwgrad_gemm_plan wg;
   } plan;
 } rt_plan_entry;
 

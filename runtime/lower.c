@@ -28,22 +28,31 @@ static void *ctx_new(rt_op *op, size_t size) {
   return op->ctx;
 }
 
+static int is(const ir_node *n, const char *op) { return strcmp(n->op->name, op) == 0; }
+
 /* ---- kernel plans, shared between the forward and backward ops of a layer ---- */
 
 void rt_plan_cache_free(rt_program *p) {
   for (int i = 0; i < p->n_plans; i++) {
-    if (p->plans[i]->kind == 0) conv_plan_free(&p->plans[i]->plan.c);
-    else gemm_plan_free(&p->plans[i]->plan.g);
-    free(p->plans[i]);
+    rt_plan_entry *pe = p->plans[i];
+    switch (pe->kind) {
+      case RT_PLAN_CONV: conv_plan_free(&pe->plan.c); break;
+      case RT_PLAN_GEMM: gemm_plan_free(&pe->plan.g); break;
+      case RT_PLAN_SPCONV: spconv_plan_free(&pe->plan.sc); break;
+      case RT_PLAN_SPGEMM: spgemm_plan_free(&pe->plan.sg); break;
+      case RT_PLAN_SPWGRAD: spwgrad_plan_free(&pe->plan.wc); break;
+      default: spwgrad_gemm_plan_free(&pe->plan.wg); break;
+    }
+    free(pe);
   }
   free(p->plans);
 }
 
 static const conv_plan *conv_plan_get(rt_program *p, const conv_desc *d, sw_err *e) {
   for (int i = 0; i < p->n_plans; i++)
-    if (p->plans[i]->kind == 0 && memcmp(&p->plans[i]->d.c, d, sizeof *d) == 0) return &p->plans[i]->plan.c;
+    if (p->plans[i]->kind == RT_PLAN_CONV && memcmp(&p->plans[i]->d.c, d, sizeof *d) == 0) return &p->plans[i]->plan.c;
   rt_plan_entry *pe = sw_xcalloc(1, sizeof *pe);
-  pe->kind = 0;
+  pe->kind = RT_PLAN_CONV;
   pe->d.c = *d;
   if (conv_plan_init(&pe->plan.c, d, p->nthreads, CONV_IMPL_AUTO, e)) {
     free(pe);
@@ -57,9 +66,9 @@ static const conv_plan *conv_plan_get(rt_program *p, const conv_desc *d, sw_err 
 
 static const gemm_plan *gemm_plan_get(rt_program *p, const gemm_desc *d, sw_err *e) {
   for (int i = 0; i < p->n_plans; i++)
-    if (p->plans[i]->kind == 1 && memcmp(&p->plans[i]->d.g, d, sizeof *d) == 0) return &p->plans[i]->plan.g;
+    if (p->plans[i]->kind == RT_PLAN_GEMM && memcmp(&p->plans[i]->d.g, d, sizeof *d) == 0) return &p->plans[i]->plan.g;
   rt_plan_entry *pe = sw_xcalloc(1, sizeof *pe);
-  pe->kind = 1;
+  pe->kind = RT_PLAN_GEMM;
   pe->d.g = *d;
   if (gemm_plan_init(&pe->plan.g, d, p->nthreads, GEMM_IMPL_AUTO, e)) {
     free(pe);
@@ -71,10 +80,55 @@ static const gemm_plan *gemm_plan_get(rt_program *p, const gemm_desc *d, sw_err 
   return &pe->plan.g;
 }
 
+/* The cached sparse plan of `kind` for a conv (d) or gemm (g) shape; NULL if the kernel cannot serve
+ * the shape (the layer then keeps its dense kernel). */
+static rt_plan_entry *sparse_plan_get(rt_program *p, int kind, const conv_desc *d, const gemm_desc *g) {
+  sw_err le = {0}, *e = &le;
+  for (int i = 0; i < p->n_plans; i++) {
+    rt_plan_entry *pe = p->plans[i];
+    if (pe->kind == kind && (d ? memcmp(&pe->d.c, d, sizeof *d) : memcmp(&pe->d.g, g, sizeof *g)) == 0) return pe;
+  }
+  rt_plan_entry *pe = sw_xcalloc(1, sizeof *pe);
+  pe->kind = kind;
+  if (d) pe->d.c = *d;
+  else pe->d.g = *g;
+  int rc;
+  switch (kind) {
+    case RT_PLAN_SPCONV: rc = spconv_plan_init(&pe->plan.sc, d, p->nthreads, e); break;
+    case RT_PLAN_SPGEMM: rc = spgemm_plan_init(&pe->plan.sg, g, p->nthreads, e); break;
+    case RT_PLAN_SPWGRAD: rc = spwgrad_plan_init(&pe->plan.wc, d, p->nthreads, e); break;
+    default: rc = spwgrad_gemm_plan_init(&pe->plan.wg, g, p->nthreads, e); break;
+  }
+  if (rc) {
+    free(pe);
+    return NULL;
+  }
+  p->plans = sw_xrealloc(p->plans, sizeof *p->plans * (size_t)(p->n_plans + 1));
+  p->plans[p->n_plans++] = pe;
+  return pe;
+}
+
+/* SWAT: the [threshold, density] state of the Top-K node that produces v, or NULL when v is not a
+ * Top-K output (a dense layer). */
+static const float *topk_state_of(rt_program *p, const ir_value *v) {
+  if (!v || !v->producer || strcmp(v->producer->op->name, "TopKSparsify") != 0) return NULL;
+  return rt_buf_of(p, v->producer->in[1])->data;
+}
+
+static const void *topk_packed_of(const rt_program *p, const ir_value *v);
+
 /* ---- Conv ---- */
 
 typedef struct conv_ctx {
   const conv_plan *plan;
+  /* SWAT: the sparse kernel, used while the density of the Top-K'd operand (st[1]) is below `cross` */
+  const spconv_plan *sp;     /* sparse W: forward, backward-data */
+  const spwgrad_plan *wg;    /* sparse saved X: weight gradient */
+  const float *st;
+  double cross;
+  size_t pack_bytes;         /* weight gradient: bytes of the packed X_s at the front of the scratch */
+  int64_t numel_x;
+  const void *packed;        /* weight gradient: X_s held compact by its Top-K op (else read from in[1]) */
 } conv_ctx;
 
 /* The 2-D window of a Conv/pooling node (a 1-D one as height 1): input size, kernel, strides, pads, dilations. */
@@ -117,15 +171,80 @@ static int conv_desc_of(const ir_node *n, const ir_shape *x, const ir_shape *w, 
 }
 
 static int run_conv(rt_program *p, const rt_op *op) {
-  conv_plan_fwd(((conv_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  const conv_ctx *c = op->ctx;
+  if (c->sp && c->st[1] < c->cross) spconv_plan_fwd(c->sp, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  else conv_plan_fwd(c->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
   return SW_OK;
 }
 static int run_conv_grad_data(rt_program *p, const rt_op *op) {
-  conv_plan_bwd_data(((conv_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->out[0], p->scratch);
+  const conv_ctx *c = op->ctx;
+  if (c->sp && c->st[1] < c->cross) spconv_plan_bwd_data(c->sp, op->in[0], op->in[1], op->out[0], p->scratch);
+  else conv_plan_bwd_data(c->plan, op->in[0], op->in[1], op->out[0], p->scratch);
   return SW_OK;
 }
 static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
-  conv_plan_bwd_weight(((conv_ctx *)op->ctx)->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  const conv_ctx *c = op->ctx;
+  const conv_desc *d = &c->plan->d;
+  char *rest = (char *)p->scratch + c->pack_bytes;
+  if (c->packed) { /* X_s exists only as its list of entries */
+    if (c->wg && c->st[1] < c->cross) {
+      spwgrad_conv(c->wg, c->packed, op->in[0], op->out[0], op->out[1], p->scratch);
+    } else {
+      spact_unpack(c->packed, p->scratch);
+      conv_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
+    }
+  } else if (c->wg && c->st[1] < c->cross) {
+    int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, p->scratch, c->numel_x, p->nthreads);
+    SW_ASSERT(nnz >= 0);
+    spwgrad_conv(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
+  } else {
+    conv_plan_bwd_weight(c->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  }
+  return SW_OK;
+}
+
+/* Describes a layer's choice between its sparse and dense kernel, for the lowered dump. */
+static void describe_choice(rt_op *op, const char *sparse, double cross, const char *dense) {
+  snprintf(op->impl, sizeof op->impl, "%s while density < %.2f, else %s", sparse, cross, dense);
+}
+
+/* SWAT: gives a Conv / ConvGradData / ConvGradWeight op whose weight (or saved input) is a Top-K
+ * output the sparse kernel too; it runs whenever the realised density is below the crossover. */
+static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ctx *c) {
+  int wgrad = is(n, "ConvGradWeight");
+  const float *st = topk_state_of(p, n->in[1]); /* W (forward, backward-data) or X_s (weight gradient) */
+  if (!st) return SW_OK;
+  const conv_desc *d = &c->plan->d;
+  char dense[96], sparse[96];
+  conv_plan_describe(c->plan, dense, sizeof dense);
+  c->st = st;
+  if (wgrad) {
+    c->packed = topk_packed_of(p, n->in[1]);
+    c->numel_x = (int64_t)d->N * d->C * d->H * d->W;
+    /* the front of the scratch: X_s packed here (dense X_s) or unpacked here (compact X_s, dense kernel) */
+    c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
+                              : kern_align_up(spact_bytes(d->N, d->C, d->H, d->W, c->numel_x));
+    rt_plan_entry *pe = d->dil_h == 1 && d->dil_w == 1 ? sparse_plan_get(p, RT_PLAN_SPWGRAD, d, NULL) : NULL;
+    if (c->packed) rt_need_scratch(p, c->pack_bytes + conv_plan_scratch(c->plan, CONV_BWD_WEIGHT));
+    if (!pe) {
+      if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
+      return SW_OK;
+    }
+    c->wg = &pe->plan.wc;
+    c->cross = spwgrad_plan_crossover(c->wg);
+    rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_plan_scratch(c->wg));
+    spwgrad_plan_describe(c->wg, sparse, sizeof sparse);
+  } else {
+    if (d->groups != 1 || d->dil_h != 1 || d->dil_w != 1) return SW_OK;
+    rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPCONV, d, NULL);
+    if (!pe) return SW_OK;
+    c->sp = &pe->plan.sc;
+    conv_pass pass = is(n, "Conv") ? CONV_FWD : CONV_BWD_DATA;
+    c->cross = spconv_plan_crossover(c->sp, pass);
+    rt_need_scratch(p, spconv_plan_scratch(c->sp, pass));
+    spconv_plan_describe(c->sp, sparse, sizeof sparse);
+  }
+  describe_choice(op, sparse, c->cross, dense);
   return SW_OK;
 }
 
@@ -133,6 +252,14 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
 
 typedef struct gemm_ctx {
   const gemm_plan *plan;
+  /* SWAT (as conv_ctx) */
+  const spgemm_plan *sp;
+  const spwgrad_gemm_plan *wg;
+  const float *st;
+  double cross;
+  size_t pack_bytes;
+  int64_t numel_x;
+  const void *packed;
   /* general form */
   int M, N, K, ta, tb;
   float alpha, beta;
@@ -140,15 +267,71 @@ typedef struct gemm_ctx {
 } gemm_ctx;
 
 static int run_fc(rt_program *p, const rt_op *op) {
-  gemm_plan_fwd(((gemm_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  const gemm_ctx *c = op->ctx;
+  if (c->sp && c->st[1] < c->cross) spgemm_plan_fwd(c->sp, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
+  else gemm_plan_fwd(c->plan, op->in[0], op->in[1], op->in[2], op->out[0], p->scratch);
   return SW_OK;
 }
 static int run_fc_grad_data(rt_program *p, const rt_op *op) {
-  gemm_plan_bwd_data(((gemm_ctx *)op->ctx)->plan, op->in[0], op->in[1], op->out[0], p->scratch);
+  const gemm_ctx *c = op->ctx;
+  if (c->sp && c->st[1] < c->cross) spgemm_plan_bwd_data(c->sp, op->in[0], op->in[1], op->out[0], p->scratch);
+  else gemm_plan_bwd_data(c->plan, op->in[0], op->in[1], op->out[0], p->scratch);
   return SW_OK;
 }
 static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
-  gemm_plan_bwd_weight(((gemm_ctx *)op->ctx)->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  const gemm_ctx *c = op->ctx;
+  const gemm_desc *d = &c->plan->d;
+  char *rest = (char *)p->scratch + c->pack_bytes;
+  if (c->packed) { /* X_s exists only as its list of entries */
+    if (c->wg && c->st[1] < c->cross) {
+      spwgrad_gemm(c->wg, c->packed, op->in[0], op->out[0], op->out[1], p->scratch);
+    } else {
+      spact_unpack(c->packed, p->scratch);
+      gemm_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
+    }
+  } else if (c->wg && c->st[1] < c->cross) {
+    int64_t nnz = spact_pack(op->in[1], d->M, d->K, 1, 1, 0.0f, p->scratch, c->numel_x, p->nthreads);
+    SW_ASSERT(nnz >= 0);
+    spwgrad_gemm(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
+  } else {
+    gemm_plan_bwd_weight(c->plan, op->in[1], op->in[0], op->out[0], op->out[1], p->scratch);
+  }
+  return SW_OK;
+}
+
+/* SWAT: the sparse kernel of a fully-connected op whose weight (or saved input) is a Top-K output. */
+static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx *c, int pass) {
+  const float *st = topk_state_of(p, n->in[1]);
+  if (!st) return SW_OK;
+  char dense[96], sparse[96];
+  gemm_plan_describe(c->plan, dense, sizeof dense);
+  const gemm_desc *d = &c->plan->d;
+  if (pass == GEMM_BWD_WEIGHT) {
+    c->packed = topk_packed_of(p, n->in[1]);
+    c->numel_x = (int64_t)d->M * d->K;
+    c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
+                              : kern_align_up(spact_bytes(d->M, d->K, 1, 1, c->numel_x));
+    if (c->packed) rt_need_scratch(p, c->pack_bytes + gemm_plan_scratch(c->plan, GEMM_BWD_WEIGHT));
+    rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPWGRAD_GEMM, NULL, d);
+    if (!pe) {
+      c->st = st;
+      if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
+      return SW_OK;
+    }
+    c->wg = &pe->plan.wg;
+    c->cross = spwgrad_gemm_plan_crossover(c->wg);
+    rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_gemm_plan_scratch(c->wg));
+    snprintf(sparse, sizeof sparse, "sparse-X scatter");
+  } else {
+    rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPGEMM, NULL, d);
+    if (!pe) return SW_OK;
+    c->sp = &pe->plan.sg;
+    c->cross = spgemm_plan_crossover(c->sp, (gemm_pass)pass);
+    rt_need_scratch(p, spgemm_plan_scratch(c->sp, (gemm_pass)pass));
+    spgemm_plan_describe(c->sp, sparse, sizeof sparse);
+  }
+  c->st = st;
+  describe_choice(op, sparse, c->cross, dense);
   return SW_OK;
 }
 
@@ -196,7 +379,7 @@ static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
     op->flops = gemm_desc_flops(&d);
     op->run = run_fc;
-    return SW_OK;
+    return lower_fc_sparse(p, n, op, c, GEMM_FWD);
   }
   if (cb) c->c = ks(cb);
   c->y = ks(rt_buf_of(p, n->out[0]));
@@ -213,7 +396,7 @@ static int lower_gemm_grad(rt_program *p, const ir_node *n, rt_op *op, int weigh
   gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
   op->flops = gemm_desc_flops(&d);
   op->run = weight ? run_fc_grad_weight : run_fc_grad_data;
-  return SW_OK;
+  return lower_fc_sparse(p, n, op, c, weight ? GEMM_BWD_WEIGHT : GEMM_BWD_DATA);
 }
 
 /* ---- MatMul ---- */
@@ -482,7 +665,34 @@ typedef struct topk_ctx {
   int64_t n, group;
   double sparsity;
   int period;
+  /* compact selection (SWAT's saved X_s): the kept entries of x as [N][C][H][W] in `packed` */
+  void *packed;
+  int64_t cap;               /* entries it has room for */
+  int dims[4];
 } topk_ctx;
+
+static void topk_ctx_free(void *ctx) {
+  topk_ctx *t = ctx;
+  free(t->packed);
+  free(t);
+}
+
+/* Packs the kept entries of x into the compact selection. If a stored threshold keeps more than there
+ * is room for, the threshold is re-selected exactly for this step; if ties at the exact threshold
+ * still overflow (a pathological tensor), the tied values are dropped. Returns the count kept. */
+static int64_t topk_pack(rt_program *p, const topk_ctx *c, const float *x, float *st, int64_t k, int exact) {
+  const int *d = c->dims;
+  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+  if (nnz < 0 && !exact) {
+    st[0] = k >= c->n ? 0.0f : topk_threshold(x, c->n, k, p->scratch, p->nthreads);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+  }
+  while (nnz < 0) {
+    st[0] = nextafterf(st[0], INFINITY);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+  }
+  return nnz;
+}
 
 static int run_topk(rt_program *p, const rt_op *op) {
   const topk_ctx *c = op->ctx;
@@ -498,11 +708,20 @@ static int run_topk(rt_program *p, const rt_op *op) {
   /* structured selections are re-made every step; unstructured every `period` steps */
   int exact = c->group > 1 || p->topk_exact || st[0] < 0 || p->step % (uint64_t)c->period == 0;
   if (exact) st[0] = k >= groups ? 0.0f : topk_threshold(scores ? scores : x, groups, k, p->scratch, p->nthreads);
-  int64_t nnz = scores ? topk_apply_groups(x, y, c->n, c->group, scores, st[0], p->nthreads)
-                       : topk_apply(x, y, c->n, st[0], p->nthreads);
+  int64_t nnz = c->packed ? topk_pack(p, c, x, st, k, exact)
+                : scores  ? topk_apply_groups(x, y, c->n, c->group, scores, st[0], p->nthreads)
+                          : topk_apply(x, y, c->n, st[0], p->nthreads);
   st[1] = (float)((double)nnz / (double)c->n);
   if (op->out[1] && op->out[1] != st) memcpy(op->out[1], st, 2 * sizeof(float));
   return SW_OK;
+}
+
+/* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one. */
+static const void *topk_packed_of(const rt_program *p, const ir_value *v) {
+  if (!ir_value_compact(v)) return NULL;
+  for (int i = 0; i < p->n_ops; i++)
+    if (p->ops[i].node == v->producer) return ((const topk_ctx *)p->ops[i].ctx)->packed;
+  return NULL;
 }
 
 int rt_program_set_sparsity(rt_program *p, const char *node, double sparsity) {
@@ -573,7 +792,6 @@ static int run_reduce_mean_grad(rt_program *p, const rt_op *op) {
 
 /* ---- the dispatch ---- */
 
-static int is(const ir_node *n, const char *op) { return strcmp(n->op->name, op) == 0; }
 
 static int only_f32(const rt_program *p, const ir_node *n, sw_err *e) {
   for (int i = 0; i < n->n_in; i++)
@@ -617,7 +835,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     conv_plan_describe(c->plan, op->impl, sizeof op->impl);
     op->flops = conv_desc_flops(&c->plan->d);
     op->run = is(n, "Conv") ? run_conv : is(n, "ConvGradData") ? run_conv_grad_data : run_conv_grad_weight;
-    return SW_OK;
+    return lower_conv_sparse(p, n, op, c);
   }
   if (is(n, "Gemm")) return lower_gemm(p, n, op, e);
   if (is(n, "GemmGradData")) return lower_gemm_grad(p, n, op, 0, e);
@@ -745,13 +963,32 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
   if (is(n, "MatMul")) snprintf(op->impl, sizeof op->impl, "reference loops");
   if (is(n, "TopKSparsify")) {
     topk_ctx *t = ctx_new(op, sizeof *t);
-    t->n = rt_buf_of(p, n->in[0])->numel;
+    const rt_buf *x = rt_buf_of(p, n->in[0]);
+    t->n = x->numel;
     t->group = ir_attr_int(n, "group");
     t->sparsity = ir_attr_float(n, "sparsity");
     t->period = (int)ir_attr_int(n, "period");
     rt_need_scratch(p, topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
     snprintf(op->impl, sizeof op->impl, "radix select%s", t->group > 1 ? " over group L1 scores" : "");
     op->run = run_topk;
+    double room = ir_attr_float(n, "compact");
+    if (ir_value_compact(n->out[0])) {
+      /* [N][C][H][W] as the weight gradient sees it: a 2-D input is [N][K][1][1], 1-D conv [N][C][1][L] */
+      int r = x->shape.rank;
+      t->dims[0] = (int)x->shape.d[0];
+      t->dims[1] = r > 1 ? (int)x->shape.d[1] : 1;
+      t->dims[2] = r > 3 ? (int)x->shape.d[2] : 1;
+      t->dims[3] = r > 3 ? (int)(x->numel / ((int64_t)t->dims[0] * t->dims[1] * t->dims[2])) : r == 3 ? (int)x->shape.d[2] : 1;
+      t->cap = (int64_t)ceil(room * (double)t->n);
+      if (t->cap < 1) t->cap = 1;
+      if (t->cap > t->n) t->cap = t->n;
+      size_t bytes = spact_bytes(t->dims[0], t->dims[1], t->dims[2], t->dims[3], t->cap);
+      t->packed = rt_alloc(bytes);
+      op->free_ctx = topk_ctx_free;
+      if (!t->packed) return sw_fail(e, SW_ENOMEM, "out of memory for the compact selection of '%s' (%zu bytes)", n->name, bytes);
+      snprintf(op->impl, sizeof op->impl, "radix select, compact list of up to %lld entries (%.1f MiB)", (long long)t->cap,
+               (double)bytes / (1 << 20));
+    }
     return SW_OK;
   }
   shapes_ctx *c = ctx_new(op, sizeof *c);

@@ -148,6 +148,10 @@ int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads
         else memset(b->data, 0, bytes);
         break;
       case IR_VAL_NODE:
+        if (ir_value_compact(v)) {
+          b->data = NULL; /* a compact Top-K selection: the Top-K op holds it (lower.c) */
+          break;
+        }
         if (v->mem_offset < 0 || v->mem_offset + (int64_t)bytes > g->arena_bytes) {
           rc = sw_fail(e, SW_EINPUT, "value '%s' has no place in the arena", v->name);
           break;
@@ -195,10 +199,106 @@ int rt_program_run(rt_program *p, uint64_t step, sw_err *e) {
   return SW_OK;
 }
 
+int rt_program_find_nonfinite(rt_program *p, uint64_t step, const char **node_name, sw_err *e) {
+  *node_name = NULL;
+  p->step = step;
+  p->err = e;
+  for (int i = 0; i < p->n_ops; i++) {
+    rt_op *op = &p->ops[i];
+    if (op->run(p, op)) return e->code;
+    const ir_node *n = op->node;
+    for (int j = 0; j < n->n_out; j++) {
+      if (!n->out[j] || n->out[j]->dtype != IR_F32 || !op->out[j]) continue;
+      const rt_buf *b = rt_buf_of(p, n->out[j]);
+      const float *x = op->out[j];
+      for (int64_t k = 0; k < b->numel; k++)
+        if (!isfinite(x[k])) {
+          *node_name = n->name;
+          return SW_OK;
+        }
+    }
+  }
+  return SW_OK;
+}
+
 void rt_program_profile(rt_program *p, int on) {
   free(p->prof_seconds);
   p->prof_seconds = on ? sw_xcalloc((size_t)p->n_ops + 1, sizeof *p->prof_seconds) : NULL;
   p->prof_runs = 0;
+}
+
+/* The part of a training step an op belongs to, for the per-layer profile. */
+enum { PROF_FWD, PROF_BWD_DATA, PROF_WGRAD, PROF_TOPK, PROF_NCAT };
+
+/* The Conv/Gemm layer an op belongs to (its forward node) and its category; NULL for other ops. */
+static const ir_node *profile_layer_of(const rt_program *p, const rt_op *op, int *cat) {
+  const ir_node *n = op->node;
+  const char *k = n->op->name;
+  if (!strcmp(k, "TopKSparsify")) {
+    *cat = PROF_TOPK; /* "<layer>/topk_w" or "<layer>/topk_x" */
+    const char *sl = strrchr(n->name, '/');
+    size_t len = sl ? (size_t)(sl - n->name) : 0;
+    for (int i = 0; len && i < p->n_ops; i++) {
+      const ir_node *m = p->ops[i].node;
+      if ((!strcmp(m->op->name, "Conv") || !strcmp(m->op->name, "Gemm")) && strlen(m->name) == len &&
+          !strncmp(m->name, n->name, len))
+        return m;
+    }
+    return NULL;
+  }
+  if (!strcmp(k, "Conv") || !strcmp(k, "Gemm") || !strcmp(k, "MatMul")) {
+    *cat = PROF_FWD;
+    return n;
+  }
+  if (!strcmp(k, "ConvGradData") || !strcmp(k, "GemmGradData")) *cat = PROF_BWD_DATA;
+  else if (!strcmp(k, "ConvGradWeight") || !strcmp(k, "GemmGradWeight")) *cat = PROF_WGRAD;
+  else return NULL;
+  return n->fwd;
+}
+
+/* Per layer: forward, backward-data, weight-gradient and Top-K time, with the kernels chosen. */
+static void profile_layers(const rt_program *p, FILE *f, double total) {
+  const ir_node **layer = sw_xcalloc((size_t)p->n_ops + 1, sizeof *layer);
+  double(*t)[PROF_NCAT] = sw_xcalloc((size_t)p->n_ops + 1, sizeof *t);
+  double(*fl)[PROF_NCAT] = sw_xcalloc((size_t)p->n_ops + 1, sizeof *fl);
+  const char *(*impl)[PROF_NCAT] = sw_xcalloc((size_t)p->n_ops + 1, sizeof *impl);
+  double cat[PROF_NCAT] = {0}, rest = total;
+  int nl = 0;
+  for (int i = 0; i < p->n_ops; i++) {
+    int c = 0;
+    const ir_node *l = profile_layer_of(p, &p->ops[i], &c);
+    if (!l) continue;
+    int j = 0;
+    while (j < nl && layer[j] != l) j++;
+    if (j == nl) layer[nl++] = l;
+    t[j][c] += p->prof_seconds[i];
+    fl[j][c] += p->ops[i].flops;
+    if (c != PROF_TOPK) impl[j][c] = p->ops[i].impl;
+    cat[c] += p->prof_seconds[i];
+    rest -= p->prof_seconds[i];
+  }
+  double r = (double)p->prof_runs;
+  fprintf(f, "  per layer, ms per run (GFLOP/s, dense-equivalent):\n");
+  fprintf(f, "  %-36s %16s %16s %16s %8s\n", "layer", "forward", "backward-data", "weight-grad", "top-k");
+  for (int j = 0; j < nl; j++) {
+    char cell[3][32];
+    for (int c = 0; c < 3; c++) {
+      if (t[j][c] > 0) snprintf(cell[c], sizeof cell[c], "%7.3f (%5.0f)", 1e3 * t[j][c] / r, fl[j][c] * r / t[j][c] / 1e9);
+      else snprintf(cell[c], sizeof cell[c], "-");
+    }
+    fprintf(f, "  %-36.36s %16s %16s %16s %8.3f\n", layer[j]->name, cell[0], cell[1], cell[2], 1e3 * t[j][PROF_TOPK] / r);
+  }
+  fprintf(f, "  %-36s %16.3f %16.3f %16.3f %8.3f   rest %.3f ms\n", "total", 1e3 * cat[0] / r, 1e3 * cat[1] / r, 1e3 * cat[2] / r,
+          1e3 * cat[3] / r, 1e3 * rest / r);
+  fprintf(f, "  kernels chosen:\n");
+  for (int j = 0; j < nl; j++)
+    for (int c = 0; c < 3; c++)
+      if (impl[j][c])
+        fprintf(f, "    %-36.36s %-14s %s\n", layer[j]->name, c == 0 ? "forward" : c == 1 ? "backward-data" : "weight-grad", impl[j][c]);
+  free(layer);
+  free(t);
+  free(fl);
+  free(impl);
 }
 
 void rt_program_profile_print(const rt_program *p, FILE *f) {
@@ -239,15 +339,10 @@ void rt_program_profile_print(const rt_program *p, FILE *f) {
       fl += p->ops[i].flops;
       ft += p->prof_seconds[i];
     }
-  if (ft > 0) {
-    fprintf(f, "  Conv/Gemm kernels: %.1f GFLOP/s over %.3f ms per run (%d threads)\n", fl * p->prof_runs / ft / 1e9,
-            1e3 * ft / p->prof_runs, p->nthreads);
-    fprintf(f, "  %-44s %-16s %9s %9s\n", "node", "op", "ms", "GFLOP/s");
-    for (int i = 0; i < p->n_ops; i++)
-      if (p->ops[i].flops > 0 && p->prof_seconds[i] > 0)
-        fprintf(f, "  %-44.44s %-16s %9.3f %9.1f\n", p->ops[i].node->name, p->ops[i].node->op->name,
-                1e3 * p->prof_seconds[i] / p->prof_runs, p->ops[i].flops * p->prof_runs / p->prof_seconds[i] / 1e9);
-  }
+  if (ft > 0)
+    fprintf(f, "  Conv/Gemm kernels: %.1f GFLOP/s (dense-equivalent) over %.3f ms per run (%d threads)\n",
+            fl * p->prof_runs / ft / 1e9, 1e3 * ft / p->prof_runs, p->nthreads);
+  profile_layers(p, f, total);
 }
 
 void rt_program_annotate(const rt_program *p, ir_graph *g) {

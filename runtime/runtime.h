@@ -64,6 +64,11 @@ void rt_program_set_topk_exact(rt_program *p, int on);
  * Returns 0 if the program has no such node. */
 int rt_program_set_sparsity(rt_program *p, const char *node, double sparsity);
 
+/* Diagnosis of a non-finite loss: runs the program once more, op by op, and sets *node_name to the
+ * first node that wrote a NaN or infinity (NULL if none did). The state is updated as by a run
+ * (BatchNormalization statistics, Top-K thresholds), so call it only when the run is being abandoned. */
+int rt_program_find_nonfinite(rt_program *p, uint64_t step, const char **node_name, sw_err *e);
+
 /* Per-op timing, when enabled: accumulated seconds per node and the number of runs. */
 void rt_program_profile(rt_program *p, int on);
 /* Prints the accumulated profile (per op kind and the heaviest nodes) to f. */

@@ -11,5 +11,7 @@
 #include "runtime/kernels/pool.h"
 #include "runtime/kernels/movement.h"
 #include "runtime/kernels/topk.h"
+#include "runtime/kernels/spconv.h"
+#include "runtime/kernels/spwgrad.h"
 
 #endif

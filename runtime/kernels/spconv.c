@@ -1,0 +1,780 @@
+/* Sparse-weight Conv and Gemm, forward and backward-data (see spconv.h for the contract).
+ *
+ * Engine. Activations live in scratch as batch-innermost blocks of 16 images (or Gemm rows):
+ *   conv fwd:  Xs [nb][C][Hp][Wp][16]   input, zero-padded by (pad_t, pad_l, pad_b, pad_r)
+ *   conv bwd:  Ds [nb][K][Pp][Qp][16]   dY, zero-padded so every tap of every dX position lands inside
+ *   gemm:      XT [in][Mp]               X (or dY) transposed, batch rows padded to Mp = 16*nb
+ * One output row o (conv: output channel k, or input channel c and stride phase for bwd-data; gemm:
+ * output feature) has a list of its nonzero weights as (element offset into the block, value),
+ * rebuilt from w on every call (a branch-free scan, split over the threads). An output "plane" of
+ * 16 images is computed in register tiles of TR x TC positions: for each list entry, broadcast the
+ * weight and do one aligned 16-wide load + FMA per tile position. Each row group of tiles goes to a
+ * small per-thread buffer that is transposed back into NCHW / row-major with kern_transpose16 while
+ * it is in L1 (bias is the accumulators' initial value).
+ *
+ * Backward-data is a gather form for any stride: dX row h has phase ph = (h + pad_t) % sh and only
+ * the taps r = ph (mod sh) reach it, from dY row a - (r - ph)/sh where a = (h + pad_t)/sh; columns
+ * likewise. So each (input channel c, phase (ph, pw)) has its own list over (k, r, s), and the dX
+ * positions of one phase read consecutive dY positions, i.e. the same tiles as the forward.
+ *
+ * Threads. With enough 16-image blocks (nb % T == 0 or nb >= 4T) each thread owns whole blocks:
+ * it packs one block into its private slot and computes all its planes while the block is in its
+ * L2 ("blocked" schedule). Otherwise packing is split over (block, channel) and planes over
+ * (block, output row) across all threads, with a barrier in between ("split" schedule). The lists
+ * are always built first, split over output rows, before a barrier. Each output element is summed by
+ * one thread in list order, so results do not depend on the thread count. */
+#include "runtime/kernels/spconv.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/kernels/kern_internal.h"
+
+/* Images (batch rows) per vector. */
+#define SPC_V 16
+/* Most accumulators a register tile uses. */
+#define SPC_ACC 14
+
+/* One nonzero weight: element offset of its input vector relative to the tile base, and value. */
+typedef struct spc_ent {
+  int32_t off;
+  float w;
+} spc_ent;
+
+typedef float spc_v16 __attribute__((vector_size(64), aligned(64)));
+
+/* The hot functions: AVX-512 and baseline clones picked at load time (not under ASan, whose
+ * instrumentation does not mix with ifunc resolvers), FMA contraction allowed in them. */
+#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define SPC_HOT __attribute__((target_clones("avx512f", "default"), optimize("fp-contract=fast")))
+#else
+#define SPC_HOT __attribute__((optimize("fp-contract=fast")))
+#endif
+#define SPC_INLINE static inline __attribute__((always_inline))
+#else
+#define SPC_HOT
+#define SPC_INLINE static inline
+#endif
+
+static size_t fbytes(size_t nfloats) { return kern_align_up(nfloats * sizeof(float)); }
+static size_t ebytes(size_t nent) { return kern_align_up(nent * sizeof(spc_ent)); }
+static size_t ibytes(size_t nint) { return kern_align_up(nint * sizeof(int)); }
+static int imin(int a, int b) { return a < b ? a : b; }
+static int imax(int a, int b) { return a > b ? a : b; }
+
+/* ---------------------------------------------------------------------------------------------
+ * The register tile: out[r*ors + c*ocs .. +16) = init + sum over the list of w * base[off + r*rs + c*cs]. */
+
+#define SPC_BCAST(x) ((x) * (spc_v16){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1})
+
+SPC_INLINE void spc_tile(const int TR, const int TC, const int CS, const float *restrict base, ptrdiff_t rs,
+                         ptrdiff_t cs, const spc_ent *restrict L, int n, float init, float *restrict out,
+                         ptrdiff_t ors, ptrdiff_t ocs) {
+  spc_v16 acc[SPC_ACC] = {{0}}; /* (GCC 12 warns "maybe uninitialized" otherwise; the stores are dead) */
+  for (int j = 0; j < TR * TC; j++) acc[j] = SPC_BCAST(init);
+  if (CS) cs = CS; /* a compile-time column stride turns the loads into base + displacement */
+  for (int i = 0; i < n; i++) {
+    const float *b = base + L[i].off;
+    float wi = L[i].w;
+    spc_v16 w = SPC_BCAST(wi);
+    for (int r = 0; r < TR; r++)
+      for (int c = 0; c < TC; c++) acc[r * TC + c] += w * *(const spc_v16 *)(b + r * rs + c * cs);
+  }
+  for (int r = 0; r < TR; r++)
+    for (int c = 0; c < TC; c++) *(spc_v16 *)(out + r * ors + c * ocs) = acc[r * TC + c];
+}
+
+/* spc_tile for run-time tr x tc: tr 1 (tc <= 14), 2 (tc <= 7) or 4 (tc <= 3) when the column stride
+ * cs is 16 or 32 floats (stride 1 or 2); tr 1 only for other strides. */
+SPC_INLINE void spc_tile_any(int tr, int tc, const float *restrict base, ptrdiff_t rs, ptrdiff_t cs,
+                             const spc_ent *restrict L, int n, float init, float *restrict out, ptrdiff_t ors,
+                             ptrdiff_t ocs) {
+#define SPC_CASE(R, C, S)                                                                                          \
+  case (R) * 16 + (C): spc_tile(R, C, S, base, rs, cs, L, n, init, out, ors, ocs); return;
+#define SPC_ROW1(S)                                                                                                \
+  SPC_CASE(1, 1, S) SPC_CASE(1, 2, S) SPC_CASE(1, 3, S) SPC_CASE(1, 4, S) SPC_CASE(1, 5, S) SPC_CASE(1, 6, S)      \
+  SPC_CASE(1, 7, S) SPC_CASE(1, 8, S) SPC_CASE(1, 9, S) SPC_CASE(1, 10, S) SPC_CASE(1, 11, S) SPC_CASE(1, 12, S)   \
+  SPC_CASE(1, 13, S) SPC_CASE(1, 14, S)
+#define SPC_ROWS(S)                                                                                                \
+  SPC_ROW1(S)                                                                                                      \
+  SPC_CASE(2, 1, S) SPC_CASE(2, 2, S) SPC_CASE(2, 3, S) SPC_CASE(2, 4, S) SPC_CASE(2, 5, S) SPC_CASE(2, 6, S)      \
+  SPC_CASE(2, 7, S) SPC_CASE(4, 1, S) SPC_CASE(4, 2, S) SPC_CASE(4, 3, S)
+  if (cs == SPC_V) {
+    switch (tr * 16 + tc) {
+      SPC_ROWS(SPC_V)
+    default: break;
+    }
+  } else if (cs == 2 * SPC_V) {
+    switch (tr * 16 + tc) {
+      SPC_ROWS(2 * SPC_V)
+    default: break;
+    }
+  } else {
+    switch (tr * 16 + tc) {
+      SPC_ROW1(0)
+    default: break;
+    }
+  }
+#undef SPC_ROWS
+#undef SPC_ROW1
+#undef SPC_CASE
+  SW_ASSERT(!"spconv: register tile out of range");
+}
+
+/* Register tile (rows x columns) for planes whose rows have n tile positions. */
+static void choose_tile(int n, int *tr, int *tc) {
+  if (n >= 8) {
+    *tr = 1;
+    *tc = kern_cdiv(n, kern_cdiv(n, SPC_ACC));
+  } else if (n >= 4) {
+    *tr = 2;
+    *tc = n;
+  } else {
+    *tr = 4;
+    *tc = imax(n, 1);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * List building: the nonzeros of a weight row (or of 16 weight columns) as (offset, value) entries.
+ * AVX-512 compares 16 weights at a time and visits only the set bits, so the scan costs about one
+ * compare per 16 weights plus one store per nonzero; the plain version is a branch-free loop.
+ * NaN weights count as nonzero (they propagate as in the dense kernels). */
+
+/* Entries of w[0..n) != 0: offset tab[i] (or i * mult when tab is NULL); returns the count. */
+static int scan_row_c(const float *restrict w, int n, int32_t mult, const int32_t *restrict tab,
+                      spc_ent *restrict L) {
+  int cnt = 0;
+  for (int i = 0; i < n; i++) {
+    float v = w[i];
+    L[cnt].off = tab ? tab[i] : i * mult;
+    L[cnt].w = v;
+    cnt += v != 0.0f;
+  }
+  return cnt;
+}
+
+/* Columns k0..k0+nk-1 (nk <= 16) of the row-major W[N][K]: column k's list (at lists + k*cap)
+ * gets (n * mult, W[n][k]) for every nonzero, in n order; cnt[k] its length. */
+static void scan_cols_c(const float *restrict W, int N, int K, int k0, int nk, int32_t mult, size_t cap,
+                        spc_ent *restrict lists, int *restrict cnt) {
+  for (int j = 0; j < nk; j++) cnt[k0 + j] = 0;
+  for (int n = 0; n < N; n++)
+    for (int j = 0; j < nk; j++) {
+      float v = W[(size_t)n * K + k0 + j];
+      spc_ent *e = lists + (size_t)(k0 + j) * cap + cnt[k0 + j];
+      e->off = n * mult;
+      e->w = v;
+      cnt[k0 + j] += v != 0.0f;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SPC_X86 1
+
+__attribute__((target("avx512f"))) static int scan_row_avx512(const float *restrict w, int n, int32_t mult,
+                                                              const int32_t *restrict tab, spc_ent *restrict L) {
+  int cnt = 0, i = 0;
+  for (; i < n; i += 16) {
+    __mmask16 lm = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+    __m512 v = _mm512_maskz_loadu_ps(lm, w + i);
+    unsigned m = _mm512_mask_cmp_ps_mask(lm, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    while (m) {
+      int j = __builtin_ctz(m);
+      m &= m - 1;
+      L[cnt].off = tab ? tab[i + j] : (i + j) * mult;
+      L[cnt].w = w[i + j];
+      cnt++;
+    }
+  }
+  return cnt;
+}
+
+__attribute__((target("avx512f"))) static void scan_cols_avx512(const float *restrict W, int N, int K, int k0, int nk,
+                                                                int32_t mult, size_t cap, spc_ent *restrict lists,
+                                                                int *restrict cnt) {
+  int c[16] = {0};
+  __mmask16 lm = (__mmask16)((1u << nk) - 1u);
+  for (int n = 0; n < N; n++) {
+    const float *row = W + (size_t)n * K + k0;
+    unsigned m = _mm512_mask_cmp_ps_mask(lm, _mm512_maskz_loadu_ps(lm, row), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    while (m) {
+      int j = __builtin_ctz(m);
+      m &= m - 1;
+      spc_ent *e = lists + (size_t)(k0 + j) * cap + c[j]++;
+      e->off = n * mult;
+      e->w = row[j];
+    }
+  }
+  for (int j = 0; j < nk; j++) cnt[k0 + j] = c[j];
+}
+#endif
+
+static int scan_row(const float *w, int n, int32_t mult, const int32_t *tab, spc_ent *L) {
+#ifdef SPC_X86
+  if (__builtin_cpu_supports("avx512f")) return scan_row_avx512(w, n, mult, tab, L);
+#endif
+  return scan_row_c(w, n, mult, tab, L);
+}
+
+static void scan_cols(const float *W, int N, int K, int k0, int nk, int32_t mult, size_t cap, spc_ent *lists,
+                      int *cnt) {
+#ifdef SPC_X86
+  if (__builtin_cpu_supports("avx512f")) {
+    scan_cols_avx512(W, N, K, k0, nk, mult, cap, lists, cnt);
+    return;
+  }
+#endif
+  scan_cols_c(W, N, K, k0, nk, mult, cap, lists, cnt);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Layout transforms. */
+
+/* Channel plane of nimg images (image stride istride floats; grid H x W sampled every sh rows and
+ * sw columns of a plane with rows of pitch floats) into dst[Hd][Wd][16] with the data at (ot, ol)
+ * and zeros elsewhere (images >= nimg included). */
+static void pack_plane(const float *src, size_t istride, int nimg, int H, int W, int sh, int sw, size_t pitch,
+                       float *dst, int Hd, int Wd, int ot, int ol) {
+  for (int hd = 0; hd < Hd; hd++) {
+    float *row = dst + (size_t)hd * Wd * SPC_V;
+    int h = hd - ot;
+    if (h < 0 || h >= H) {
+      memset(row, 0, sizeof(float) * Wd * SPC_V);
+      continue;
+    }
+    memset(row, 0, sizeof(float) * ol * SPC_V);
+    memset(row + (size_t)(ol + W) * SPC_V, 0, sizeof(float) * (Wd - ol - W) * SPC_V);
+    for (int w0 = 0; w0 < W; w0 += 16)
+      kern_transpose16_step(src + (size_t)h * sh * pitch + (size_t)w0 * sw, istride, (size_t)sw, nimg,
+                            row + (size_t)(ol + w0) * SPC_V, SPC_V, 1, imin(16, W - w0), SPC_V, NULL);
+  }
+}
+
+/* Plane [n][16] (positions x images) back to dst[img * istride + pos] for nimg images. */
+static void unpack_plane(const float *plane, int n, float *dst, size_t istride, int nimg) {
+  for (int i0 = 0; i0 < n; i0 += 16) {
+    int nl = imin(16, n - i0);
+    kern_transpose16(plane + (size_t)i0 * SPC_V, SPC_V, nl, dst + i0, istride, nimg, nl, NULL);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Convolution plan. */
+
+int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e) {
+  memset(p, 0, sizeof *p);
+  conv_desc r = *d;
+  int rc = conv_desc_resolve(&r, e);
+  if (rc) return rc;
+  if (r.groups != 1)
+    return sw_fail(e, SW_EINPUT, "sparse Conv: groups=%d is not supported (only groups=1)", r.groups);
+  if (r.dil_h != 1 || r.dil_w != 1)
+    return sw_fail(e, SW_EINPUT, "sparse Conv: dilations %dx%d are not supported (only 1x1)", r.dil_h, r.dil_w);
+  p->d = r;
+  p->nthreads = kern_threads_clamp(nthreads);
+  p->nb = kern_cdiv(r.N, SPC_V);
+  /* A strided 1x1 conv without padding reads only every stride-th pixel: pack just those (a P x Q
+   * grid) and run it as a stride-1 conv. */
+  p->sub = r.R == 1 && r.S == 1 && (r.stride_h > 1 || r.stride_w > 1) && !r.pad_t && !r.pad_l && !r.pad_b && !r.pad_r;
+  p->fsh = p->sub ? 1 : r.stride_h;
+  p->fsw = p->sub ? 1 : r.stride_w;
+  p->Hp = p->sub ? r.P : r.H + r.pad_t + r.pad_b;
+  p->Wp = p->sub ? r.Q : r.W + r.pad_l + r.pad_r;
+  choose_tile(r.Q, &p->fwd_tr, &p->fwd_tc);
+  int sh = r.stride_h, sw = r.stride_w;
+  p->nph = sh * sw;
+  p->OT = (r.R - 1) / sh;
+  p->OL = (r.S - 1) / sw;
+  p->Pp = p->OT + imax(r.P, (r.H - 1 + r.pad_t) / sh + 1);
+  p->Qp = p->OL + imax(r.Q, (r.W - 1 + r.pad_l) / sw + 1);
+  p->bwd_cap = r.K * kern_cdiv(r.R, sh) * kern_cdiv(r.S, sw);
+  choose_tile(kern_cdiv(r.W, sw), &p->bwd_tr, &p->bwd_tc);
+  /* List offsets are int32 elements within one 16-image block. */
+  double blk_f = (double)r.C * p->Hp * p->Wp * SPC_V, blk_b = (double)r.K * p->Pp * p->Qp * SPC_V;
+  if (blk_f >= 2e9 || blk_b >= 2e9)
+    return sw_fail(e, SW_EINPUT, "sparse Conv: a 16-image block of %.0f floats is too large (limit 2^31)",
+                   blk_f > blk_b ? blk_f : blk_b);
+  /* Element offset of each forward tap (c, r, s) in a packed block, in OIHW order. */
+  p->fwd_offs = sw_xmalloc(sizeof(int32_t) * r.C * r.R * r.S);
+  for (int c = 0, i = 0; c < r.C; c++)
+    for (int rr = 0; rr < r.R; rr++)
+      for (int ss = 0; ss < r.S; ss++) p->fwd_offs[i++] = (int32_t)(((c * p->Hp + rr) * p->Wp + ss) * SPC_V);
+  return SW_OK;
+}
+
+void spconv_plan_free(spconv_plan *p) {
+  if (!p) return;
+  free(p->fwd_offs);
+  memset(p, 0, sizeof *p);
+}
+
+/* Blocked schedule (each thread owns whole 16-image blocks)? */
+static int blocked_schedule(int nb, int T) { return T == 1 || (nb >= T && (nb % T == 0 || nb >= 4 * T)); }
+
+typedef struct spc_layout {
+  size_t blk;         /* floats of one 16-image block of the packed input */
+  int nslots;         /* packed blocks held (T for blocked, nb for split) */
+  size_t plane;       /* floats of one per-thread row buffer (up to 4 output rows) */
+  size_t nrows, cap;  /* lists: rows and entries per row */
+  size_t off_planes, off_lists, off_counts, total; /* byte offsets in scratch */
+} spc_layout;
+
+static spc_layout layout_make(size_t blk, int nb, int T, size_t plane, size_t nrows, size_t cap) {
+  spc_layout l;
+  l.blk = blk;
+  l.nslots = blocked_schedule(nb, T) ? T : nb;
+  l.plane = plane;
+  l.nrows = nrows;
+  l.cap = cap;
+  l.off_planes = fbytes(blk * l.nslots);
+  l.off_lists = l.off_planes + fbytes(plane) * T;
+  l.off_counts = l.off_lists + ebytes(nrows * cap);
+  l.total = l.off_counts + ibytes(nrows);
+  return l;
+}
+
+static spc_layout conv_layout(const spconv_plan *p, conv_pass pass) {
+  const conv_desc *d = &p->d;
+  if (pass == CONV_FWD)
+    return layout_make((size_t)d->C * p->Hp * p->Wp * SPC_V, p->nb, p->nthreads, (size_t)4 * d->Q * SPC_V,
+                       (size_t)d->K, (size_t)d->C * d->R * d->S);
+  return layout_make((size_t)d->K * p->Pp * p->Qp * SPC_V, p->nb, p->nthreads, (size_t)4 * d->W * SPC_V,
+                     (size_t)d->C * p->nph, (size_t)p->bwd_cap);
+}
+
+size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
+  if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
+  return conv_layout(p, pass).total;
+}
+
+const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
+  snprintf(buf, n, "sparse direct nb=%d fwd %dx%d tiles%s, bwd-data %d phase(s) %dx%d tiles, %s", p->nb,
+           p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc, p->sub ? " (subsampled 1x1)" : "", p->nph, p->bwd_tr, p->bwd_tc,
+           blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split");
+  return buf;
+}
+
+/* Forward list of output channel k: the nonzero taps (c, r, s) of w[k] as offsets into Xs. */
+static int build_fwd_row(const spconv_plan *p, const float *restrict wk, spc_ent *restrict L) {
+  const conv_desc *d = &p->d;
+  return scan_row(wk, d->C * d->R * d->S, 0, p->fwd_offs, L);
+}
+
+/* Backward-data lists of input channel c, one per phase (ph, pw): taps (k, r, s) with r = ph and
+ * s = pw (mod stride) as offsets into Ds relative to the dY position (a, b) of the dX position. */
+static void build_bwd_rows(const spconv_plan *p, const float *restrict w, int c, spc_ent *restrict L0,
+                           int *restrict cnt) {
+  const conv_desc *d = &p->d;
+  int sh = d->stride_h, sw = d->stride_w;
+  size_t kstride = (size_t)d->C * d->R * d->S;
+  for (int ph = 0; ph < sh; ph++)
+    for (int pw = 0; pw < sw; pw++) {
+      spc_ent *L = L0 + (size_t)(ph * sw + pw) * p->bwd_cap;
+      int n = 0;
+      for (int k = 0; k < d->K; k++) {
+        const float *wk = w + k * kstride + (size_t)c * d->R * d->S;
+        for (int r = ph; r < d->R; r += sh) {
+          int32_t base = (int32_t)((k * p->Pp - (r - ph) / sh) * p->Qp) * SPC_V;
+          for (int s = pw; s < d->S; s += sw) {
+            float v = wk[r * d->S + s];
+            L[n].off = base - (int32_t)((s - pw) / sw) * SPC_V;
+            L[n].w = v;
+            n += v != 0.0f;
+          }
+        }
+      }
+      cnt[ph * sw + pw] = n;
+    }
+}
+
+/* One forward output plane (16 images of output channel k) from the packed block xb, one row
+ * group of register tiles at a time through rowbuf[tr*Q][16] (L1-resident), transposed into the
+ * NCHW output plane dst (image stride istride) for nimg images. */
+SPC_HOT static void fwd_plane(const spconv_plan *p, const float *xb, const spc_ent *L, int n, float init,
+                              float *rowbuf, float *dst, size_t istride, int nimg) {
+  const conv_desc *d = &p->d;
+  ptrdiff_t cs = (ptrdiff_t)p->fsw * SPC_V, rs = (ptrdiff_t)p->fsh * p->Wp * SPC_V;
+  ptrdiff_t ors = (ptrdiff_t)d->Q * SPC_V;
+  int TR = p->fsw <= 2 ? p->fwd_tr : 1, TC = p->fwd_tc;
+  for (int p0 = 0; p0 < d->P;) {
+    int tr = d->P - p0 >= TR ? TR : 1;
+    for (int q0 = 0; q0 < d->Q; q0 += TC) {
+      int tc = imin(TC, d->Q - q0);
+      const float *base = xb + ((size_t)p0 * p->fsh * p->Wp + (size_t)q0 * p->fsw) * SPC_V;
+      spc_tile_any(tr, tc, base, rs, cs, L, n, init, rowbuf + (size_t)q0 * SPC_V, ors, SPC_V);
+    }
+    unpack_plane(rowbuf, tr * d->Q, dst + (size_t)p0 * d->Q, istride, nimg);
+    p0 += tr;
+  }
+}
+
+/* One backward-data plane (16 images of input channel c) from the packed dY block db; L0/cnt are
+ * channel c's per-phase lists. Rows of one phase are done in groups of tr through rowbuf[tr][W][16]
+ * (all column phases), each row then transposed into the NCHW plane dst. */
+SPC_HOT static void bwd_plane(const spconv_plan *p, const float *db, const spc_ent *L0, const int *cnt,
+                              float *rowbuf, float *dst, size_t istride, int nimg) {
+  const conv_desc *d = &p->d;
+  int sh = d->stride_h, sw = d->stride_w;
+  ptrdiff_t rs = (ptrdiff_t)p->Qp * SPC_V, ors = (ptrdiff_t)d->W * SPC_V, ocs = (ptrdiff_t)sw * SPC_V;
+  int TR = p->bwd_tr, TC = p->bwd_tc;
+  for (int ph = 0; ph < sh; ph++) {
+    int h0 = ((ph - d->pad_t) % sh + sh) % sh; /* first dX row of this phase */
+    if (h0 >= d->H) continue;
+    int nrow = (d->H - h0 + sh - 1) / sh;
+    int a0 = (h0 + d->pad_t) / sh;
+    for (int i = 0; i < nrow;) {
+      int tr = nrow - i >= TR ? TR : 1;
+      for (int pw = 0; pw < sw; pw++) {
+        int w0 = ((pw - d->pad_l) % sw + sw) % sw; /* first dX column of this phase */
+        if (w0 >= d->W) continue;
+        int ncol = (d->W - w0 + sw - 1) / sw;
+        int b0 = (w0 + d->pad_l) / sw;
+        const spc_ent *L = L0 + (size_t)(ph * sw + pw) * p->bwd_cap;
+        int n = cnt[ph * sw + pw];
+        for (int j = 0; j < ncol; j += TC) {
+          int tc = imin(TC, ncol - j);
+          const float *base = db + ((size_t)(a0 + i + p->OT) * p->Qp + (b0 + j + p->OL)) * SPC_V;
+          spc_tile_any(tr, tc, base, rs, SPC_V, L, n, 0.0f, rowbuf + (w0 + (size_t)j * sw) * SPC_V, ors, ocs);
+        }
+      }
+      for (int k = 0; k < tr; k++)
+        unpack_plane(rowbuf + (size_t)k * d->W * SPC_V, d->W, dst + (size_t)(h0 + (i + k) * sh) * d->W, istride,
+                     nimg);
+      i += tr;
+    }
+  }
+}
+
+/* Everything one conv execute needs, shared by its workers. */
+typedef struct conv_run {
+  const spconv_plan *p;
+  conv_pass pass;
+  spc_layout l;
+  const float *in, *w, *b;
+  float *out;
+  char *scratch;
+  int blocked;
+} conv_run;
+
+static float *run_slot(const conv_run *r, int slot) { return (float *)r->scratch + (size_t)slot * r->l.blk; }
+static float *run_plane(const conv_run *r, int t) {
+  return (float *)(r->scratch + r->l.off_planes + fbytes(r->l.plane) * (size_t)t);
+}
+static spc_ent *run_lists(const conv_run *r) { return (spc_ent *)(r->scratch + r->l.off_lists); }
+static int *run_counts(const conv_run *r) { return (int *)(r->scratch + r->l.off_counts); }
+
+/* Input-side channels of the pass (packed per block) and output-side planes per block. */
+static int run_cin(const conv_run *r) { return r->pass == CONV_FWD ? r->p->d.C : r->p->d.K; }
+static int run_cout(const conv_run *r) { return r->pass == CONV_FWD ? r->p->d.K : r->p->d.C; }
+
+/* Packs channel ch of 16-image block blk into slot. */
+static void conv_pack(const conv_run *r, int blk, int ch, float *slot) {
+  const spconv_plan *p = r->p;
+  const conv_desc *d = &p->d;
+  int n0 = blk * SPC_V, nimg = imin(SPC_V, d->N - n0);
+  if (r->pass == CONV_FWD) {
+    size_t is = (size_t)d->C * d->H * d->W;
+    int sh = p->sub ? d->stride_h : 1, sw = p->sub ? d->stride_w : 1;
+    pack_plane(r->in + n0 * is + (size_t)ch * d->H * d->W, is, nimg, p->sub ? d->P : d->H, p->sub ? d->Q : d->W, sh,
+               sw, (size_t)d->W, slot + (size_t)ch * p->Hp * p->Wp * SPC_V, p->Hp, p->Wp, d->pad_t, d->pad_l);
+  } else {
+    size_t is = (size_t)d->K * d->P * d->Q;
+    pack_plane(r->in + n0 * is + (size_t)ch * d->P * d->Q, is, nimg, d->P, d->Q, 1, 1, (size_t)d->Q,
+               slot + (size_t)ch * p->Pp * p->Qp * SPC_V, p->Pp, p->Qp, p->OT, p->OL);
+  }
+}
+
+/* Computes output plane o of block blk from its packed slot and writes it to the NCHW output. */
+static void conv_plane(const conv_run *r, int blk, int o, const float *slot, float *plane) {
+  const spconv_plan *p = r->p;
+  const conv_desc *d = &p->d;
+  int n0 = blk * SPC_V, nimg = imin(SPC_V, d->N - n0);
+  if (r->pass == CONV_FWD) {
+    size_t is = (size_t)d->K * d->P * d->Q;
+    fwd_plane(p, slot, run_lists(r) + (size_t)o * r->l.cap, run_counts(r)[o], r->b ? r->b[o] : 0.0f, plane,
+              r->out + n0 * is + (size_t)o * d->P * d->Q, is, nimg);
+  } else {
+    size_t is = (size_t)d->C * d->H * d->W;
+    bwd_plane(p, slot, run_lists(r) + (size_t)o * p->nph * r->l.cap, run_counts(r) + (size_t)o * p->nph, plane,
+              r->out + n0 * is + (size_t)o * d->H * d->W, is, nimg);
+  }
+}
+
+/* Stage 1: lists of the output rows this worker owns; in the split schedule also its packing share. */
+static void conv_stage1(const conv_run *r, int t, int T) {
+  const spconv_plan *p = r->p;
+  const conv_desc *d = &p->d;
+  int64_t lo, hi;
+  kern_split(run_cout(r), t, T, &lo, &hi);
+  for (int64_t o = lo; o < hi; o++) {
+    if (r->pass == CONV_FWD)
+      run_counts(r)[o] =
+          build_fwd_row(p, r->w + (size_t)o * d->C * d->R * d->S, run_lists(r) + (size_t)o * r->l.cap);
+    else
+      build_bwd_rows(p, r->w, (int)o, run_lists(r) + (size_t)o * p->nph * r->l.cap, run_counts(r) + o * p->nph);
+  }
+  if (r->blocked) return;
+  int cin = run_cin(r);
+  kern_split((int64_t)p->nb * cin, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i++) conv_pack(r, (int)(i / cin), (int)(i % cin), run_slot(r, (int)(i / cin)));
+}
+
+/* Stage 2: the planes this worker owns (whole blocks in the blocked schedule, packed here first). */
+static void conv_stage2(const conv_run *r, int t, int T) {
+  const spconv_plan *p = r->p;
+  float *plane = run_plane(r, t);
+  int cin = run_cin(r), cout = run_cout(r);
+  int64_t lo, hi;
+  if (r->blocked) {
+    float *slot = run_slot(r, t);
+    kern_split(p->nb, t, T, &lo, &hi);
+    for (int64_t blk = lo; blk < hi; blk++) {
+      for (int ch = 0; ch < cin; ch++) conv_pack(r, (int)blk, ch, slot);
+      for (int o = 0; o < cout; o++) conv_plane(r, (int)blk, o, slot, plane);
+    }
+    return;
+  }
+  kern_split((int64_t)p->nb * cout, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i++)
+    conv_plane(r, (int)(i / cout), (int)(i % cout), run_slot(r, (int)(i / cout)), plane);
+}
+
+/* Runs stage1 on every worker, a barrier, then stage2; workers are 0..T-1 whatever team OpenMP gives. */
+static void run_two_stages(int T, void (*s1)(const void *, int, int), void (*s2)(const void *, int, int),
+                           const void *ctx) {
+  if (T <= 1) {
+    s1(ctx, 0, 1);
+    s2(ctx, 0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(T)
+  {
+    int team = omp_get_num_threads(), me = omp_get_thread_num();
+    for (int t = me; t < T; t += team) s1(ctx, t, T);
+#pragma omp barrier
+    for (int t = me; t < T; t += team) s2(ctx, t, T);
+  }
+}
+
+static void conv_s1(const void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
+static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
+
+static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
+                      float *out, void *scratch) {
+  SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
+  conv_run r;
+  r.p = p;
+  r.pass = pass;
+  r.l = conv_layout(p, pass);
+  r.in = in;
+  r.w = w;
+  r.b = b;
+  r.out = out;
+  r.scratch = scratch;
+  r.blocked = blocked_schedule(p->nb, p->nthreads);
+  run_two_stages(p->nthreads, conv_s1, conv_s2, &r);
+}
+
+void spconv_plan_fwd(const spconv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
+  conv_exec(p, CONV_FWD, x, w, b, y, scratch);
+}
+
+void spconv_plan_bwd_data(const spconv_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
+  conv_exec(p, CONV_BWD_DATA, dy, w, NULL, dx, scratch);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Gemm plan: forward Y^T[N][Mp] rows from the lists of W's rows over X^T[K][Mp]; backward-data
+ * dX^T[K][Mp] rows from the lists of W's columns over dY^T[N][Mp]. */
+
+int spgemm_plan_init(spgemm_plan *p, const gemm_desc *d, int nthreads, sw_err *e) {
+  memset(p, 0, sizeof *p);
+  int rc = gemm_desc_check(d, e);
+  if (rc) return rc;
+  if ((double)d->K * d->M >= 2e9 || (double)d->N * d->M >= 2e9)
+    return sw_fail(e, SW_EINPUT, "sparse Gemm: %dx%d / %dx%d operands are too large (limit 2^31 floats)", d->M,
+                   d->K, d->M, d->N);
+  p->d = *d;
+  p->nthreads = kern_threads_clamp(nthreads);
+  p->nb = kern_cdiv(d->M, SPC_V);
+  p->tc = kern_cdiv(p->nb, kern_cdiv(p->nb, SPC_ACC));
+  return SW_OK;
+}
+
+void spgemm_plan_free(spgemm_plan *p) {
+  if (p) memset(p, 0, sizeof *p);
+}
+
+typedef struct gemm_layout {
+  int nin, nout, Mp;
+  size_t off_out, off_lists, off_counts, total;
+} gemm_layout;
+
+static gemm_layout gemm_layout_make(const spgemm_plan *p, gemm_pass pass) {
+  gemm_layout l;
+  l.nin = pass == GEMM_FWD ? p->d.K : p->d.N;
+  l.nout = pass == GEMM_FWD ? p->d.N : p->d.K;
+  l.Mp = p->nb * SPC_V;
+  l.off_out = fbytes((size_t)l.nin * l.Mp);
+  l.off_lists = l.off_out + fbytes((size_t)l.nout * l.Mp);
+  l.off_counts = l.off_lists + ebytes((size_t)l.nout * l.nin);
+  l.total = l.off_counts + ibytes((size_t)l.nout);
+  return l;
+}
+
+size_t spgemm_plan_scratch(const spgemm_plan *p, gemm_pass pass) {
+  if (pass != GEMM_FWD && pass != GEMM_BWD_DATA) return 0;
+  return gemm_layout_make(p, pass).total;
+}
+
+const char *spgemm_plan_describe(const spgemm_plan *p, char *buf, size_t n) {
+  snprintf(buf, n, "sparse rows nb=%d tile %d", p->nb, p->tc);
+  return buf;
+}
+
+typedef struct gemm_run {
+  const spgemm_plan *p;
+  gemm_pass pass;
+  gemm_layout l;
+  const float *in, *w, *b;
+  float *out;
+  char *scratch;
+} gemm_run;
+
+/* Output rows o (one per 16) of Y^T / dX^T into the out buffer, then transposed to row-major. */
+SPC_HOT static void gemm_rows(const gemm_run *r, int o0, int o1) {
+  const spgemm_plan *p = r->p;
+  const gemm_layout *l = &r->l;
+  const float *xt = (const float *)r->scratch;
+  float *ot = (float *)(r->scratch + l->off_out);
+  const spc_ent *lists = (const spc_ent *)(r->scratch + l->off_lists);
+  const int *cnt = (const int *)(r->scratch + l->off_counts);
+  int TC = p->tc;
+  for (int o = o0; o < o1; o++)
+    for (int m0 = 0; m0 < p->nb; m0 += TC) {
+      int tc = imin(TC, p->nb - m0);
+      spc_tile_any(1, tc, xt + (size_t)m0 * SPC_V, 0, SPC_V, lists + (size_t)o * l->nin, cnt[o],
+                   r->b ? r->b[o] : 0.0f, ot + (size_t)o * l->Mp + (size_t)m0 * SPC_V, 0, SPC_V);
+    }
+}
+
+static void gemm_stage1(const void *ctx, int t, int T) {
+  const gemm_run *r = ctx;
+  const gemm_layout *l = &r->l;
+  int M = r->p->d.M, nin = l->nin, nout = l->nout;
+  spc_ent *lists = (spc_ent *)(r->scratch + l->off_lists);
+  int *cnt = (int *)(r->scratch + l->off_counts);
+  int64_t lo, hi;
+  if (r->pass == GEMM_FWD) { /* row o of W[N][K] */
+    kern_split(nout, t, T, &lo, &hi);
+    for (int64_t o = lo; o < hi; o++)
+      cnt[o] = scan_row(r->w + (size_t)o * nin, nin, l->Mp, NULL, lists + (size_t)o * nin);
+  } else { /* column o of W[N][K], 16 columns at a time */
+    kern_split(kern_cdiv(nout, 16), t, T, &lo, &hi);
+    for (int64_t cb = lo; cb < hi; cb++)
+      scan_cols(r->w, nin, nout, (int)cb * 16, imin(16, nout - (int)cb * 16), l->Mp, (size_t)nin, lists, cnt);
+  }
+  /* X^T[nin][Mp] from X[M][nin], in 16 x 16 tiles (rows M..Mp zero). */
+  int nmb = kern_cdiv(M, 16), nib = kern_cdiv(nin, 16);
+  float *xt = (float *)r->scratch;
+  kern_split((int64_t)nmb * nib, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i++) {
+    int m0 = (int)(i / nib) * 16, i0 = (int)(i % nib) * 16;
+    kern_transpose16(r->in + (size_t)m0 * nin + i0, nin, imin(16, M - m0), xt + (size_t)i0 * l->Mp + m0, l->Mp,
+                     imin(16, nin - i0), 16, NULL);
+  }
+}
+
+static void gemm_stage2(const void *ctx, int t, int T) {
+  const gemm_run *r = ctx;
+  const gemm_layout *l = &r->l;
+  int M = r->p->d.M, nout = l->nout;
+  int64_t lo, hi;
+  kern_split(kern_cdiv(nout, 16), t, T, &lo, &hi);
+  const float *ot = (const float *)(r->scratch + l->off_out);
+  for (int64_t ob = lo; ob < hi; ob++) {
+    int o0 = (int)ob * 16, no = imin(16, nout - o0);
+    gemm_rows(r, o0, o0 + no);
+    for (int m0 = 0; m0 < M; m0 += 16)
+      kern_transpose16(ot + (size_t)o0 * l->Mp + m0, l->Mp, no, r->out + (size_t)m0 * nout + o0, nout,
+                       imin(16, M - m0), no, NULL);
+  }
+}
+
+static void gemm_exec(const spgemm_plan *p, gemm_pass pass, const float *in, const float *w, const float *b,
+                      float *out, void *scratch) {
+  SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
+  gemm_run r;
+  r.p = p;
+  r.pass = pass;
+  r.l = gemm_layout_make(p, pass);
+  r.in = in;
+  r.w = w;
+  r.b = b;
+  r.out = out;
+  r.scratch = scratch;
+  run_two_stages(p->nthreads, gemm_stage1, gemm_stage2, &r);
+}
+
+void spgemm_plan_fwd(const spgemm_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
+  gemm_exec(p, GEMM_FWD, x, w, b, y, scratch);
+}
+
+void spgemm_plan_bwd_data(const spgemm_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
+  gemm_exec(p, GEMM_BWD_DATA, dy, w, NULL, dx, scratch);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Crossover model, calibrated with bench_spconv (1 thread, fastest runs, ResNet-20/LeNet-5 shapes at
+ * densities 0 and 10%; README.md):
+ *   dense  time = SPC_FIXED_S + flops / (SPC_DENSE_RATE, _LOW for 1x1 and C == 1, _GEMM)
+ *   sparse time = SPC_FIXED_S + bytes / SPC_BW + density * flops / SPC_SPARSE_RATE
+ * bytes = what the sparse pass streams besides the multiply: the input read, packed (written, read
+ * back), the output rows written and transposed, and the weight scan. Measured: the density-0 time
+ * gave 40-45 GB/s through the transforms (l1 16-16 fwd 0.81 ms, l3 64-64 fwd 0.23 ms), the slope
+ * between densities 0 and 0.1 about 95 GFLOP/s of nonzero work per thread, the dense plans 140-180
+ * GFLOP/s per thread (1x1 and C = 1 layers 50-60, Gemm ~200). Checked at 2 threads against the
+ * measured break-even: l1 16-16 model 45% (sparse still 1.14x faster at 51%), l3 64-64 58% (1.32x
+ * at 50%), fc1 30% (measured ~15%: for 10-60 us layers the fixed costs dominate and are rough). Rates are per thread, scaled by the thread count; the crossover is the
+ * density where both times are equal, clamped to [0, 1]. */
+#define SPC_DENSE_RATE 150e9 /* dense conv_plan, FLOP/s per thread (3x3/5x5 with C >= 2) */
+#define SPC_DENSE_RATE_LOW 50e9 /* dense 1x1 and C == 1 convs (memory-bound / direct kernels) */
+#define SPC_DENSE_RATE_GEMM 200e9 /* dense gemm_plan */
+#define SPC_SPARSE_RATE 95e9 /* sparse tiles, nonzero FLOP/s per thread */
+#define SPC_BW 40e9          /* bytes/s per thread through the transforms */
+#define SPC_FIXED_S 10e-6    /* fork, barrier and per-call overhead (s) */
+
+static double crossover(double flops, double dense_rate, double bytes, int T) {
+  double t_dense = SPC_FIXED_S + flops / (dense_rate * T);
+  double t_fix = SPC_FIXED_S + bytes / (SPC_BW * T);
+  double per_density = flops / (SPC_SPARSE_RATE * T);
+  double dstar = (t_dense - t_fix) / per_density;
+  return dstar < 0 ? 0 : dstar > 1 ? 1 : dstar;
+}
+
+double spconv_plan_crossover(const spconv_plan *p, conv_pass pass) {
+  if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0.0;
+  const conv_desc *d = &p->d;
+  double xin = (double)d->N * d->C * d->H * d->W, yout = (double)d->N * d->K * d->P * d->Q;
+  double packed = pass == CONV_FWD ? (double)p->nb * d->C * p->Hp * p->Wp * SPC_V
+                                   : (double)p->nb * d->K * p->Pp * p->Qp * SPC_V;
+  double src = pass == CONV_FWD ? xin : yout, dst = pass == CONV_FWD ? yout : xin;
+  double bytes = 4.0 * (src + 2 * packed + 2 * dst) + 4.0 * d->K * d->C * d->R * d->S;
+  double rate = d->R * d->S == 1 || d->C == 1 ? SPC_DENSE_RATE_LOW : SPC_DENSE_RATE;
+  return crossover(conv_desc_flops(d), rate, bytes, p->nthreads);
+}
+
+double spgemm_plan_crossover(const spgemm_plan *p, gemm_pass pass) {
+  if (pass != GEMM_FWD && pass != GEMM_BWD_DATA) return 0.0;
+  const gemm_desc *d = &p->d;
+  double nin = pass == GEMM_FWD ? d->K : d->N, nout = pass == GEMM_FWD ? d->N : d->K;
+  double Mp = (double)p->nb * SPC_V;
+  double bytes = 4.0 * (d->M * nin + 2 * Mp * nin + 2 * Mp * nout) + 4.0 * d->N * d->K;
+  return crossover(gemm_desc_flops(d), SPC_DENSE_RATE_GEMM, bytes, p->nthreads);
+}

@@ -1,0 +1,1034 @@
+/* Sparse weight gradient from a packed Top-K activation (see spwgrad.h).
+ *
+ * Packed buffer ("spact"), all parts 64-byte aligned:
+ *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width
+ *   int64  img_off[N]         first entry of image n in pos[] / val[]
+ *   int64  img_cnt[N]         entries of image n
+ *   uint32 cls[N][4C+1]       (only when H*W > 1) start of channel c, class k = 2*(h%2) + (w%2),
+ *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n]
+ *   int32  pos[cap]           position inside the image: c*H*W + h*W + w
+ *   float  val[cap]           value
+ * Packing takes whole images per thread: count an image's kept entries per class (the image then
+ * sits in L1/L2), reserve its range with one atomic add on a shared cursor (so ranges never overlap
+ * and an overflow is detected exactly), then write it with AVX-512 compress. One read of x from
+ * memory; image ranges land in scheduling order, which the kernels never depend on.
+ *
+ * Conv: see spwgrad.h. The register kernel for a class with nr x ns valid taps and nkb K-blocks
+ * holds nr*ns*nkb accumulators (<= 28 zmm); each entry costs one table lookup (offtab: the dY
+ * offset of its first tap) and nr*ns*nkb FMAs whose dY operand is a fixed offset from that base:
+ * taps of one class are nr rows apart by `prow` floats and ns columns apart by 16 floats in the
+ * bordered, K-blocked dYcl. Classes with fewer than 8 accumulators run 2-8 entries per iteration on
+ * separate accumulator sets so the FMA latency is hidden. */
+#include "runtime/kernels/spwgrad.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/kernels/kern_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SPW_X86 1
+#define SPW_TARGET __attribute__((target("avx512f")))
+#endif
+
+#define SPACT_MAGIC 0x3174636170737753ull /* "Swspact1" */
+/* Accumulator registers a register kernel may use (of 32 zmm: the rest hold x and addresses). */
+#define SPW_MAXACC 28
+/* Largest number of valid taps per dimension the register kernels are instantiated for. */
+#define SPW_MAXTAP 5
+/* Largest number of K blocks one register-kernel pass holds. */
+#define SPW_MAXKB 4
+/* Per-thread bytes of dY chunk (channels-last) the conv kernel aims for (a share of the 1 MiB L2). */
+#define SPW_CHUNK_BYTES (384 * 1024)
+/* Upper bound of images per chunk (size of the on-stack segment list). */
+#define SPW_CHUNK_MAX 64
+/* Elements per packing thread below which fewer threads are used. */
+#define SPW_PACK_MIN_PER_THREAD 16384
+/* Vector updates per Gemm thread below which fewer threads are used. */
+#define SPW_GEMM_MIN_PER_THREAD 100000
+/* Input planes of at least this many pixels are processed image-major (see conv_worker). */
+#define SPW_IMAGE_MAJOR_HW 100
+
+typedef struct spact_hdr {
+  uint64_t magic;
+  int32_t N, C, H, W;
+  int64_t cap, nnz;
+  int32_t ncls, pad_;
+  uint8_t reserved_[16];
+} spact_hdr;
+
+typedef struct spact_view {
+  spact_hdr *h;
+  int64_t *img_off, *img_cnt;
+  uint32_t *cls;
+  int32_t *pos;
+  float *val;
+} spact_view;
+
+static int cpu_avx512(void) {
+#ifdef SPW_X86
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}
+
+static int64_t cap_of(int N, int C, int H, int W, int64_t max_nnz) {
+  int64_t numel = (int64_t)N * C * H * W;
+  if (max_nnz < 0) max_nnz = 0;
+  return max_nnz < numel ? max_nnz : numel;
+}
+
+/* Byte offsets of the parts of a buffer; returns the total. */
+static size_t spact_layout(int N, int C, int H, int W, int64_t cap, size_t off[5]) {
+  size_t o = kern_align_up(sizeof(spact_hdr));
+  int ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
+  off[0] = o, o += kern_align_up(sizeof(int64_t) * (size_t)N);
+  off[1] = o, o += kern_align_up(sizeof(int64_t) * (size_t)N);
+  off[2] = o, o += kern_align_up(sizeof(uint32_t) * (size_t)N * (size_t)ncls);
+  off[3] = o, o += kern_align_up(sizeof(int32_t) * (size_t)cap);
+  off[4] = o, o += kern_align_up(sizeof(float) * (size_t)cap);
+  return o;
+}
+
+static spact_view spact_map(const void *buf) {
+  spact_view v;
+  v.h = (spact_hdr *)buf;
+  SW_ASSERT(v.h->magic == SPACT_MAGIC);
+  size_t off[5];
+  spact_layout(v.h->N, v.h->C, v.h->H, v.h->W, v.h->cap, off);
+  char *b = (char *)buf;
+  v.img_off = (int64_t *)(b + off[0]);
+  v.img_cnt = (int64_t *)(b + off[1]);
+  v.cls = (uint32_t *)(b + off[2]);
+  v.pos = (int32_t *)(b + off[3]);
+  v.val = (float *)(b + off[4]);
+  return v;
+}
+
+size_t spact_bytes(int N, int C, int H, int W, int64_t max_nnz) {
+  size_t off[5];
+  return spact_layout(N, C, H, W, cap_of(N, C, H, W, max_nnz), off);
+}
+
+int64_t spact_nnz(const void *buf) { return spact_map(buf).h->nnz; }
+
+static inline int keep_c(float v, float thr) { return v != 0.0f && __builtin_fabsf(v) >= thr; }
+
+/* Asks for [p, p + bytes) in L2 (the next image or chunk while this one is computed: the packing
+ * and the dY transposes are otherwise stalled on memory). */
+static inline void prefetch_l2(const void *p, size_t bytes) {
+  if (!p) return;
+  for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 2);
+}
+
+/* ---- packing, portable C ---------------------------------------------------------------------- */
+
+/* Counts image xi's kept entries per (channel, class) into cls (starts, 4C+1) or in total. */
+static int64_t count_image_c(const float *xi, int C, int H, int W, float thr, uint32_t *cls) {
+  int64_t tot = 0;
+  if (!cls) {
+    for (int c = 0; c < C; c++) tot += keep_c(xi[c], thr);
+    return tot;
+  }
+  for (int c = 0; c < C; c++) {
+    uint32_t k[4] = {0, 0, 0, 0};
+    const float *pl = xi + (size_t)c * H * W;
+    for (int h = 0; h < H; h++) {
+      const float *row = pl + (size_t)h * W;
+      uint32_t *kk = k + (h & 1) * 2;
+      for (int w = 0; w < W; w++) kk[w & 1] += (uint32_t)keep_c(row[w], thr);
+    }
+    for (int j = 0; j < 4; j++) {
+      cls[4 * c + j] = (uint32_t)tot;
+      tot += k[j];
+    }
+  }
+  cls[4 * C] = (uint32_t)tot;
+  return tot;
+}
+
+static void write_image_c(const float *xi, int C, int H, int W, float thr, const uint32_t *cls, int32_t *pos,
+                          float *val) {
+  if (!cls) {
+    int64_t o = 0;
+    for (int c = 0; c < C; c++)
+      if (keep_c(xi[c], thr)) pos[o] = c, val[o++] = xi[c];
+    return;
+  }
+  int HW = H * W;
+  for (int c = 0; c < C; c++) {
+    uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
+    const float *pl = xi + (size_t)c * HW;
+    for (int h = 0; h < H; h++) {
+      const float *row = pl + (size_t)h * W;
+      uint32_t *cc = cur + (h & 1) * 2;
+      for (int w = 0; w < W; w++)
+        if (keep_c(row[w], thr)) {
+          uint32_t o = cc[w & 1]++;
+          pos[o] = c * HW + h * W + w;
+          val[o] = row[w];
+        }
+    }
+  }
+}
+
+/* ---- packing, AVX-512 --------------------------------------------------------------------------- */
+
+#ifdef SPW_X86
+static inline SPW_TARGET __mmask16 keep_mask(__m512 v, __m512 thr) {
+  __m512 a = _mm512_abs_ps(v);
+  return _mm512_cmp_ps_mask(a, thr, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+}
+
+static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int H, int W, float thr, uint32_t *cls) {
+  const __m512 tv = _mm512_set1_ps(thr);
+  int64_t tot = 0;
+  if (!cls) {
+    for (int c = 0; c < C; c += 16)
+      tot += __builtin_popcount(keep_mask(_mm512_maskz_loadu_ps(tail_mask(C - c), xi + c), tv) & tail_mask(C - c));
+    return tot;
+  }
+  size_t HW = (size_t)H * W;
+  for (int c = 0; c < C; c++) {
+    uint32_t k[4] = {0, 0, 0, 0};
+    const float *pl = xi + (size_t)c * HW;
+    for (int h = 0; h < H; h++) {
+      const float *row = pl + (size_t)h * W;
+      uint32_t *kk = k + (h & 1) * 2;
+      for (int w = 0; w < W; w += 16) {
+        __mmask16 tm = tail_mask(W - w);
+        unsigned m = keep_mask(_mm512_maskz_loadu_ps(tm, row + w), tv) & tm;
+        kk[0] += (uint32_t)__builtin_popcount(m & 0x5555u);
+        kk[1] += (uint32_t)__builtin_popcount(m & 0xaaaau);
+      }
+    }
+    for (int j = 0; j < 4; j++) {
+      cls[4 * c + j] = (uint32_t)tot;
+      tot += k[j];
+    }
+  }
+  cls[4 * C] = (uint32_t)tot;
+  return tot;
+}
+
+static SPW_TARGET void write_image_avx(const float *xi, int C, int H, int W, float thr, const uint32_t *cls,
+                                       int32_t *pos, float *val, const float *next) {
+  const __m512 tv = _mm512_set1_ps(thr);
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  if (!cls) {
+    int64_t o = 0;
+    for (int c = 0; c < C; c += 16) {
+      __mmask16 tm = tail_mask(C - c);
+      __m512 v = _mm512_maskz_loadu_ps(tm, xi + c);
+      __mmask16 m = keep_mask(v, tv) & tm;
+      int n = __builtin_popcount(m);
+      __mmask16 sm = tail_mask(n);
+      _mm512_mask_storeu_ps(val + o, sm, _mm512_maskz_compress_ps(m, v));
+      _mm512_mask_storeu_epi32(pos + o, sm, _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(c))));
+      o += n;
+    }
+    return;
+  }
+  int HW = H * W;
+  for (int c = 0; c < C; c++) {
+    uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
+    const float *pl = xi + (size_t)c * HW;
+    prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    for (int h = 0; h < H; h++) {
+      const float *row = pl + (size_t)h * W;
+      uint32_t *cc = cur + (h & 1) * 2;
+      for (int w = 0; w < W; w += 16) {
+        __mmask16 tm = tail_mask(W - w);
+        __m512 v = _mm512_maskz_loadu_ps(tm, row + w);
+        unsigned m = keep_mask(v, tv) & tm;
+        if (!m) continue;
+        __m512i pv = _mm512_add_epi32(iota, _mm512_set1_epi32(c * HW + h * W + w));
+        for (int b = 0; b < 2; b++) {
+          __mmask16 mb = (__mmask16)(m & (b ? 0xaaaau : 0x5555u));
+          int n = __builtin_popcount(mb);
+          if (!n) continue;
+          __mmask16 sm = tail_mask(n);
+          _mm512_mask_storeu_ps(val + cc[b], sm, _mm512_maskz_compress_ps(mb, v));
+          _mm512_mask_storeu_epi32(pos + cc[b], sm, _mm512_maskz_compress_epi32(mb, pv));
+          cc[b] += (uint32_t)n;
+        }
+      }
+    }
+  }
+}
+#endif
+
+typedef struct pack_ctx {
+  const float *x;
+  int N, C, H, W;
+  float thr;
+  spact_view v;
+  int64_t used;
+  int overflow;
+  int simd;
+} pack_ctx;
+
+static void pack_worker(void *arg, int t, int T) {
+  pack_ctx *k = arg;
+  int64_t lo, hi;
+  kern_split(k->N, t, T, &lo, &hi);
+  size_t chw = (size_t)k->C * k->H * k->W;
+  int ncls = k->v.h->ncls;
+  for (int64_t n = lo; n < hi; n++) {
+    const float *xi = k->x + (size_t)n * chw;
+    uint32_t *cls = ncls ? k->v.cls + (size_t)n * ncls : NULL;
+    int64_t cnt;
+#ifdef SPW_X86
+    if (k->simd)
+      cnt = count_image_avx(xi, k->C, k->H, k->W, k->thr, cls);
+    else
+#endif
+      cnt = count_image_c(xi, k->C, k->H, k->W, k->thr, cls);
+    int64_t off;
+#pragma omp atomic capture
+    {
+      off = k->used;
+      k->used += cnt;
+    }
+    if (off + cnt > k->v.h->cap) {
+#pragma omp atomic write
+      k->overflow = 1;
+      return;
+    }
+    k->v.img_off[n] = off;
+    k->v.img_cnt[n] = cnt;
+#ifdef SPW_X86
+    if (k->simd)
+      write_image_avx(xi, k->C, k->H, k->W, k->thr, cls, k->v.pos + off, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+    else
+#endif
+      write_image_c(xi, k->C, k->H, k->W, k->thr, cls, k->v.pos + off, k->v.val + off);
+  }
+}
+
+static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
+                        int nthreads, int simd) {
+  SW_ASSERT(N >= 1 && C >= 1 && H >= 1 && W >= 1 && (int64_t)C * H * W < INT32_MAX);
+  spact_hdr *h = buf;
+  memset(h, 0, sizeof *h);
+  h->magic = SPACT_MAGIC;
+  h->N = N, h->C = C, h->H = H, h->W = W;
+  h->cap = cap_of(N, C, H, W, max_nnz);
+  h->ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
+  pack_ctx k = {x, N, C, H, W, thr, spact_map(buf), 0, 0, simd};
+  /* Small tensors on one thread: waking a second costs more than it saves. The kept entries do
+   * not depend on the thread count, only where each image's range sits. */
+  int64_t numel = (int64_t)N * C * H * W;
+  int T = kern_threads_clamp(nthreads);
+  if (numel < (int64_t)T * SPW_PACK_MIN_PER_THREAD) T = (int)(numel / SPW_PACK_MIN_PER_THREAD) > 1 ? (int)(numel / SPW_PACK_MIN_PER_THREAD) : 1;
+  kern_parallel(T, pack_worker, &k);
+  if (k.overflow) return -1;
+  h->nnz = k.used;
+  return k.used;
+}
+
+int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz, int nthreads) {
+  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, cpu_avx512());
+}
+
+int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
+                     int nthreads) {
+  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, 0);
+}
+
+void spact_unpack(const void *buf, float *x) {
+  spact_view v = spact_map(buf);
+  int64_t chw = (int64_t)v.h->C * v.h->H * v.h->W;
+  memset(x, 0, sizeof(float) * (size_t)(chw * v.h->N));
+  for (int n = 0; n < v.h->N; n++)
+    for (int64_t e = v.img_off[n]; e < v.img_off[n] + v.img_cnt[n]; e++) x[n * chw + v.pos[e]] = v.val[e];
+}
+
+/* ---- conv plan -------------------------------------------------------------------------------- */
+
+static int gcd(int a, int b) {
+  while (b) {
+    int t = a % b;
+    a = b, b = t;
+  }
+  return a;
+}
+
+/* Valid taps of one dimension for an input coordinate of parity `par` (stride <= 2): the first
+ * valid tap, how many, for kernel size R, stride st, dilation dl, leading pad pd. */
+static void class_taps(int par, int R, int st, int dl, int pd, int *r0, int *nr) {
+  int phase = (par + pd) % st;
+  *r0 = 0, *nr = 0;
+  for (int r = 0; r < R; r++)
+    if ((r * dl) % st == phase) {
+      if (*nr == 0) *r0 = r;
+      (*nr)++;
+    }
+}
+
+/* Lowest and highest output coordinate any (input coordinate, tap) pair maps to. */
+static void out_range(int H, int R, int st, int dl, int pd, int *lo, int *hi) {
+  *lo = 0, *hi = 0;
+  int first = 1;
+  for (int h = 0; h < H; h++)
+    for (int r = 0; r < R; r++) {
+      int t = h + pd - r * dl;
+      if (t % st) continue;
+      int p = t / st;
+      if (first || p < *lo) *lo = p;
+      if (first || p > *hi) *hi = p;
+      first = 0;
+    }
+}
+
+int spwgrad_plan_init_impl(spwgrad_plan *p, const conv_desc *din, int nthreads, spwgrad_impl want, sw_err *e) {
+  memset(p, 0, sizeof *p);
+  conv_desc d = *din;
+  int rc = conv_desc_resolve(&d, e);
+  if (rc) return rc;
+  if (d.groups != 1) {
+    sw_fail(e, SW_EINPUT, "sparse weight gradient: grouped convolution (groups = %d) is not supported", d.groups);
+    sw_hint(e, "run grouped and depthwise layers with the dense conv_plan_bwd_weight");
+    return SW_EINPUT;
+  }
+  int64_t chw = (int64_t)d.C * d.H * d.W;
+  if (chw >= INT32_MAX) {
+    sw_fail(e, SW_EINPUT, "sparse weight gradient: %lld elements per image exceed the int32 positions",
+            (long long)chw);
+    sw_hint(e, "use the dense weight gradient for such large images");
+    return SW_EINPUT;
+  }
+  p->d = d;
+  p->nthreads = kern_threads_clamp(nthreads);
+  p->Kp = kern_cdiv(d.K, 16) * 16;
+  p->Kb = p->Kp / 16;
+  int plo, phi, qlo, qhi;
+  out_range(d.H, d.R, d.stride_h, d.dil_h, d.pad_t, &plo, &phi);
+  out_range(d.W, d.S, d.stride_w, d.dil_w, d.pad_l, &qlo, &qhi);
+  p->Bt = plo < 0 ? -plo : 0;
+  p->Bl = qlo < 0 ? -qlo : 0;
+  p->Pp = p->Bt + (phi > d.P - 1 ? phi + 1 : d.P);
+  p->Qp = p->Bl + (qhi > d.Q - 1 ? qhi + 1 : d.Q);
+  size_t img_floats = (size_t)p->Kb * p->Pp * p->Qp * 16;
+  if (img_floats >= INT32_MAX) {
+    sw_fail(e, SW_EINPUT, "sparse weight gradient: the dY image (%zu floats) exceeds int32 offsets", img_floats);
+    sw_hint(e, "use the dense weight gradient for such large images");
+    return SW_EINPUT;
+  }
+  /* Register kernels: strides <= 2 (parity classes), taps of a class one column apart in dY. */
+  int gh = gcd(d.stride_h, d.dil_h), gw = gcd(d.stride_w, d.dil_w);
+  p->rstep = d.stride_h / gh, p->sstep = d.stride_w / gw;
+  p->prow = (d.dil_h / gh) * p->Qp * 16;
+  int fast = want == SPWGRAD_IMPL_AUTO && cpu_avx512() && d.stride_h <= 2 && d.stride_w <= 2 && d.dil_w / gw == 1 &&
+             (int64_t)d.H * d.W > 1;
+  for (int a = 0; a < 2; a++) {
+    if (d.stride_h <= 2) class_taps(a, d.R, d.stride_h, d.dil_h, d.pad_t, &p->r0[a], &p->nr[a]);
+    if (d.stride_w <= 2) class_taps(a, d.S, d.stride_w, d.dil_w, d.pad_l, &p->s0[a], &p->ns[a]);
+    if (p->nr[a] > SPW_MAXTAP || p->ns[a] > SPW_MAXTAP) fast = 0;
+  }
+  p->fast = fast;
+  p->simd = want == SPWGRAD_IMPL_AUTO && cpu_avx512();
+  p->pixtab = sw_xmalloc(sizeof(int32_t) * (size_t)d.P * d.Q);
+  for (int pp = 0; pp < d.P; pp++)
+    for (int qq = 0; qq < d.Q; qq++)
+      p->pixtab[pp * d.Q + qq] = (int32_t)(((size_t)(pp + p->Bt) * p->Qp + (size_t)(qq + p->Bl)) * 16);
+  if (fast) {
+    p->offtab = sw_xmalloc(sizeof(int32_t) * (size_t)d.H * d.W);
+    for (int h = 0; h < d.H; h++)
+      for (int w = 0; w < d.W; w++) {
+        int a = h & 1, b = w & 1;
+        int32_t o = 0;
+        if (p->nr[a] && p->ns[b]) {
+          int pp = (h + d.pad_t - p->r0[a] * d.dil_h) / d.stride_h;
+          int qq = (w + d.pad_l - p->s0[b] * d.dil_w) / d.stride_w;
+          o = (int32_t)(((size_t)(pp + p->Bt) * p->Qp + (size_t)(qq + p->Bl)) * 16);
+        }
+        p->offtab[h * d.W + w] = o;
+      }
+  }
+  /* Thread grid: image groups (the largest divisor of T not above N) x channel groups. */
+  int T = p->nthreads;
+  p->Tn = 1;
+  for (int t = 1; t <= T; t++)
+    if (T % t == 0 && t <= d.N) p->Tn = t;
+  p->Tc = T / p->Tn;
+  int per = kern_cdiv(d.N, p->Tn);
+  size_t img_bytes = img_floats * sizeof(float);
+  int ch = (int)(SPW_CHUNK_BYTES / img_bytes);
+  if (ch < 1) ch = 1;
+  if (ch > per) ch = per;
+  if (ch > SPW_CHUNK_MAX) ch = SPW_CHUNK_MAX;
+  p->chunk = ch;
+  p->ycl_floats = kern_align_up(img_floats * (size_t)ch * sizeof(float)) / sizeof(float);
+  p->part_floats = kern_align_up((size_t)d.C * d.R * d.S * p->Kp * sizeof(float)) / sizeof(float);
+  p->scratch = sizeof(float) * (p->part_floats * (size_t)p->Tn + p->ycl_floats * (size_t)T) +
+               kern_align_up(sizeof(double) * (size_t)d.N * d.K);
+  return SW_OK;
+}
+
+int spwgrad_plan_init(spwgrad_plan *p, const conv_desc *d, int nthreads, sw_err *e) {
+  return spwgrad_plan_init_impl(p, d, nthreads, SPWGRAD_IMPL_AUTO, e);
+}
+
+void spwgrad_plan_free(spwgrad_plan *p) {
+  free(p->offtab);
+  free(p->pixtab);
+  memset(p, 0, sizeof *p);
+}
+
+size_t spwgrad_plan_scratch(const spwgrad_plan *p) { return p->scratch; }
+
+const char *spwgrad_plan_describe(const spwgrad_plan *p, char *buf, size_t n) {
+  if (p->fast)
+    snprintf(buf, n, "sparse-wgrad avx512 taps %dx%d/%dx%d kb%d chunk%d grid%dx%d", p->nr[0], p->ns[0], p->nr[1],
+             p->ns[1], p->Kb, p->chunk, p->Tn, p->Tc);
+  else
+    snprintf(buf, n, "sparse-wgrad generic kb%d chunk%d grid%dx%d", p->Kb, p->chunk, p->Tn, p->Tc);
+  return buf;
+}
+
+/* ---- conv register kernels --------------------------------------------------------------------- */
+
+/* The entries of one (image, channel, class) and the dY chunk slot of that image (first K block
+ * of the pass). */
+typedef struct spw_seg {
+  const int32_t *pos;
+  const float *val;
+  const float *y;
+  int64_t n;
+} spw_seg;
+
+typedef void (*tapk_fn)(const spw_seg *sg, int nseg, const int32_t *tab, int32_t sub, ptrdiff_t prow,
+                        ptrdiff_t kbs, float *out);
+
+#ifdef SPW_X86
+/* out[((i*NS + j)*NKB + k)*16 + l] = sum over entries of x * dY(base - i*prow - j*16 + k*kbs)[l]. */
+static inline __attribute__((always_inline)) SPW_TARGET void tapk_body(const spw_seg *sg, int nseg,
+                                                                     const int32_t *tab, int32_t sub,
+                                                                     ptrdiff_t prow, ptrdiff_t kbs, float *out,
+                                                                     const int NR, const int NS, const int NKB) {
+  const int A = NR * NS * NKB;
+  const int U = A >= 15 ? 1 : A >= 4 ? 2 : A >= 2 ? 4 : 8;
+  __m512 acc[32];
+#pragma GCC unroll 32
+  for (int a = 0; a < 32; a++)
+    if (a < U * A) acc[a] = _mm512_setzero_ps();
+  for (int g = 0; g < nseg; g++) {
+    const int32_t *pos = sg[g].pos;
+    const float *val = sg[g].val, *y = sg[g].y;
+    int64_t n = sg[g].n, e = 0;
+    for (; e + U <= n; e += U) {
+#pragma GCC unroll 8
+      for (int u = 0; u < U; u++) {
+        const float *b = y + tab[pos[e + u] - sub];
+        __m512 xv = _mm512_set1_ps(val[e + u]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NR; i++)
+#pragma GCC unroll 8
+          for (int k = 0; k < NKB; k++) {
+            const float *rp = b - i * prow + k * kbs;
+#pragma GCC unroll 8
+            for (int j = 0; j < NS; j++) {
+              int a = u * A + (i * NS + j) * NKB + k;
+              acc[a] = _mm512_fmadd_ps(xv, _mm512_load_ps(rp - 16 * j), acc[a]);
+            }
+          }
+      }
+    }
+    for (; e < n; e++) {
+      const float *b = y + tab[pos[e] - sub];
+      __m512 xv = _mm512_set1_ps(val[e]);
+#pragma GCC unroll 8
+      for (int i = 0; i < NR; i++)
+#pragma GCC unroll 8
+        for (int k = 0; k < NKB; k++) {
+          const float *rp = b - i * prow + k * kbs;
+#pragma GCC unroll 8
+          for (int j = 0; j < NS; j++) {
+            int a = (i * NS + j) * NKB + k;
+            acc[a] = _mm512_fmadd_ps(xv, _mm512_load_ps(rp - 16 * j), acc[a]);
+          }
+        }
+    }
+  }
+#pragma GCC unroll 32
+  for (int a = 0; a < 32; a++)
+    if (a < A) {
+      __m512 s = acc[a];
+#pragma GCC unroll 8
+      for (int u = 1; u < U; u++) s = _mm512_add_ps(s, acc[u * A + a]);
+      _mm512_storeu_ps(out + 16 * a, s);
+    }
+}
+
+#define TAPK(NR, NS, NKB)                                                                                       \
+  static SPW_TARGET void tapk_##NR##_##NS##_##NKB(const spw_seg *sg, int nseg, const int32_t *tab, int32_t sub, \
+                                                  ptrdiff_t prow, ptrdiff_t kbs, float *out) {                  \
+    tapk_body(sg, nseg, tab, sub, prow, kbs, out, NR, NS, NKB);                                                 \
+  }
+#define TAPK_KB(NR, NS) TAPK(NR, NS, 1) TAPK(NR, NS, 2) TAPK(NR, NS, 3) TAPK(NR, NS, 4)
+#define TAPK_KB1(NR, NS) TAPK(NR, NS, 1)
+#define TAPK_KB2(NR, NS) TAPK(NR, NS, 1) TAPK(NR, NS, 2)
+#define TAPK_KB3(NR, NS) TAPK(NR, NS, 1) TAPK(NR, NS, 2) TAPK(NR, NS, 3)
+/* Instantiations with NR*NS*NKB <= SPW_MAXACC and NKB <= SPW_MAXKB. */
+TAPK_KB(1, 1) TAPK_KB(1, 2) TAPK_KB(1, 3) TAPK_KB(1, 4) TAPK_KB(1, 5)
+TAPK_KB(2, 1) TAPK_KB(2, 2) TAPK_KB(2, 3) TAPK_KB3(2, 4) TAPK_KB2(2, 5)
+TAPK_KB(3, 1) TAPK_KB(3, 2) TAPK_KB3(3, 3) TAPK_KB2(3, 4) TAPK_KB1(3, 5)
+TAPK_KB(4, 1) TAPK_KB3(4, 2) TAPK_KB2(4, 3) TAPK_KB1(4, 4) TAPK_KB1(4, 5)
+TAPK_KB(5, 1) TAPK_KB2(5, 2) TAPK_KB1(5, 3) TAPK_KB1(5, 4) TAPK_KB1(5, 5)
+
+#define TK4(NR, NS) {tapk_##NR##_##NS##_1, tapk_##NR##_##NS##_2, tapk_##NR##_##NS##_3, tapk_##NR##_##NS##_4}
+#define TK3(NR, NS) {tapk_##NR##_##NS##_1, tapk_##NR##_##NS##_2, tapk_##NR##_##NS##_3, NULL}
+#define TK2(NR, NS) {tapk_##NR##_##NS##_1, tapk_##NR##_##NS##_2, NULL, NULL}
+#define TK1(NR, NS) {tapk_##NR##_##NS##_1, NULL, NULL, NULL}
+static const tapk_fn tapk_table[SPW_MAXTAP][SPW_MAXTAP][SPW_MAXKB] = {
+    {TK4(1, 1), TK4(1, 2), TK4(1, 3), TK4(1, 4), TK4(1, 5)},
+    {TK4(2, 1), TK4(2, 2), TK4(2, 3), TK3(2, 4), TK2(2, 5)},
+    {TK4(3, 1), TK4(3, 2), TK3(3, 3), TK2(3, 4), TK1(3, 5)},
+    {TK4(4, 1), TK3(4, 2), TK2(4, 3), TK1(4, 4), TK1(4, 5)},
+    {TK4(5, 1), TK2(5, 2), TK1(5, 3), TK1(5, 4), TK1(5, 5)},
+};
+#endif
+
+/* Most K blocks one register pass holds for a class of nr x ns taps. */
+static int kb_per_pass(int nr, int ns) {
+  int k = SPW_MAXACC / (nr * ns);
+  return k > SPW_MAXKB ? SPW_MAXKB : k;
+}
+
+/* ---- conv execution ---------------------------------------------------------------------------- */
+
+typedef struct conv_ctx {
+  const spwgrad_plan *p;
+  spact_view v;
+  const float *dy;
+  float *dw, *db;
+  float *parts, *ycl;
+  double *dbpart;
+} conv_ctx;
+
+/* Zeroes the border of every K block of `slots` bordered dY images. */
+static void zero_borders(const spwgrad_plan *p, float *ycl, int slots) {
+  const conv_desc *d = &p->d;
+  size_t plane = (size_t)p->Pp * p->Qp * 16, row = (size_t)p->Qp * 16;
+  for (int s = 0; s < slots * p->Kb; s++) {
+    float *b = ycl + (size_t)s * plane;
+    memset(b, 0, sizeof(float) * row * p->Bt);
+    memset(b + row * (p->Bt + d->P), 0, sizeof(float) * row * (p->Pp - p->Bt - d->P));
+    for (int r = p->Bt; r < p->Bt + d->P; r++) {
+      memset(b + row * r, 0, sizeof(float) * 16 * p->Bl);
+      memset(b + row * r + 16 * (p->Bl + d->Q), 0, sizeof(float) * 16 * (p->Qp - p->Bl - d->Q));
+    }
+  }
+}
+
+#ifdef SPW_X86
+/* dY of one image, channels [k0, k0+nk) -> one bordered K block: 16 pixels at a time (rows
+ * wrapped, so 7- and 14-wide maps still fill the tiles), transposed in registers and stored at
+ * pixtab[pixel]; adds the block's per-k sums to sum. */
+static SPW_TARGET void load_block_avx(const float *src, size_t PQ, int nk, const int32_t *pixtab, float *yb,
+                                      float *sum) {
+  __m512 s = _mm512_setzero_ps();
+  for (size_t i0 = 0; i0 < PQ; i0 += 16) {
+    int nc = PQ - i0 < 16 ? (int)(PQ - i0) : 16;
+    __mmask16 m = tail_mask(nc);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(i < nk ? m : 0, src + (size_t)(i < nk ? i : 0) * PQ + i0);
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+      r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+      r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+      r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int i = 0; i < 4; i++) {
+      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+    const int32_t *pt = pixtab + i0;
+    for (int j = 0; j < 16; j++)
+      if (j < nc) {
+        _mm512_store_ps(yb + pt[j], r[j]);
+        s = _mm512_add_ps(s, r[j]);
+      }
+  }
+  _mm512_storeu_ps(sum, s);
+}
+#endif
+
+/* Transposes dY of image n into the bordered, K-blocked slot y; optionally the per-k sums. */
+static void load_dy(const spwgrad_plan *p, const float *dyn, float *y, double *dbn) {
+  const conv_desc *d = &p->d;
+  size_t plane = (size_t)p->Pp * p->Qp * 16, PQ = (size_t)d->P * d->Q;
+  for (int kb = 0; kb < p->Kb; kb++) {
+    int k0 = kb * 16, nk = d->K - k0 < 16 ? d->K - k0 : 16;
+    float *yb = y + (size_t)kb * plane;
+    const float *src = dyn + (size_t)k0 * PQ;
+    float s[16] = {0};
+#ifdef SPW_X86
+    if (p->simd)
+      load_block_avx(src, PQ, nk, p->pixtab, yb, s);
+    else
+#endif
+      for (size_t i = 0; i < PQ; i++) {
+        float *dst = yb + p->pixtab[i];
+        for (int l = 0; l < 16; l++) {
+          dst[l] = l < nk ? src[(size_t)l * PQ + i] : 0.0f;
+          s[l] += dst[l];
+        }
+      }
+    if (dbn)
+      for (int l = 0; l < nk; l++) dbn[k0 + l] = s[l];
+  }
+}
+
+/* Generic path: adds the entries of (image slot y, channel c) into part (all taps, all K blocks). */
+static void entries_generic(const spwgrad_plan *p, const int32_t *pos, const float *val, int64_t n, int c,
+                            const float *y, float *part) {
+  const conv_desc *d = &p->d;
+  int HW = d->H * d->W;
+  size_t plane = (size_t)p->Pp * p->Qp * 16;
+  for (int64_t e = 0; e < n; e++) {
+    int hw = pos[e] - c * HW, h = hw / d->W, w = hw % d->W;
+    float x = val[e];
+    for (int r = 0; r < d->R; r++) {
+      int t = h + d->pad_t - r * d->dil_h;
+      if (t % d->stride_h) continue;
+      const float *yr = y + (size_t)(t / d->stride_h + p->Bt) * p->Qp * 16;
+      for (int s = 0; s < d->S; s++) {
+        int u = w + d->pad_l - s * d->dil_w;
+        if (u % d->stride_w) continue;
+        const float *yp = yr + (size_t)(u / d->stride_w + p->Bl) * 16;
+        float *dst = part + ((size_t)(c * d->R + r) * d->S + s) * p->Kp;
+        for (int kb = 0; kb < p->Kb; kb++)
+          for (int l = 0; l < 16; l++) dst[kb * 16 + l] += x * yp[kb * plane + l];
+      }
+    }
+  }
+}
+
+/* Fast path: channel c of images n0 .. n0+nn (slots ycl), all classes and K blocks, into part. */
+static void channel_fast(const conv_ctx *k, int c, int n0, int nn, const float *ycl, float *part) {
+#ifdef SPW_X86
+  const spwgrad_plan *p = k->p;
+  const conv_desc *d = &p->d;
+  int ncls = k->v.h->ncls, HW = d->H * d->W;
+  size_t plane = (size_t)p->Pp * p->Qp * 16, img = plane * p->Kb;
+  spw_seg sg[SPW_CHUNK_MAX];
+  float out[SPW_MAXACC * 16];
+  /* Stride 1 on both axes: the four classes share their taps, run them as one range. */
+  int merged = d->stride_h == 1 && d->stride_w == 1;
+  for (int cl = 0; cl < 4; cl += merged ? 4 : 1) {
+    int a = cl >> 1, b = cl & 1, nr = p->nr[a], ns = p->ns[b];
+    if (!nr || !ns) continue;
+    int kmax = kb_per_pass(nr, ns), npass = kern_cdiv(p->Kb, kmax);
+    for (int ps = 0; ps < npass; ps++) {
+      int kb0 = p->Kb * ps / npass, nkb = p->Kb * (ps + 1) / npass - kb0;
+      int nseg = 0;
+      for (int i = 0; i < nn; i++) {
+        const uint32_t *cr = k->v.cls + (size_t)(n0 + i) * ncls + 4 * c;
+        uint32_t lo = cr[cl], hi = cr[merged ? 4 : cl + 1];
+        if (hi == lo) continue;
+        int64_t base = k->v.img_off[n0 + i] + lo;
+        sg[nseg].pos = k->v.pos + base;
+        sg[nseg].val = k->v.val + base;
+        sg[nseg].y = ycl + (size_t)i * img + (size_t)kb0 * plane;
+        sg[nseg].n = hi - lo;
+        nseg++;
+      }
+      if (!nseg) continue;
+      tapk_table[nr - 1][ns - 1][nkb - 1](sg, nseg, p->offtab, c * HW, p->prow, (ptrdiff_t)plane, out);
+      for (int i = 0; i < nr; i++)
+        for (int j = 0; j < ns; j++) {
+          int r = p->r0[a] + i * p->rstep, s = p->s0[b] + j * p->sstep;
+          float *dst = part + ((size_t)(c * d->R + r) * d->S + s) * p->Kp + (size_t)kb0 * 16;
+          const float *src = out + (size_t)(i * ns + j) * nkb * 16;
+          for (int kb = 0; kb < nkb; kb++)
+            for (int l = 0; l < 16; l++) dst[kb * 16 + l] += src[kb * 16 + l];
+        }
+    }
+  }
+#else
+  (void)k, (void)c, (void)n0, (void)nn, (void)ycl, (void)part;
+  SW_ASSERT(!"register kernels need x86-64");
+#endif
+}
+
+static void conv_worker(void *arg, int t, int T) {
+  (void)T;
+  conv_ctx *k = arg;
+  const spwgrad_plan *p = k->p;
+  const conv_desc *d = &p->d;
+  int gn = t % p->Tn, gc = t / p->Tn;
+  int64_t n_lo, n_hi, c_lo, c_hi;
+  kern_split(d->N, gn, p->Tn, &n_lo, &n_hi);
+  kern_split(d->C, gc, p->Tc, &c_lo, &c_hi);
+  float *part = k->parts + (size_t)gn * p->part_floats;
+  size_t crow = (size_t)d->R * d->S * p->Kp;
+  memset(part + (size_t)c_lo * crow, 0, sizeof(float) * crow * (size_t)(c_hi - c_lo));
+  float *ycl = k->ycl + (size_t)t * p->ycl_floats;
+  size_t img = (size_t)p->Kb * p->Pp * p->Qp * 16;
+  size_t ystride = (size_t)d->K * d->P * d->Q;
+  zero_borders(p, ycl, p->chunk);
+  int HW = d->H * d->W, ncls = k->v.h->ncls;
+  for (int64_t n0 = n_lo; n0 < n_hi; n0 += p->chunk) {
+    int nn = (int)(n_hi - n0 < p->chunk ? n_hi - n0 : p->chunk);
+    for (int i = 0; i < nn; i++)
+      load_dy(p, k->dy + (size_t)(n0 + i) * ystride, ycl + (size_t)i * img,
+              k->db && gc == 0 ? k->dbpart + (size_t)(n0 + i) * d->K : NULL);
+    if (p->fast) {
+      /* Large planes go image by image (one image's dY block stays in L1 across its channels),
+       * small ones channel by channel over the chunk (amortising the accumulator flushes). The
+       * next chunk's dY streams into L2 meanwhile, a share per step. */
+      int64_t ncs = c_hi - c_lo, nx = n_hi - (n0 + nn) < p->chunk ? n_hi - (n0 + nn) : p->chunk;
+      int imaj = HW >= SPW_IMAGE_MAJOR_HW;
+      int64_t nsteps = imaj ? nn * ncs : ncs;
+      const char *next = (const char *)(k->dy + (size_t)(n0 + nn) * ystride);
+      size_t nbytes = sizeof(float) * ystride * (size_t)nx, share = kern_align_up(nbytes / (size_t)(nsteps + 1) + 1);
+      for (int64_t st = 0; st < nsteps; st++) {
+        size_t o = share * (size_t)st;
+        if (o < nbytes) prefetch_l2(next + o, share < nbytes - o ? share : nbytes - o);
+        if (imaj) {
+          int64_t i = st / ncs;
+          channel_fast(k, (int)(c_lo + st % ncs), (int)(n0 + i), 1, ycl + (size_t)i * img, part);
+        } else {
+          channel_fast(k, (int)(c_lo + st), (int)n0, nn, ycl, part);
+        }
+      }
+      continue;
+    }
+    for (int i = 0; i < nn; i++) {
+      int64_t n = n0 + i, off = k->v.img_off[n];
+      const float *y = ycl + (size_t)i * img;
+      if (ncls) {
+        const uint32_t *cr = k->v.cls + (size_t)n * ncls;
+        for (int64_t c = c_lo; c < c_hi; c++)
+          entries_generic(p, k->v.pos + off + cr[4 * c], k->v.val + off + cr[4 * c], cr[4 * c + 4] - cr[4 * c],
+                          (int)c, y, part);
+      } else { /* H*W == 1: the position is the channel */
+        for (int64_t e = off; e < off + k->v.img_cnt[n]; e++) {
+          int c = k->v.pos[e] / HW;
+          if (c >= c_lo && c < c_hi) entries_generic(p, k->v.pos + e, k->v.val + e, 1, c, y, part);
+        }
+      }
+    }
+  }
+}
+
+/* dW[k][c][r][s] = sum over image groups of part[c][r][s][k], channels split over workers; db. */
+static void conv_reduce(void *arg, int t, int T) {
+  conv_ctx *k = arg;
+  const spwgrad_plan *p = k->p;
+  const conv_desc *d = &p->d;
+  int64_t c_lo, c_hi;
+  kern_split(d->C, t, T, &c_lo, &c_hi);
+  int RS = d->R * d->S;
+  for (int64_t c = c_lo; c < c_hi; c++)
+    for (int rs = 0; rs < RS; rs++) {
+      const float *src = k->parts + ((size_t)c * RS + rs) * p->Kp;
+      float *dst = k->dw + (size_t)c * RS + rs;
+      for (int kk = 0; kk < d->K; kk++) {
+        float s = src[kk];
+        for (int g = 1; g < p->Tn; g++) s += src[(size_t)g * p->part_floats + kk];
+        dst[(size_t)kk * d->C * RS] = s;
+      }
+    }
+  if (k->db) {
+    int64_t k_lo, k_hi;
+    kern_split(d->K, t, T, &k_lo, &k_hi);
+    for (int64_t kk = k_lo; kk < k_hi; kk++) {
+      double s = 0;
+      for (int n = 0; n < d->N; n++) s += k->dbpart[(size_t)n * d->K + kk];
+      k->db[kk] = (float)s;
+    }
+  }
+}
+
+void spwgrad_conv(const spwgrad_plan *p, const void *xs_packed, const float *dy, float *dw, float *db,
+                  void *scratch) {
+  const conv_desc *d = &p->d;
+  conv_ctx k;
+  k.p = p;
+  k.v = spact_map(xs_packed);
+  SW_ASSERT(k.v.h->N == d->N && k.v.h->C == d->C && k.v.h->H == d->H && k.v.h->W == d->W);
+  SW_ASSERT(((uintptr_t)scratch & (KERN_ALIGN - 1)) == 0);
+  k.dy = dy, k.dw = dw, k.db = db;
+  k.parts = scratch;
+  k.ycl = k.parts + p->part_floats * (size_t)p->Tn;
+  k.dbpart = (double *)(k.ycl + p->ycl_floats * (size_t)p->nthreads);
+  kern_parallel(p->nthreads, conv_worker, &k);
+  kern_parallel(p->nthreads, conv_reduce, &k);
+}
+
+/* ---- Gemm ---------------------------------------------------------------------------------------- */
+
+int spwgrad_gemm_plan_init(spwgrad_gemm_plan *p, const gemm_desc *d, int nthreads, sw_err *e) {
+  memset(p, 0, sizeof *p);
+  int rc = gemm_desc_check(d, e);
+  if (rc) return rc;
+  p->d = *d;
+  p->nthreads = kern_threads_clamp(nthreads);
+  p->fast = cpu_avx512();
+  p->Np = kern_cdiv(d->N, 16) * 16;
+  p->scratch = kern_align_up(sizeof(float) * (size_t)d->K * p->Np);
+  return SW_OK;
+}
+
+void spwgrad_gemm_plan_free(spwgrad_gemm_plan *p) { memset(p, 0, sizeof *p); }
+
+size_t spwgrad_gemm_plan_scratch(const spwgrad_gemm_plan *p) { return p->scratch; }
+
+typedef struct gemm_ctx {
+  const spwgrad_gemm_plan *p;
+  spact_view v;
+  const float *dy;
+  float *dw, *db, *dwt;
+} gemm_ctx;
+
+#ifdef SPW_X86
+/* dwt[pos][b*16..] += val * dy[b*16..] for blocks [b_lo, b_hi) of every entry of one row. */
+static SPW_TARGET void gemm_row_avx(const int32_t *pos, const float *val, int64_t n, const float *dyr, int N, int Np,
+                                    int b_lo, int b_hi, float *dwt) {
+  __m512 dv[64];
+  int nb = b_hi - b_lo;
+  if (nb > 64) { /* very wide layers: no register copy of the dY row */
+    for (int64_t e = 0; e < n; e++) {
+      __m512 xv = _mm512_set1_ps(val[e]);
+      float *dst = dwt + (size_t)pos[e] * Np;
+      for (int b = b_lo; b < b_hi; b++) {
+        __m512 y = _mm512_maskz_loadu_ps(tail_mask(N - 16 * b), dyr + 16 * b);
+        _mm512_store_ps(dst + 16 * b, _mm512_fmadd_ps(xv, y, _mm512_load_ps(dst + 16 * b)));
+      }
+    }
+    return;
+  }
+  for (int b = 0; b < nb; b++) dv[b] = _mm512_maskz_loadu_ps(tail_mask(N - 16 * (b_lo + b)), dyr + 16 * (b_lo + b));
+  for (int64_t e = 0; e < n; e++) {
+    __m512 xv = _mm512_set1_ps(val[e]);
+    float *dst = dwt + (size_t)pos[e] * Np + 16 * b_lo;
+    for (int b = 0; b < nb; b++) _mm512_store_ps(dst + 16 * b, _mm512_fmadd_ps(xv, dv[b], _mm512_load_ps(dst + 16 * b)));
+  }
+}
+#endif
+
+static void gemm_worker(void *arg, int t, int T) {
+  gemm_ctx *k = arg;
+  const spwgrad_gemm_plan *p = k->p;
+  const gemm_desc *d = &p->d;
+  int64_t b_lo, b_hi;
+  kern_split(p->Np / 16, t, T, &b_lo, &b_hi);
+  if (b_lo == b_hi) return;
+  for (int i = 0; i < d->K; i++)
+    memset(k->dwt + (size_t)i * p->Np + 16 * b_lo, 0, sizeof(float) * 16 * (size_t)(b_hi - b_lo));
+  for (int m = 0; m < d->M; m++) {
+    const int32_t *pos = k->v.pos + k->v.img_off[m];
+    const float *val = k->v.val + k->v.img_off[m];
+    int64_t n = k->v.img_cnt[m];
+    const float *dyr = k->dy + (size_t)m * d->N;
+#ifdef SPW_X86
+    if (p->fast) {
+      gemm_row_avx(pos, val, n, dyr, d->N, p->Np, (int)b_lo, (int)b_hi, k->dwt);
+      continue;
+    }
+#endif
+    int o_hi = 16 * (int)b_hi < d->N ? 16 * (int)b_hi : d->N;
+    for (int64_t e = 0; e < n; e++) {
+      float x = val[e], *dst = k->dwt + (size_t)pos[e] * p->Np;
+      for (int o = 16 * (int)b_lo; o < o_hi; o++) dst[o] += x * dyr[o];
+    }
+  }
+  for (int64_t b = b_lo; b < b_hi; b++) {
+    int o0 = 16 * (int)b, no = d->N - o0 < 16 ? d->N - o0 : 16;
+    for (int i0 = 0; i0 < d->K; i0 += 16) {
+      int ni = d->K - i0 < 16 ? d->K - i0 : 16;
+      kern_transpose16(k->dwt + (size_t)i0 * p->Np + o0, p->Np, ni, k->dw + (size_t)o0 * d->K + i0, d->K, no, ni,
+                       NULL);
+    }
+    if (k->db)
+      for (int o = o0; o < o0 + no; o++) {
+        double s = 0;
+        for (int m = 0; m < d->M; m++) s += k->dy[(size_t)m * d->N + o];
+        k->db[o] = (float)s;
+      }
+  }
+}
+
+void spwgrad_gemm(const spwgrad_gemm_plan *p, const void *xs_packed, const float *dy, float *dw, float *db,
+                  void *scratch) {
+  gemm_ctx k;
+  k.p = p;
+  k.v = spact_map(xs_packed);
+  SW_ASSERT(k.v.h->N == p->d.M && (int64_t)k.v.h->C * k.v.h->H * k.v.h->W == p->d.K);
+  SW_ASSERT(((uintptr_t)scratch & (KERN_ALIGN - 1)) == 0);
+  k.dy = dy, k.dw = dw, k.db = db, k.dwt = scratch;
+  /* Each dW entry is owned by one worker whatever their number, so the count may follow the work. */
+  int64_t work = (spact_nnz(xs_packed) + p->d.K) * (p->Np / 16);
+  int T = p->nthreads;
+  if (work < (int64_t)T * SPW_GEMM_MIN_PER_THREAD) T = (int)(work / SPW_GEMM_MIN_PER_THREAD) > 1 ? (int)(work / SPW_GEMM_MIN_PER_THREAD) : 1;
+  kern_parallel(T, gemm_worker, &k);
+}
+
+/* ---- cost model ------------------------------------------------------------------------------------
+ * Calibrated on bench_spwgrad and single-thread CPU-time probes (Zen 5, batch 128, machine shared
+ * with other jobs, so +-30%). Sparse conv: a fixed part (transposing dY: 0.064 ns per byte, 25 ns
+ * per (image, channel) plane of bookkeeping) plus 0.4 ns per 16-wide FMA over the kept entries
+ * (x4 on the generic path); it scales ~T^0.9 (image split, partly memory-bound). Dense brgemm /
+ * im2col weight gradient per thread: 110 GFLOP/s (3x3, C >= 16), 75 (strided), 45 (C < 16, im2col),
+ * 25 (1x1, transform-bound); it scales ~T^0.6 (README: 1.3-1.6x on two threads). Gemm: 0.88 ns per
+ * 16-wide update, 3 us + 0.3 ns per dW^T float fixed; dense 150 GFLOP/s per thread + 2 us. */
+
+static double clamp01(double x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
+
+double spwgrad_plan_crossover(const spwgrad_plan *p) {
+  const conv_desc *d = &p->d;
+  double T = p->nthreads, numel = (double)d->N * d->C * d->H * d->W;
+  double taps = 0; /* mean number of taps an entry runs (border taps included: they cost too) */
+  if (p->fast) {
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 2; b++) {
+        double wa = a ? d->H / 2 : (d->H + 1) / 2, wb = b ? d->W / 2 : (d->W + 1) / 2;
+        taps += wa * wb * p->nr[a] * p->ns[b];
+      }
+    taps /= (double)d->H * d->W;
+  } else {
+    taps = 4.0 * d->R * d->S / ((double)d->stride_h * d->stride_w);
+  }
+  double ts = pow(T, 0.9);
+  double fixed = (4.0 * d->N * d->K * d->P * d->Q * 0.064e-9 + (double)d->N * d->C * 25e-9) / ts;
+  double slope = numel * taps * p->Kb * 0.4e-9 / ts;
+  double rate = d->C < 16 ? 45e9 : d->R * d->S == 1 ? 25e9 : (d->stride_h > 1 || d->stride_w > 1) ? 75e9 : 110e9;
+  double dense = conv_desc_flops(d) / (rate * pow(T, 0.6));
+  return slope > 0 ? clamp01((dense - fixed) / slope) : 1.0;
+}
+
+double spwgrad_gemm_plan_crossover(const spwgrad_gemm_plan *p) {
+  const gemm_desc *d = &p->d;
+  double T = p->nthreads, nb = p->Np / 16;
+  double fixed = 3e-6 + (double)d->K * p->Np * 0.3e-9 / T;
+  double slope = (double)d->M * d->K * nb * 0.88e-9 / T;
+  double dense = 2e-6 + gemm_desc_flops(d) / (150e9 * pow(T, 0.6));
+  return clamp01((dense - fixed) / slope);
+}

@@ -1,0 +1,251 @@
+/* Sparse-weight Conv and Gemm (spconv.h) against the dense references, on the shipped models' layer
+ * shapes (small batches) and random shapes: odd sizes, channel counts off multiples of 16, batches
+ * off multiples of 16 (and 1), strides 1-3, asymmetric padding, 1x1 to 5x5, non-square kernels;
+ * weight densities 0 (all zero), 1%, 10%, 50%, 100%; 1 and 2 threads (both thread schedules);
+ * scratch and outputs poisoned with NaN; one plan and scratch reused while the zero pattern changes.
+ * Also: results identical for 1 and 2 threads and run to run; unsupported descriptors rejected.
+ *
+ * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1), as test_conv.c (fp32 sums of at most a few
+ * thousand products, with FMA, against a reference that sums in double). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "runtime/kernels/spconv.h"
+
+#define TOL 1e-5
+
+static const double densities[] = {0.0, 0.01, 0.1, 0.5, 1.0};
+#define NDENS ((int)(sizeof densities / sizeof densities[0]))
+
+static size_t xsize(const conv_desc *d) { return (size_t)d->N * d->C * d->H * d->W; }
+static size_t ysize(const conv_desc *d) { return (size_t)d->N * d->K * d->P * d->Q; }
+static size_t wsize(const conv_desc *d) { return (size_t)d->K * d->C * d->R * d->S; }
+
+/* Keeps each entry of w with probability density (the others become exactly zero). */
+static void sparsify(float *w, size_t n, double density) {
+  for (size_t i = 0; i < n; i++)
+    if (trng_unit() >= density) w[i] = 0.0f;
+}
+
+static void desc_str(const conv_desc *d, char *buf, size_t n) {
+  snprintf(buf, n, "N%d C%d %dx%d K%d %dx%d s%d,%d p%d,%d,%d,%d", d->N, d->C, d->H, d->W, d->K, d->R, d->S,
+           d->stride_h, d->stride_w, d->pad_t, d->pad_l, d->pad_b, d->pad_r);
+}
+
+static conv_desc make_desc(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int pt, int pl, int pb,
+                           int pr) {
+  conv_desc d = {N, C, H, W, K, R, S, 0, 0, sh, sw, pt, pl, pb, pr, 1, 1, 1};
+  SW_ASSERT(conv_desc_resolve(&d, NULL) == SW_OK);
+  return d;
+}
+
+static conv_desc random_desc(void) {
+  for (;;) {
+    int R = trng_int(1, 5), S = trng_int(0, 3) ? R : trng_int(1, 5);
+    int sh = trng_int(1, 3) == 1 ? 2 : 1;
+    if (trng_int(0, 9) == 0) sh = 3;
+    int sw = trng_int(0, 3) ? sh : trng_int(1, 2);
+    conv_desc d = {trng_int(0, 3) ? trng_int(1, 40) : 1,
+                   trng_int(1, 20),
+                   trng_int(1, 16),
+                   trng_int(1, 16),
+                   trng_int(1, 20),
+                   R,
+                   S,
+                   0,
+                   0,
+                   sh,
+                   sw,
+                   trng_int(0, 2),
+                   trng_int(0, 2),
+                   trng_int(0, 2),
+                   trng_int(0, 2),
+                   1,
+                   1,
+                   1};
+    if (trng_int(0, 6) == 0) d.W = trng_int(28, 34); /* wide rows: several column tiles */
+    if (conv_desc_resolve(&d, NULL) == SW_OK) return d;
+  }
+}
+
+/* All densities, both thread counts, one plan per thread count reused across densities. */
+static void check_conv(const conv_desc *d) {
+  char ds[160], what[512], pd[200];
+  desc_str(d, ds, sizeof ds);
+  float *x = talloc(sizeof(float) * xsize(d)), *dy = talloc(sizeof(float) * ysize(d));
+  float *w0 = talloc(sizeof(float) * wsize(d)), *w = talloc(sizeof(float) * wsize(d));
+  float *b = talloc(sizeof(float) * d->K);
+  float *y_ref = talloc(sizeof(float) * ysize(d)), *dx_ref = talloc(sizeof(float) * xsize(d));
+  float *y[2], *dx[2];
+  for (int i = 0; i < 2; i++) y[i] = talloc_nan(ysize(d)), dx[i] = talloc_nan(xsize(d));
+  trng_fill(x, xsize(d), -1, 1);
+  trng_fill(dy, ysize(d), -1, 1);
+  trng_fill(w0, wsize(d), -1, 1);
+  trng_fill(b, d->K, -1, 1);
+  spconv_plan p[2];
+  float *scratch[2];
+  for (int t = 0; t < 2; t++) {
+    sw_err e;
+    sw_err_clear(&e);
+    if (spconv_plan_init(&p[t], d, t + 1, &e)) {
+      tfail("%s: plan init failed: %s", ds, e.msg);
+      return;
+    }
+    size_t ss = spconv_plan_scratch(&p[t], CONV_FWD);
+    if (spconv_plan_scratch(&p[t], CONV_BWD_DATA) > ss) ss = spconv_plan_scratch(&p[t], CONV_BWD_DATA);
+    scratch[t] = talloc_nan(ss / sizeof(float) + 1);
+  }
+  spconv_plan_describe(&p[1], pd, sizeof pd);
+  for (int di = 0; di < NDENS; di++) {
+    memcpy(w, w0, sizeof(float) * wsize(d));
+    sparsify(w, wsize(d), densities[di]);
+    const float *bias = di % 2 ? NULL : b; /* with and without bias */
+    conv_fwd_ref(d, x, w, bias, y_ref);
+    conv_bwd_data_ref(d, dy, w, dx_ref);
+    for (int t = 0; t < 2; t++) {
+      spconv_plan_fwd(&p[t], x, w, bias, y[t], scratch[t]);
+      snprintf(what, sizeof what, "fwd %s density %g%s [%s] T=%d", ds, densities[di], bias ? "" : " no bias", pd,
+               t + 1);
+      tcheck_close(what, y[t], y_ref, ysize(d), TOL);
+      spconv_plan_bwd_data(&p[t], dy, w, dx[t], scratch[t]);
+      snprintf(what, sizeof what, "bwd-data %s density %g [%s] T=%d", ds, densities[di], pd, t + 1);
+      tcheck_close(what, dx[t], dx_ref, xsize(d), TOL);
+    }
+    snprintf(what, sizeof what, "fwd T=1 vs T=2 %s density %g", ds, densities[di]);
+    tcheck_same(what, y[0], y[1], sizeof(float) * ysize(d));
+    snprintf(what, sizeof what, "bwd-data T=1 vs T=2 %s density %g", ds, densities[di]);
+    tcheck_same(what, dx[0], dx[1], sizeof(float) * xsize(d));
+  }
+  /* Run to run: the same call again gives the same bits. */
+  spconv_plan_fwd(&p[1], x, w, b, y[0], scratch[1]);
+  spconv_plan_fwd(&p[1], x, w, b, y[1], scratch[1]);
+  snprintf(what, sizeof what, "fwd rerun %s", ds);
+  tcheck_same(what, y[0], y[1], sizeof(float) * ysize(d));
+  for (int t = 0; t < 2; t++) free(scratch[t]), spconv_plan_free(&p[t]), free(y[t]), free(dx[t]);
+  free(x), free(dy), free(w0), free(w), free(b), free(y_ref), free(dx_ref);
+}
+
+static void check_gemm(const gemm_desc *d) {
+  char what[256], pd[128];
+  size_t xs = (size_t)d->M * d->K, ys = (size_t)d->M * d->N, ws = (size_t)d->N * d->K;
+  float *x = talloc(sizeof(float) * xs), *dy = talloc(sizeof(float) * ys), *w0 = talloc(sizeof(float) * ws);
+  float *w = talloc(sizeof(float) * ws), *b = talloc(sizeof(float) * d->N);
+  float *y_ref = talloc(sizeof(float) * ys), *dx_ref = talloc(sizeof(float) * xs);
+  float *y[2], *dx[2];
+  for (int i = 0; i < 2; i++) y[i] = talloc_nan(ys), dx[i] = talloc_nan(xs);
+  trng_fill(x, xs, -1, 1);
+  trng_fill(dy, ys, -1, 1);
+  trng_fill(w0, ws, -1, 1);
+  trng_fill(b, d->N, -1, 1);
+  spgemm_plan p[2];
+  float *scratch[2];
+  for (int t = 0; t < 2; t++) {
+    sw_err e;
+    sw_err_clear(&e);
+    if (spgemm_plan_init(&p[t], d, t + 1, &e)) {
+      tfail("gemm M%d N%d K%d: plan init failed: %s", d->M, d->N, d->K, e.msg);
+      return;
+    }
+    size_t ss = spgemm_plan_scratch(&p[t], GEMM_FWD);
+    if (spgemm_plan_scratch(&p[t], GEMM_BWD_DATA) > ss) ss = spgemm_plan_scratch(&p[t], GEMM_BWD_DATA);
+    scratch[t] = talloc_nan(ss / sizeof(float) + 1);
+  }
+  spgemm_plan_describe(&p[1], pd, sizeof pd);
+  for (int di = 0; di < NDENS; di++) {
+    memcpy(w, w0, sizeof(float) * ws);
+    sparsify(w, ws, densities[di]);
+    const float *bias = di % 2 ? NULL : b;
+    gemm_fwd_ref(d, x, w, bias, y_ref);
+    gemm_bwd_data_ref(d, dy, w, dx_ref);
+    for (int t = 0; t < 2; t++) {
+      spgemm_plan_fwd(&p[t], x, w, bias, y[t], scratch[t]);
+      snprintf(what, sizeof what, "gemm fwd M%d N%d K%d density %g%s [%s] T=%d", d->M, d->N, d->K, densities[di],
+               bias ? "" : " no bias", pd, t + 1);
+      tcheck_close(what, y[t], y_ref, ys, TOL);
+      spgemm_plan_bwd_data(&p[t], dy, w, dx[t], scratch[t]);
+      snprintf(what, sizeof what, "gemm bwd-data M%d N%d K%d density %g [%s] T=%d", d->M, d->N, d->K,
+               densities[di], pd, t + 1);
+      tcheck_close(what, dx[t], dx_ref, xs, TOL);
+    }
+    snprintf(what, sizeof what, "gemm T=1 vs T=2 M%d N%d K%d density %g", d->M, d->N, d->K, densities[di]);
+    tcheck_same(what, y[0], y[1], sizeof(float) * ys);
+    tcheck_same(what, dx[0], dx[1], sizeof(float) * xs);
+  }
+  for (int t = 0; t < 2; t++) free(scratch[t]), spgemm_plan_free(&p[t]), free(y[t]), free(dx[t]);
+  free(x), free(dy), free(w0), free(w), free(b), free(y_ref), free(dx_ref);
+}
+
+/* Descriptors the sparse kernels do not serve come back as SW_EINPUT with a message. */
+static void check_rejects(void) {
+  spconv_plan p;
+  sw_err e;
+  conv_desc g = {4, 8, 8, 8, 8, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2};
+  sw_err_clear(&e);
+  if (spconv_plan_init(&p, &g, 1, &e) != SW_EINPUT || !strstr(e.msg, "groups")) tfail("groups=2 not rejected");
+  conv_desc dil = {4, 8, 8, 8, 8, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 1};
+  sw_err_clear(&e);
+  if (spconv_plan_init(&p, &dil, 1, &e) != SW_EINPUT || !strstr(e.msg, "dilation"))
+    tfail("dilation 2 not rejected");
+  conv_desc bad = {4, 8, 2, 2, 8, 3, 3, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1};
+  sw_err_clear(&e);
+  if (spconv_plan_init(&p, &bad, 1, &e) != SW_EINPUT) tfail("kernel larger than the input not rejected");
+  spgemm_plan q;
+  gemm_desc gd = {0, 4, 4};
+  sw_err_clear(&e);
+  if (spgemm_plan_init(&q, &gd, 1, &e) != SW_EINPUT) tfail("Gemm M=0 not rejected");
+  spconv_plan_free(&p);
+  spgemm_plan_free(&q);
+}
+
+int main(void) {
+  trng_seed(20260514);
+
+  tgroup_begin("spconv model shapes (ResNet-20 and LeNet-5 layers, small batches)");
+  conv_desc fixed[] = {
+      make_desc(9, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1),  /* ResNet-20 stage 1 */
+      make_desc(2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 2 entry */
+      make_desc(3, 16, 28, 28, 32, 1, 1, 2, 2, 0, 0, 0, 0),  /* shortcut 1x1 s2 */
+      make_desc(19, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), /* stage 2 */
+      make_desc(5, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 3 entry */
+      make_desc(4, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1),    /* stage 3 */
+      make_desc(20, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1),  /* ResNet-20 conv1 */
+      make_desc(9, 1, 28, 28, 6, 5, 5, 1, 1, 2, 2, 2, 2),    /* LeNet conv1 */
+      make_desc(18, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 0, 0),  /* LeNet conv2 */
+  };
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_conv(&fixed[i]);
+  tgroup_end();
+
+  tgroup_begin("spconv edge shapes (1x1, asymmetric pads, pads >= kernel, stride 3, N=1)");
+  conv_desc edge[] = {
+      make_desc(1, 3, 5, 7, 5, 1, 1, 1, 1, 0, 0, 0, 0),  make_desc(2, 5, 6, 9, 7, 1, 1, 1, 1, 2, 1, 0, 3),
+      make_desc(19, 4, 9, 8, 3, 3, 2, 2, 3, 0, 2, 1, 0), make_desc(1, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1),
+      make_desc(4, 3, 11, 10, 2, 5, 5, 3, 3, 2, 0, 1, 2), make_desc(16, 7, 3, 30, 9, 2, 4, 1, 2, 0, 1, 1, 2),
+      make_desc(2, 3, 4, 4, 4, 1, 1, 2, 2, 0, 0, 0, 0),  make_desc(3, 2, 5, 5, 2, 3, 3, 2, 1, 2, 2, 2, 2),
+  };
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) check_conv(&edge[i]);
+  tgroup_end();
+
+  tgroup_begin("spconv random shapes");
+  for (int i = 0; i < 30; i++) {
+    conv_desc d = random_desc();
+    check_conv(&d);
+  }
+  tgroup_end();
+
+  tgroup_begin("spgemm shapes (LeNet/MLP fc layers, odd sizes, M=1)");
+  gemm_desc gs[] = {{128, 120, 400}, {128, 84, 120}, {128, 10, 84}, {33, 100, 784}, {1, 7, 5},
+                    {17, 16, 16},    {250, 3, 1},    {5, 1, 33},    {16, 33, 17},  {40, 64, 10}};
+  for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) check_gemm(&gs[i]);
+  for (int i = 0; i < 10; i++) {
+    gemm_desc d = {trng_int(1, 70), trng_int(1, 70), trng_int(1, 70)};
+    check_gemm(&d);
+  }
+  tgroup_end();
+
+  tgroup_begin("spconv/spgemm reject unsupported descriptors");
+  check_rejects();
+  tgroup_end();
+  return tresult();
+}

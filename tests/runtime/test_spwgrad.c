@@ -1,0 +1,312 @@
+/* Sparse weight gradient (spwgrad.h): spact_pack/unpack round trips against topk_apply, capacity
+ * overflow, and spwgrad_conv / spwgrad_gemm against conv_bwd_weight_ref / gemm_bwd_weight_ref on the
+ * Top-K masked activation, over fixed and random shapes (odd sizes, C/K not multiples of 16, N=1,
+ * strides 1-3, asymmetric pads, dilation, 1x1, 5x5, 7x7, 1x1 spatial), densities 0/1/10/50/100%,
+ * both implementations, 1 and 2 threads, with and without db, NaN-poisoned scratch and outputs.
+ *
+ * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1) (fp32 sums of at most a few thousand products
+ * against a reference that sums in double); pack/unpack is exact. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "runtime/kernels/conv.h"
+#include "runtime/kernels/gemm.h"
+#include "runtime/kernels/spwgrad.h"
+#include "runtime/kernels/topk.h"
+
+#define TOL 1e-5
+
+static const double densities[] = {0.0, 0.01, 0.1, 0.5, 1.0};
+#define NDENS (int)(sizeof densities / sizeof densities[0])
+
+/* A post-ReLU-like activation and the threshold that keeps about `dens` of it: density 1 uses
+ * values without zeros and thr = 0, density 0 an infinite threshold, otherwise ReLU of a uniform
+ * and the exact Top-K threshold of the wanted count (ties kept, as in SWAT). */
+static float make_act(float *x, size_t n, double dens) {
+  if (dens >= 1.0) {
+    trng_fill(x, n, 0.1f, 1.0f);
+    for (size_t i = 0; i < n; i++)
+      if (trng_int(0, 1)) x[i] = -x[i];
+    return 0.0f;
+  }
+  trng_fill(x, n, -1.0f, 1.0f);
+  for (size_t i = 0; i < n; i++)
+    if (x[i] < 0) x[i] = 0;
+  if (dens <= 0.0) return INFINITY;
+  int64_t k = (int64_t)ceil(dens * (double)n);
+  if (k < 1) k = 1;
+  return topk_threshold_ref(x, (int64_t)n, k);
+}
+
+static size_t xsize(const conv_desc *d) { return (size_t)d->N * d->C * d->H * d->W; }
+static size_t ysize(const conv_desc *d) { return (size_t)d->N * d->K * d->P * d->Q; }
+static size_t wsize(const conv_desc *d) { return (size_t)d->K * d->C * d->R * d->S; }
+
+static void desc_str(const conv_desc *d, char *buf, size_t n) {
+  snprintf(buf, n, "N%d C%d %dx%d K%d %dx%d s%d,%d p%d,%d,%d,%d d%d,%d", d->N, d->C, d->H, d->W, d->K, d->R, d->S,
+           d->stride_h, d->stride_w, d->pad_t, d->pad_l, d->pad_b, d->pad_r, d->dil_h, d->dil_w);
+}
+
+/* Packs x at thr into a fresh buffer with capacity cap (both pack versions), checks the kept count
+ * and the unpacked tensor against topk_apply; returns the buffer (NULL on overflow). */
+static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, int64_t cap,
+                        int nthreads, int portable, int64_t *nnz_out) {
+  size_t n = (size_t)N * C * H * W;
+  float *ref = talloc(sizeof(float) * n), *got = talloc_nan(n);
+  int64_t nref = topk_apply(x, ref, (int64_t)n, thr, 1);
+  for (size_t i = 0; i < n; i++)
+    if (ref[i] == 0.0f) ref[i] = 0.0f; /* topk_apply keeps -0 at thr 0; the packed form drops it */
+  size_t bytes = spact_bytes(N, C, H, W, cap);
+  void *buf = talloc(bytes);
+  memset(buf, 0xa5, bytes);
+  int64_t nnz = portable ? spact_pack_c(x, N, C, H, W, thr, buf, cap, nthreads)
+                         : spact_pack(x, N, C, H, W, thr, buf, cap, nthreads);
+  char w[320];
+  snprintf(w, sizeof w, "%s cap %lld T=%d%s", what, (long long)cap, nthreads, portable ? " C" : "");
+  if (nref > cap) {
+    if (nnz != -1) tfail("%s: kept %lld > capacity but pack returned %lld", w, (long long)nref, (long long)nnz);
+    free(ref), free(got), free(buf);
+    return NULL;
+  }
+  if (nnz != nref || spact_nnz(buf) != nref)
+    tfail("%s: pack kept %lld (header %lld), topk_apply %lld", w, (long long)nnz, (long long)spact_nnz(buf),
+          (long long)nref);
+  spact_unpack(buf, got);
+  tcheck_same(w, got, ref, sizeof(float) * n);
+  free(ref), free(got);
+  if (nnz_out) *nnz_out = nnz;
+  return buf;
+}
+
+static void test_pack(void) {
+  tgroup_begin("pack/unpack vs topk_apply, capacity overflow");
+  static const int shapes[][4] = {{1, 1, 1, 1},  {3, 5, 7, 9},  {2, 16, 28, 28}, {4, 3, 1, 1},
+                                  {5, 37, 1, 1}, {1, 2, 1, 33}, {2, 4, 17, 2},   {3, 64, 7, 7},
+                                  {4, 16, 28, 28} /* large enough for 2 and 3 packing threads */};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    int N = shapes[s][0], C = shapes[s][1], H = shapes[s][2], W = shapes[s][3];
+    size_t n = (size_t)N * C * H * W;
+    float *x = talloc(sizeof(float) * n);
+    for (int di = 0; di < NDENS; di++) {
+      float thr = make_act(x, n, densities[di]);
+      char what[160];
+      snprintf(what, sizeof what, "[%d,%d,%d,%d] density %.2f", N, C, H, W, densities[di]);
+      for (int portable = 0; portable <= 1; portable++)
+        for (int t = 1; t <= 3; t += 1) {
+          int64_t nnz = 0;
+          void *b = check_pack(what, x, N, C, H, W, thr, (int64_t)n, t, portable, &nnz);
+          free(b);
+          /* exact capacity fits, one less overflows, far more is capped at numel */
+          free(check_pack(what, x, N, C, H, W, thr, nnz, t, portable, NULL));
+          if (nnz > 0) free(check_pack(what, x, N, C, H, W, thr, nnz - 1, t, portable, NULL));
+          free(check_pack(what, x, N, C, H, W, thr, 10 * (int64_t)n + 5, t, portable, NULL));
+        }
+    }
+    /* NaN and negative zero are dropped, ties at the threshold kept */
+    for (size_t i = 0; i < n; i++) x[i] = (i % 5 == 0) ? NAN : (i % 5 == 1) ? -0.0f : (i % 5 == 2) ? 0.5f : -0.25f;
+    free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, (int64_t)n, 2, 0, NULL));
+    free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, (int64_t)n, 2, 1, NULL));
+    free(check_pack("NaN/-0/ties thr 0", x, N, C, H, W, 0.0f, (int64_t)n, 2, 0, NULL));
+    free(x);
+  }
+  if (spact_bytes(2, 3, 4, 5, 0) >= spact_bytes(2, 3, 4, 5, 10)) tfail("spact_bytes does not grow with capacity");
+  if (spact_bytes(2, 3, 4, 5, 1000) != spact_bytes(2, 3, 4, 5, 120)) tfail("spact_bytes not capped at numel");
+  tgroup_end();
+}
+
+static conv_desc make_desc(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int pt, int pl, int pb,
+                           int pr, int dh, int dw) {
+  conv_desc d = {N, C, H, W, K, R, S, 0, 0, sh, sw, pt, pl, pb, pr, dh, dw, 1};
+  SW_ASSERT(conv_desc_resolve(&d, NULL) == SW_OK);
+  return d;
+}
+
+static conv_desc random_desc(void) {
+  for (;;) {
+    conv_desc d;
+    memset(&d, 0, sizeof d);
+    d.groups = 1;
+    d.N = trng_int(1, 4);
+    d.C = trng_int(1, 20);
+    d.K = trng_int(0, 3) ? trng_int(1, 40) : trng_int(60, 80);
+    d.H = trng_int(1, 13);
+    d.W = trng_int(1, 13);
+    d.R = trng_int(1, 5);
+    d.S = trng_int(1, 5);
+    d.stride_h = trng_int(0, 4) ? trng_int(1, 2) : 3;
+    d.stride_w = trng_int(0, 3) ? d.stride_h : trng_int(1, 3);
+    d.dil_h = trng_int(0, 4) ? 1 : 2;
+    d.dil_w = trng_int(0, 4) ? 1 : 2;
+    d.pad_t = trng_int(0, 2);
+    d.pad_l = trng_int(0, 2);
+    d.pad_b = trng_int(0, 2);
+    d.pad_r = trng_int(0, 2);
+    if (conv_desc_resolve(&d, NULL) == SW_OK) return d;
+  }
+}
+
+/* One shape at one density: every implementation, thread count and db setting vs the reference. */
+static void check_conv(const conv_desc *d, double dens) {
+  char ds[160], what[400], pd[160];
+  desc_str(d, ds, sizeof ds);
+  float *x = talloc(sizeof(float) * xsize(d)), *xs = talloc(sizeof(float) * xsize(d));
+  float *dy = talloc(sizeof(float) * ysize(d));
+  float thr = make_act(x, xsize(d), dens);
+  trng_fill(dy, ysize(d), -1, 1);
+  int64_t nnz = topk_apply(x, xs, (int64_t)xsize(d), thr, 1);
+  float *dw_ref = talloc(sizeof(float) * wsize(d)), *db_ref = talloc(sizeof(float) * d->K);
+  conv_bwd_weight_ref(d, xs, dy, dw_ref, db_ref);
+  void *buf = talloc(spact_bytes(d->N, d->C, d->H, d->W, nnz));
+  SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, buf, nnz, 2) == nnz);
+  float *dw = talloc_nan(wsize(d)), *db = talloc_nan(d->K), *dw2 = talloc_nan(wsize(d));
+  for (int impl = 0; impl <= 1; impl++)
+    for (int t = 1; t <= 2; t++) {
+      spwgrad_plan p;
+      sw_err e;
+      sw_err_clear(&e);
+      if (spwgrad_plan_init_impl(&p, d, t, impl ? SPWGRAD_IMPL_GENERIC : SPWGRAD_IMPL_AUTO, &e)) {
+        tfail("%s: plan init failed: %s", ds, e.msg);
+        continue;
+      }
+      spwgrad_plan_describe(&p, pd, sizeof pd);
+      size_t ss = spwgrad_plan_scratch(&p);
+      float *scratch = talloc_nan(ss / sizeof(float) + 1);
+      for (int withb = 0; withb <= 1; withb++) {
+        for (size_t i = 0; i < wsize(d); i++) dw[i] = NAN;
+        for (int i = 0; i < d->K; i++) db[i] = NAN;
+        spwgrad_conv(&p, buf, dy, dw, withb ? db : NULL, scratch);
+        snprintf(what, sizeof what, "dW %s density %.2f [%s] T=%d%s", ds, dens, pd, t, withb ? " +db" : "");
+        tcheck_close(what, dw, dw_ref, wsize(d), TOL);
+        if (withb) {
+          snprintf(what, sizeof what, "db %s density %.2f [%s] T=%d", ds, dens, pd, t);
+          tcheck_close(what, db, db_ref, d->K, TOL);
+        } else {
+          for (int i = 0; i < d->K; i++)
+            if (!isnan(db[i])) {
+              tfail("%s: db written although NULL was passed", what);
+              break;
+            }
+        }
+      }
+      /* run to run: bit-identical with a dirty scratch */
+      spwgrad_conv(&p, buf, dy, dw2, NULL, scratch);
+      snprintf(what, sizeof what, "determinism %s [%s] T=%d", ds, pd, t);
+      tcheck_same(what, dw2, dw, sizeof(float) * wsize(d));
+      free(scratch);
+      spwgrad_plan_free(&p);
+    }
+  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(buf), free(dw), free(db), free(dw2);
+}
+
+static void test_conv(void) {
+  tgroup_begin("spwgrad_conv vs conv_bwd_weight_ref (fixed shapes)");
+  const conv_desc fixed[] = {
+      make_desc(2, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), /* ResNet-like 3x3 */
+      make_desc(3, 16, 13, 11, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1), /* stride 2, odd sizes */
+      make_desc(2, 32, 9, 9, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),   /* K = 64: two register passes */
+      make_desc(2, 12, 10, 10, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), /* K = 70: 5 blocks, tail */
+      make_desc(2, 16, 14, 14, 32, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1), /* 1x1 stride-2 shortcut */
+      make_desc(3, 7, 9, 8, 130, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1),   /* 1x1, wide K */
+      make_desc(2, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1),  /* LeNet conv2 */
+      make_desc(1, 5, 11, 9, 13, 5, 5, 2, 2, 2, 1, 0, 2, 1, 1),   /* 5x5 s2, asymmetric pads, N=1 */
+      make_desc(1, 3, 8, 10, 5, 3, 2, 1, 2, 0, 2, 1, 0, 1, 1),    /* mixed strides */
+      make_desc(2, 4, 12, 12, 9, 3, 3, 1, 1, 2, 2, 2, 2, 2, 1),   /* row dilation 2 (fast) */
+      make_desc(2, 4, 12, 12, 9, 3, 3, 1, 1, 2, 2, 2, 2, 1, 2),   /* column dilation 2 (generic) */
+      make_desc(2, 4, 12, 12, 9, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),   /* stride 2, dilation 2 */
+      make_desc(2, 5, 13, 13, 17, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1),  /* stride 3 (generic) */
+      make_desc(2, 3, 12, 12, 8, 7, 7, 1, 1, 3, 3, 3, 3, 1, 1),   /* 7x7 (generic) */
+      make_desc(2, 3, 12, 12, 8, 7, 7, 2, 2, 3, 3, 3, 3, 1, 1),   /* 7x7 s2: 4x4 taps */
+      make_desc(3, 20, 1, 1, 11, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1),   /* 1x1 spatial */
+      make_desc(2, 6, 1, 1, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),    /* 1x1 spatial, padded 3x3 */
+      make_desc(1, 1, 1, 7, 3, 1, 3, 1, 1, 0, 1, 0, 1, 1, 1),     /* single row */
+  };
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    for (int di = 0; di < NDENS; di++) check_conv(&fixed[i], densities[di]);
+  tgroup_end();
+  tgroup_begin("spwgrad_conv vs conv_bwd_weight_ref (random shapes)");
+  for (int i = 0; i < 40; i++) {
+    conv_desc d = random_desc();
+    check_conv(&d, densities[trng_int(0, NDENS - 1)]);
+  }
+  tgroup_end();
+}
+
+static void test_conv_errors(void) {
+  tgroup_begin("spwgrad_plan_init errors");
+  conv_desc d = {2, 4, 8, 8, 4, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2};
+  spwgrad_plan p;
+  sw_err e;
+  sw_err_clear(&e);
+  if (spwgrad_plan_init(&p, &d, 2, &e) != SW_EINPUT || !strstr(e.msg, "group")) tfail("groups = 2 accepted");
+  spwgrad_plan_free(&p);
+  d.groups = 1;
+  d.R = 11; /* kernel larger than the padded input */
+  sw_err_clear(&e);
+  if (spwgrad_plan_init(&p, &d, 2, &e) != SW_EINPUT) tfail("kernel larger than the input accepted");
+  spwgrad_plan_free(&p);
+  tgroup_end();
+}
+
+/* Gemm: dW = dY^T X_s with X_s packed as [M][K] or as [M][C][H][W] with C*H*W = K. */
+static void check_gemm(int M, int N, int C, int H, int W, double dens) {
+  int K = C * H * W;
+  gemm_desc d = {M, N, K};
+  float *x = talloc(sizeof(float) * (size_t)M * K), *xs = talloc(sizeof(float) * (size_t)M * K);
+  float *dy = talloc(sizeof(float) * (size_t)M * N);
+  float thr = make_act(x, (size_t)M * K, dens);
+  trng_fill(dy, (size_t)M * N, -1, 1);
+  int64_t nnz = topk_apply(x, xs, (int64_t)M * K, thr, 1);
+  float *dw_ref = talloc(sizeof(float) * (size_t)N * K), *db_ref = talloc(sizeof(float) * N);
+  gemm_bwd_weight_ref(&d, xs, dy, dw_ref, db_ref);
+  void *buf = talloc(spact_bytes(M, C, H, W, nnz));
+  SW_ASSERT(spact_pack(x, M, C, H, W, thr, buf, nnz, 2) == nnz);
+  float *dw = talloc_nan((size_t)N * K), *db = talloc_nan(N);
+  char what[200];
+  for (int fast = 0; fast <= 1; fast++)
+    for (int t = 1; t <= 2; t++) {
+      spwgrad_gemm_plan p;
+      SW_ASSERT(spwgrad_gemm_plan_init(&p, &d, t, NULL) == SW_OK);
+      if (!fast) p.fast = 0;
+      float *scratch = talloc_nan(spwgrad_gemm_plan_scratch(&p) / sizeof(float) + 1);
+      for (int withb = 0; withb <= 1; withb++) {
+        for (size_t i = 0; i < (size_t)N * K; i++) dw[i] = NAN;
+        for (int i = 0; i < N; i++) db[i] = NAN;
+        spwgrad_gemm(&p, buf, dy, dw, withb ? db : NULL, scratch);
+        snprintf(what, sizeof what, "gemm dW M%d N%d K%d (as %dx%dx%d) density %.2f %s T=%d%s", M, N, K, C, H, W,
+                 dens, p.fast ? "avx512" : "C", t, withb ? " +db" : "");
+        tcheck_close(what, dw, dw_ref, (size_t)N * K, TOL);
+        if (withb) tcheck_close(what, db, db_ref, N, TOL);
+        else if (!isnan(db[0])) tfail("%s: db written although NULL was passed", what);
+      }
+      free(scratch);
+      spwgrad_gemm_plan_free(&p);
+    }
+  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(buf), free(dw), free(db);
+}
+
+static void test_gemm(void) {
+  tgroup_begin("spwgrad_gemm vs gemm_bwd_weight_ref");
+  static const int shapes[][5] = {{16, 120, 400, 1, 1}, {16, 84, 120, 1, 1}, {7, 10, 84, 1, 1}, {1, 1, 1, 1, 1},
+                                  {5, 17, 33, 1, 1},    {9, 33, 16, 5, 5},   {3, 1100, 20, 1, 1}, {64, 256, 400, 1, 1} /* 2 threads */};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int di = 0; di < NDENS; di++)
+      check_gemm(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4], densities[di]);
+  for (int i = 0; i < 10; i++)
+    check_gemm(trng_int(1, 20), trng_int(1, 70), trng_int(1, 50), 1, 1, densities[trng_int(0, NDENS - 1)]);
+  spwgrad_gemm_plan p;
+  gemm_desc bad = {0, 3, 4};
+  if (spwgrad_gemm_plan_init(&p, &bad, 1, NULL) != SW_EINPUT) tfail("gemm M = 0 accepted");
+  tgroup_end();
+}
+
+int main(void) {
+  trng_seed(20240611);
+  test_pack();
+  test_conv();
+  test_conv_errors();
+  test_gemm();
+  return tresult();
+}
