@@ -10,6 +10,12 @@ mode=${1:-run}
 # Build and test dependencies (all Debian packages).
 pkgs=(build-essential meson ninja-build pkg-config protobuf-c-compiler libprotobuf-c-dev libonnx-dev libxsmm-dev
       zlib1g-dev dataset-fashion-mnist libonnx-testdata python3)
+# The test suite also checks exported models with independent tools: the onnx checker (python3-onnx)
+# and onnxruntime (from npm, installed by the test itself; needs Node.js and npm).
+if [ "$mode" = test ]; then
+  pkgs+=(python3-onnx)
+  command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,7 +51,7 @@ case "$mode" in
     meson test -C build --print-errorlogs --num-processes "$jobs" || rc=1
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
-        --suite ir --suite importer --suite runtime --suite swat --suite train || rc=1
+        --suite ir --suite importer --suite runtime --suite swat --suite train --suite export || rc=1
     /usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
 import json, sys
 passed = failed = skipped = 0

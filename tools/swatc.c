@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "importer/importer.h"
 #include "ir/ir.h"
@@ -18,8 +19,8 @@ static const char *const train_pipeline[] = {"train-mode", "add-loss", "autodiff
 static const char usage_text[] =
     "usage: swatc <command> [options]\n"
     "\n"
-    "swatc imports a network from ONNX (e.g. exported from PyTorch) and trains it on the CPU, dense\n"
-    "or with SWAT sparse training (writing the trained network back to ONNX is not done yet).\n"
+    "swatc imports a network from ONNX (e.g. exported from PyTorch), trains it on the CPU, dense or\n"
+    "with SWAT sparse training, and writes the trained network back to ONNX.\n"
     "\n"
     "commands:\n"
     "  train MODEL.onnx [options]      (also: swatc MODEL.onnx [options])\n"
@@ -55,9 +56,24 @@ static const char usage_text[] =
     "      --structured channel|filter   keep whole kernels (kh x kw) or whole filters of conv weights\n"
     "      --topk-period P     exact Top-K every P steps, stored thresholds in between (default 10)\n"
     "      --warmup-epochs-topk E   exact Top-K every step during the first E epochs\n"
+    "    checkpoints and export:\n"
+    "      --checkpoint FILE   save the whole training state to FILE after every epoch and when\n"
+    "                          interrupted (SIGINT/SIGTERM: the step finishes, FILE is written, exit\n"
+    "                          130/143; a second signal stops at once)\n"
+    "      --resume FILE       continue the run saved in FILE (same model and options; with the same\n"
+    "                          --threads the result is bit-identical to an uninterrupted run; a larger\n"
+    "                          --epochs trains further); keeps checkpointing to FILE\n"
+    "      -o, --output OUT.onnx   export the trained model (SWAT weights with their zeros)\n"
+    "      --sparse-initializers   store the sparse weights as ONNX sparse_initializer\n"
     "      -q, --quiet         print only the final result\n"
+    "  eval MODEL.onnx [--data NAME|DIR] [--batch N] [--threads N] [--limit-test N]\n"
+    "      test accuracy and loss of an ONNX classifier (dense or sparse initializers)\n"
+    "  export CKPT -o OUT.onnx [--sparse-initializers]\n"
+    "      write the model saved in a training checkpoint as ONNX\n"
+    "  inspect CKPT   print what a training checkpoint holds (step, options, tensor digests)\n"
     "  inspect MODEL.onnx [--dump-ir[=PASSES]] [--static-batch] [--sparsity S [--erk|--uniform] ...]\n"
-    "      import MODEL and print a per-layer table (output shape, parameters, MACs per image);\n"
+    "      import MODEL and print a per-layer table (output shape, parameters, MACs per image) and,\n"
+    "      for a model with sparse weights, the fraction of zeros in each Conv/Gemm weight;\n"
     "      --dump-ir prints swatc's IR of the model instead; --dump-ir=PASS[,PASS..] or =all builds\n"
     "      the training graph and prints the IR after those passes (" TRAIN_PIPELINE_TEXT ";\n"
     "      'lower' only in train, where kernels are chosen);\n"
@@ -71,7 +87,8 @@ static const char usage_text[] =
     "  -q, --quiet     print no warnings\n"
     "\n"
     "exit status: 0 success, 1 usage error, 2 bad input (model, data), 3 out of memory,\n"
-    "4 a result could not be written, 5 the training loss became NaN or infinite.\n"
+    "4 a result could not be written, 5 the training loss became NaN or infinite,\n"
+    "130/143 interrupted by SIGINT/SIGTERM after writing the checkpoint.\n"
     "OpenMP threads wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.\n";
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -159,7 +176,7 @@ static int parse_float(const char *opt, const char *s, double lo, double hi, dou
 static int cmd_train(int argc, char **argv, const char *cmdline) {
   enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_SCHED, O_MILE, O_WARM, O_SEED, O_THREADS, O_LTRAIN,
          O_LTEST, O_METRICS, O_DUMP, O_DUMPFILE, O_PROFILE, O_STATIC, O_AUG, O_DROP, O_SP, O_UNI, O_ERK, O_MOMB, O_SFIRST,
-         O_DENSE, O_STRUCT, O_PERIOD, O_TKWARM };
+         O_DENSE, O_STRUCT, O_PERIOD, O_TKWARM, O_CKPT, O_RESUME, O_SPINIT, O_STOP };
   static const struct option opts[] = {
       {"data", required_argument, 0, O_DATA},          {"epochs", required_argument, 0, O_EPOCHS},
       {"batch", required_argument, 0, O_BATCH},        {"lr", required_argument, 0, O_LR},
@@ -177,6 +194,9 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
       {"sparse-first", no_argument, 0, O_SFIRST},      {"dense-layers", required_argument, 0, O_DENSE},
       {"structured", required_argument, 0, O_STRUCT},  {"topk-period", required_argument, 0, O_PERIOD},
       {"warmup-epochs-topk", required_argument, 0, O_TKWARM},
+      {"checkpoint", required_argument, 0, O_CKPT},    {"resume", required_argument, 0, O_RESUME},
+      {"output", required_argument, 0, 'o'},           {"sparse-initializers", no_argument, 0, O_SPINIT},
+      {"stop-after-steps", required_argument, 0, O_STOP}, /* testing: a deterministic SIGTERM */
       {"help", no_argument, 0, 'h'},                   {0, 0, 0, 0}};
   trainer_opts o;
   trainer_opts_default(&o);
@@ -186,7 +206,7 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
   int c;
   opterr = 0;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
     switch (c) {
       case O_DATA: o.data = optarg; break;
       case O_EPOCHS: if (!parse_int("--epochs", optarg, 1, 100000, &iv)) return SW_EUSAGE; o.epochs = (int)iv; break;
@@ -229,6 +249,11 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
         break;
       case O_PERIOD: if (!parse_int("--topk-period", optarg, 1, 1000000, &iv)) return SW_EUSAGE; o.swat.period = (int)iv; break;
       case O_TKWARM: if (!parse_int("--warmup-epochs-topk", optarg, 0, 100000, &iv)) return SW_EUSAGE; o.topk_warmup_epochs = (int)iv; break;
+      case O_CKPT: o.checkpoint = optarg; break;
+      case O_RESUME: o.resume = optarg; break;
+      case 'o': o.output = optarg; break;
+      case O_SPINIT: o.sparse_initializers = 1; break;
+      case O_STOP: if (!parse_int("--stop-after-steps", optarg, 1, 2147483647L, &iv)) return SW_EUSAGE; o.stop_after_steps = iv; break;
       case 'q': o.quiet = 1; sw_quiet = 1; break;
       case 'h': fputs(usage_text, stdout); return 0;
       default: return usage_error("unknown option '%s' for train", argv[optind - 1]);
@@ -242,9 +267,101 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
       if (!pass_name_valid(t)) return usage_error("unknown pass '%s' for --dump-ir (passes: " TRAIN_PIPELINE_TEXT ")", t);
   }
+  if (o.stop_after_steps && !o.checkpoint && !o.resume)
+    return usage_error("%s", "--stop-after-steps simulates an interruption and needs --checkpoint FILE");
+  if (o.sparse_initializers && !o.output) return usage_error("%s", "--sparse-initializers needs -o OUT.onnx");
   sw_err e = {0};
-  if (trainer_run(argv[optind], &o, &e)) return fail(&e);
+  int rc = trainer_run(argv[optind], &o, &e);
+  if (rc > TRAINER_SIGNALLED) return rc; /* interrupted; the checkpoint is written */
+  if (rc) return fail(&e);
   return 0;
+}
+
+static int cmd_export(int argc, char **argv) {
+  static const struct option opts[] = {{"output", required_argument, 0, 'o'}, {"sparse-initializers", no_argument, 0, 's'},
+                                       {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  const char *out = NULL;
+  int sparse = 0, c;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1) {
+    switch (c) {
+      case 'o': out = optarg; break;
+      case 's': sparse = 1; break;
+      case 'q': sw_quiet = 1; break;
+      case 'h': fputs(usage_text, stdout); return 0;
+      default: return usage_error("unknown option or missing value '%s' for export", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc) return usage_error("%s", "export needs a checkpoint: swatc export CKPT -o OUT.onnx");
+  if (optind + 1 < argc) return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  if (!out) return usage_error("%s", "export needs an output file: -o OUT.onnx");
+  sw_err e = {0};
+  int64_t bytes = 0;
+  if (trainer_export(argv[optind], out, sparse, &bytes, &e)) return fail(&e);
+  printf("exported %s (%" PRId64 " bytes)\n", out, bytes);
+  return fflush(stdout) == 0 ? 0 : SW_EIO;
+}
+
+static int cmd_eval(int argc, char **argv) {
+  enum { E_DATA = 400, E_BATCH, E_THREADS, E_LTEST, E_STATIC };
+  static const struct option opts[] = {{"data", required_argument, 0, E_DATA},         {"batch", required_argument, 0, E_BATCH},
+                                       {"threads", required_argument, 0, E_THREADS},   {"limit-test", required_argument, 0, E_LTEST},
+                                       {"static-batch", no_argument, 0, E_STATIC},     {"quiet", no_argument, 0, 'q'},
+                                       {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+  trainer_opts o;
+  trainer_opts_default(&o);
+  long iv;
+  int c;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    switch (c) {
+      case E_DATA: o.data = optarg; break;
+      case E_BATCH: if (!parse_int("--batch", optarg, 1, 65536, &iv)) return SW_EUSAGE; o.batch = (int)iv; break;
+      case E_THREADS: if (!parse_int("--threads", optarg, 1, 1024, &iv)) return SW_EUSAGE; o.threads = (int)iv; break;
+      case E_LTEST: if (!parse_int("--limit-test", optarg, 1, 2147483647L, &iv)) return SW_EUSAGE; o.limit_test = iv; break;
+      case E_STATIC: o.static_batch = 1; break;
+      case 'q': o.quiet = 1; sw_quiet = 1; break;
+      case 'h': fputs(usage_text, stdout); return 0;
+      default: return usage_error("unknown option or missing value '%s' for eval", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc) return usage_error("%s", "eval needs a model file: swatc eval MODEL.onnx");
+  if (optind + 1 < argc) return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  sw_err e = {0};
+  if (trainer_eval(argv[optind], &o, &e)) return fail(&e);
+  return 0;
+}
+
+/* For a model with sparse weights: the fraction of exact zeros in each Conv/Gemm/MatMul weight. */
+static void print_sparsity(const ir_graph *g) {
+  swat_layer *l = NULL;
+  int n = 0;
+  sw_err e = {0};
+  if (swat_layers(g, &l, &n, &e)) {
+    free(l);
+    return;
+  }
+  int64_t zeros = 0, total = 0;
+  int64_t *z = sw_xcalloc((size_t)n + 1, sizeof *z);
+  for (int i = 0; i < n; i++) {
+    const float *w = l[i].weight->data;
+    if (!w || l[i].weight->dtype != IR_F32) continue;
+    for (int64_t j = 0; j < l[i].numel; j++) z[i] += w[j] == 0.0f;
+    zeros += z[i];
+    total += l[i].numel;
+  }
+  if (zeros > 0 && total > 0) {
+    printf("\nweight sparsity (fraction of zeros):\n%-40s %-18s %10s %10s\n", "layer", "weight", "params", "sparsity");
+    for (int i = 0; i < n; i++)
+      printf("%-40.40s %-18.18s %10lld %10.4f\n", l[i].node->name, l[i].weight->name, (long long)l[i].numel,
+             l[i].numel ? (double)z[i] / (double)l[i].numel : 0.0);
+    printf("overall weight sparsity %.4f over %lld conv/FC weights\n", (double)zeros / (double)total, (long long)total);
+  }
+  free(z);
+  free(l);
 }
 
 /* The SWAT budget of every layer, before any training. */
@@ -278,6 +395,19 @@ static int print_budgets(const ir_graph *g, const swat_opts *so, sw_err *e) {
   free(d);
   free(l);
   return SW_OK;
+}
+
+/* 1 if the path is a regular file that starts like a training checkpoint (a FIFO or device is
+ * never opened here: the importer refuses those with a clear message). */
+static int is_checkpoint(const char *path) {
+  char magic[8];
+  struct stat sb;
+  if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  int yes = fread(magic, 1, 8, f) == 8 && memcmp(magic, "SWATCKPT", 8) == 0;
+  fclose(f);
+  return yes;
 }
 
 static int cmd_inspect(int argc, char **argv) {
@@ -321,6 +451,10 @@ static int cmd_inspect(int argc, char **argv) {
       if (!pass_name_valid(t)) return usage_error("unknown pass '%s' for --dump-ir (passes: " TRAIN_PIPELINE_TEXT ")", t);
   }
   sw_err e = {0};
+  if (is_checkpoint(argv[optind])) {
+    if (trainer_ckpt_print(argv[optind], stdout, &e)) return fail(&e);
+    return fflush(stdout) == 0 ? 0 : SW_EIO;
+  }
   ir_graph *g;
   if (importer_load(argv[optind], &io, &g, &e)) return fail(&e);
   if (so.sparsity > 0 && !dump) {
@@ -339,6 +473,7 @@ static int cmd_inspect(int argc, char **argv) {
     ir_print(g, stdout);
   } else {
     print_table(g);
+    print_sparsity(g);
   }
   ir_graph_free(g);
   if (fflush(stdout) != 0) {
@@ -379,6 +514,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
   if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1, cmdline);
+  if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+  if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
   /* `swatc MODEL.onnx [options]` means train */
   size_t l = strlen(cmd);
   if (cmd[0] != '-' && l > 5 && strcmp(cmd + l - 5, ".onnx") == 0) return cmd_train(argc, argv, cmdline);
