@@ -5,7 +5,7 @@
 #include "runtime/kernels/kern_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "runtime/kernels/kern_avx512.h"
 #define HAVE_X86 1
 #endif
 
@@ -22,7 +22,7 @@ static void tr_c(const float *src, size_t ss, size_t scs, int nload, float *dst,
 __attribute__((target("avx512f"))) static void tr_avx512(const float *src, size_t ss, size_t scs, int nload,
                                                          float *dst, size_t ds, size_t dcs, int nc, int nstore,
                                                          const float *bias) {
-  __m512 r[16], t[16];
+  __m512 r[16];
   __mmask16 cm = (__mmask16)((1u << nc) - 1u), sm = (__mmask16)((1u << nstore) - 1u);
   const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   __m512i sidx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)scs));
@@ -35,30 +35,7 @@ __attribute__((target("avx512f"))) static void tr_avx512(const float *src, size_
     else
       r[i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cm, sidx, src + (size_t)i * ss, 4);
   }
-  /* 16x16 transpose: interleave pairs, then quads, then 128-bit lanes. */
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  /* r[4a+b] holds, in each 128-bit lane l, column 4l+b... of rows 4a..4a+3; gather lanes. */
-  for (int i = 0; i < 4; i++) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; i++) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
-  }
+  kern_tr16_avx512(r);
   for (int j = 0; j < nc; j++) {
     __m512 v = r[j];
     if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j]));

@@ -30,7 +30,7 @@
 #include "runtime/kernels/kern_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "runtime/kernels/kern_avx512.h"
 #define SPW_X86 1
 #define SPW_TARGET __attribute__((target("avx512f")))
 #endif
@@ -644,30 +644,9 @@ static SPW_TARGET void load_block_avx(const float *src, size_t PQ, int nk, const
   for (size_t i0 = 0; i0 < PQ; i0 += 16) {
     int nc = PQ - i0 < 16 ? (int)(PQ - i0) : 16;
     __mmask16 m = tail_mask(nc);
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(i < nk ? m : 0, src + (size_t)(i < nk ? i : 0) * PQ + i0);
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-      r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-      r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-      r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-      r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    for (int i = 0; i < 4; i++) {
-      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 4; i++) {
-      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
-    }
+    kern_tr16_avx512(r);
     const int32_t *pt = pixtab + i0;
     for (int j = 0; j < 16; j++)
       if (j < nc) {
