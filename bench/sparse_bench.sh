@@ -54,6 +54,28 @@ done
 echo "threads $threads, batch $batch; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for m in $models; do
   echo
+  echo "== $m: per-layer speedup of each training GEMM in the step, swatc dense ms / SWAT-U 0.9 ms =="
+  $py - "$tmp/$m.dense.err" "$tmp/$m.swat-u-0.9.err" <<'PY'
+import re, sys
+def layers(path):
+    rows, on = {}, False
+    for line in open(path):
+        if "per layer, ms per run" in line: on = True; continue
+        if not on or line.strip().startswith("layer"): continue
+        if line.strip().startswith("total") or "kernels chosen" in line: break
+        name = line.split()[0]
+        cells = re.findall(r"(\d+\.\d+) \(\s*\d+\)|\s-\s", line[len(line) - len(line.lstrip()) + len(name):])
+        vals = [float(c) if c else None for c in cells][:3]
+        rows[name] = vals
+    return rows
+d, s = layers(sys.argv[1]), layers(sys.argv[2])
+print("  %-36s %9s %9s %9s" % ("layer", "forward", "bwd-data", "wgrad"))
+for name, dv in d.items():
+    sv = s.get(name, [None] * 3)
+    cell = lambda a, b: "%8.2fx" % (a / b) if a and b else "%9s" % "-"
+    print("  %-36s %s %s %s" % (name[:36], cell(dv[0], sv[0]), cell(dv[1], sv[1]), cell(dv[2], sv[2])))
+PY
+  echo
   echo "== $m, SWAT-U 0.9: per-layer profile of the training step (all runs, first one included) =="
   sed -n '/^profile:/,$p' "$tmp/$m.swat-u-0.9.err" | grep -v '^[0-9.]*$'
 done

@@ -33,5 +33,5 @@ for m in lenet5 resnet20; do
     'BEGIN { printf "%-10s %12.0f %12.0f %7.2fx %16.1f %9.0f%%\n", m, s, t, s / t, g, 100 * g / p }'
 done
 echo "peak: $peak GFLOP/s ($threads threads); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "per-layer GFLOP/s of the last model's training step:"
-sed -n '/Conv\/Gemm kernels/,$p' "$tmp/resnet20.out" | sort -k4 -n -r | head -12
+echo "per-layer time and GFLOP/s of the last model's training step:"
+sed -n '/per layer, ms per run/,/kernels chosen/p' "$tmp/resnet20.out" | sed '$d'

@@ -110,6 +110,10 @@ static rt_plan_entry *sparse_plan_get(rt_program *p, int kind, const conv_desc *
 
 /* SWAT: the [threshold, density] state of the Top-K node that produces v, or NULL when v is not a
  * Top-K output (a dense layer). */
+static int sparse_kernels = 1;
+
+void rt_set_sparse_kernels(int on) { sparse_kernels = on; }
+
 static const float *topk_state_of(rt_program *p, const ir_value *v) {
   if (!v || !v->producer || strcmp(v->producer->op->name, "TopKSparsify") != 0) return NULL;
   return rt_buf_of(p, v->producer->in[1])->data;
@@ -224,7 +228,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     /* the front of the scratch: X_s packed here (dense X_s) or unpacked here (compact X_s, dense kernel) */
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->N, d->C, d->H, d->W, c->numel_x));
-    rt_plan_entry *pe = d->dil_h == 1 && d->dil_w == 1 ? sparse_plan_get(p, RT_PLAN_SPWGRAD, d, NULL) : NULL;
+    rt_plan_entry *pe = sparse_kernels && d->dil_h == 1 && d->dil_w == 1 ? sparse_plan_get(p, RT_PLAN_SPWGRAD, d, NULL) : NULL;
     if (c->packed) rt_need_scratch(p, c->pack_bytes + conv_plan_scratch(c->plan, CONV_BWD_WEIGHT));
     if (!pe) {
       if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
@@ -235,7 +239,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_plan_scratch(c->wg));
     spwgrad_plan_describe(c->wg, sparse, sizeof sparse);
   } else {
-    if (d->groups != 1 || d->dil_h != 1 || d->dil_w != 1) return SW_OK;
+    if (!sparse_kernels || d->groups != 1 || d->dil_h != 1 || d->dil_w != 1) return SW_OK;
     rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPCONV, d, NULL);
     if (!pe) return SW_OK;
     c->sp = &pe->plan.sc;
@@ -312,7 +316,7 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->M, d->K, 1, 1, c->numel_x));
     if (c->packed) rt_need_scratch(p, c->pack_bytes + gemm_plan_scratch(c->plan, GEMM_BWD_WEIGHT));
-    rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPWGRAD_GEMM, NULL, d);
+    rt_plan_entry *pe = sparse_kernels ? sparse_plan_get(p, RT_PLAN_SPWGRAD_GEMM, NULL, d) : NULL;
     if (!pe) {
       c->st = st;
       if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
@@ -323,6 +327,7 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
     rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_gemm_plan_scratch(c->wg));
     snprintf(sparse, sizeof sparse, "sparse-X scatter");
   } else {
+    if (!sparse_kernels) return SW_OK;
     rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPGEMM, NULL, d);
     if (!pe) return SW_OK;
     c->sp = &pe->plan.sg;

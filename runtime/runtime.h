@@ -37,6 +37,11 @@ rt_tensor *rt_state_find(const rt_state *s, const char *name);
 
 typedef struct rt_program rt_program;
 
+/* Whether programs built from now on run SWAT layers on the sparse kernels when their density is
+ * below the kernels' crossover (1, the default) or always on the dense kernels (0: the same SWAT
+ * computation, for A/B comparisons of speed and of results). */
+void rt_set_sparse_kernels(int on);
+
 /* Compiles g (memory-planned for `batch`) into a program reading and writing s. */
 int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads, rt_program **out, sw_err *e);
 /* Frees a program (not the state). Accepts NULL. */

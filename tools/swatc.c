@@ -55,6 +55,8 @@ static const char usage_text[] =
     "      --dense-layers L,.. keep these layers dense (node or weight names, see swatc inspect)\n"
     "      --structured channel|filter   keep whole kernels (kh x kw) or whole filters of conv weights\n"
     "      --topk-period P     exact Top-K every P steps, stored thresholds in between (default 10)\n"
+    "      --sparse-kernels on|off  run SWAT layers on the sparse kernels below their measured crossover\n"
+    "                          density (on, default) or always on the dense ones (off: same SWAT, for A/B)\n"
     "      --warmup-epochs-topk E   exact Top-K every step during the first E epochs\n"
     "    checkpoints and export:\n"
     "      --checkpoint FILE   save the whole training state to FILE after every epoch and when\n"
@@ -176,7 +178,7 @@ static int parse_float(const char *opt, const char *s, double lo, double hi, dou
 static int cmd_train(int argc, char **argv, const char *cmdline) {
   enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_SCHED, O_MILE, O_WARM, O_SEED, O_THREADS, O_LTRAIN,
          O_LTEST, O_METRICS, O_DUMP, O_DUMPFILE, O_PROFILE, O_STATIC, O_AUG, O_DROP, O_SP, O_UNI, O_ERK, O_MOMB, O_SFIRST,
-         O_DENSE, O_STRUCT, O_PERIOD, O_TKWARM, O_CKPT, O_RESUME, O_SPINIT, O_STOP };
+         O_DENSE, O_STRUCT, O_PERIOD, O_TKWARM, O_CKPT, O_RESUME, O_SPINIT, O_STOP, O_SPK };
   static const struct option opts[] = {
       {"data", required_argument, 0, O_DATA},          {"epochs", required_argument, 0, O_EPOCHS},
       {"batch", required_argument, 0, O_BATCH},        {"lr", required_argument, 0, O_LR},
@@ -193,7 +195,7 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
       {"erk", no_argument, 0, O_ERK},                  {"momentum-budget", no_argument, 0, O_MOMB},
       {"sparse-first", no_argument, 0, O_SFIRST},      {"dense-layers", required_argument, 0, O_DENSE},
       {"structured", required_argument, 0, O_STRUCT},  {"topk-period", required_argument, 0, O_PERIOD},
-      {"warmup-epochs-topk", required_argument, 0, O_TKWARM},
+      {"warmup-epochs-topk", required_argument, 0, O_TKWARM}, {"sparse-kernels", required_argument, 0, O_SPK},
       {"checkpoint", required_argument, 0, O_CKPT},    {"resume", required_argument, 0, O_RESUME},
       {"output", required_argument, 0, 'o'},           {"sparse-initializers", no_argument, 0, O_SPINIT},
       {"stop-after-steps", required_argument, 0, O_STOP}, /* testing: a deterministic SIGTERM */
@@ -249,6 +251,10 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
         break;
       case O_PERIOD: if (!parse_int("--topk-period", optarg, 1, 1000000, &iv)) return SW_EUSAGE; o.swat.period = (int)iv; break;
       case O_TKWARM: if (!parse_int("--warmup-epochs-topk", optarg, 0, 100000, &iv)) return SW_EUSAGE; o.topk_warmup_epochs = (int)iv; break;
+      case O_SPK:
+        if (strcmp(optarg, "on") && strcmp(optarg, "off")) return usage_error("--sparse-kernels must be on or off, not '%s'", optarg);
+        o.sparse_kernels = strcmp(optarg, "on") == 0;
+        break;
       case O_CKPT: o.checkpoint = optarg; break;
       case O_RESUME: o.resume = optarg; break;
       case 'o': o.output = optarg; break;

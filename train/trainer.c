@@ -34,6 +34,7 @@ void trainer_opts_default(trainer_opts *o) {
   o->schedule = "cosine";
   o->augment = -1;
   o->swat.period = 10;
+  o->sparse_kernels = 1;
 }
 
 /* ---- a growable string ---- */
@@ -474,6 +475,7 @@ static int opt_items(const trainer_opts *o, opt_item *it) {
   ITEM("structured", "--structured", 0, "%s", structs[o->swat.structure]);
   ITEM("topk-period", "--topk-period", 1, "%d", o->swat.period);
   ITEM("warmup-epochs-topk", "--warmup-epochs-topk", 1, "%d", o->topk_warmup_epochs);
+  ITEM("sparse-kernels", "--sparse-kernels", 0, "%s", o->sparse_kernels ? "on" : "off");
 #undef ITEM
   return n;
 }
@@ -1117,6 +1119,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   trainer_opts oo = *opts;
   if (oo.resume && !oo.checkpoint) oo.checkpoint = oo.resume; /* a resumed run keeps checkpointing where it came from */
   const trainer_opts *o = &oo;
+  rt_set_sparse_kernels(o->sparse_kernels);
   run R = {0}, *r = &R;
   r->o = o;
   r->model_path = model_path;

@@ -41,7 +41,8 @@ typedef struct trainer_opts {
   int static_batch;
   const char *command;     /* the command line, recorded in metrics */
   swat_opts swat;          /* SWAT sparsity (sparsity 0: dense training) */
-  int topk_warmup_epochs;  /* exact Top-K every step during the first E epochs */
+  int topk_warmup_epochs;
+  int sparse_kernels;      /* 1 (default): sparse kernels for SWAT layers below their crossover; 0: dense kernels */  /* exact Top-K every step during the first E epochs */
   const char *checkpoint;  /* write the training state here after every epoch, at the end and on SIGINT/SIGTERM */
   const char *resume;      /* continue the run saved in this checkpoint */
   const char *output;      /* export the trained model to this ONNX file at the end */

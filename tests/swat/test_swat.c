@@ -5,7 +5,8 @@
  *   the backward-data op reads sparse W, dY is untouched (checked on the IR and on the numbers);
  * - pruned weights still move after an optimizer step;
  * - the saved X_s kept compact (outside the arena) gives the weight gradients of a dense X_s, for
- *   every layer, with the sparse kernels and with their dense fallbacks; the arena shrinks. */
+ *   every layer, with the sparse kernels and with their dense fallbacks; the arena shrinks;
+ * - a whole SWAT step on the sparse kernels gives the gradients of the same step on the dense ones. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,6 +343,40 @@ static void compact_xs(int budget, double sparsity) {
   ir_graph_free(gd);
 }
 
+/* The same SWAT step on the sparse kernels and on the dense ones (rt_set_sparse_kernels): every
+ * parameter's gradient agrees to float rounding. */
+static void kernels_ab(void) {
+  ir_graph *gs, *gd;
+  rt_state ss, sd;
+  rt_set_sparse_kernels(1);
+  rt_program *ps = swat_step(0, SWAT_UNIFORM, 0.9, &gs, &ss);
+  rt_set_sparse_kernels(0);
+  rt_program *pd = swat_step(0, SWAT_UNIFORM, 0.9, &gd, &sd);
+  rt_set_sparse_kernels(1);
+  int compared = 0;
+  for (int i = 0; ps && pd && i < ss.n; i++) {
+    ir_value *vs = ir_value_find(gs, ss.t[i].name), *vd = ir_value_find(gd, ss.t[i].name);
+    if (!vs || !vs->grad || !vd || !vd->grad) continue;
+    int64_t n = 0;
+    const float *a = rt_program_buffer(ps, vs->grad->name, &n), *b = rt_program_buffer(pd, vd->grad->name, NULL);
+    double md = 0, mx = 0;
+    for (int64_t k = 0; k < n; k++) {
+      md = fmax(md, fabs((double)a[k] - b[k]));
+      mx = fmax(mx, fabs((double)b[k]));
+    }
+    CHECK(md <= 1e-5 * fmax(mx, 1e-3), "%s: gradient on the sparse kernels within %.2g of the dense kernels' (max %.3g)",
+          ss.t[i].name, md, mx);
+    compared++;
+  }
+  CHECK(compared >= 10, "compared %d gradients", compared);
+  rt_program_free(ps);
+  rt_program_free(pd);
+  rt_state_free(&ss);
+  rt_state_free(&sd);
+  ir_graph_free(gs);
+  ir_graph_free(gd);
+}
+
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   sw_quiet = 1;
@@ -356,7 +391,9 @@ int main(int argc, char **argv) {
   compact_xs(SWAT_UNIFORM, 0.9);
   compact_xs(SWAT_MOMENTUM, 0.9);
   compact_xs(SWAT_UNIFORM, 0.3);
+  kernels_ab();
   printf("Compact X_s: weight gradients equal the dense X_s's; the arena shrinks\n");
+  printf("Sparse kernels: a SWAT step's gradients equal the dense kernels'\n");
   printf("Structured: whole kernels (channel) and whole filters (filter), top L1, FC layers unstructured\n");
   printf("Top-K thresholds: reused between exact recomputes, every step at P = 1 and during warm-up\n");
   return check_report("test_swat");
