@@ -1,16 +1,19 @@
 #!/bin/bash
 # Checks exported models with tools outside swatc (suite 'export').
 #
-# usage: ort.sh ort|checker TEST_EXPORT EXPORT_LOGITS BUILD_DIR SRC_ROOT
+# usage: ort.sh ort|checker TEST_EXPORT EXPORT_LOGITS BUILD_DIR SRC_ROOT [SWATC]
 #   ort      exports LeNet-5, ResNet-20 and the MLP with perturbed, 90%-pruned weights (dense and
 #            sparse_initializer forms, via test_export) and runs each with onnxruntime-node: its logits
 #            on 256 Fashion-MNIST test images must equal swatc's (export_logits on the same file) within
-#            1e-4 x max|logit|. onnxruntime-node is installed once into BUILD_DIR/npm.
+#            1e-4 x max|logit|. onnxruntime-node is installed once into BUILD_DIR/npm. With SWATC: a
+#            LeNet-5 trained by swatc at SWAT-ERK 0.9 and exported (-o, and swatc export
+#            --sparse-initializers from its checkpoint) gives onnxruntime the same logits and the same
+#            class on all 10000 test images, i.e. the same test accuracy.
 #   checker  onnx.checker.check_model(full_check=True) on the dense files, check_model on the sparse
 #            ones (onnx 1.12's full check rejects any sparse_initializer: a checker limitation).
 # Exits 77 (meson's "skipped") with a message when node/npm or python3-onnx are not available.
 set -u
-mode=$1 test_export=$2 logits=$3 build=$4 src=$5
+mode=$1 test_export=$2 logits=$3 build=$4 src=$5 swatc=${6:-}
 here=$(cd "${0%/*}" && pwd)
 out=$build/$mode-out
 models="lenet5 resnet20 mlp"
@@ -54,4 +57,20 @@ for m in $models; do
     fi
   done
 done
+if [ "$mode" = ort ] && [ -n "$swatc" ]; then
+  "$swatc" train "$src/models/lenet5.onnx" --sparsity 0.9 --erk --epochs 2 --limit-train 30000 --threads 2 -q \
+    --checkpoint "$out/erk.ckpt" -o "$out/erk.dense.onnx" >"$out/train.log" 2>&1 || { cat "$out/train.log"; fail "swatc train"; }
+  "$swatc" export "$out/erk.ckpt" -o "$out/erk.sparse.onnx" --sparse-initializers >>"$out/train.log" 2>&1 ||
+    { cat "$out/train.log"; fail "swatc export"; }
+  grep -h "test accuracy" "$out/train.log"
+  d=$(stat -c %s "$out/erk.dense.onnx") sp=$(stat -c %s "$out/erk.sparse.onnx")
+  echo "SWAT-ERK 0.9 LeNet-5: dense file $d bytes, sparse_initializer file $sp bytes ($(awk -v a="$sp" -v b="$d" 'BEGIN { printf "%.3f", a / b }')x)"
+  [ $((sp * 10)) -le $((d * 3)) ] || { echo "FAIL: the sparse file is over 0.3x the dense one"; status=1; }
+  for form in dense sparse; do
+    f=$out/erk.$form.onnx
+    read -r shape classes < <("$logits" "$f" "$out/input.bin" "$out/erk.$form.logits.bin" 10000 2>"$out/logits.log") ||
+      { cat "$out/logits.log"; fail "export_logits on $f"; }
+    node "$here/ort_check.js" "$ort_mod" "$f" "$out/input.bin" "$shape" "$out/erk.$form.logits.bin" 1e-4 all || status=1
+  done
+fi
 exit $status
