@@ -242,29 +242,32 @@ static SPW_TARGET void write_image_avx(const float *xi, int C, int H, int W, flo
     return;
   }
   int HW = H * W;
+  /* branch-free: at SWAT densities whether a 16-wide vector keeps anything is a coin toss, so every
+   * vector runs both compress-stores (a zero mask stores nothing) and the cursors stay in registers */
   for (int c = 0; c < C; c++) {
-    uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
     const float *pl = xi + (size_t)c * HW;
     prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
     for (int h = 0; h < H; h++) {
       const float *row = pl + (size_t)h * W;
-      uint32_t *cc = cur + (h & 1) * 2;
+      uint32_t c0 = cur[(h & 1) * 2], c1 = cur[(h & 1) * 2 + 1];
       for (int w = 0; w < W; w += 16) {
         __mmask16 tm = tail_mask(W - w);
         __m512 v = _mm512_maskz_loadu_ps(tm, row + w);
         unsigned m = keep_mask(v, tv) & tm;
-        if (!m) continue;
         __m512i pv = _mm512_add_epi32(iota, _mm512_set1_epi32(c * HW + h * W + w));
-        for (int b = 0; b < 2; b++) {
-          __mmask16 mb = (__mmask16)(m & (b ? 0xaaaau : 0x5555u));
-          int n = __builtin_popcount(mb);
-          if (!n) continue;
-          __mmask16 sm = tail_mask(n);
-          _mm512_mask_storeu_ps(val + cc[b], sm, _mm512_maskz_compress_ps(mb, v));
-          _mm512_mask_storeu_epi32(pos + cc[b], sm, _mm512_maskz_compress_epi32(mb, pv));
-          cc[b] += (uint32_t)n;
-        }
+        __mmask16 m0 = (__mmask16)(m & 0x5555u), m1 = (__mmask16)(m & 0xaaaau);
+        unsigned n0 = (unsigned)__builtin_popcount(m0), n1 = (unsigned)__builtin_popcount(m1);
+        __mmask16 s0 = (__mmask16)((1u << n0) - 1u), s1 = (__mmask16)((1u << n1) - 1u);
+        _mm512_mask_storeu_ps(val + c0, s0, _mm512_maskz_compress_ps(m0, v));
+        _mm512_mask_storeu_epi32(pos + c0, s0, _mm512_maskz_compress_epi32(m0, pv));
+        _mm512_mask_storeu_ps(val + c1, s1, _mm512_maskz_compress_ps(m1, v));
+        _mm512_mask_storeu_epi32(pos + c1, s1, _mm512_maskz_compress_epi32(m1, pv));
+        c0 += n0;
+        c1 += n1;
       }
+      cur[(h & 1) * 2] = c0;
+      cur[(h & 1) * 2 + 1] = c1;
     }
   }
 }
