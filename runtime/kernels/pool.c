@@ -182,8 +182,153 @@ KERN_CLONES static void maxpool_plane(const pool_desc *d, const int *rr, const i
   }
 }
 
+/* The common 2x2, stride-2 window without padding (LeNet, VGG): windows never overlap and never
+ * leave the input, so each output is a select over four loads and the backward writes every dx
+ * element once (no zeroing pass, no scatter). */
+static int is_2x2(const pool_desc *d) {
+  return d->kh == 2 && d->kw == 2 && d->stride_h == 2 && d->stride_w == 2 && d->dil_h == 1 && d->dil_w == 1 &&
+         d->pad_t == 0 && d->pad_l == 0 && 2 * d->P <= d->H && 2 * d->Q <= d->W;
+}
+
+/* Taps in window order, the first maximum kept and NaN winning, as the reference scans them. */
+static void maxpool2x2_plane(const float *restrict x, int W, int P, int Q, float *restrict y,
+                                         int32_t *restrict am) {
+  for (int p = 0; p < P; p++) {
+    const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q++) {
+      float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], e = r1[2 * q + 1];
+      int32_t base = 2 * p * W + 2 * q, i = base;
+      float m = a;
+      int t = (b > m) | ((b != b) & (m == m));
+      m = t ? b : m;
+      i = t ? base + 1 : i;
+      t = (c > m) | ((c != c) & (m == m));
+      m = t ? c : m;
+      i = t ? base + W : i;
+      t = (e > m) | ((e != e) & (m == m));
+      m = t ? e : m;
+      i = t ? base + W + 1 : i;
+      y[(size_t)p * Q + q] = m;
+      am[(size_t)p * Q + q] = i;
+    }
+  }
+}
+
+static void maxpool2x2_bwd_plane(const float *restrict dy, const int32_t *restrict am, int H, int W, int P, int Q,
+                                             float *restrict dx) {
+  for (int p = 0; p < P; p++) {
+    float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q++) {
+      float g = dy[(size_t)p * Q + q];
+      int32_t rel = am[(size_t)p * Q + q] - (2 * p * W + 2 * q);
+      r0[2 * q] = rel == 0 ? g : 0.0f;
+      r0[2 * q + 1] = rel == 1 ? g : 0.0f;
+      r1[2 * q] = rel == W ? g : 0.0f;
+      r1[2 * q + 1] = rel == W + 1 ? g : 0.0f;
+    }
+    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f; /* an odd last column no window covers */
+  }
+  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define POOL_X86 1
+
+/* maxpool2x2_plane on AVX-512: 16 outputs per step, the two taps of a row split by one even/odd
+ * permute of the 32 floats under them. */
+__attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(const float *x, int W, int P, int Q, float *y,
+                                                                       int32_t *am) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i twice = even; /* the input column of each output's first tap, 2q */
+  for (int p = 0; p < P; p++) {
+    const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q += 16) {
+      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
+      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u);
+      __mmask16 hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u), om = (__mmask16)((1u << nq) - 1u);
+      __m512 u0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q), u1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q + 16);
+      __m512 v0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q), v1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q + 16);
+      __m512 a = _mm512_permutex2var_ps(u0, even, u1), b = _mm512_permutex2var_ps(u0, odd, u1);
+      __m512 c = _mm512_permutex2var_ps(v0, even, v1), e = _mm512_permutex2var_ps(v0, odd, v1);
+      __m512i i = _mm512_add_epi32(twice, _mm512_set1_epi32(2 * p * W + 2 * q));
+      __m512 m = a;
+      __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) |
+                    (_mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t, m, b);
+      __m512i idx = _mm512_mask_add_epi32(i, t, i, _mm512_set1_epi32(1));
+      t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t, m, c);
+      idx = _mm512_mask_add_epi32(idx, t, i, _mm512_set1_epi32(W));
+      t = _mm512_cmp_ps_mask(e, m, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t, m, e);
+      idx = _mm512_mask_add_epi32(idx, t, i, _mm512_set1_epi32(W + 1));
+      _mm512_mask_storeu_ps(y + (size_t)p * Q + q, om, m);
+      _mm512_mask_storeu_epi32(am + (size_t)p * Q + q, om, idx);
+    }
+  }
+}
+
+/* maxpool2x2_bwd_plane on AVX-512: each window's four dx values built in registers and interleaved
+ * back into the two input rows. */
+__attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const float *dy, const int32_t *am, int H, int W,
+                                                                           int P, int Q, float *dx) {
+  const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const __m512i twice = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int p = 0; p < P; p++) {
+    float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q += 16) {
+      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
+      __mmask16 om = (__mmask16)((1u << nq) - 1u);
+      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u), hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u);
+      __m512 g = _mm512_maskz_loadu_ps(om, dy + (size_t)p * Q + q);
+      __m512i rel = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(om, am + (size_t)p * Q + q),
+                                     _mm512_add_epi32(twice, _mm512_set1_epi32(2 * p * W + 2 * q)));
+      __m512 g00 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), zero, g);
+      __m512 g01 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(1)), zero, g);
+      __m512 g10 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W)), zero, g);
+      __m512 g11 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W + 1)), zero, g);
+      _mm512_mask_storeu_ps(r0 + 2 * q, lo, _mm512_permutex2var_ps(g00, lo_i, g01));
+      _mm512_mask_storeu_ps(r0 + 2 * q + 16, hi, _mm512_permutex2var_ps(g00, hi_i, g01));
+      _mm512_mask_storeu_ps(r1 + 2 * q, lo, _mm512_permutex2var_ps(g10, lo_i, g11));
+      _mm512_mask_storeu_ps(r1 + 2 * q + 16, hi, _mm512_permutex2var_ps(g10, hi_i, g11));
+    }
+    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
+  }
+  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+}
+
+static int pool_avx512(void) {
+  static int v = -1;
+  if (v < 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("avx512f") ? 1 : 0;
+  }
+  return v;
+}
+#endif
+
 void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
   int64_t planes = (int64_t)d->N * d->C;
+  if (is_2x2(d)) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+    for (int64_t pl = 0; pl < planes; pl++) {
+      const float *xp = x + (size_t)pl * d->H * d->W;
+      float *yp = y + (size_t)pl * d->P * d->Q;
+      int32_t *ap = argmax + (size_t)pl * d->P * d->Q;
+#ifdef POOL_X86
+      if (pool_avx512()) {
+        maxpool2x2_plane_avx512(xp, d->W, d->P, d->Q, yp, ap);
+        continue;
+      }
+#endif
+      maxpool2x2_plane(xp, d->W, d->P, d->Q, yp, ap);
+    }
+    return;
+  }
   int rr[2 * d->P], qq[2 * d->kw];
   pool_bounds(d, rr, qq);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
@@ -195,6 +340,19 @@ void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, 
 void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads) {
   int64_t planes = (int64_t)d->N * d->C;
   size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+  if (is_2x2(d)) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
+    for (int64_t pl = 0; pl < planes; pl++) {
+#ifdef POOL_X86
+      if (pool_avx512()) {
+        maxpool2x2_bwd_plane_avx512(dy + (size_t)pl * pq, argmax + (size_t)pl * pq, d->H, d->W, d->P, d->Q, dx + (size_t)pl * hw);
+        continue;
+      }
+#endif
+      maxpool2x2_bwd_plane(dy + (size_t)pl * pq, argmax + (size_t)pl * pq, d->H, d->W, d->P, d->Q, dx + (size_t)pl * hw);
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
   for (int64_t pl = 0; pl < planes; pl++) {
     float *dxp = dx + (size_t)pl * hw;

@@ -213,7 +213,27 @@ static void check_pool_case(const pool_desc *d, int fd) {
   free(x), free(g), free(y0), free(y), free(dx0), free(dx), free(am0), free(am);
 }
 
+/* MaxPool with ties and NaN: the first maximum in window order wins, NaN beats every number; the
+ * fast paths (2x2 and general) give the reference's values and indices, bit for bit. */
+static void check_maxpool_ties_nan(void) {
+  pool_desc ds[2] = {{2, 2, 6, 6, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, 0}, {2, 2, 6, 6, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
+  for (int k = 0; k < 2; k++) {
+    pool_desc *d = &ds[k];
+    SW_ASSERT(pool_desc_resolve(d, NULL) == SW_OK);
+    size_t xs = xs_of(d), ys = ys_of(d);
+    float *x = talloc(4 * xs), *y0 = talloc(4 * ys), *y = talloc(4 * ys);
+    int32_t *a0 = talloc(4 * ys), *a = talloc(4 * ys);
+    for (size_t i = 0; i < xs; i++) x[i] = (i * 7) % 5 == 0 ? NAN : (float)((i * 3) % 4); /* many ties, some NaN */
+    maxpool_fwd_ref(d, x, y0, a0);
+    maxpool_fwd(d, x, y, a, 2);
+    tcheck_same(k ? "maxpool 3x3 ties/NaN values" : "maxpool 2x2 ties/NaN values", y, y0, 4 * ys);
+    tcheck_same(k ? "maxpool 3x3 ties/NaN indices" : "maxpool 2x2 ties/NaN indices", a, a0, 4 * ys);
+    free(x), free(y0), free(y), free(a0), free(a);
+  }
+}
+
 static void check_pool_semantics(void) {
+  check_maxpool_ties_nan();
   /* Output sizes: floor vs ceil, and the PyTorch rule dropping a window that starts in the padding. */
   struct {
     pool_desc d;
@@ -283,7 +303,9 @@ int main(void) {
   tgroup_end();
   tgroup_begin("max/avg pool fast vs ref: fixed + 80 random");
   pool_desc fixed[] = {
-      {128, 6, 28, 28, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, 0}, /* LeNet pool1 */
+      {128, 6, 28, 28, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, 0}, /* LeNet pool1 (the 2x2 fast path) */
+      {3, 2, 13, 11, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, 0},  /* 2x2 fast path, odd sizes: last row/column unused */
+      {3, 2, 13, 11, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 0},  /* ceil mode: partial last windows, general path */
       {2, 3, 9, 9, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1},
       {2, 3, 8, 7, 0, 0, 3, 2, 1, 2, 0, 1, 2, 0, 2, 1, 1, 0},
   };
