@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # swatc set-up on Debian 12: installs what is missing, builds, and runs.
 #   ./setup.sh          install, build, train the shipped LeNet-5 on Fashion-MNIST with SWAT at 90% sparsity
-#                       (3 epochs) and print its accuracy and per-layer sparsity
+#                       (3 epochs), print its accuracy and per-layer sparsity, export build/lenet5.sparse.onnx
 #   ./setup.sh test     install, build (also with AddressSanitizer/UBSan), run the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,7 +40,8 @@ case "$mode" in
     echo
     build/tools/swatc inspect models/lenet5.onnx
     echo
-    build/tools/swatc train models/lenet5.onnx --data fashion-mnist --epochs 3 --sparsity 0.9
+    build/tools/swatc train models/lenet5.onnx --data fashion-mnist --epochs 3 --sparsity 0.9 \
+      -o build/lenet5.sparse.onnx --sparse-initializers
     ;;
   test)
     build build
