@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "train/hint.h"
 #include "train/rng.h"
 
 /* The largest file (after decompression) a loader will hold: far above any supported dataset,
@@ -181,10 +180,10 @@ static int set_norm(sw_dataset *d, const sw_dataset_opts *o, int c, const float 
                     sw_err *e) {
   d->scale = 1.0f / 255.0f;
   if (o && o->norm_channels > 0) {
-    if (o->norm_channels != c && o->norm_channels != 1)
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "normalisation has %d channel(s) but the %s data has %d",
-                                  o->norm_channels, d->name, c),
-                          e, "give one mean/std, or one per channel");
+    if (o->norm_channels != c && o->norm_channels != 1) {
+      sw_fail(e, SW_EINPUT, "normalisation has %d channel(s) but the %s data has %d", o->norm_channels, d->name, c);
+      return sw_hint(e, "give one mean/std, or one per channel");
+    }
     for (int i = 0; i < c; i++) {
       int k = o->norm_channels == 1 ? 0 : i;
       d->mean[i] = o->mean[k];
@@ -197,10 +196,10 @@ static int set_norm(sw_dataset *d, const sw_dataset_opts *o, int c, const float 
     }
   }
   for (int i = 0; i < c; i++)
-    if (!(d->std[i] > 0.0f) || !isfinite(d->std[i]) || !isfinite(d->mean[i]))
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "bad normalisation for channel %d: mean %g std %g", i,
-                                  (double)d->mean[i], (double)d->std[i]),
-                          e, "std must be a positive finite number");
+    if (!(d->std[i] > 0.0f) || !isfinite(d->std[i]) || !isfinite(d->mean[i])) {
+      sw_fail(e, SW_EINPUT, "bad normalisation for channel %d: mean %g std %g", i, (double)d->mean[i], (double)d->std[i]);
+      return sw_hint(e, "std must be a positive finite number");
+    }
   return SW_OK;
 }
 
@@ -253,9 +252,8 @@ static int idx_parse(const unsigned char *buf, size_t len, const char *path, int
       guess = " (gzip inside gzip?)";
     else if ((magic & 0xffff0000u) == 0 && buf[2] != 0x08)
       guess = " (IDX, but the elements are not unsigned bytes)";
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "%s: wrong magic number 0x%08x, expected 0x%08x for IDX %s%s",
-                                path, magic, want, kind, guess),
-                        e, "%s", idx_names_hint);
+    sw_fail(e, SW_EINPUT, "%s: wrong magic number 0x%08x, expected 0x%08x for IDX %s%s", path, magic, want, kind, guess);
+    return sw_hint(e, "%s", idx_names_hint);
   }
   size_t hdr = 4 + 4 * (size_t)ndim;
   if (len < hdr) return sw_fail(e, SW_EINPUT, "%s: truncated IDX header (%zu of %zu bytes)", path, len, hdr);
@@ -295,10 +293,8 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   SW_ASSERT(is_train || strcmp(split, "test") == 0);
   set_name(d, name, split, dir);
   if (!is_dir(dir)) {
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "%s: data directory %s does not exist", name, dir), e, "%s",
-                        strcmp(name, "fashion-mnist") == 0
-                            ? "apt-get install dataset-fashion-mnist, or pass --data DIR"
-                            : idx_names_hint);
+    sw_fail(e, SW_EINPUT, "%s: data directory %s does not exist", name, dir);
+    return sw_hint(e, "%s", strcmp(name, "fashion-mnist") == 0 ? "apt-get install dataset-fashion-mnist, or pass --data DIR" : idx_names_hint);
   }
   const char *const img_train[] = {"train-images-idx3-ubyte", "train-images.idx3-ubyte", NULL};
   const char *const lab_train[] = {"train-labels-idx1-ubyte", "train-labels.idx1-ubyte", NULL};
@@ -308,9 +304,8 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   char ipath[1024], lpath[1024];
   if (!find_file(dir, ib, ipath, sizeof ipath) || !find_file(dir, lb, lpath, sizeof lpath)) {
     const char *missing = !find_file(dir, ib, ipath, sizeof ipath) ? ib[0] : lb[0];
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "%s: %s has no %s (or %s.gz)", name, dir, missing, missing), e,
-                        "%s%s", idx_names_hint,
-                        strcmp(name, "fashion-mnist") == 0 ? "; apt-get install dataset-fashion-mnist" : "");
+    sw_fail(e, SW_EINPUT, "%s: %s has no %s (or %s.gz)", name, dir, missing, missing);
+    return sw_hint(e, "%s%s", idx_names_hint, strcmp(name, "fashion-mnist") == 0 ? "; apt-get install dataset-fashion-mnist" : "");
   }
 
   unsigned char *lbuf = NULL, *ibuf = NULL;
@@ -328,9 +323,8 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
     goto done;
   }
   if (idims[0] != ldims[0]) {
-    rc = sw_with_hint(
-        sw_fail(e, SW_EINPUT, "%s holds %u images but %s holds %u labels", ipath, idims[0], lpath, ldims[0]),
-        e, "the image and label files must come from the same release and split");
+    sw_fail(e, SW_EINPUT, "%s holds %u images but %s holds %u labels", ipath, idims[0], lpath, ldims[0]);
+    rc = sw_hint(e, "the image and label files must come from the same release and split");
     goto done;
   }
 
@@ -343,10 +337,8 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   if (ncls < 2 && !(o && o->num_classes > 0)) ncls = 2;
   for (uint32_t i = 0; i < ldims[0]; i++)
     if (lab[i] >= ncls) {
-      rc = sw_with_hint(sw_fail(e, SW_EINPUT, "%s: label %u of sample %u is out of range for %d classes",
-                                lpath, lab[i], i, ncls),
-                        e, "labels must lie in [0, %d); pass the right number of classes or check the file",
-                        ncls);
+      sw_fail(e, SW_EINPUT, "%s: label %u of sample %u is out of range for %d classes", lpath, lab[i], i, ncls);
+      rc = sw_hint(e, "labels must lie in [0, %d); pass the right number of classes or check the file", ncls);
       goto done;
     }
 
@@ -423,8 +415,8 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
   SW_ASSERT(is_train || strcmp(split, "test") == 0);
   set_name(d, "cifar10", split, dir);
   if (!is_dir(dir)) {
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "cifar10: data directory %s does not exist", dir), e, "%s",
-                        cifar_names_hint);
+    sw_fail(e, SW_EINPUT, "cifar10: data directory %s does not exist", dir);
+    return sw_hint(e, "%s", cifar_names_hint);
   }
   const char *const train_files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                      "data_batch_4.bin", "data_batch_5.bin"};
@@ -433,17 +425,16 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
   int nfiles = is_train ? 5 : 1;
   char base[1024];
   if (!cifar_dir(dir, files[0], base, sizeof base)) {
-    return sw_with_hint(
-        sw_fail(e, SW_EINPUT, "cifar10: %s has no %s (nor cifar-10-batches-bin/%s)", dir, files[0], files[0]),
-        e, "%s", cifar_names_hint);
+    sw_fail(e, SW_EINPUT, "cifar10: %s has no %s (nor cifar-10-batches-bin/%s)", dir, files[0], files[0]);
+    return sw_hint(e, "%s", cifar_names_hint);
   }
   snprintf(d->source, sizeof d->source, "%s", base);
   char paths[5][1024];
   for (int f = 0; f < nfiles; f++) {
     const char *const b[] = {files[f], NULL};
     if (!find_file(base, b, paths[f], sizeof paths[f])) {
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "cifar10: %s has no %s", base, files[f]), e, "%s",
-                          cifar_names_hint);
+      sw_fail(e, SW_EINPUT, "cifar10: %s has no %s", base, files[f]);
+      return sw_hint(e, "%s", cifar_names_hint);
     }
   }
   int64_t limit = o ? (is_train ? o->train_limit : o->test_limit) : 0;
@@ -458,26 +449,21 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
     if ((rc = read_all(paths[f], &bufs[f], &lens[f], e))) goto done;
     size_t len = lens[f];
     if (len == 0) {
-      rc = sw_with_hint(sw_fail(e, SW_EINPUT, "%s is empty", paths[f]), e, "%s", cifar_names_hint);
+      sw_fail(e, SW_EINPUT, "%s is empty", paths[f]);
+      rc = sw_hint(e, "%s", cifar_names_hint);
       goto done;
     }
     if (len % CIFAR_REC != 0) {
-      rc =
-          sw_with_hint(sw_fail(e, SW_EINPUT,
-                               "%s: %zu bytes is not a whole number of 3073-byte records (truncated, or not "
-                               "CIFAR-10 binary; %zu bytes left over after %zu whole records)",
-                               paths[f], len, len % CIFAR_REC, len / CIFAR_REC),
-                       e, "%s%s", cifar_names_hint,
-                       len % 3074 == 0 ? "; 3074-byte records are CIFAR-100, which has two label bytes" : "");
+      sw_fail(e, SW_EINPUT, "%s: %zu bytes is not a whole number of 3073-byte records (truncated, or not " "CIFAR-10 binary; %zu bytes left over after %zu whole records)", paths[f], len, len % CIFAR_REC, len / CIFAR_REC);
+      rc = sw_hint(e, "%s%s", cifar_names_hint, len % 3074 == 0 ? "; 3074-byte records are CIFAR-100, which has two label bytes" : "");
       goto done;
     }
     size_t recs = len / CIFAR_REC;
     for (size_t r = 0; r < recs; r++) {
       unsigned lab = bufs[f][r * CIFAR_REC];
       if (lab >= 10) {
-        rc = sw_with_hint(sw_fail(e, SW_EINPUT, "%s: label %u of record %zu is out of range for 10 classes",
-                                  paths[f], lab, r),
-                          e, "%s", cifar_names_hint);
+        sw_fail(e, SW_EINPUT, "%s: label %u of record %zu is out of range for 10 classes", paths[f], lab, r);
+        rc = sw_hint(e, "%s", cifar_names_hint);
         goto done;
       }
     }
@@ -529,12 +515,14 @@ int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset
   int64_t n = is_train ? (o->syn_train ? o->syn_train : 1024) : (o->syn_test ? o->syn_test : 256);
   int64_t limit = is_train ? o->train_limit : o->test_limit;
   if (limit > 0 && limit < n) n = limit;
-  if (c < 1 || c > SW_DATASET_MAX_C || h < 1 || h > MAX_SIDE || w < 1 || w > MAX_SIDE)
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "synthetic data: bad image shape %dx%dx%d", c, h, w), e,
-                        "channels must be 1..%d and sides 1..%d", SW_DATASET_MAX_C, MAX_SIDE);
-  if (k < 2)
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "synthetic data: %d classes; need at least 2", k), e,
-                        "give 2 or more classes");
+  if (c < 1 || c > SW_DATASET_MAX_C || h < 1 || h > MAX_SIDE || w < 1 || w > MAX_SIDE) {
+    sw_fail(e, SW_EINPUT, "synthetic data: bad image shape %dx%dx%d", c, h, w);
+    return sw_hint(e, "channels must be 1..%d and sides 1..%d", SW_DATASET_MAX_C, MAX_SIDE);
+  }
+  if (k < 2) {
+    sw_fail(e, SW_EINPUT, "synthetic data: %d classes; need at least 2", k);
+    return sw_hint(e, "give 2 or more classes");
+  }
   if (n < 1 || limit < 0)
     return sw_fail(e, SW_EINPUT, "synthetic data: bad %s size %lld", split,
                    (long long)(limit < 0 ? limit : n));
@@ -607,8 +595,10 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
   sw_dataset_opts z = {0};
   if (!o) o = &z;
   const char *known = "fashion-mnist, mnist, cifar10, synthetic, idx (with --data DIR), or a directory";
-  if (!name || !*name)
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "no dataset given"), e, "known datasets: %s", known);
+  if (!name || !*name) {
+    sw_fail(e, SW_EINPUT, "no dataset given");
+    return sw_hint(e, "known datasets: %s", known);
+  }
   int rc;
   if (strcmp(name, "synthetic") == 0) {
     if ((rc = sw_dataset_synthetic("train", o, train, e))) return rc;
@@ -619,23 +609,25 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
     if ((rc = sw_dataset_load_idx(dir, "train", "fashion-mnist", o, train, e))) return rc;
     rc = sw_dataset_load_idx(dir, "test", "fashion-mnist", o, test, e);
   } else if (strcmp(name, "mnist") == 0) {
-    if (!o->dir)
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "dataset 'mnist' needs --data DIR"), e,
-                          "Debian ships no MNIST package; put the four MNIST files in a directory and "
-                          "pass --data DIR (%s)",
-                          idx_names_hint);
+    if (!o->dir) {
+      sw_fail(e, SW_EINPUT, "dataset 'mnist' needs --data DIR");
+      return sw_hint(e, "Debian ships no MNIST package; put the four MNIST files in a directory and " "pass --data DIR (%s)", idx_names_hint);
+    }
     if ((rc = sw_dataset_load_idx(o->dir, "train", "mnist", o, train, e))) return rc;
     rc = sw_dataset_load_idx(o->dir, "test", "mnist", o, test, e);
   } else if (strcmp(name, "cifar10") == 0 || strcmp(name, "cifar-10") == 0) {
-    if (!o->dir)
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "dataset 'cifar10' needs --data DIR"), e,
-                          "Debian ships no CIFAR-10 package; %s", cifar_names_hint);
+    if (!o->dir) {
+      sw_fail(e, SW_EINPUT, "dataset 'cifar10' needs --data DIR");
+      return sw_hint(e, "Debian ships no CIFAR-10 package; %s", cifar_names_hint);
+    }
     if ((rc = sw_dataset_load_cifar10(o->dir, "train", o, train, e))) return rc;
     rc = sw_dataset_load_cifar10(o->dir, "test", o, test, e);
   } else if (strcmp(name, "idx") == 0 || is_dir(name)) {
     const char *dir = strcmp(name, "idx") == 0 ? o->dir : name;
-    if (!dir)
-      return sw_with_hint(sw_fail(e, SW_EINPUT, "dataset 'idx' needs --data DIR"), e, "%s", idx_names_hint);
+    if (!dir) {
+      sw_fail(e, SW_EINPUT, "dataset 'idx' needs --data DIR");
+      return sw_hint(e, "%s", idx_names_hint);
+    }
     char cdir[1024];
     if (dir == name && !has_idx(dir) && cifar_dir(dir, "data_batch_1.bin", cdir, sizeof cdir)) {
       if ((rc = sw_dataset_load_cifar10(dir, "train", o, train, e))) return rc;
@@ -651,13 +643,12 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
       rc = sw_dataset_load_idx(dir, "test", "idx", &t, test, e);
     }
   } else {
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "unknown dataset '%s' (and no directory of that name)", name),
-                        e, "known datasets: %s", known);
+    sw_fail(e, SW_EINPUT, "unknown dataset '%s' (and no directory of that name)", name);
+    return sw_hint(e, "known datasets: %s", known);
   }
   if (rc == SW_OK && (train->c != test->c || train->h != test->h || train->w != test->w)) {
-    rc = sw_with_hint(sw_fail(e, SW_EINPUT, "%s: train images are %dx%dx%d but test images are %dx%dx%d",
-                              train->name, train->c, train->h, train->w, test->c, test->h, test->w),
-                      e, "both splits must come from the same dataset");
+    sw_fail(e, SW_EINPUT, "%s: train images are %dx%dx%d but test images are %dx%dx%d", train->name, train->c, train->h, train->w, test->c, test->h, test->w);
+    rc = sw_hint(e, "both splits must come from the same dataset");
   }
   if (rc) {
     sw_dataset_free(train);
@@ -670,9 +661,8 @@ int sw_dataset_check_input(const sw_dataset *d, const int64_t *shape, int rank, 
                            sw_err *e) {
   const char *nm = input_name ? input_name : "input";
   if (rank != 3 && rank != 4) {
-    return sw_with_hint(
-        sw_fail(e, SW_EINPUT, "model input '%s' has rank %d; expected 4 ([N,C,H,W])", nm, rank), e,
-        "image classifiers take input [N,C,H,W]");
+    sw_fail(e, SW_EINPUT, "model input '%s' has rank %d; expected 4 ([N,C,H,W])", nm, rank);
+    return sw_hint(e, "image classifiers take input [N,C,H,W]");
   }
   const int64_t *s = shape + (rank - 3);
   int64_t have[3] = {d->c, d->h, d->w};
@@ -692,11 +682,8 @@ int sw_dataset_check_input(const sw_dataset *d, const int64_t *shape, int rank, 
         suggest = " (e.g. cifar10)";
       else if (s[0] == 1 && s[1] == 28 && s[2] == 28)
         suggest = " (e.g. fashion-mnist or mnist)";
-      return sw_with_hint(
-          sw_fail(e, SW_EINPUT, "dataset %s has samples of shape [%d,%d,%d] but model input '%s' is %s",
-                  d->name, d->c, d->h, d->w, nm, want),
-          e, "train on a dataset whose samples are %s,%s,%s%s, or export the model with input [N,%d,%d,%d]",
-          dims[0], dims[1], dims[2], suggest, d->c, d->h, d->w);
+      sw_fail(e, SW_EINPUT, "dataset %s has samples of shape [%d,%d,%d] but model input '%s' is %s", d->name, d->c, d->h, d->w, nm, want);
+      return sw_hint(e, "train on a dataset whose samples are %s,%s,%s%s, or export the model with input [N,%d,%d,%d]", dims[0], dims[1], dims[2], suggest, d->c, d->h, d->w);
     }
   }
   return SW_OK;
@@ -704,9 +691,8 @@ int sw_dataset_check_input(const sw_dataset *d, const int64_t *shape, int rank, 
 
 int sw_dataset_check_classes(const sw_dataset *d, int64_t num_outputs, sw_err *e) {
   if (num_outputs < d->num_classes) {
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "model has %lld class outputs but dataset %s has %d classes",
-                                (long long)num_outputs, d->name, d->num_classes),
-                        e, "the model's last layer must have at least %d outputs", d->num_classes);
+    sw_fail(e, SW_EINPUT, "model has %lld class outputs but dataset %s has %d classes", (long long)num_outputs, d->name, d->num_classes);
+    return sw_hint(e, "the model's last layer must have at least %d outputs", d->num_classes);
   }
   if (num_outputs > d->num_classes)
     sw_warn("model has %lld class outputs but dataset %s uses only %d", (long long)num_outputs, d->name,

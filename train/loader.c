@@ -2,7 +2,6 @@
 
 #include <string.h>
 
-#include "train/hint.h"
 #include "train/rng.h"
 
 /* Batches of fewer floats than this are assembled by one thread: a CIFAR batch of 128 takes ~0.6 ms
@@ -50,15 +49,14 @@ int sw_loader_init(sw_loader *l, const sw_dataset *ds, const sw_loader_opts *o, 
   memset(l, 0, sizeof *l);
   if (ds->n <= 0 || !ds->images || !ds->labels)
     return sw_fail(e, SW_EINPUT, "dataset %s %s is empty", ds->name, ds->split);
-  if (o->batch <= 0)
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "batch size %lld is not positive", (long long)o->batch), e,
-                        "use a batch size of at least 1");
-  if (o->drop_last && o->batch > ds->n)
-    return sw_with_hint(sw_fail(e, SW_EINPUT,
-                                "batch size %lld exceeds the %lld samples of %s %s, so dropping the last "
-                                "partial batch leaves no batch at all",
-                                (long long)o->batch, (long long)ds->n, ds->name, ds->split),
-                        e, "use a smaller batch, more data, or keep the last partial batch");
+  if (o->batch <= 0) {
+    sw_fail(e, SW_EINPUT, "batch size %lld is not positive", (long long)o->batch);
+    return sw_hint(e, "use a batch size of at least 1");
+  }
+  if (o->drop_last && o->batch > ds->n) {
+    sw_fail(e, SW_EINPUT, "batch size %lld exceeds the %lld samples of %s %s, so dropping the last " "partial batch leaves no batch at all", (long long)o->batch, (long long)ds->n, ds->name, ds->split);
+    return sw_hint(e, "use a smaller batch, more data, or keep the last partial batch");
+  }
   if (o->augment & ~(SW_AUG_CROP | SW_AUG_FLIP))
     return sw_fail(e, SW_EINPUT, "unknown augmentation flags 0x%x", o->augment);
   int pad = o->pad ? o->pad : 4;
@@ -130,10 +128,10 @@ void sw_loader_next_epoch(sw_loader *l) {
 sw_loader_cursor sw_loader_tell(const sw_loader *l) { return l->cur; }
 
 int sw_loader_seek(sw_loader *l, const sw_loader_cursor *c, sw_err *e) {
-  if (c->n != l->ds->n)
-    return sw_with_hint(sw_fail(e, SW_EINPUT, "saved data cursor is for %lld samples but %s %s has %lld",
-                                (long long)c->n, l->ds->name, l->ds->split, (long long)l->ds->n),
-                        e, "resume with the same dataset and the same --limit options as the original run");
+  if (c->n != l->ds->n) {
+    sw_fail(e, SW_EINPUT, "saved data cursor is for %lld samples but %s %s has %lld", (long long)c->n, l->ds->name, l->ds->split, (long long)l->ds->n);
+    return sw_hint(e, "resume with the same dataset and the same --limit options as the original run");
+  }
   if (c->epoch < 0 || c->pos < 0 || c->pos > c->n)
     return sw_fail(e, SW_EINPUT, "saved data cursor is corrupt (epoch %lld, position %lld of %lld)",
                    (long long)c->epoch, (long long)c->pos, (long long)c->n);

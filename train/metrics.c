@@ -7,7 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "train/hint.h"
 
 /* ---- JSON builder ------------------------------------------------------------------------------- */
 
@@ -198,9 +197,10 @@ void sw_metrics_epoch_begin(sw_json *j, const sw_epoch_stats *s) {
 int sw_jsonl_open(sw_jsonl *w, const char *path, int append, sw_err *e) {
   memset(w, 0, sizeof *w);
   w->f = fopen(path, append ? "a" : "w");
-  if (!w->f)
-    return sw_with_hint(sw_fail(e, SW_EIO, "cannot open metrics file %s: %s", path, strerror(errno)), e,
-                        "check that the directory exists and is writable");
+  if (!w->f) {
+    sw_fail(e, SW_EIO, "cannot open metrics file %s: %s", path, strerror(errno));
+    return sw_hint(e, "check that the directory exists and is writable");
+  }
   w->path = sw_xstrdup(path);
   return SW_OK;
 }

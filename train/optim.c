@@ -2,7 +2,6 @@
 
 #include <math.h>
 
-#include "train/hint.h"
 
 /* Below this many elements a tensor is stepped by one thread (fork/join would cost more). */
 #define PAR_MIN 32768
@@ -14,9 +13,10 @@ int sw_sgd_check(const sw_sgd *o, sw_err *e) {
     return sw_fail(e, SW_EUSAGE, "invalid dampening %g (must be in [0, 1])", (double)o->dampening);
   if (!isfinite(o->weight_decay) || o->weight_decay < 0)
     return sw_fail(e, SW_EUSAGE, "invalid weight decay %g (must be >= 0)", (double)o->weight_decay);
-  if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
-    return sw_with_hint(sw_fail(e, SW_EUSAGE, "Nesterov momentum requires momentum > 0 and zero dampening"),
-                        e, "set a momentum (e.g. 0.9) or drop --nesterov");
+  if (o->nesterov && (o->momentum <= 0 || o->dampening != 0)) {
+    sw_fail(e, SW_EUSAGE, "Nesterov momentum requires momentum > 0 and zero dampening");
+    return sw_hint(e, "set a momentum (e.g. 0.9) or drop --nesterov");
+  }
   return SW_OK;
 }
 

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/hint.h"
 
 int sw_sched_check(const sw_sched *s, sw_err *e) {
   if (!isfinite(s->base_lr) || s->base_lr <= 0)
@@ -21,19 +20,18 @@ int sw_sched_check(const sw_sched *s, sw_err *e) {
         return sw_fail(e, SW_EUSAGE, "step schedule has %d milestones (at most %d)", s->n_milestones,
                        SW_SCHED_MAX_MILESTONES);
       for (int i = 0; i < s->n_milestones; i++)
-        if (s->milestones[i] < 0 || (i > 0 && s->milestones[i] <= s->milestones[i - 1]))
-          return sw_with_hint(
-              sw_fail(e, SW_EUSAGE, "step schedule milestones must be increasing, non-negative epochs"), e,
-              "give increasing epoch numbers, e.g. step:50,100");
+        if (s->milestones[i] < 0 || (i > 0 && s->milestones[i] <= s->milestones[i - 1])) {
+          sw_fail(e, SW_EUSAGE, "step schedule milestones must be increasing, non-negative epochs");
+          return sw_hint(e, "give increasing epoch numbers, e.g. step:50,100");
+        }
       return SW_OK;
     case SW_SCHED_COSINE:
       if (!isfinite(s->min_lr) || s->min_lr < 0 || s->min_lr > s->base_lr)
         return sw_fail(e, SW_EUSAGE, "cosine minimum rate %g must be in [0, %g]", s->min_lr, s->base_lr);
-      if (s->epochs <= s->warmup_epochs)
-        return sw_with_hint(
-            sw_fail(e, SW_EUSAGE, "cosine schedule over %lld epochs leaves nothing after %lld warm-up epochs",
-                    (long long)s->epochs, (long long)s->warmup_epochs),
-            e, "the cosine schedule anneals over the epochs after warm-up");
+      if (s->epochs <= s->warmup_epochs) {
+        sw_fail(e, SW_EUSAGE, "cosine schedule over %lld epochs leaves nothing after %lld warm-up epochs", (long long)s->epochs, (long long)s->warmup_epochs);
+        return sw_hint(e, "the cosine schedule anneals over the epochs after warm-up");
+      }
       return SW_OK;
   }
   return sw_fail(e, SW_EUSAGE, "unknown learning-rate schedule %d", (int)s->kind);
@@ -82,8 +80,10 @@ int sw_sched_parse(sw_sched *s, const char *spec, sw_err *e) {
     s->per_iter = strcmp(spec, "cosine-iter") == 0;
     return SW_OK;
   }
-  if (strncmp(spec, "step", 4) != 0 || (spec[4] != 0 && spec[4] != ':'))
-    return sw_with_hint(sw_fail(e, SW_EUSAGE, "unknown schedule '%s'", spec), e, "schedules: %s", forms);
+  if (strncmp(spec, "step", 4) != 0 || (spec[4] != 0 && spec[4] != ':')) {
+    sw_fail(e, SW_EUSAGE, "unknown schedule '%s'", spec);
+    return sw_hint(e, "schedules: %s", forms);
+  }
   s->kind = SW_SCHED_STEP;
   if (s->gamma <= 0) s->gamma = 0.1;
   if (spec[4] == 0) return SW_OK; /* keep the milestones already set */
@@ -93,9 +93,10 @@ int sw_sched_parse(sw_sched *s, const char *spec, sw_err *e) {
     char *end;
     errno = 0;
     long long v = strtoll(p, &end, 10);
-    if (end == p || errno || v < 0)
-      return sw_with_hint(sw_fail(e, SW_EUSAGE, "bad milestone list in schedule '%s'", spec), e,
-                          "schedules: %s", forms);
+    if (end == p || errno || v < 0) {
+      sw_fail(e, SW_EUSAGE, "bad milestone list in schedule '%s'", spec);
+      return sw_hint(e, "schedules: %s", forms);
+    }
     if (n == SW_SCHED_MAX_MILESTONES)
       return sw_fail(e, SW_EUSAGE, "schedule '%s' has more than %d milestones", spec,
                      SW_SCHED_MAX_MILESTONES);
@@ -112,16 +113,19 @@ int sw_sched_parse(sw_sched *s, const char *spec, sw_err *e) {
     char *end;
     errno = 0;
     double g = strtod(p + 1, &end);
-    if (end == p + 1 || *end || errno || !(g > 0 && g <= 1))
-      return sw_with_hint(sw_fail(e, SW_EUSAGE, "bad factor in schedule '%s'", spec), e,
-                          "the factor after the milestones is in (0, 1], e.g. step:50,100:0.1");
+    if (end == p + 1 || *end || errno || !(g > 0 && g <= 1)) {
+      sw_fail(e, SW_EUSAGE, "bad factor in schedule '%s'", spec);
+      return sw_hint(e, "the factor after the milestones is in (0, 1], e.g. step:50,100:0.1");
+    }
     s->gamma = g;
   } else if (*p) {
-    return sw_with_hint(sw_fail(e, SW_EUSAGE, "bad schedule '%s'", spec), e, "schedules: %s", forms);
+    sw_fail(e, SW_EUSAGE, "bad schedule '%s'", spec);
+    return sw_hint(e, "schedules: %s", forms);
   }
   for (int i = 1; i < n; i++)
-    if (s->milestones[i] <= s->milestones[i - 1])
-      return sw_with_hint(sw_fail(e, SW_EUSAGE, "milestones in schedule '%s' are not increasing", spec), e,
-                          "give increasing epoch numbers, e.g. step:50,100");
+    if (s->milestones[i] <= s->milestones[i - 1]) {
+      sw_fail(e, SW_EUSAGE, "milestones in schedule '%s' are not increasing", spec);
+      return sw_hint(e, "give increasing epoch numbers, e.g. step:50,100");
+    }
   return SW_OK;
 }
