@@ -632,8 +632,9 @@ static int infer_bn_grad(ir_node *n, sw_err *e) {
   for (int i = 0; i < 5; i++)
     if (need_float(n, i, e)) return e->code;
   if (same_shape(n, 0, 1, e)) return e->code;
-  if (ir_attr_int(n, "relu") != (n->n_in > 5 && n->in[5] != NULL)) FAIL(NODE_FMT "relu=1 needs input 5 (Y), and only then", NODE_ARGS);
-  if (n->n_in > 5 && (need_float(n, 5, e) || same_shape(n, 0, 5, e))) return e->code;
+  if (ir_attr_int(n, "relu") != (n->n_in > 5 && n->in[5] != NULL)) FAIL(NODE_FMT "relu=1 needs input 5 (bias), and only then", NODE_ARGS);
+  if (n->n_in > 5 && (need_float(n, 5, e) || n->in[5]->shape.rank != 1 || n->in[5]->shape.d[0] != n->in[1]->shape.d[1]))
+    FAIL(NODE_FMT "input 5 (bias) must be float [C]", NODE_ARGS);
   const ir_shape *x = &n->in[1]->shape;
   for (int i = 2; i < 5; i++)
     if (n->in[i]->shape.rank != 1 || n->in[i]->shape.d[0] != x->d[1]) FAIL(NODE_FMT "input %d must be [C]", NODE_ARGS, i);
@@ -786,7 +787,8 @@ static const ir_op_def ops[] = {
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
     {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},
     {"BatchNormalizationGrad", 5, 6, 3, 3, bn_grad_attrs, infer_bn_grad, 0,
-     "dX, dscale, dbias = BNGrad(dY, X, scale, saved_mean, saved_inv_std) (training statistics)", NULL},
+     "dX, dscale, dbias = BNGrad(dY, X, scale, saved_mean, saved_inv_std[, bias]) (training statistics; relu=1: "
+     "dY masked where the fused ReLU was off, decided again from X and bias)", NULL},
     {"SoftmaxCrossEntropyLossGrad", 3, 4, 1, 1, sce_attrs, infer_sce_grad, 0, "dscores = SCEGrad(dloss, log_prob, labels[, weights])", NULL},
     {"ReduceSumTo", 1, 1, 1, 1, shape_attrs, infer_reduce_sum_to, 0, "sum X over the dimensions broadcast from `shape`", NULL},
     {"ReduceMeanGrad", 1, 1, 1, 1, reduce_grad_attrs, infer_to_x_shape, 0, "dX = dY broadcast to x_shape / count", NULL},

@@ -2,7 +2,9 @@
  * pass and, when the graph has a backward, in the backward too:
  *
  *   Y0 = BN(X, ...); Y = Relu(Y0)            ->  Y = BN{relu=1}(X, ...)
- *   dY0 = ReluGrad(dY, Y); dX.. = BNGrad(dY0, X, ...)  ->  dX.. = BNGrad{relu=1}(dY, X, ..., Y)
+ *   dY0 = ReluGrad(dY, Y); dX.. = BNGrad(dY0, X, ...)  ->  dX.. = BNGrad{relu=1}(dY, X, ..., B)
+ * where B is the BatchNormalization's bias: the backward recomputes the ReLU's decision from X and
+ * the saved statistics, so Y is not kept alive for it (only its other readers keep it).
  *
  * Saves two passes over the activation and the memory of Y0 and dY0. Applied only where Y0 and dY0
  * have no other reader. */
@@ -54,7 +56,7 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
       ir_value **in = ir_alloc(g, sizeof *in * 6);
       memcpy(in, bgrad->in, sizeof *in * 5);
       in[0] = rgrad->in[0];
-      in[5] = y;
+      in[5] = bn->in[2]; /* the bias */
       bgrad->in = in;
       bgrad->n_in = 6;
       ir_attr_set_int(g, bgrad, "relu", 1);
@@ -69,7 +71,7 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   if (!e->code) {
     ir_graph_compact(g, keep_node, keep_value);
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
-     * it replaces came after it; BNGrad reads Y, written long before. */
+     * it replaces came after it. */
   }
   free(keep_node);
   free(keep_value);

@@ -531,7 +531,7 @@ static int run_bn(rt_program *p, const rt_op *op) {
 static int run_bn_grad(rt_program *p, const rt_op *op) {
   const bn_ctx *c = op->ctx;
   bn_bwd(&c->d, op->in[1], c->relu ? op->in[5] : NULL, op->in[0], op->in[2], op->in[3], op->in[4], op->out[0], op->out[1],
-         op->out[2], c->relu, p->nthreads);
+         op->out[2], c->relu, p->nthreads); /* in[5]: the bias, read by the fused ReLU's mask */
   return SW_OK;
 }
 

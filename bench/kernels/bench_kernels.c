@@ -284,9 +284,9 @@ static void mb_bn_fwd(void *c) {
 static void mb_bn_bwd(void *c) {
   mem_bench *m = c;
   if (m->ref)
-    bn_bwd_ref(&m->bn, m->x, m->y, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1);
+    bn_bwd_ref(&m->bn, m->x, m->bias, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1);
   else
-    bn_bwd(&m->bn, m->x, m->y, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1, g_threads);
+    bn_bwd(&m->bn, m->x, m->bias, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1, g_threads);
 }
 static void mb_relu_fwd(void *c) {
   mem_bench *m = c;
@@ -346,7 +346,7 @@ static void run_other(void) {
   m.bn = (bn_desc){N, C, HW, 1e-5f, 0.9f};
   double fb = 4.0 * n;
   mem_row("batchnorm+relu 128x16x32x32", "fwd", 3 * fb, mb_bn_fwd, &m);   /* read x twice, write y */
-  mem_row("batchnorm+relu 128x16x32x32", "bwd", 6 * fb, mb_bn_bwd, &m);   /* x, y, dy twice; write dx */
+  mem_row("batchnorm+relu 128x16x32x32", "bwd", 5 * fb, mb_bn_bwd, &m);   /* x, dy twice; write dx */
   m.act = (act_desc){ACT_RELU, 0, 0, 0};
   mem_row("relu 128x16x32x32", "fwd", 2 * fb, mb_relu_fwd, &m);
   mem_row("relu 128x16x32x32", "bwd", 3 * fb, mb_relu_bwd, &m);

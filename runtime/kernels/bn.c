@@ -40,25 +40,28 @@ void bn_fwd_train_ref(const bn_desc *d, const float *x, const float *scale, cons
   }
 }
 
-void bn_bwd_ref(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+void bn_bwd_ref(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
                 const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu) {
   double M = (double)d->N * d->HW;
   for (int c = 0; c < d->C; c++) {
     double mean = save_mean[c], invstd = save_invstd[c], sg = 0.0, sgx = 0.0;
+    float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
+#define KEEP(n, i) (!relu || bn_relu_keep(x[AT(n, c, i)], save_mean[c], ra, rb))
     for (int n = 0; n < d->N; n++)
       for (int64_t i = 0; i < d->HW; i++) {
-        double g = relu && !(y[AT(n, c, i)] > 0) ? 0.0 : dy[AT(n, c, i)];
+        double g = KEEP(n, i) ? dy[AT(n, c, i)] : 0.0;
         sg += g;
         sgx += g * (x[AT(n, c, i)] - mean) * invstd;
       }
     for (int n = 0; n < d->N; n++)
       for (int64_t i = 0; i < d->HW; i++) {
-        double g = relu && !(y[AT(n, c, i)] > 0) ? 0.0 : dy[AT(n, c, i)];
+        double g = KEEP(n, i) ? dy[AT(n, c, i)] : 0.0;
         double xhat = (x[AT(n, c, i)] - mean) * invstd;
         dx[AT(n, c, i)] = (float)(scale[c] * invstd / M * (M * g - sg - xhat * sgx));
       }
     if (dbias) dbias[c] = (float)sg;
     if (dscale) dscale[c] = (float)sgx;
+#undef KEEP
   }
 }
 
@@ -89,25 +92,28 @@ KERN_CLONES static void stats_run(int64_t n, const float *restrict x, float shif
   *s2 = b;
 }
 
-/* y = (x - mean) * a + b: centred first, so a large mean does not cost precision. */
+/* y = (x - mean) * a + b: centred first, so a large mean does not cost precision; one fmaf, so the
+ * fused ReLU decides exactly as bn_relu_keep does in the backward. */
 KERN_CLONES static void affine_run(int64_t n, const float *restrict x, float mean, float a, float b, int relu,
                                    float *restrict y) {
   if (relu)
     for (int64_t i = 0; i < n; i++) {
-      float v = (x[i] - mean) * a + b;
-      y[i] = v < 0.0f ? 0.0f : v;
+      float v = fmaf(x[i] - mean, a, b);
+      y[i] = v < 0.0f ? 0.0f : v; /* NaN stays NaN; bn_relu_keep says 0 for it and for -0 */
     }
   else
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mean) * a + b;
+    for (int64_t i = 0; i < n; i++) y[i] = fmaf(x[i] - mean, a, b);
 }
 
-KERN_CLONES static void grad_sums_run(int64_t n, const float *restrict x, const float *restrict y,
-                                      const float *restrict dy, float mean, int relu, float *sg, float *sgx) {
+/* Sums of g and g * (x - mean) over a run, g being dy masked by the fused ReLU (decided from x with
+ * the forward's multiplier ra and bias rb). */
+KERN_CLONES static void grad_sums_run(int64_t n, const float *restrict x, float ra, float rb, const float *restrict dy,
+                                      float mean, int relu, float *sg, float *sgx) {
   float a = 0.0f, b = 0.0f;
   if (relu) {
 #pragma omp simd reduction(+ : a, b)
     for (int64_t i = 0; i < n; i++) {
-      float g = y[i] > 0.0f ? dy[i] : 0.0f;
+      float g = fmaf(x[i] - mean, ra, rb) > 0.0f ? dy[i] : 0.0f;
       a += g;
       b += g * (x[i] - mean);
     }
@@ -122,11 +128,11 @@ KERN_CLONES static void grad_sums_run(int64_t n, const float *restrict x, const 
   *sgx = b;
 }
 
-/* dx = a*g - k*(x - mean) + c0, g being dy masked by the fused ReLU. */
-KERN_CLONES static void dx_run(int64_t n, const float *restrict x, const float *restrict y, const float *restrict dy,
+/* dx = a*g - k*(x - mean) + c0, g being dy masked by the fused ReLU (as in grad_sums_run). */
+KERN_CLONES static void dx_run(int64_t n, const float *restrict x, float ra, float rb, const float *restrict dy,
                                float mean, float a, float k, float c0, int relu, float *restrict dx) {
   if (relu)
-    for (int64_t i = 0; i < n; i++) dx[i] = a * (y[i] > 0.0f ? dy[i] : 0.0f) - k * (x[i] - mean) + c0;
+    for (int64_t i = 0; i < n; i++) dx[i] = a * (fmaf(x[i] - mean, ra, rb) > 0.0f ? dy[i] : 0.0f) - k * (x[i] - mean) + c0;
   else
     for (int64_t i = 0; i < n; i++) dx[i] = a * dy[i] - k * (x[i] - mean) + c0;
 }
@@ -149,7 +155,7 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
     double m1 = s1 / M, var = s2 / M - m1 * m1;
     if (var < 0.0) var = 0.0;
     double mean = shift + m1, invstd = 1.0 / sqrt(var + d->eps);
-    float a = (float)(scale[c] * invstd);
+    float a = bn_relu_scale(scale[c], (float)invstd); /* what the backward recomputes from save_invstd */
     for (int n = 0; n < d->N; n++) affine_run(d->HW, x + AT(n, c, 0), (float)mean, a, bias[c], relu, y + AT(n, c, 0));
     if (save_mean) save_mean[c] = (float)mean;
     if (save_invstd) save_invstd[c] = (float)invstd;
@@ -157,17 +163,18 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
   }
 }
 
-void bn_bwd(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
             int nthreads) {
   double M = (double)d->N * d->HW;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && d->C > 1)
   for (int c = 0; c < d->C; c++) {
     float mean = save_mean[c];
+    float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
     double invstd = save_invstd[c], sg = 0.0, sgxm = 0.0;
     for (int n = 0; n < d->N; n++) {
       float a, b;
-      grad_sums_run(d->HW, x + AT(n, c, 0), relu ? y + AT(n, c, 0) : NULL, dy + AT(n, c, 0), mean, relu, &a, &b);
+      grad_sums_run(d->HW, x + AT(n, c, 0), ra, rb, dy + AT(n, c, 0), mean, relu, &a, &b);
       sg += a;
       sgxm += b;
     }
@@ -175,8 +182,8 @@ void bn_bwd(const bn_desc *d, const float *x, const float *y, const float *dy, c
     /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
     double a = scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
     for (int n = 0; n < d->N; n++)
-      dx_run(d->HW, x + AT(n, c, 0), relu ? y + AT(n, c, 0) : NULL, dy + AT(n, c, 0), mean, (float)a, (float)k,
-             (float)c0, relu, dx + AT(n, c, 0));
+      dx_run(d->HW, x + AT(n, c, 0), ra, rb, dy + AT(n, c, 0), mean, (float)a, (float)k, (float)c0, relu,
+             dx + AT(n, c, 0));
     if (dbias) dbias[c] = (float)sg;
     if (dscale) dscale[c] = (float)ds;
   }

@@ -4,8 +4,9 @@
  * y = scale * (x - mean) / sqrt(var + eps) + bias, and updates the running statistics with ONNX
  * momentum semantics, running = running * momentum + batch * (1 - momentum), the running variance
  * taking the unbiased batch variance (var * M / (M - 1), M = N*HW) as PyTorch does. It saves mean and
- * 1/sqrt(var + eps) for the backward. relu = 1 fuses a ReLU after the normalisation (its backward
- * then needs the forward output y to mask dy).
+ * 1/sqrt(var + eps) for the backward. relu = 1 fuses a ReLU after the normalisation; its backward
+ * recomputes the ReLU's decision from x and the saved statistics (bn_relu_keep), so the forward
+ * output need not be kept for it.
  *
  * The reference sums in double, two passes; the fast version is vectorised, threads split over
  * channels, and uses a shifted one-pass variance. Each channel is reduced by one thread in a fixed
@@ -13,6 +14,7 @@
 #ifndef SWATC_RUNTIME_KERNELS_BN_H
 #define SWATC_RUNTIME_KERNELS_BN_H
 
+#include <math.h>
 #include <stdint.h>
 
 typedef struct bn_desc {
@@ -22,11 +24,17 @@ typedef struct bn_desc {
   float momentum; /* ONNX momentum (default 0.9; PyTorch's momentum m exports as 1 - m) */
 } bn_desc;
 
+/* The float multiplier a = scale * inv_std of the training forward's y = (x - mean) * a + bias. */
+static inline float bn_relu_scale(float scale, float save_invstd) { return (float)((double)scale * (double)save_invstd); }
+/* The fused ReLU's decision for one element, computed the same way in the forward and the backward
+ * (one correctly rounded fmaf): the normalised value is positive. */
+static inline int bn_relu_keep(float x, float mean, float a, float bias) { return fmaf(x - mean, a, bias) > 0.0f; }
+
 /* Reference training forward. running_mean/running_var may be NULL (no update). */
 void bn_fwd_train_ref(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                       float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu);
-/* Reference backward: dx, dscale, dbias (dscale/dbias may be NULL); y is read only when relu. */
-void bn_bwd_ref(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+/* Reference backward: dx, dscale, dbias (dscale/dbias may be NULL); bias is read only when relu. */
+void bn_bwd_ref(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
                 const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu);
 /* Reference inference forward with the given mean and variance. */
 void bn_fwd_infer_ref(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
@@ -37,7 +45,7 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
                   int nthreads);
 /* Fast backward (same contract as the reference). */
-void bn_bwd(const bn_desc *d, const float *x, const float *y, const float *dy, const float *scale,
+void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
             int nthreads);
 /* Fast inference forward (same contract as the reference). */

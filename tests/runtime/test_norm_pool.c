@@ -49,7 +49,7 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
   float rm_start[64], rv_start[64];
   memcpy(rm_start, rm0, 4 * d.C), memcpy(rv_start, rv0, 4 * d.C);
   bn_fwd_train_ref(&d, x, scale, bias, y0, rm0, rv0, m0, is0, relu);
-  bn_bwd_ref(&d, x, y0, g, scale, m0, is0, dx0, ds0, db0, relu);
+  bn_bwd_ref(&d, x, bias, g, scale, m0, is0, dx0, ds0, db0, relu);
   char what[128];
   snprintf(what, sizeof what, "bn N%d C%d HW%lld relu%d", d.N, d.C, (long long)d.HW, relu);
   for (int t = 1; t <= 2; t++) {
@@ -60,7 +60,15 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
     tcheck_close(what, is, is0, d.C, 2e-5);
     tcheck_close(what, rm, rm0, d.C, 2e-6);
     tcheck_close(what, rv, rv0, d.C, 2e-5);
-    bn_bwd(&d, x, y, g, scale, m, is, dx, ds, db, relu, t);
+    if (relu) { /* the backward's mask (recomputed from x) is exactly the forward's ReLU decision */
+      size_t off = 0;
+      for (size_t i = 0; i < n; i++) {
+        int c = (int)((i / d.HW) % d.C);
+        off += (y[i] > 0.0f) != bn_relu_keep(x[i], m[c], bn_relu_scale(scale[c], is[c]), bias[c]);
+      }
+      if (off) tfail("%s: the recomputed ReLU mask differs from the forward's on %zu elements", what, off);
+    }
+    bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, t);
     tcheck_close(what, dx, dx0, n, 2e-5);
     tcheck_close(what, ds, ds0, d.C, 2e-5);
     tcheck_close(what, db, db0, d.C, 2e-5);
@@ -79,8 +87,8 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
   bn_fwd_train(&d, x, scale, bias, y, NULL, NULL, m, is, relu, 1);
   bn_fwd_train(&d, x, scale, bias, y2, NULL, NULL, m, is, relu, 2);
   tcheck_same("bn fwd T1 == T2", y, y2, 4 * n);
-  bn_bwd(&d, x, y, g, scale, m, is, dx, ds, db, relu, 1);
-  bn_bwd(&d, x, y, g, scale, m, is, dx2, ds, db, relu, 2);
+  bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, 1);
+  bn_bwd(&d, x, bias, g, scale, m, is, dx2, ds, db, relu, 2);
   tcheck_same("bn bwd T1 == T2", dx, dx2, 4 * n);
   if (fd) {
     bn_ctx c = {d, x, scale, bias, y, m, is, g, relu};
