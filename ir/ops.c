@@ -582,6 +582,12 @@ static int infer_unary_grad(ir_node *n, sw_err *e) {
   return SW_OK;
 }
 
+static int infer_relu_mask(ir_node *n, sw_err *e) {
+  if (need_float(n, 0, e)) return e->code;
+  set_out(n, 0, IR_BOOL, &n->in[0]->shape); /* one byte per element, as Dropout's mask */
+  return SW_OK;
+}
+
 static int infer_softmax_grad(ir_node *n, sw_err *e) {
   if (infer_unary_grad(n, e)) return e->code;
   int64_t ax;
@@ -783,6 +789,9 @@ static const ir_op_def ops[] = {
     {"SoftmaxGrad", 2, 2, 1, 1, softmax_attrs, infer_softmax_grad, 0, "dX = Y * (dY - sum(dY * Y, axis))", NULL},
     {"LogSoftmaxGrad", 2, 2, 1, 1, softmax_attrs, infer_softmax_grad, 0, "dX = dY - exp(Y) * sum(dY, axis)", NULL},
     {"DropoutGrad", 2, 2, 1, 1, dropout_grad_attrs, infer_dropout_grad, 0, "dX = dY * mask / (1 - ratio)", NULL},
+    {"ReluMask", 1, 1, 1, 1, no_attrs, infer_relu_mask, 0,
+     "M = (Y > 0) as bytes: what a ReLU's backward needs of its output, in a quarter of the memory (fuse; read by "
+     "DropoutGrad{ratio=0})", NULL},
     {"MaxPoolGrad", 2, 2, 1, 1, maxpool_attrs, infer_maxpool_grad, 0, "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum", NULL},
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
     {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},

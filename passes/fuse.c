@@ -7,7 +7,15 @@
  * the saved statistics, so Y is not kept alive for it (only its other readers keep it).
  *
  * Saves two passes over the activation and the memory of Y0 and dY0. Applied only where Y0 and dY0
- * have no other reader. */
+ * have no other reader.
+ *
+ * Then, for a ReLU left on its own (after a residual Add) whose output no backward op reads except
+ * its ReluGrad (under SWAT the weight gradients read the compact X_s instead):
+ *
+ *   dX = ReluGrad(dY, Y)  ->  M = ReluMask(Y) (right after the ReLU); dX = DropoutGrad{ratio=0}(dY, M)
+ *
+ * so that Y, a float per element, dies at the end of the forward pass and a byte per element is kept. */
+#include <stdio.h>
 #include <string.h>
 
 #include "passes/passes.h"
@@ -21,6 +29,40 @@ static int readers(const ir_graph *g, const ir_value *v, ir_node **only) {
         if (only) *only = g->nodes[i];
       }
   return k + (v->is_output ? 1 : 0) + (v->updates ? 1 : 0);
+}
+
+static int index_of(const ir_graph *g, const ir_node *n) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i] == n) return i;
+  return -1;
+}
+
+/* The ReluGrad -> ReluMask + DropoutGrad rewrite (see the top of the file). */
+static void relu_masks(ir_graph *g, sw_err *e) {
+  int masked = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *rg = g->nodes[i];
+    if (strcmp(rg->op->name, "ReluGrad") != 0) continue;
+    ir_value *y = rg->in[1];
+    if (!y->producer || strcmp(y->producer->op->name, "Relu") != 0 || y->is_output || y->updates) continue;
+    int only_fwd = 1;
+    for (int j = 0; j < g->n_nodes && only_fwd; j++)
+      for (int k = 0; k < g->nodes[j]->n_in; k++)
+        if (g->nodes[j]->in[k] == y && g->nodes[j] != rg && g->nodes[j]->role != IR_ROLE_FWD) only_fwd = 0;
+    if (!only_fwd) continue;
+    char name[600];
+    snprintf(name, sizeof name, "%s/mask", y->producer->name);
+    ir_node *mk = ir_emit(g, "ReluMask", ir_unique_name(g, name), 1, (ir_value *[]){y}, 1);
+    mk->role = IR_ROLE_FWD;
+    if (ir_infer_node(mk, e)) return;
+    ir_graph_move_node(g, mk, index_of(g, y->producer) + 1);
+    rg->op = ir_op_find("DropoutGrad");
+    rg->in[1] = mk->out[0];
+    ir_attr_set_float(g, rg, "ratio", 0.0);
+    if (ir_infer_node(rg, e)) return;
+    masked++;
+  }
+  if (masked) ir_graph_note(g, "fuse: %d ReLU backward(s) read a byte mask instead of the ReLU's output", masked);
 }
 
 int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
@@ -70,6 +112,7 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   }
   if (!e->code) {
     ir_graph_compact(g, keep_node, keep_value);
+    relu_masks(g, e);
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
      * it replaces came after it. */
   }

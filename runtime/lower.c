@@ -664,6 +664,11 @@ static int run_dropout_grad(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
+static int run_relu_mask(rt_program *p, const rt_op *op) {
+  relu_mask(((const shapes_ctx *)op->ctx)->n, op->in[0], op->out[0], p->nthreads);
+  return SW_OK;
+}
+
 /* ---- SWAT Top-K ---- */
 
 typedef struct topk_ctx {
@@ -953,6 +958,12 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     c->d.ignore_index = ir_attr_int(n, "ignore_index");
     if (!grad) rt_need_scratch(p, sizeof(float) * (size_t)x->numel);
     op->run = grad ? run_sce_grad : run_sce;
+    return SW_OK;
+  }
+  if (is(n, "ReluMask")) {
+    shapes_ctx *c = ctx_new(op, sizeof *c);
+    c->n = (int)rt_buf_of(p, n->in[0])->numel;
+    op->run = run_relu_mask;
     return SW_OK;
   }
   if (is(n, "Dropout") || is(n, "DropoutGrad")) {

@@ -2,6 +2,7 @@
 #include "runtime/kernels/eltwise.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "runtime/kernels/kern_internal.h"
@@ -381,6 +382,20 @@ void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, f
   float scale = 1.0f / (1.0f - ratio);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && n > ELT_CHUNK)
   for (int64_t i = 0; i < n; i++) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+}
+
+KERN_CLONES static void relu_mask_run(int64_t n, const float *restrict y, uint8_t *restrict mask) {
+  for (int64_t i = 0; i < n; i++) mask[i] = y[i] > 0.0f;
+}
+
+void relu_mask(int64_t n, const float *y, uint8_t *mask, int nthreads) {
+  int T = n > ELT_CHUNK ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    relu_mask_run(hi - lo, y + lo, mask + lo);
+  }
 }
 
 void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {

@@ -51,6 +51,9 @@ void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const flo
                  int nthreads);
 /* Dropout backward: dx = dy * mask / (1 - ratio). */
 void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads);
+/* mask[i] = y[i] > 0: a ReLU's output kept as one byte per element for its backward
+ * (dropout_bwd with ratio 0 then computes ReluGrad). */
+void relu_mask(int64_t n, const float *y, uint8_t *mask, int nthreads);
 /* The uniform number in [0, 1) (a multiple of 2^-24) that decides element i of a step. */
 float dropout_uniform(uint64_t seed, uint64_t step, int64_t i);
 
