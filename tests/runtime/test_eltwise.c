@@ -354,6 +354,22 @@ static void check_dropout(void) {
     tfail("dropout_uniform is not a function of (seed, step, i)");
   dropout_fwd(n, 0.0f, 1, 1, x, y1, m1, 2);
   tcheck_same("dropout ratio 0 is identity", y1, x, 4 * n);
+  /* ReLU through a byte mask: relu_mask then dropout_bwd with ratio 0 is ReluGrad, and a masked-off
+   * element gives +0 even where dy is not finite */
+  for (int64_t i = 0; i < n; i++) {
+    y1[i] = i % 5 == 0 ? -0.0f : i % 7 == 0 ? NAN : x[i];
+    dy[i] = i % 11 == 0 ? INFINITY : i % 13 == 0 ? NAN : dy[i];
+  }
+  relu_mask(n, y1, m1, 2);
+  dropout_bwd(n, 0.0f, m1, dy, dx, 2);
+  for (int64_t i = 0; i < n; i++) {
+    int on = y1[i] > 0.0f;
+    float want = on ? dy[i] : 0.0f;
+    if (m1[i] != on || (on ? !(dx[i] == want || (isnan(dx[i]) && isnan(want))) : (dx[i] != 0.0f || signbit(dx[i])))) {
+      tfail("relu mask / masked backward at %lld (y %g, dy %g, dx %g)", (long long)i, (double)y1[i], (double)dy[i], (double)dx[i]);
+      break;
+    }
+  }
   free(x), free(y1), free(y2), free(dx), free(dy), free(m1), free(m2), free(m3);
 }
 
