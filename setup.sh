@@ -48,10 +48,12 @@ case "$mode" in
     build build-asan -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
     rc=0
     # every suite in the normal build; again under the sanitizers all but the golden comparisons with
-    # PyTorch (an unoptimised build rounds differently, which flips ReLU/Top-K decisions those check)
+    # PyTorch (an unoptimised build rounds differently, which flips ReLU/Top-K decisions those check);
+    # the unoptimised, instrumented build runs the reference kernels several times slower, hence the
+    # longer timeouts
     meson test -C build --print-errorlogs --num-processes "$jobs" || rc=1
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-      meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
+      meson test -C build-asan --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3 \
         --suite ir --suite importer --suite runtime --suite swat --suite train --suite export || rc=1
     /usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
 import json, sys
