@@ -4,16 +4,8 @@
 # checkpoint, and damaged or mismatched checkpoints are refused with exit 2 and a clear message.
 # Usage: checkpoint.sh SWATC_BINARY
 set -u
-swatc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-models=$(cd "$here/../../models" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh" "$1"
 cd "$tmp" || exit 1
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-strip_timing() { sed -E 's/"(img_per_s|seconds)":[^,}]*//g' "$1"; }
 state() { "$swatc" inspect "$1" | grep -E '^(tensor|momentum|meta step=|meta epoch=|meta test_acc=)'; }
 same_run() { # name a.ckpt a.jsonl b.ckpt b.jsonl
   if [ -s "$3" ] && cmp -s <(state "$2") <(state "$4") && cmp -s <(strip_timing "$3") <(strip_timing "$5"); then
@@ -109,17 +101,6 @@ rc=$?
 if [ $rc -eq 143 ]; then ok "a checkpoint left by kill -9 resumes"; else bad "resume after kill -9: exit $rc"; fi
 
 # 6. Damaged and mismatched checkpoints: exit 2, a message naming what is wrong, a hint
-expect() { # name expected_rc keyword cmd...
-  local name=$1 want=$2 kw=$3
-  shift 3
-  "$@" > x.out 2>&1
-  local rc=$?
-  if [ $rc -eq "$want" ] && grep -qi -- "$kw" x.out && grep -q "hint:" x.out; then
-    ok "$name"
-  else
-    bad "$name: exit $rc (want $want), output: $(head -3 x.out)"
-  fi
-}
 size=$(stat -c %s f-dense.ckpt)
 for len in 0 7 100 1000 $((size / 2)) $((size - 29)) $((size - 1)); do
   head -c "$len" f-dense.ckpt > cut.ckpt
@@ -148,5 +129,4 @@ expect "NaN loss names the step" 5 "NaN.*step [0-9]" "$swatc" train "$lenet" --e
   --lr 90 --checkpoint nan.ckpt
 if cmp -s nan.ckpt nan.before; then ok "the last good checkpoint is kept after NaN"; else bad "NaN overwrote the checkpoint"; fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report

@@ -4,15 +4,8 @@
 # initializers shrink the file, an exported model trains again, and metadata and errors are right.
 # Usage: export.sh SWATC_BINARY
 set -u
-swatc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-models=$(cd "$here/../../models" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh" "$1"
 cd "$tmp" || exit 1
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 last_acc() { tail -1 "$1" | tr ',{}' '\n\n\n' | sed -n 's/^"test_acc"://p'; }
 lenet="$models/lenet5.onnx"
 
@@ -103,17 +96,6 @@ else
 fi
 
 # errors
-expect() { # name expected_rc keyword cmd...
-  local name=$1 want=$2 kw=$3
-  shift 3
-  "$@" > x.out 2>&1
-  local rc=$?
-  if [ $rc -eq "$want" ] && grep -qi -- "$kw" x.out && { [ "$want" -eq 1 ] || grep -q "hint:" x.out; }; then
-    ok "$name"
-  else
-    bad "$name: exit $rc (want $want), output: $(head -3 x.out)"
-  fi
-}
 expect "export of a missing checkpoint" 2 "cannot open" "$swatc" export none.ckpt -o z.onnx
 expect "export without -o" 1 "-o OUT.onnx" "$swatc" export erk.ckpt
 expect "export into a missing folder" 4 "z.onnx" "$swatc" export erk.ckpt -o "$tmp/no/such/z.onnx"
@@ -121,5 +103,4 @@ expect "eval of a non-model" 2 "erk.ckpt" "$swatc" eval erk.ckpt
 expect "--sparse-initializers without -o" 1 "needs -o" "$swatc" train "$lenet" --sparse-initializers
 [ -e z.onnx ] && bad "a failed export left z.onnx"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report

@@ -2,18 +2,10 @@
 # End-to-end tests of `swatc train` on real data: learning happens, runs are deterministic, and bad
 # input gives a clear error. Usage: run.sh SWATC_BINARY
 set -u
-swatc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-models=$(cd "$here/../../models" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh" "$1"
 field() { # file epoch key -> value
   sed -n "$2p" "$1" | tr ',{}' '\n\n\n' | sed -n "s/^\"$3\"://p"
 }
-strip_timing() { sed -E 's/"(img_per_s|seconds)":[^,}]*//g' "$1"; }
 
 # 1. LeNet-5 learns Fashion-MNIST: a 6000-image subset, 3 epochs
 if "$swatc" train "$models/lenet5.onnx" --epochs 3 --limit-train 6000 --limit-test 2000 --threads 2 -q \
@@ -73,16 +65,6 @@ else
 fi
 
 # 5. Bad input: a clear message and the right exit code
-expect() { # name expected_rc keyword cmd...
-  local name=$1 want=$2 kw=$3; shift 3
-  "$@" > "$tmp/x.out" 2>&1
-  local rc=$?
-  if [ $rc -eq "$want" ] && grep -qi -- "$kw" "$tmp/x.out" && { [ "$want" -eq 1 ] || grep -q "hint:" "$tmp/x.out"; }; then
-    ok "$name"
-  else
-    bad "$name: exit $rc (want $want), output: $(head -3 "$tmp/x.out")"
-  fi
-}
 expect "missing data folder" 2 "fashion" "$swatc" train "$models/lenet5.onnx" --data "$tmp/nothing-here" --epochs 1
 expect "unknown option" 1 "unknown option" "$swatc" train "$models/lenet5.onnx" --frobnicate
 expect "bad number" 1 "--lr" "$swatc" train "$models/lenet5.onnx" --lr fast
@@ -96,5 +78,4 @@ expect "a dense layer that does not exist" 2 "names no" "$swatc" train "$models/
 expect "sparsity out of range" 1 "--sparsity" "$swatc" train "$models/lenet5.onnx" --sparsity 1.5
 expect "NaN loss stops the run" 5 "NaN\|infinite" "$swatc" train "$models/lenet5.onnx" --lr 90 --epochs 1 --limit-train 2000 --limit-test 100 -q
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report
