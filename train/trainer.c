@@ -351,10 +351,14 @@ static int evaluate(model *m, rt_state *st, const sw_dataset *test, const traine
   int rc = SW_OK;
   float *img = sw_xmalloc(sizeof(float) * (size_t)o->batch * (size_t)sw_dataset_sample_size(test));
   int64_t *lab = sw_xmalloc(sizeof(int64_t) * (size_t)o->batch);
+  const rt_program *budgets_set = NULL;
   while ((got = sw_loader_next(&ld, img, lab)) > 0) {
     bound *b = program_for(m, st, got, o, 0, e);
     if (!b) { rc = e->code; break; }
-    if (sw) swat_apply(sw, b->prog);
+    if (sw && b->prog != budgets_set) { /* the current budgets, once per program (they do not move here) */
+      swat_apply(sw, b->prog);
+      budgets_set = b->prog;
+    }
     memcpy(b->images, img, sizeof(float) * (size_t)got * (size_t)sw_dataset_sample_size(test));
     memcpy(b->labels, lab, sizeof(int64_t) * (size_t)got);
     if ((rc = rt_program_run(b->prog, 0, e))) break;
