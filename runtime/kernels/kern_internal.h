@@ -49,6 +49,9 @@ void kern_transpose16(const float *src, size_t ss, int nload, float *dst, size_t
  * subsampling (scs) and upsampling (dcs) layout transforms; gathers/scatters with AVX-512. */
 void kern_transpose16_step(const float *src, size_t ss, size_t scs, int nload, float *dst, size_t ds, size_t dcs,
                            int nc, int nstore, const float *bias);
+/* 1: MaxPool's 2x2 fast path runs its plain C version even where AVX-512 is there (for tests of the
+ * SIMD one); 0 (default): the best the CPU has. */
+void pool_use_portable(int on);
 /* The plain C version of kern_transpose16_step (for tests of the SIMD one). */
 void kern_transpose16_scalar(const float *src, size_t ss, size_t scs, int nload, float *dst, size_t ds, size_t dcs,
                              int nc, int nstore, const float *bias);

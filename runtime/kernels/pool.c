@@ -301,15 +301,25 @@ __attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const
   if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
 }
 
+static int pool_portable; /* tests: 1 runs the plain C 2x2 path on an AVX-512 machine too */
+
 static int pool_avx512(void) {
   static int v = -1;
   if (v < 0) {
     __builtin_cpu_init();
     v = __builtin_cpu_supports("avx512f") ? 1 : 0;
   }
-  return v;
+  return v && !pool_portable;
 }
 #endif
+
+void pool_use_portable(int on) {
+#ifdef POOL_X86
+  pool_portable = on;
+#else
+  (void)on;
+#endif
+}
 
 void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
   int64_t planes = (int64_t)d->N * d->C;

@@ -12,6 +12,7 @@
 
 #include "harness.h"
 #include "runtime/kernels/bn.h"
+#include "runtime/kernels/kern_internal.h"
 #include "runtime/kernels/pool.h"
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -325,6 +326,13 @@ int main(void) {
     pool_desc d = random_pool();
     check_pool_case(&d, i < 40);
   }
+  tgroup_end();
+  tgroup_begin("maxpool 2x2, the plain C path");
+  pool_use_portable(1); /* the path CPUs without AVX-512 take, against the same references */
+  check_pool_case(&fixed[0], 0);
+  check_pool_case(&fixed[1], 1);
+  check_maxpool_ties_nan();
+  pool_use_portable(0);
   tgroup_end();
   tgroup_begin("pool output sizes, divisors, global avg");
   check_pool_semantics();
