@@ -58,7 +58,9 @@ long=(--limit-train 12000 --limit-test 500 --threads 2 -q --epochs 2)
 "$swatc" train "$lenet" "${long[@]}" --checkpoint L.ckpt --metrics L.jsonl
 "$swatc" train "$lenet" "${long[@]}" --checkpoint T.ckpt --metrics T.jsonl 2> T.err &
 pid=$!
-sleep 1.5
+# once the first epoch's metrics line is out, the run is in epoch 2 (a fixed sleep raced with start-up
+# on a loaded machine: the signal came before the handler was installed)
+for _ in $(seq 600); do [ -s T.jsonl ] && break; kill -0 $pid 2> /dev/null || break; sleep 0.1; done
 kill -TERM $pid
 wait $pid
 rc=$?
