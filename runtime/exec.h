@@ -55,10 +55,11 @@ struct rt_program {
   int nthreads;
   rt_buf *bufs;              /* by IR value id */
   int n_bufs;
-  unsigned char *arena;
+  unsigned char *arena;       /* arena_blk's memory */
   int64_t arena_bytes;
-  void *scratch;
+  void *scratch;              /* scratch_blk's memory */
   size_t scratch_bytes;
+  struct rt_block *arena_blk, *scratch_blk; /* possibly shared with other programs (rt_pool) */
   rt_op *ops;
   int n_ops;
   rt_plan_entry **plans;     /* kernel plans shared by the ops of one layer */

@@ -32,6 +32,58 @@ void *rt_alloc(size_t bytes) {
   return p;
 }
 
+/* ---- memory blocks, shared through a pool ---- */
+
+/* A 64-byte aligned block held by the programs placed in it and by at most one pool. */
+typedef struct rt_block {
+  void *data;
+  size_t bytes;
+  int refs;
+} rt_block;
+
+struct rt_pool {
+  rt_block *arena, *scratch; /* the largest blocks so far (NULL before the first program) */
+};
+
+static void block_release(rt_block *b) {
+  if (b && --b->refs == 0) {
+    free(b->data);
+    free(b);
+  }
+}
+
+/* A block of at least `bytes` for one more program: the pool's (in *slot) if large enough, else a new
+ * one that replaces it in the pool (slot NULL: a private block). NULL when out of memory. */
+static rt_block *block_take(rt_block **slot, size_t bytes) {
+  if (slot && *slot && (*slot)->bytes >= bytes) {
+    (*slot)->refs++;
+    return *slot;
+  }
+  rt_block *b = sw_xcalloc(1, sizeof *b);
+  b->bytes = bytes;
+  b->data = rt_alloc(bytes);
+  if (!b->data) {
+    free(b);
+    return NULL;
+  }
+  b->refs = 1;
+  if (slot) {
+    block_release(*slot);
+    *slot = b;
+    b->refs++;
+  }
+  return b;
+}
+
+rt_pool *rt_pool_new(void) { return sw_xcalloc(1, sizeof(rt_pool)); }
+
+void rt_pool_free(rt_pool *pool) {
+  if (!pool) return;
+  block_release(pool->arena);
+  block_release(pool->scratch);
+  free(pool);
+}
+
 int rt_state_bind(rt_state *s, const ir_graph *g, sw_err *e) {
   for (int i = 0; i < g->n_values; i++) {
     const ir_value *v = g->values[i];
@@ -78,8 +130,8 @@ void rt_program_free(rt_program *p) {
   for (int i = 0; i < p->n_bufs; i++)
     if (p->bufs[i].owned) free(p->bufs[i].data);
   free(p->bufs);
-  free(p->arena);
-  free(p->scratch);
+  block_release(p->arena_blk);
+  block_release(p->scratch_blk);
   free(p->prof_seconds);
   free(p);
 }
@@ -99,7 +151,8 @@ void rt_need_scratch(rt_program *p, size_t bytes) {
   if (bytes > p->scratch_bytes) p->scratch_bytes = bytes;
 }
 
-int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads, rt_program **out, sw_err *e) {
+int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads, rt_pool *pool, rt_program **out,
+                     sw_err *e) {
   *out = NULL;
   if (g->planned_batch != batch) {
     sw_fail(e, SW_EINPUT, "the graph is planned for batch %lld, not %lld", (long long)g->planned_batch, (long long)batch);
@@ -109,7 +162,8 @@ int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads
   p->batch = batch;
   p->nthreads = nthreads > 0 ? nthreads : omp_get_max_threads();
   p->arena_bytes = g->arena_bytes;
-  p->arena = rt_alloc((size_t)g->arena_bytes);
+  p->arena_blk = block_take(pool ? &pool->arena : NULL, (size_t)g->arena_bytes);
+  if (p->arena_blk) p->arena = p->arena_blk->data;
   if (!p->arena) {
     rt_program_free(p);
     return sw_fail(e, SW_ENOMEM, "out of memory for the activation arena (%lld bytes)", (long long)g->arena_bytes);
@@ -169,7 +223,8 @@ int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads
     else free(op->ctx); /* the op that failed is not counted: release what it made */
   }
   if (!rc && p->scratch_bytes) {
-    p->scratch = rt_alloc(p->scratch_bytes);
+    p->scratch_blk = block_take(pool ? &pool->scratch : NULL, p->scratch_bytes);
+    if (p->scratch_blk) p->scratch = p->scratch_blk->data;
     if (!p->scratch) rc = sw_fail(e, SW_ENOMEM, "out of memory for kernel scratch (%zu bytes)", p->scratch_bytes);
   }
   if (rc) {

@@ -42,8 +42,22 @@ typedef struct rt_program rt_program;
  * computation, for A/B comparisons of speed and of results). */
 void rt_set_sparse_kernels(int on);
 
-/* Compiles g (memory-planned for `batch`) into a program reading and writing s. */
-int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads, rt_program **out, sw_err *e);
+/* Memory shared by programs that never run at the same time (a training step and the evaluation pass
+ * between epochs): each program built with the pool places its activation arena and its kernel scratch
+ * in the pool's blocks when they are large enough, else in new larger blocks the pool then offers to
+ * later programs. A program's arena and scratch outputs (loss, logits, gradients) are valid only until
+ * another program of the same pool runs; parameters and state are never in the pool. */
+typedef struct rt_pool rt_pool;
+
+/* A new, empty pool. */
+rt_pool *rt_pool_new(void);
+/* Drops the pool's hold on its blocks (each block lives until its last program is freed). Accepts NULL. */
+void rt_pool_free(rt_pool *pool);
+
+/* Compiles g (memory-planned for `batch`) into a program reading and writing s; with a pool (may be
+ * NULL: the program gets memory of its own), its arena and scratch come from the pool. */
+int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads, rt_pool *pool, rt_program **out,
+                     sw_err *e);
 /* Frees a program (not the state). Accepts NULL. */
 void rt_program_free(rt_program *p);
 /* Runs every kernel once; `step` seeds Dropout. Fails only on bad data (e.g. a label out of range). */

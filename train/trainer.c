@@ -81,6 +81,7 @@ typedef struct model {
   const char *image_input, *logits_name, *loss_name;
   bound *b;
   int n_b;
+  rt_pool *pool; /* where its programs' activations and scratch go (not owned; NULL: their own memory) */
 } model;
 
 static void model_free(model *m) {
@@ -147,7 +148,7 @@ static bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_o
   m->b = sw_xrealloc(m->b, sizeof *m->b * (size_t)(m->n_b + 1));
   bound *b = &m->b[m->n_b];
   memset(b, 0, sizeof *b);
-  if (rt_program_build(m->g, st, batch, o->threads, &b->prog, e)) return NULL;
+  if (rt_program_build(m->g, st, batch, o->threads, m->pool, &b->prog, e)) return NULL;
   m->n_b++;
   if (m->dump && m->n_b == 1) { /* the first program of the training graph: show memory plan and kernels */
     pass_opts dpo = {.dump = o->dump_ir, .dump_file = m->dump};
@@ -494,6 +495,7 @@ typedef struct run {
   size_t model_n;
   char sha[65];
   model tm, em;
+  rt_pool *pool; /* the training and evaluation programs never run at once: one memory for both */
   swat_run sw;
   int swat_on;
   rt_state st;
@@ -1181,6 +1183,8 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   if ((rc = build_graph(model_path, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &r->tm, e))) goto done;
   if ((rc = build_graph(model_path, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &r->em, e))) goto done;
   if ((rc = rt_state_bind(&r->st, r->tm.g, e)) || (rc = rt_state_bind(&r->st, r->em.g, e))) goto done;
+  r->pool = rt_pool_new();
+  r->tm.pool = r->em.pool = r->pool;
   r->swat_on = o->swat.sparsity > 0;
   if ((rc = swat_run_init(&r->sw, r->tm.g, &r->st, o, e))) goto done;
 
@@ -1346,6 +1350,7 @@ done:
   sw_dataset_free(&r->test);
   model_free(&r->tm);
   model_free(&r->em);
+  rt_pool_free(r->pool);
   rt_state_free(&r->st);
   swat_run_free(&r->sw);
   if (dump) fclose(dump);

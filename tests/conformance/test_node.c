@@ -434,7 +434,7 @@ static int plan_and_build(ir_graph *g, rt_state *st, int64_t batch, ir_value **o
   *dropped = 0;
   for (;;) {
     if (pass_memory_plan(g, &po, e) || rt_state_bind(st, g, e)) return e->code;
-    if (rt_program_build(g, st, batch, 2, prog, e) == SW_OK) return SW_OK;
+    if (rt_program_build(g, st, batch, 2, NULL, prog, e) == SW_OK) return SW_OK;
     if (*dropped || !strstr(e->msg, "unsupported at run time") || !(*dropped = drop_optional_int_outputs(g, outv, n_outv)))
       return e->code;
     sw_err_clear(e);

@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
   static const char *const passes[] = {"eval-mode", "dce", "fuse", "memory-plan"};
   pass_opts po = {.batch = batch};
   if (batch < 1 || importer_load(argv[1], NULL, &g, &e) || passes_run(g, passes, 4, &po, &e) || rt_state_bind(&st, g, &e) ||
-      rt_program_build(g, &st, batch, 2, &p, &e))
+      rt_program_build(g, &st, batch, 2, NULL, &p, &e))
     goto fail;
   int64_t nin, nout;
   float *in = rt_program_buffer(p, g->inputs[0]->name, &nin);

@@ -227,7 +227,7 @@ static float *eval_logits(const char *tag, ir_graph *g, const wtab *w, const flo
   rt_program *p = NULL;
   float *res = NULL;
   int ok = passes_run(g, passes, 4, &po, &e) == SW_OK && rt_state_bind(&st, g, &e) == SW_OK &&
-           rt_program_build(g, &st, BATCH, 2, &p, &e) == SW_OK;
+           rt_program_build(g, &st, BATCH, 2, NULL, &p, &e) == SW_OK;
   CHECK(ok, "%s: eval program: %s", tag, e.msg);
   if (!ok) goto done;
   for (int i = 0; w && i < w->n; i++) {

@@ -148,7 +148,7 @@ static int check_table_topk(const char *tag, const char *onnx, const bundle *b) 
     swat_layer *l = NULL;
     int nl = 0;
     int ok = importer_load(onnx, &io, &g, &e) == SW_OK && passes_run(g, passes, 6, &po, &e) == SW_OK &&
-             rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, batch, 2, &p, &e) == SW_OK &&
+             rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, batch, 2, NULL, &p, &e) == SW_OK &&
              swat_layers(g, &l, &nl, &e) == SW_OK;
     CHECK(ok, "%s at sparsity %s: %s", tag, sp[t], e.msg);
     if (ok && (ok = feed(tag, p, g, input, labels))) CHECK(rt_program_run(p, 1, &e) == SW_OK, "%s: %s", tag, e.msg);
@@ -230,7 +230,7 @@ static void run_bundle(const char *src, const char *model, const char *budget_na
   rt_program *p = NULL;
   float **mom = NULL;
   int ok = passes_run(g, passes, 7, &po, &e) == SW_OK && rt_state_bind(&st, g, &e) == SW_OK &&
-           rt_program_build(g, &st, batch, 2, &p, &e) == SW_OK;
+           rt_program_build(g, &st, batch, 2, NULL, &p, &e) == SW_OK;
   CHECK(ok, "%s: %s", tag, e.msg);
   if (!ok) goto done;
   const char *loss_name = NULL, *logits_name = NULL;

@@ -39,7 +39,7 @@ static void run_model(const char *src, const char *model) {
   rt_state_init(&st);
   rt_program *p = NULL;
   int ok = passes_run(g, passes, 6, &po, &e) == SW_OK && rt_state_bind(&st, g, &e) == SW_OK &&
-           rt_program_build(g, &st, batch, 2, &p, &e) == SW_OK;
+           rt_program_build(g, &st, batch, 2, NULL, &p, &e) == SW_OK;
   CHECK(ok, "%s: %s", model, e.msg);
   if (!ok) goto done;
   const char *loss_name = NULL, *logits_name = NULL;

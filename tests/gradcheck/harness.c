@@ -291,7 +291,7 @@ int gc_case_run(gc_case *c, ir_value *y) {
     goto done;
   }
   if (c->verbose) ir_print(c->g, stdout);
-  if (rt_state_bind(&st, c->g, &e) || rt_program_build(c->g, &st, c->batch, c->nthreads, &prog, &e)) {
+  if (rt_state_bind(&st, c->g, &e) || rt_program_build(c->g, &st, c->batch, c->nthreads, NULL, &prog, &e)) {
     printf("FAIL  %-44s program: %s\n", c->name, e.msg);
     failed = 1;
     goto done;

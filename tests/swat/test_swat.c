@@ -132,7 +132,7 @@ static void rewiring(void) {
   rt_state st;
   rt_state_init(&st);
   rt_program *p = NULL;
-  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 16, 2, &p, &e) == SW_OK, "%s", e.msg);
+  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 16, 2, NULL, &p, &e) == SW_OK, "%s", e.msg);
   if (!p) return;
   float *img = rt_program_buffer(p, g->inputs[0]->name, NULL);
   int64_t *lab = rt_program_buffer(p, PASS_LABELS_INPUT, NULL);
@@ -200,7 +200,7 @@ static void threshold_period(int period, int warmup) {
   rt_state_init(&st);
   rt_program *p = NULL;
   CHECK(passes_run(g, passes, 6, &po, &e) == SW_OK && rt_state_bind(&st, g, &e) == SW_OK &&
-            rt_program_build(g, &st, 8, 1, &p, &e) == SW_OK,
+            rt_program_build(g, &st, 8, 1, NULL, &p, &e) == SW_OK,
         "%s", e.msg);
   if (!p) return;
   rt_program_set_topk_exact(p, warmup);
@@ -251,7 +251,7 @@ static void structured(swat_structure mode) {
   rt_state st;
   rt_state_init(&st);
   rt_program *p = NULL;
-  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 4, 1, &p, &e) == SW_OK, "%s", e.msg);
+  CHECK(rt_state_bind(&st, g, &e) == SW_OK && rt_program_build(g, &st, 4, 1, NULL, &p, &e) == SW_OK, "%s", e.msg);
   if (!p) return;
   CHECK(rt_program_run(p, 0, &e) == SW_OK, "%s", e.msg);
   const float *ws = rt_program_buffer(p, conv2->in[1]->name, NULL), *w = rt_state_find(&st, "conv2.weight")->data;
@@ -302,7 +302,7 @@ static rt_program *swat_step(int keep_dense, int budget, double sparsity, ir_gra
   }
   CHECK(keep_dense ? compact == 0 : compact >= 4, "%d compact X_s (conv2, fc1, fc2, fc3; conv1 too under SWAT-M)", compact);
   rt_program *p = NULL;
-  CHECK(pass_memory_plan(g, &po, &e) == SW_OK && rt_state_bind(st, g, &e) == SW_OK && rt_program_build(g, st, 16, 2, &p, &e) == SW_OK,
+  CHECK(pass_memory_plan(g, &po, &e) == SW_OK && rt_state_bind(st, g, &e) == SW_OK && rt_program_build(g, st, 16, 2, NULL, &p, &e) == SW_OK,
         "%s", e.msg);
   if (!p) return NULL;
   float *img = rt_program_buffer(p, g->inputs[0]->name, NULL);
@@ -377,6 +377,58 @@ static void kernels_ab(void) {
   ir_graph_free(gd);
 }
 
+/* Programs sharing a pool (batches 16, 8 and 32 of one SWAT training graph: the second fits in the
+ * first's memory, the third needs a larger block) compute, run interleaved, exactly what programs of
+ * their own compute. */
+static void pooled(void) {
+  ir_graph *g = load("lenet5");
+  if (!g) return;
+  sw_err e = {0};
+  swat_opts so = {.sparsity = 0.9, .budget = SWAT_UNIFORM, .period = 3};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
+  pass_opts po = {.verify = 1, .batch = 16, .swat = &so};
+  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  const int batches[3] = {16, 8, 32};
+  rt_state st[2];
+  rt_program *p[2][3] = {{NULL}};
+  rt_pool *pool = rt_pool_new();
+  for (int k = 0; k < 2; k++) {
+    rt_state_init(&st[k]);
+    CHECK(rt_state_bind(&st[k], g, &e) == SW_OK, "%s", e.msg);
+    for (int b = 0; b < 3; b++) {
+      pass_opts pb = {.batch = batches[b]};
+      CHECK(pass_memory_plan(g, &pb, &e) == SW_OK && rt_program_build(g, &st[k], batches[b], 2, k ? NULL : pool, &p[k][b], &e) == SW_OK,
+            "%s", e.msg);
+    }
+  }
+  rt_pool_free(pool); /* the programs keep their blocks */
+  ir_value *w = ir_value_find(g, "conv2.weight");
+  const int order[4] = {0, 1, 2, 0};
+  for (int r = 0; r < 4 && w && w->grad; r++) {
+    double diff = 0;
+    int64_t n = 0;
+    for (int k = 0; k < 2; k++) { /* run the pooled program, then its private twin, on the same data */
+      rt_program *q = p[k][order[r]];
+      if (!q) return;
+      float *img = rt_program_buffer(q, g->inputs[0]->name, &n);
+      int64_t *lab = rt_program_buffer(q, PASS_LABELS_INPUT, NULL);
+      for (int64_t i = 0; i < n; i++) img[i] = (float)((i * 7919 + r) % 255) / 255.0f - 0.3f;
+      for (int i = 0; i < batches[order[r]]; i++) lab[i] = (i + r) % 10;
+      CHECK(rt_program_run(q, (uint64_t)r, &e) == SW_OK, "%s", e.msg);
+    }
+    const float *a = rt_program_buffer(p[0][order[r]], w->grad->name, &n), *b = rt_program_buffer(p[1][order[r]], w->grad->name, NULL);
+    for (int64_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)a[i] - b[i]));
+    const float *la = rt_program_buffer(p[0][order[r]], g->outputs[0]->name, NULL), *lb = rt_program_buffer(p[1][order[r]], g->outputs[0]->name, NULL);
+    CHECK(diff == 0 && la[0] == lb[0], "run %d (batch %d): pooled program's loss and conv2 gradient equal a private program's", r,
+          batches[order[r]]);
+  }
+  for (int k = 0; k < 2; k++) {
+    for (int b = 0; b < 3; b++) rt_program_free(p[k][b]);
+    rt_state_free(&st[k]);
+  }
+  ir_graph_free(g);
+}
+
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   sw_quiet = 1;
@@ -392,6 +444,7 @@ int main(int argc, char **argv) {
   compact_xs(SWAT_MOMENTUM, 0.9);
   compact_xs(SWAT_UNIFORM, 0.3);
   kernels_ab();
+  pooled();
   printf("Compact X_s: weight gradients equal the dense X_s's; the arena shrinks\n");
   printf("Sparse kernels: a SWAT step's gradients equal the dense kernels'\n");
   printf("Structured: whole kernels (channel) and whole filters (filter), top L1, FC layers unstructured\n");
