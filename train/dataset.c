@@ -200,36 +200,19 @@ static int set_norm(sw_dataset *d, const sw_dataset_opts *o, int c, const float 
       sw_fail(e, SW_EINPUT, "bad normalisation for channel %d: mean %g std %g", i, (double)d->mean[i], (double)d->std[i]);
       return sw_hint(e, "std must be a positive finite number");
     }
+  sw_dataset_set_lut(d);
   return SW_OK;
 }
 
-/* Converts n samples of bytes [n, c, h*w] into d->images with d's normalisation. */
-static void normalise_bytes(sw_dataset *d, const unsigned char *src, int64_t n) {
-  float lut[SW_DATASET_MAX_C][256];
-  for (int c = 0; c < d->c; c++)
-    for (int v = 0; v < 256; v++) lut[c][v] = ((float)v * d->scale - d->mean[c]) / d->std[c];
-  int64_t hw = (int64_t)d->h * d->w, per = hw * d->c;
-  float *dst = d->images;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    for (int c = 0; c < d->c; c++) {
-      const unsigned char *s = src + i * per + c * hw;
-      float *t = dst + i * per + c * hw;
-      const float *l = lut[c];
-      for (int64_t k = 0; k < hw; k++) t[k] = l[s[k]];
-    }
-  }
-}
-
-/* Allocates images and labels for n samples of d's shape. */
+/* Allocates pixels and labels for n samples of d's shape. */
 static int alloc_samples(sw_dataset *d, int64_t n, sw_err *e) {
   int64_t per = (int64_t)d->c * d->h * d->w;
-  if (n <= 0 || per <= 0 || n > INT64_MAX / per / (int64_t)sizeof(float))
+  if (n <= 0 || per <= 0 || n > INT64_MAX / per)
     return sw_fail(e, SW_EINPUT, "%s %s: bad size (%lld samples of %lld values)", d->name, d->split,
                    (long long)n, (long long)per);
   d->n = n;
-  d->images = try_alloc((size_t)(n * per) * sizeof(float), "dataset images", e);
-  d->labels = d->images ? try_alloc((size_t)n * sizeof(int64_t), "dataset labels", e) : NULL;
+  d->pixels = try_alloc((size_t)(n * per), "dataset images", e);
+  d->labels = d->pixels ? try_alloc((size_t)n * sizeof(int64_t), "dataset labels", e) : NULL;
   return d->labels ? SW_OK : e->code;
 }
 
@@ -310,7 +293,7 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
 
   unsigned char *lbuf = NULL, *ibuf = NULL;
   size_t llen = 0, ilen = 0, loff = 0, ioff = 0;
-  uint32_t ldims[1], idims[3];
+  uint32_t ldims[1] = {0}, idims[3] = {0};
   int rc = read_all(lpath, &lbuf, &llen, e);
   if (rc) goto done;
   if ((rc = idx_parse(lbuf, llen, lpath, 1, ldims, &loff, e))) {
@@ -378,7 +361,7 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   }
   if ((rc = set_norm(d, o, 1, mean, std, e))) goto done;
   if ((rc = alloc_samples(d, n, e))) goto done;
-  normalise_bytes(d, px, n);
+  memcpy(d->pixels, px, (size_t)n * idims[1] * idims[2]);
   for (int64_t i = 0; i < n; i++) d->labels[i] = lab[i];
 
 done:
@@ -477,20 +460,13 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
   if ((rc = set_norm(d, o, 3, cifar_mean, cifar_std, e))) goto done;
   if ((rc = alloc_samples(d, n, e))) goto done;
   {
-    float lut[3][256];
-    for (int c = 0; c < 3; c++)
-      for (int v = 0; v < 256; v++) lut[c][v] = ((float)v * d->scale - d->mean[c]) / d->std[c];
     int64_t at = 0;
     for (int f = 0; f < used && at < n; f++) {
       int64_t recs = (int64_t)(lens[f] / CIFAR_REC), take = recs < n - at ? recs : n - at;
       const unsigned char *src = bufs[f];
-      float *dst = d->images + at * CIFAR_PIX;
+      uint8_t *dst = d->pixels + at * CIFAR_PIX;
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < take; r++) {
-        const unsigned char *s = src + r * CIFAR_REC + 1;
-        float *t = dst + r * CIFAR_PIX;
-        for (int k = 0; k < CIFAR_PIX; k++) t[k] = lut[k >> 10][s[k]];
-      }
+      for (int64_t r = 0; r < take; r++) memcpy(dst + r * CIFAR_PIX, src + r * CIFAR_REC + 1, CIFAR_PIX);
       for (int64_t r = 0; r < take; r++) d->labels[at + r] = src[r * CIFAR_REC];
       at += take;
     }
@@ -541,21 +517,18 @@ int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset
     sw_dataset_free(d);
     return rc;
   }
-  float lut[SW_DATASET_MAX_C][256];
-  for (int ch = 0; ch < c; ch++)
-    for (int v = 0; v < 256; v++) lut[ch][v] = ((float)v * d->scale - d->mean[ch]) / d->std[ch];
-  int64_t hw = (int64_t)h * w, per = hw * c;
+  int64_t per = (int64_t)h * w * c;
   uint64_t seed = o->seed ^ (is_train ? 0x747261696eull : 0x74657374ull); /* "train" / "test" */
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) {
     sw_rng r;
     sw_rng_seed_stream(&r, seed, (uint64_t)i);
     d->labels[i] = (int64_t)sw_rng_below(&r, (uint64_t)k);
-    float *t = d->images + i * per;
+    uint8_t *t = d->pixels + i * per;
     uint64_t bits = 0;
     for (int64_t j = 0; j < per; j++) {
       if ((j & 7) == 0) bits = sw_rng_next(&r);
-      t[j] = lut[j / hw][bits & 0xff];
+      t[j] = (uint8_t)(bits & 0xff);
       bits >>= 8;
     }
   }
@@ -564,9 +537,28 @@ int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset
 
 /* ---- dispatch and checks ---------------------------------------------------------------------------- */
 
+void sw_dataset_set_lut(sw_dataset *d) {
+  /* The float operations and their order are those of the normalisation formula: every value read
+   * out equals normalising that pixel directly (the build uses ISO C, so nothing is contracted). */
+  for (int c = 0; c < d->c && c < SW_DATASET_MAX_C; c++)
+    for (int v = 0; v < 256; v++) d->lut[c][v] = ((float)v * d->scale - d->mean[c]) / d->std[c];
+}
+
+void sw_dataset_get(const sw_dataset *d, int64_t first, int64_t count, float *dst) {
+  SW_ASSERT(first >= 0 && count >= 0 && first + count <= d->n);
+  int64_t hw = (int64_t)d->h * d->w, per = hw * d->c;
+  for (int64_t i = 0; i < count; i++)
+    for (int c = 0; c < d->c; c++) {
+      const uint8_t *s = d->pixels + (first + i) * per + c * hw;
+      const float *l = d->lut[c];
+      float *t = dst + i * per + c * hw;
+      for (int64_t k = 0; k < hw; k++) t[k] = l[s[k]];
+    }
+}
+
 void sw_dataset_free(sw_dataset *d) {
   if (!d) return;
-  free(d->images);
+  free(d->pixels);
   free(d->labels);
   memset(d, 0, sizeof *d);
 }

@@ -22,12 +22,23 @@ void sw_loader_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *per
   }
 }
 
-void sw_loader_augment_image(const float *src, float *dst, int c, int h, int w, int pad, int dy, int dx,
-                             int flip, const float *fill) {
+/* Normalises one sample: n pixels per channel plane, c planes, each through its lut row. */
+static void convert_image(const uint8_t *src, float *dst, int c, int64_t hw, const float (*lut)[256]) {
+  for (int ch = 0; ch < c; ch++) {
+    const uint8_t *s = src + ch * hw;
+    const float *l = lut[ch];
+    float *t = dst + ch * hw;
+    for (int64_t k = 0; k < hw; k++) t[k] = l[s[k]];
+  }
+}
+
+void sw_loader_augment_image(const uint8_t *src, const float (*lut)[256], float *dst, int c, int h, int w,
+                             int pad, int dy, int dx, int flip, const float *fill) {
   /* Output pixel (y, x) reads padded (y + dy, x + dx) = source (y + dy - pad, x + dx - pad). */
   int oy = dy - pad, ox = dx - pad;
   for (int ch = 0; ch < c; ch++) {
-    const float *s = src + (int64_t)ch * h * w;
+    const uint8_t *s = src + (int64_t)ch * h * w;
+    const float *l = lut[ch];
     float *t = dst + (int64_t)ch * h * w;
     for (int y = 0; y < h; y++) {
       int sy = y + oy;
@@ -36,10 +47,10 @@ void sw_loader_augment_image(const float *src, float *dst, int c, int h, int w, 
         for (int x = 0; x < w; x++) row[x] = fill[ch];
         continue;
       }
-      const float *srow = s + (int64_t)sy * w;
+      const uint8_t *srow = s + (int64_t)sy * w;
       for (int x = 0; x < w; x++) {
         int sx = (flip ? w - 1 - x : x) + ox;
-        row[x] = sx >= 0 && sx < w ? srow[sx] : fill[ch];
+        row[x] = sx >= 0 && sx < w ? l[srow[sx]] : fill[ch];
       }
     }
   }
@@ -47,7 +58,7 @@ void sw_loader_augment_image(const float *src, float *dst, int c, int h, int w, 
 
 int sw_loader_init(sw_loader *l, const sw_dataset *ds, const sw_loader_opts *o, sw_err *e) {
   memset(l, 0, sizeof *l);
-  if (ds->n <= 0 || !ds->images || !ds->labels)
+  if (ds->n <= 0 || !ds->pixels || !ds->labels)
     return sw_fail(e, SW_EINPUT, "dataset %s %s is empty", ds->name, ds->split);
   if (o->batch <= 0) {
     sw_fail(e, SW_EINPUT, "batch size %lld is not positive", (long long)o->batch);
@@ -99,11 +110,11 @@ int64_t sw_loader_next(sw_loader *l, float *images, int64_t *labels) {
 #pragma omp parallel for schedule(static) if (b * per >= SW_LOADER_PAR_MIN)
   for (int64_t i = 0; i < b; i++) {
     int64_t src = perm ? perm[pos + i] : pos + i;
-    const float *s = ds->images + src * per;
+    const uint8_t *s = ds->pixels + src * per;
     float *t = images + i * per;
     labels[i] = ds->labels[src];
     if (!aug) {
-      memcpy(t, s, (size_t)per * sizeof(float));
+      convert_image(s, t, c, (int64_t)h * w, ds->lut);
       continue;
     }
     sw_rng r;
@@ -114,7 +125,7 @@ int64_t sw_loader_next(sw_loader *l, float *images, int64_t *labels) {
       dx = (int)sw_rng_below(&r, (uint64_t)(2 * pad + 1));
     }
     if (aug & SW_AUG_FLIP) flip = (int)(sw_rng_next(&r) >> 63);
-    sw_loader_augment_image(s, t, c, h, w, pad, dy, dx, flip, fill);
+    sw_loader_augment_image(s, ds->lut, t, c, h, w, pad, dy, dx, flip, fill);
   }
   l->cur.pos = pos + b;
   return b;

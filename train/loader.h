@@ -1,5 +1,6 @@
 /* Epoch iterator over an in-memory dataset: per-epoch shuffle, batching into caller buffers, and
- * on-the-fly augmentation (random crop with zero padding + horizontal flip).
+ * on-the-fly augmentation (random crop with zero padding + horizontal flip). The dataset holds 8-bit
+ * pixels; the batch is normalised here, through the dataset's lut, as it is assembled.
  *
  * Everything random is a pure function of (seed, epoch, position): the permutation of epoch e is a
  * Fisher-Yates shuffle driven by sw_rng_seed_stream(seed, e), and the augmentation of the sample at
@@ -50,7 +51,7 @@ int sw_loader_init(sw_loader *l, const sw_dataset *ds, const sw_loader_opts *o, 
 void sw_loader_free(sw_loader *l);
 /* Returns the number of batches one epoch yields (honouring drop_last). */
 int64_t sw_loader_batches_per_epoch(const sw_loader *l);
-/* Fills images [B,C,H,W] and labels [B] with the next batch of the current epoch and returns its
+/* Fills images [B,C,H,W] (normalised float32) and labels [B] with the next batch of the current epoch and returns its
  * size B (the last one may be short unless drop_last); returns 0 when the epoch is exhausted, in
  * which case the cursor stays put until sw_loader_next_epoch. */
 int64_t sw_loader_next(sw_loader *l, float *images, int64_t *labels);
@@ -62,9 +63,10 @@ sw_loader_cursor sw_loader_tell(const sw_loader *l);
 int sw_loader_seek(sw_loader *l, const sw_loader_cursor *c, sw_err *e);
 /* Writes the order of epoch `epoch` for n samples under `seed` into perm[0..n). */
 void sw_loader_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm);
-/* Copies one c x h x w image into dst, cropped by (dy, dx) in [0, 2*pad] from the image padded
- * with fill[c] on every side, and mirrored left-right if flip. */
-void sw_loader_augment_image(const float *src, float *dst, int c, int h, int w, int pad, int dy, int dx,
-                             int flip, const float *fill);
+/* Normalises one c x h x w image of 8-bit pixels through lut[c][pixel] into dst, cropped by
+ * (dy, dx) in [0, 2*pad] from the image padded with fill[c] on every side, and mirrored left-right
+ * if flip. */
+void sw_loader_augment_image(const uint8_t *src, const float (*lut)[256], float *dst, int c, int h, int w,
+                             int pad, int dy, int dx, int flip, const float *fill);
 
 #endif

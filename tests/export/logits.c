@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
   sw_dataset_opts dop = {.train_limit = 1, .test_limit = batch};
   if (sw_dataset_load("fashion-mnist", &dop, &train, &test, &e) == SW_OK && test.n == batch &&
       (int64_t)test.c * test.h * test.w * batch == nin) {
-    memcpy(in, test.images, sizeof(float) * (size_t)nin);
+    sw_dataset_get(&test, 0, batch, in);
     fprintf(stderr, "export_logits: the first %lld Fashion-MNIST test images\n", (long long)batch);
   } else {
     sw_err_clear(&e);

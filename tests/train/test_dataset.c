@@ -56,6 +56,24 @@ static unsigned char pixel(int split, int64_t i, int64_t k) {
   return (unsigned char)((split * 101 + i * 37 + k * 5) % 256);
 }
 
+/* All of d's samples, normalised (sw_dataset_get); the caller frees them. */
+static float *values(const sw_dataset *d) {
+  int64_t m = d->n * sw_dataset_sample_size(d);
+  float *v = malloc((size_t)(m > 0 ? m : 1) * sizeof(float));
+  sw_dataset_get(d, 0, d->n, v);
+  return v;
+}
+
+/* Element k of d's samples laid end to end, normalised (reads out just the sample holding it). */
+static float value_at(const sw_dataset *d, int64_t k) {
+  int64_t per = sw_dataset_sample_size(d);
+  float *v = malloc((size_t)per * sizeof(float));
+  sw_dataset_get(d, k / per, 1, v);
+  float x = v[k % per];
+  free(v);
+  return x;
+}
+
 /* An IDX image file image in memory: magic, n, rows, cols, pixels. */
 static unsigned char *idx_images(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, int split,
                                  size_t *len) {
@@ -144,7 +162,7 @@ static void idx_fails(int line, const char *dir, const char *name, const char *a
   sw_dataset_opts o = {.dir = dir};
   int rc = sw_dataset_load(name, &o, &tr, &te, &e);
   expect_fail(line, rc, &e, a, b);
-  CHECK(tr.images == NULL && te.images == NULL && tr.n == 0);
+  CHECK(tr.pixels == NULL && te.pixels == NULL && tr.n == 0);
 }
 
 /* ---- Fashion-MNIST ------------------------------------------------------------------------------- */
@@ -187,25 +205,34 @@ static void test_fashion(void) {
   CHECK(tr.labels[59999] == 5 && te.labels[9999] == 5);
   /* Pixel range: raw 0 and 255 both occur, so min and max are exactly the normalised extremes. */
   float lo = (0.0f * tr.scale - tr.mean[0]) / tr.std[0], hi = (255.0f * tr.scale - tr.mean[0]) / tr.std[0];
+  float *tri = values(&tr), *tei = values(&te);
   float mn = 1e9f, mx = -1e9f;
   for (int64_t k = 0; k < tr.n * 784; k++) {
-    mn = tr.images[k] < mn ? tr.images[k] : mn;
-    mx = tr.images[k] > mx ? tr.images[k] : mx;
+    mn = tri[k] < mn ? tri[k] : mn;
+    mx = tri[k] > mx ? tri[k] : mx;
   }
   CHECK(mn == lo && mx == hi);
   CHECK_NEAR(lo, -0.8102, 1e-3);
   CHECK_NEAR(hi, 2.0227, 1e-3);
   /* Known raw pixels (from the files, via Python): train[0][14][14] = 217, test[1][10][5] = 255,
    * and the raw sum of train image 0 is 76247. */
-  CHECK(tr.images[14 * 28 + 14] == (217.0f * tr.scale - tr.mean[0]) / tr.std[0]);
-  CHECK(te.images[784 + 10 * 28 + 5] == hi);
-  long sum = 0;
-  for (int k = 0; k < 784; k++) sum += lroundf((tr.images[k] * tr.std[0] + tr.mean[0]) * 255.0f);
-  CHECK(sum == 76247);
+  CHECK(tr.pixels[14 * 28 + 14] == 217 && te.pixels[784 + 10 * 28 + 5] == 255);
+  CHECK(tri[14 * 28 + 14] == (217.0f * tr.scale - tr.mean[0]) / tr.std[0]);
+  CHECK(tei[784 + 10 * 28 + 5] == hi);
+  long sum = 0, raw = 0;
+  for (int k = 0; k < 784; k++) sum += lroundf((tri[k] * tr.std[0] + tr.mean[0]) * 255.0f);
+  for (int k = 0; k < 784; k++) raw += tr.pixels[k];
+  CHECK(sum == 76247 && raw == 76247);
   /* Normalised training data has mean ~0 (the default mean is the data's mean). */
   double s = 0;
-  for (int64_t k = 0; k < tr.n * 784; k++) s += tr.images[k];
+  for (int64_t k = 0; k < tr.n * 784; k++) s += tri[k];
   CHECK_NEAR(s / (double)(tr.n * 784), 0.0, 2e-3);
+  /* Every value read out is the normalisation formula applied to its stored pixel. */
+  int exact = 1;
+  for (int64_t k = 0; k < te.n * 784; k++) exact &= tei[k] == ((float)te.pixels[k] * te.scale - te.mean[0]) / te.std[0];
+  CHECK(exact);
+  free(tri);
+  free(tei);
 
   int64_t shape[4] = {-1, 1, 28, 28};
   CHECK(sw_dataset_check_input(&tr, shape, 4, "x", &e) == SW_OK);
@@ -219,7 +246,7 @@ static void test_fashion(void) {
   EXPECT_FAIL(rc, &e, "5 class outputs", "10 classes");
   sw_dataset_free(&tr);
   sw_dataset_free(&te);
-  CHECK(tr.images == NULL && tr.n == 0);
+  CHECK(tr.pixels == NULL && tr.n == 0);
 
   /* Limits keep the first N. */
   o.train_limit = 1000;
@@ -261,17 +288,17 @@ static void test_idx_valid(void) {
     for (int i = 0; i < 5; i++) {
       CHECK(tr.labels[i] == (i * 7 + 1) % 3);
       for (int k = 0; k < 12; k++)
-        CHECK(tr.images[i * 12 + k] == ((float)pixel(0, i, k) * tr.scale - tr.mean[0]) / tr.std[0]);
+        CHECK(value_at(&tr, i * 12 + k) == ((float)pixel(0, i, k) * tr.scale - tr.mean[0]) / tr.std[0]);
     }
     for (int k = 0; k < 12; k++)
-      CHECK(te.images[2 * 12 + k] == ((float)pixel(1, 2, k) * te.scale - te.mean[0]) / te.std[0]);
+      CHECK(value_at(&te, 2 * 12 + k) == ((float)pixel(1, 2, k) * te.scale - te.mean[0]) / te.std[0]);
     sw_dataset_free(&tr);
     sw_dataset_free(&te);
 
     /* As "mnist": standard normalisation, 10 classes. A directory path is detected as IDX. */
     rc = sw_dataset_load("mnist", &o, &tr, &te, &e);
     CHECK(rc == SW_OK && tr.num_classes == 10 && tr.mean[0] == 0.1307f && tr.std[0] == 0.3081f);
-    if (rc == SW_OK) CHECK(tr.images[13] == ((float)pixel(0, 1, 1) * tr.scale - 0.1307f) / 0.3081f);
+    if (rc == SW_OK) CHECK(value_at(&tr, 13) == ((float)pixel(0, 1, 1) * tr.scale - 0.1307f) / 0.3081f);
     sw_dataset_free(&tr);
     sw_dataset_free(&te);
     rc = sw_dataset_load(dir, NULL, &tr, &te, &e);
@@ -286,7 +313,7 @@ static void test_idx_valid(void) {
     o.train_limit = 2;
     rc = sw_dataset_load("mnist", &o, &tr, &te, &e);
     CHECK(rc == SW_OK && tr.n == 2 && te.n == 3 && tr.mean[0] == 0.5f && te.std[0] == 0.25f);
-    if (rc == SW_OK) CHECK(tr.images[0] == ((float)pixel(0, 0, 0) / 255.0f - 0.5f) / 0.25f);
+    if (rc == SW_OK) CHECK(value_at(&tr, 0) == ((float)pixel(0, 0, 0) / 255.0f - 0.5f) / 0.25f);
     sw_dataset_free(&tr);
     sw_dataset_free(&te);
     o.std[0] = 0;
@@ -518,13 +545,13 @@ static void test_cifar(void) {
         ok &= tr.labels[i] == (f * 3 + r) % 10;
         for (int k = 0; k < 3072; k += 97) {
           int c = k / 1024;
-          ok &= tr.images[(int64_t)i * 3072 + k] ==
+          ok &= tr.pixels[(int64_t)i * 3072 + k] == cifar_px(f, r, k) && value_at(&tr, (int64_t)i * 3072 + k) ==
                 ((float)cifar_px(f, r, k) * tr.scale - tr.mean[c]) / tr.std[c];
         }
       }
     CHECK(ok);
     CHECK(te.labels[2] == (15 + 2) % 10);
-    CHECK(te.images[2 * 3072 + 2048] == ((float)cifar_px(5, 2, 2048) * te.scale - te.mean[2]) / te.std[2]);
+    CHECK(value_at(&te, 2 * 3072 + 2048) == ((float)cifar_px(5, 2, 2048) * te.scale - te.mean[2]) / te.std[2]);
     int64_t shape[3] = {3, 32, 32};
     CHECK(sw_dataset_check_input(&tr, shape, 3, "x", &e) == SW_OK);
   } else {
@@ -589,7 +616,8 @@ static void test_cifar(void) {
 
 static int same_data(const sw_dataset *a, const sw_dataset *b) {
   if (a->n != b->n || sw_dataset_sample_size(a) != sw_dataset_sample_size(b)) return 0;
-  return memcmp(a->images, b->images, (size_t)(a->n * sw_dataset_sample_size(a)) * sizeof(float)) == 0 &&
+  return memcmp(a->pixels, b->pixels, (size_t)(a->n * sw_dataset_sample_size(a))) == 0 &&
+         memcmp(a->lut, b->lut, sizeof a->lut) == 0 &&
          memcmp(a->labels, b->labels, (size_t)a->n * sizeof(int64_t)) == 0;
 }
 
@@ -604,7 +632,7 @@ static void test_synthetic(void) {
   CHECK(sw_dataset_load("synthetic", &o, &b, &bt, &e) == SW_OK);
   CHECK(a.n == 300 && at.n == 50 && a.c == 3 && a.h == 16 && a.w == 12 && a.num_classes == 7);
   CHECK(same_data(&a, &b) && same_data(&at, &bt)); /* deterministic, thread-count independent */
-  CHECK(memcmp(a.images, at.images, 50 * sizeof(float)) != 0);
+  CHECK(memcmp(a.pixels, at.pixels, 50) != 0);
   int64_t hist[7];
   sw_dataset_label_counts(&a, hist); /* asserts range */
   int all = 1;
@@ -612,10 +640,12 @@ static void test_synthetic(void) {
   CHECK(all);
   double s = 0, s2 = 0;
   int64_t m = a.n * sw_dataset_sample_size(&a);
+  float *av = values(&a);
   for (int64_t k = 0; k < m; k++) {
-    s += a.images[k];
-    s2 += a.images[k] * a.images[k];
+    s += av[k];
+    s2 += av[k] * av[k];
   }
+  free(av);
   CHECK_NEAR(s / m, 0.0, 0.02);
   CHECK_NEAR(s2 / m, 1.0, 0.03);
   sw_dataset_free(&b);
@@ -629,7 +659,7 @@ static void test_synthetic(void) {
   o.seed = 11;
   o.train_limit = 10;
   CHECK(sw_dataset_load("synthetic", &o, &b, &bt, &e) == SW_OK && b.n == 10);
-  CHECK(memcmp(a.images, b.images, (size_t)(10 * sw_dataset_sample_size(&a)) * sizeof(float)) == 0);
+  CHECK(memcmp(a.pixels, b.pixels, (size_t)(10 * sw_dataset_sample_size(&a))) == 0);
   int64_t s4[4] = {8, 3, 16, 12}, s3bad[3] = {3, 16, 13}, s2r[2] = {3, 16};
   CHECK(sw_dataset_check_input(&a, s4, 4, "x", &e) == SW_OK);
   int rc = sw_dataset_check_input(&a, s3bad, 3, "x", &e);

@@ -8,7 +8,9 @@
 #include "tests/train/check.h"
 #include "train/rng.h"
 
-/* A dataset whose sample i is filled with i + k/1000 at element k, so batches are easy to decode. */
+/* A dataset whose samples are easy to decode from a batch. With one channel, pixel k of sample i is
+ * i + k (n + c*h*w <= 256). With more, channel 0 holds i % 256 and channel 1 i / 256 everywhere,
+ * and the others a fixed scramble of the position plus i, so that every crop and flip differs. */
 static void make_indexed(sw_dataset *d, int64_t n, int c, int h, int w) {
   memset(d, 0, sizeof *d);
   snprintf(d->name, sizeof d->name, "indexed");
@@ -23,13 +25,37 @@ static void make_indexed(sw_dataset *d, int64_t n, int c, int h, int w) {
     d->mean[ch] = 0.1f * (float)(ch + 1);
     d->std[ch] = 0.5f;
   }
-  int64_t per = (int64_t)c * h * w;
-  d->images = malloc((size_t)(n * per) * sizeof(float));
+  sw_dataset_set_lut(d);
+  int64_t hw = (int64_t)h * w, per = c * hw;
+  d->pixels = malloc((size_t)(n * per));
   d->labels = malloc((size_t)n * sizeof(int64_t));
   for (int64_t i = 0; i < n; i++) {
     d->labels[i] = i % 10;
-    for (int64_t k = 0; k < per; k++) d->images[i * per + k] = (float)i + (float)k / 1000.0f;
+    for (int64_t k = 0; k < per; k++) {
+      int64_t ch = k / hw, v;
+      if (c == 1)
+        v = i + k;
+      else if (ch < 2)
+        v = ch == 0 ? i % 256 : i / 256;
+      else
+        v = (int64_t)(sw_rng_mix((uint64_t)k) & 0xff) + i;
+      d->pixels[i * per + k] = (uint8_t)(v & 0xff);
+    }
   }
+}
+
+/* The pixel whose normalised value in channel c of d is x; -1 if none. */
+static int64_t byte_of(const sw_dataset *d, int c, float x) {
+  for (int v = 0; v < 256; v++)
+    if (d->lut[c][v] == x) return v;
+  return -1;
+}
+
+/* The index of the make_indexed sample (c >= 2) that image img was made from. */
+static int64_t sample_of(const sw_dataset *d, const float *img) {
+  int64_t centre = (int64_t)(d->h / 2) * d->w + d->w / 2, hw = (int64_t)d->h * d->w;
+  int64_t lo = byte_of(d, 0, img[centre]), hi = byte_of(d, 1, img[hw + centre]);
+  return lo < 0 || hi < 0 ? -1 : hi * 256 + lo;
 }
 
 static int is_permutation(const int64_t *p, int64_t n) {
@@ -83,6 +109,7 @@ static void test_batching(void) {
   sw_loader l;
   float img[10 * 4];
   int64_t lab[10];
+  const float *lut = d.lut[0];
 
   /* In order, with the last partial batch. */
   sw_loader_opts o = {.batch = 10};
@@ -92,7 +119,7 @@ static void test_batching(void) {
   while ((b = sw_loader_next(&l, img, lab)) > 0) {
     CHECK(b == (nb < 10 ? 10 : 3));
     for (int64_t i = 0; i < b; i++) {
-      CHECK(img[i * 4] == (float)(seen + i) && img[i * 4 + 3] == (float)(seen + i) + 0.003f);
+      CHECK(img[i * 4] == lut[seen + i] && img[i * 4 + 3] == lut[seen + i + 3]);
       CHECK(lab[i] == (seen + i) % 10);
     }
     seen += b;
@@ -103,7 +130,7 @@ static void test_batching(void) {
   CHECK(l.cur.epoch == 0 && l.cur.pos == 103);
   sw_loader_next_epoch(&l);
   CHECK(l.cur.epoch == 1 && l.cur.pos == 0);
-  CHECK(sw_loader_next(&l, img, lab) == 10 && img[0] == 0.0f);
+  CHECK(sw_loader_next(&l, img, lab) == 10 && img[0] == lut[0]);
   sw_loader_free(&l);
 
   /* Shuffled with drop_last: 10 full batches, all distinct samples, a different order per epoch. */
@@ -117,7 +144,7 @@ static void test_batching(void) {
     while ((b = sw_loader_next(&l, img, lab)) > 0) {
       CHECK(b == 10);
       for (int64_t i = 0; i < b; i++) {
-        int64_t s = (int64_t)img[i * 4];
+        int64_t s = byte_of(&d, 0, img[i * 4]);
         CHECK(s >= 0 && s < 103 && !hit[s] && lab[i] == s % 10);
         hit[s] = 1;
         order[ep][k++] = s;
@@ -155,22 +182,28 @@ static void test_batching(void) {
 static void test_augment_geometry(void) {
   /* 2 channels of 3x4, values c*100 + y*10 + x. */
   enum { C = 2, H = 3, W = 4 };
-  float src[C * H * W], dst[C * H * W], fill[C] = {-7.0f, -8.0f};
+  uint8_t px[C * H * W];
+  float src[C * H * W], dst[C * H * W], fill[C] = {-7.0f, -8.0f}, lut[C][256];
+  for (int c = 0; c < C; c++)
+    for (int v = 0; v < 256; v++) lut[c][v] = (float)v + 0.25f * (float)c; /* channel-dependent */
   for (int c = 0; c < C; c++)
     for (int y = 0; y < H; y++)
-      for (int x = 0; x < W; x++) src[(c * H + y) * W + x] = (float)(c * 100 + y * 10 + x);
-  /* Centre crop, no flip: identity. */
-  sw_loader_augment_image(src, dst, C, H, W, 2, 2, 2, 0, fill);
+      for (int x = 0; x < W; x++) {
+        px[(c * H + y) * W + x] = (uint8_t)(c * 100 + y * 10 + x);
+        src[(c * H + y) * W + x] = lut[c][c * 100 + y * 10 + x];
+      }
+  /* Centre crop, no flip: identity (after the lookup). */
+  sw_loader_augment_image(px, (const float(*)[256])lut, dst, C, H, W, 2, 2, 2, 0, fill);
   CHECK(memcmp(src, dst, sizeof src) == 0);
   /* Flip only: x mirrored. */
-  sw_loader_augment_image(src, dst, C, H, W, 2, 2, 2, 1, fill);
+  sw_loader_augment_image(px, (const float(*)[256])lut, dst, C, H, W, 2, 2, 2, 1, fill);
   int ok = 1;
   for (int c = 0; c < C; c++)
     for (int y = 0; y < H; y++)
       for (int x = 0; x < W; x++) ok &= dst[(c * H + y) * W + x] == src[(c * H + y) * W + (W - 1 - x)];
   CHECK(ok);
   /* Offsets (dy, dx) = (0, 3) with pad 2: out(y, x) = src(y - 2, x + 1), fill outside. */
-  sw_loader_augment_image(src, dst, C, H, W, 2, 0, 3, 0, fill);
+  sw_loader_augment_image(px, (const float(*)[256])lut, dst, C, H, W, 2, 0, 3, 0, fill);
   ok = 1;
   for (int c = 0; c < C; c++)
     for (int y = 0; y < H; y++)
@@ -180,9 +213,10 @@ static void test_augment_geometry(void) {
         ok &= dst[(c * H + y) * W + x] == want;
       }
   CHECK(ok);
-  CHECK(dst[0] == -7.0f && dst[H * W] == -8.0f && dst[2 * W] == 1.0f && dst[2 * W + 3] == -7.0f);
+  CHECK(dst[0] == -7.0f && dst[H * W] == -8.0f && dst[2 * W] == 1.0f && dst[2 * W + 3] == -7.0f &&
+        dst[H * W + 2 * W] == 101.25f);
   /* Crop then flip (torchvision order): out(y, x) = padded(y + dy, (W-1-x) + dx). */
-  sw_loader_augment_image(src, dst, C, H, W, 1, 2, 0, 1, fill);
+  sw_loader_augment_image(px, (const float(*)[256])lut, dst, C, H, W, 1, 2, 0, 1, fill);
   ok = 1;
   for (int c = 0; c < C; c++)
     for (int y = 0; y < H; y++)
@@ -195,14 +229,14 @@ static void test_augment_geometry(void) {
 }
 
 /* Finds the (dy, dx, flip) that maps src to dst; returns 0 if none does. */
-static int find_aug(const float *src, const float *dst, int c, int h, int w, int pad, const float *fill,
-                    int *dy, int *dx, int *flip) {
+static int find_aug(const uint8_t *src, const float (*lut)[256], const float *dst, int c, int h, int w, int pad,
+                    const float *fill, int *dy, int *dx, int *flip) {
   float *tmp = malloc((size_t)c * h * w * sizeof(float));
   int found = 0;
   for (int f = 0; f < 2 && !found; f++)
     for (int y = 0; y <= 2 * pad && !found; y++)
       for (int x = 0; x <= 2 * pad && !found; x++) {
-        sw_loader_augment_image(src, tmp, c, h, w, pad, y, x, f, fill);
+        sw_loader_augment_image(src, lut, tmp, c, h, w, pad, y, x, f, fill);
         if (memcmp(tmp, dst, (size_t)c * h * w * sizeof(float)) == 0) {
           *dy = y;
           *dx = x;
@@ -231,11 +265,11 @@ static void test_augment_loader(void) {
   int64_t b;
   while ((b = sw_loader_next(&l, img, lab)) > 0) {
     for (int64_t i = 0; i < b; i++) {
-      /* Recover the source from the centre pixel of channel 0, which is never padding. */
-      int64_t s = (int64_t)img[i * 3072 + 16 * 32 + 16];
+      /* Recover the source from the centre pixels of channels 0 and 1, which are never padding. */
+      int64_t s = sample_of(&d, img + i * 3072);
       CHECK(s >= 0 && s < 600 && lab[i] == s % 10);
       int dy, dx, flip;
-      if (!find_aug(d.images + s * 3072, img + i * 3072, 3, 32, 32, 4, fill, &dy, &dx, &flip)) {
+      if (!find_aug(d.pixels + s * 3072, d.lut, img + i * 3072, 3, 32, 32, 4, fill, &dy, &dx, &flip)) {
         all_found = 0;
         continue;
       }
@@ -261,7 +295,7 @@ static void test_augment_loader(void) {
     while ((b = sw_loader_next(&l, img, lab)) > 0) {
       for (int64_t i = 0; i < b; i++, at++) {
         int dy = 0, dx = 0, flip = 0;
-        CHECK(find_aug(d.images + at * 3072, img + i * 3072, 3, 32, 32, 4, fill, &dy, &dx, &flip));
+        CHECK(find_aug(d.pixels + at * 3072, d.lut, img + i * 3072, 3, 32, 32, 4, fill, &dy, &dx, &flip));
         code[ep][at] = (dy * 9 + dx) * 2 + flip;
       }
     }
@@ -277,8 +311,10 @@ static void test_augment_loader(void) {
   CHECK(sw_loader_init(&l, &d, &o, &e) == SW_OK);
   b = sw_loader_next(&l, img, lab);
   int flips = 0, ok = 1;
+  float s[3072];
   for (int64_t i = 0; i < b; i++) {
-    const float *s = d.images + i * 3072, *t = img + i * 3072;
+    const float *t = img + i * 3072;
+    sw_dataset_get(&d, i, 1, s);
     int same = memcmp(s, t, 3072 * sizeof(float)) == 0, mirrored = 1;
     for (int c = 0; c < 3; c++)
       for (int y = 0; y < 32; y++)
@@ -288,6 +324,38 @@ static void test_augment_loader(void) {
   }
   CHECK(ok && flips > 10 && flips < 40);
   free(img);
+  sw_loader_free(&l);
+  sw_dataset_free(&d);
+}
+
+/* A batch without augmentation is the normalisation formula applied to the stored pixels of the
+ * epoch's samples (bit for bit: the dataset used to hold exactly these floats), and the same as
+ * reading the samples out with sw_dataset_get. */
+static void test_normalise(void) {
+  sw_dataset d;
+  make_indexed(&d, 300, 3, 5, 7);
+  sw_err e = {0};
+  sw_loader l;
+  sw_loader_opts o = {.batch = 64, .shuffle = 1, .seed = 2};
+  CHECK(sw_loader_init(&l, &d, &o, &e) == SW_OK);
+  enum { PER = 3 * 5 * 7 };
+  float img[64 * PER], one[PER];
+  int64_t lab[64], perm[300], b, at = 0;
+  sw_loader_permutation(2, 0, 300, perm);
+  int exact = 1, same = 1, found = 1;
+  while ((b = sw_loader_next(&l, img, lab)) > 0) {
+    for (int64_t i = 0; i < b; i++, at++) {
+      int64_t src = perm[at];
+      found &= sample_of(&d, img + i * PER) == src && lab[i] == src % 10;
+      for (int k = 0; k < PER; k++) {
+        int c = k / 35;
+        exact &= img[i * PER + k] == ((float)d.pixels[src * PER + k] * d.scale - d.mean[c]) / d.std[c];
+      }
+      sw_dataset_get(&d, src, 1, one);
+      same &= memcmp(one, img + i * PER, sizeof one) == 0;
+    }
+  }
+  CHECK(at == 300 && exact && same && found);
   sw_loader_free(&l);
   sw_dataset_free(&d);
 }
@@ -398,6 +466,7 @@ static void test_threads(void) {
 int main(void) {
   test_permutation();
   test_batching();
+  test_normalise();
   test_augment_geometry();
   test_augment_loader();
   test_cursor();
