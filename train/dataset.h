@@ -36,6 +36,7 @@ typedef struct sw_dataset {
   float mean[SW_DATASET_MAX_C]; /* per-channel mean subtracted after scaling */
   float std[SW_DATASET_MAX_C];  /* per-channel std divided by after subtracting the mean */
   float lut[SW_DATASET_MAX_C][256]; /* [c][pixel] = (pixel * scale - mean[c]) / std[c] */
+  int simd; /* 1: sw_dataset_normalise may compute instead of looking up (set by sw_dataset_set_lut) */
 } sw_dataset;
 
 /* How to load: which directory, which subsets, optional normalisation and the synthetic shape. */
@@ -78,8 +79,12 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
 int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset *d, sw_err *e);
 
 /* Recomputes d->lut from d->scale, d->mean and d->std (the loaders do this; call it after setting
- * them by hand). */
+ * them by hand), and d->simd: whether this CPU's vector path reproduces every table entry exactly. */
 void sw_dataset_set_lut(sw_dataset *d);
+
+/* Normalises n pixels of channel c (src) into dst: dst[k] = d->lut[c][src[k]], computed 16 at a
+ * time with AVX-512 when d->simd (IEEE multiply, subtract, divide: the same bits as the table). */
+void sw_dataset_normalise(const sw_dataset *d, int c, const uint8_t *src, int64_t n, float *dst);
 
 /* Writes samples [first, first + count) of d, normalised, into dst [count, c, h, w] (float32). */
 void sw_dataset_get(const sw_dataset *d, int64_t first, int64_t count, float *dst);

@@ -22,16 +22,6 @@ void sw_loader_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *per
   }
 }
 
-/* Normalises one sample: n pixels per channel plane, c planes, each through its lut row. */
-static void convert_image(const uint8_t *src, float *dst, int c, int64_t hw, const float (*lut)[256]) {
-  for (int ch = 0; ch < c; ch++) {
-    const uint8_t *s = src + ch * hw;
-    const float *l = lut[ch];
-    float *t = dst + ch * hw;
-    for (int64_t k = 0; k < hw; k++) t[k] = l[s[k]];
-  }
-}
-
 void sw_loader_augment_image(const uint8_t *src, const float (*lut)[256], float *dst, int c, int h, int w,
                              int pad, int dy, int dx, int flip, const float *fill) {
   /* Output pixel (y, x) reads padded (y + dy, x + dx) = source (y + dy - pad, x + dx - pad). */
@@ -114,7 +104,8 @@ int64_t sw_loader_next(sw_loader *l, float *images, int64_t *labels) {
     float *t = images + i * per;
     labels[i] = ds->labels[src];
     if (!aug) {
-      convert_image(s, t, c, (int64_t)h * w, ds->lut);
+      for (int ch = 0; ch < c; ch++)
+        sw_dataset_normalise(ds, ch, s + (int64_t)ch * h * w, (int64_t)h * w, t + (int64_t)ch * h * w);
       continue;
     }
     sw_rng r;
