@@ -72,85 +72,145 @@ static size_t size_guess(const char *path, size_t size) {
   return guess;
 }
 
+/* A file read through zlib: gzip is decompressed, plain files pass through. */
+typedef struct zfile {
+  gzFile g;
+  const char *path;
+  size_t len; /* bytes of data delivered so far */
+} zfile;
+
+/* Opens path for zf_read; reports missing files and directories. */
+static int zf_open(zfile *z, const char *path, sw_err *e) {
+  z->g = NULL;
+  z->path = path;
+  z->len = 0;
+  struct stat st;
+  if (stat(path, &st) != 0) return sw_fail(e, SW_EINPUT, "cannot open %s: %s", path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return sw_fail(e, SW_EINPUT, "%s is not a regular file", path);
+  z->g = gzopen(path, "rb");
+  if (!z->g) return sw_fail(e, SW_EINPUT, "cannot open %s: %s", path, errno ? strerror(errno) : "gzopen failed");
+  gzbuffer(z->g, 1 << 17);
+  return SW_OK;
+}
+
+/* Adds the re-download hint to an input error of reading z that has none. */
+static int zf_hint(int rc, sw_err *e) {
+  if (rc == SW_EINPUT && e->hint[0] == 0)
+    sw_hint(e, "re-download or re-install the file; `gzip -t FILE` checks a .gz file");
+  return rc;
+}
+
+/* Reads up to want bytes into dst; *got < want only at the end of the file. Reports corrupt or
+ * truncated gzip streams and files that grow past MAX_FILE_BYTES. */
+static int zf_read(zfile *z, unsigned char *dst, size_t want, size_t *got, sw_err *e) {
+  *got = 0;
+  while (*got < want) {
+    size_t ask = want - *got;
+    if (ask > (1u << 30)) ask = 1u << 30;
+    int n = gzread(z->g, dst + *got, (unsigned)ask);
+    if (n > 0) {
+      *got += (size_t)n;
+      z->len += (size_t)n;
+      if (z->len > MAX_FILE_BYTES)
+        return zf_hint(sw_fail(e, SW_EINPUT, "%s is larger than %zu MiB (after decompression); not a dataset file",
+                               z->path, MAX_FILE_BYTES >> 20), e);
+      continue;
+    }
+    int errnum = Z_OK;
+    const char *zmsg = gzerror(z->g, &errnum);
+    size_t plen = strlen(z->path); /* zlib prefixes its message with the path: drop it */
+    if (strncmp(zmsg, z->path, plen) == 0 && strncmp(zmsg + plen, ": ", 2) == 0) zmsg += plen + 2;
+    int rc = SW_OK;
+    if (n < 0 || errnum != Z_OK) {
+      if (errnum == Z_BUF_ERROR)
+        rc = sw_fail(e, SW_EINPUT,
+                     "%s: truncated gzip file (the compressed stream ends early, after %zu bytes of data)",
+                     z->path, z->len);
+      else if (errnum == Z_DATA_ERROR)
+        rc = sw_fail(e, SW_EINPUT, "%s: corrupt gzip data (%s)", z->path, zmsg);
+      else if (errnum == Z_ERRNO)
+        rc = sw_fail(e, SW_EINPUT, "%s: read error: %s", z->path, strerror(errno));
+      else
+        rc = sw_fail(e, SW_EINPUT, "%s: cannot decompress (%s)", z->path, zmsg);
+    }
+    return zf_hint(rc, e); /* rc == SW_OK: clean end of file */
+  }
+  return SW_OK;
+}
+
+/* Closes z; with check, reports a gzip stream that turns out truncated at the end. */
+static int zf_close(zfile *z, int check, sw_err *e) {
+  if (!z->g) return SW_OK;
+  int zc = gzclose(z->g);
+  z->g = NULL;
+  if (!check) return SW_OK;
+  if (zc == Z_BUF_ERROR)
+    return zf_hint(sw_fail(e, SW_EINPUT, "%s: truncated gzip file (the compressed stream ends early)", z->path), e);
+  if (zc != Z_OK)
+    return zf_hint(sw_fail(e, SW_EINPUT, "%s: error closing the file (zlib code %d)", z->path, zc), e);
+  return SW_OK;
+}
+
+/* Reads the rest of z: up to keep bytes into a fresh buffer *out (*kept of them), then counts and
+ * discards whatever follows (*rest bytes). The buffer starts at `guess` bytes and grows as data
+ * arrives, so a header that promises more than the file holds costs no more memory than the file. */
+static int zf_read_prefix(zfile *z, size_t keep, size_t guess, unsigned char **out, size_t *kept, size_t *rest,
+                          sw_err *e) {
+  *out = NULL;
+  *kept = *rest = 0;
+  size_t cap = guess < keep ? guess : keep;
+  if (cap < (1 << 16)) cap = keep < (1 << 16) ? keep : 1 << 16;
+  unsigned char *buf = try_alloc(cap, z->path, e);
+  if (!buf) return e->code;
+  size_t have = 0, got;
+  int rc;
+  for (;;) {
+    if ((rc = zf_read(z, buf + have, cap - have, &got, e))) goto fail;
+    have += got;
+    if (have < cap || cap == keep) break; /* end of file, or all that is kept */
+    size_t ncap = cap * 2 < keep ? cap * 2 : keep;
+    unsigned char *nb = realloc(buf, ncap);
+    if (!nb) {
+      rc = sw_fail(e, SW_ENOMEM, "out of memory reading %s (%zu MiB)", z->path, ncap >> 20);
+      goto fail;
+    }
+    buf = nb;
+    cap = ncap;
+  }
+  if (have == keep) { /* count what follows */
+    unsigned char scratch[1 << 14];
+    do {
+      if ((rc = zf_read(z, scratch, sizeof scratch, &got, e))) goto fail;
+      *rest += got;
+    } while (got == sizeof scratch);
+  }
+  *out = buf;
+  *kept = have;
+  return SW_OK;
+fail:
+  free(buf);
+  return rc;
+}
+
 /* Reads the whole file at path, gunzipping it if it is gzip (plain files pass through), into a
  * fresh buffer. Reports missing files, directories, corrupt or truncated gzip streams. */
 static int read_all(const char *path, unsigned char **out, size_t *out_len, sw_err *e) {
   *out = NULL;
   *out_len = 0;
+  zfile z;
+  int rc = zf_open(&z, path, e);
+  if (rc) return rc;
   struct stat st;
-  if (stat(path, &st) != 0) return sw_fail(e, SW_EINPUT, "cannot open %s: %s", path, strerror(errno));
-  if (!S_ISREG(st.st_mode)) return sw_fail(e, SW_EINPUT, "%s is not a regular file", path);
-  gzFile g = gzopen(path, "rb");
-  if (!g) return sw_fail(e, SW_EINPUT, "cannot open %s: %s", path, errno ? strerror(errno) : "gzopen failed");
-  gzbuffer(g, 1 << 17);
-  size_t cap = size_guess(path, (size_t)st.st_size) + 1, len = 0; /* +1: EOF needs no regrowth */
-  if (cap < (1 << 16)) cap = 1 << 16;
-  if (cap > MAX_FILE_BYTES) cap = MAX_FILE_BYTES;
-  unsigned char *buf = try_alloc(cap, path, e);
-  int rc = SW_OK;
-  if (!buf) {
-    gzclose(g);
-    return e->code;
+  size_t size = stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+  size_t rest = 0;
+  rc = zf_read_prefix(&z, MAX_FILE_BYTES, size_guess(path, size) + 1, out, out_len, &rest, e);
+  int cc = zf_close(&z, rc == SW_OK, e);
+  if (!rc) rc = cc;
+  if (rc) {
+    free(*out);
+    *out = NULL;
+    *out_len = 0;
   }
-  for (;;) {
-    if (len == cap) {
-      if (cap >= MAX_FILE_BYTES) {
-        rc = sw_fail(e, SW_EINPUT, "%s is larger than %zu MiB (after decompression); not a dataset file",
-                     path, MAX_FILE_BYTES >> 20);
-        goto fail;
-      }
-      size_t ncap = cap * 2 > MAX_FILE_BYTES ? MAX_FILE_BYTES : cap * 2;
-      unsigned char *nb = realloc(buf, ncap);
-      if (!nb) {
-        rc = sw_fail(e, SW_ENOMEM, "out of memory reading %s (%zu MiB)", path, ncap >> 20);
-        goto fail;
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    size_t want = cap - len;
-    if (want > (1u << 30)) want = 1u << 30;
-    int got = gzread(g, buf + len, (unsigned)want);
-    if (got > 0) {
-      len += (size_t)got;
-      continue;
-    }
-    int errnum = Z_OK;
-    const char *zmsg = gzerror(g, &errnum);
-    size_t plen = strlen(path); /* zlib prefixes its message with the path: drop it */
-    if (strncmp(zmsg, path, plen) == 0 && strncmp(zmsg + plen, ": ", 2) == 0) zmsg += plen + 2;
-    if (got < 0 || errnum != Z_OK) {
-      if (errnum == Z_BUF_ERROR)
-        rc = sw_fail(e, SW_EINPUT,
-                     "%s: truncated gzip file (the compressed stream ends early, after %zu bytes of data)",
-                     path, len);
-      else if (errnum == Z_DATA_ERROR)
-        rc = sw_fail(e, SW_EINPUT, "%s: corrupt gzip data (%s)", path, zmsg);
-      else if (errnum == Z_ERRNO)
-        rc = sw_fail(e, SW_EINPUT, "%s: read error: %s", path, strerror(errno));
-      else
-        rc = sw_fail(e, SW_EINPUT, "%s: cannot decompress (%s)", path, zmsg);
-      goto fail;
-    }
-    break; /* clean end of file */
-  }
-  int zc = gzclose(g);
-  g = NULL;
-  if (zc == Z_BUF_ERROR) {
-    rc = sw_fail(e, SW_EINPUT, "%s: truncated gzip file (the compressed stream ends early)", path);
-    goto fail;
-  } else if (zc != Z_OK) {
-    rc = sw_fail(e, SW_EINPUT, "%s: error closing the file (zlib code %d)", path, zc);
-    goto fail;
-  }
-  *out = buf;
-  *out_len = len;
-  return SW_OK;
-fail:
-  if (g) gzclose(g);
-  free(buf);
-  if (rc == SW_EINPUT && e->hint[0] == 0)
-    sw_hint(e, "re-download or re-install the file; `gzip -t FILE` checks a .gz file");
   return rc;
 }
 
@@ -205,23 +265,25 @@ static int set_norm(sw_dataset *d, const sw_dataset_opts *o, int c, const float 
   return SW_OK;
 }
 
-/* Allocates pixels and labels for n samples of d's shape. */
-static int alloc_samples(sw_dataset *d, int64_t n, sw_err *e) {
+/* Allocates labels for n samples of d's shape, and pixels too unless have_pixels is set (a buffer
+ * the caller has already filled; it is only checked to be there). */
+static int alloc_samples(sw_dataset *d, int64_t n, const void *have_pixels, sw_err *e) {
   int64_t per = (int64_t)d->c * d->h * d->w;
   if (n <= 0 || per <= 0 || n > INT64_MAX / per)
     return sw_fail(e, SW_EINPUT, "%s %s: bad size (%lld samples of %lld values)", d->name, d->split,
                    (long long)n, (long long)per);
   d->n = n;
-  d->pixels = try_alloc((size_t)(n * per), "dataset images", e);
-  d->labels = d->pixels ? try_alloc((size_t)n * sizeof(int64_t), "dataset labels", e) : NULL;
+  if (!have_pixels && !(d->pixels = try_alloc((size_t)(n * per), "dataset images", e))) return e->code;
+  d->labels = try_alloc((size_t)n * sizeof(int64_t), "dataset labels", e);
   return d->labels ? SW_OK : e->code;
 }
 
 /* ---- IDX ---------------------------------------------------------------------------------------- */
 
-/* Parses an IDX header of unsigned bytes with ndim dimensions and checks the payload size. */
-static int idx_parse(const unsigned char *buf, size_t len, const char *path, int ndim, uint32_t *dims,
-                     size_t *payload_off, sw_err *e) {
+/* Checks the IDX header of unsigned bytes with ndim dimensions at the start of buf (len bytes, or
+ * fewer if that is the whole file) and reads its dims; *payload_off is the header size. */
+static int idx_header(const unsigned char *buf, size_t len, const char *path, int ndim, uint32_t *dims,
+                      size_t *payload_off, sw_err *e) {
   const char *kind = ndim == 3 ? "images" : "labels";
   uint32_t want = 0x0800u | (uint32_t)ndim;
   if (len < 4) return sw_fail(e, SW_EINPUT, "%s: %zu bytes, too short to be an IDX %s file", path, len, kind);
@@ -241,7 +303,6 @@ static int idx_parse(const unsigned char *buf, size_t len, const char *path, int
   }
   size_t hdr = 4 + 4 * (size_t)ndim;
   if (len < hdr) return sw_fail(e, SW_EINPUT, "%s: truncated IDX header (%zu of %zu bytes)", path, len, hdr);
-  uint64_t total = 1;
   for (int i = 0; i < ndim; i++) {
     dims[i] = be32(buf + 4 + 4 * i);
     if (dims[i] == 0)
@@ -249,9 +310,16 @@ static int idx_parse(const unsigned char *buf, size_t len, const char *path, int
     if (i > 0 && dims[i] > MAX_SIDE)
       return sw_fail(e, SW_EINPUT, "%s: image side %u is larger than %d; corrupt header?", path, dims[i],
                      MAX_SIDE);
-    total *= dims[i]; /* at most 2^32 * 2^14 * 2^14: fits in 64 bits */
   }
-  size_t have = len - hdr;
+  *payload_off = hdr;
+  return SW_OK;
+}
+
+/* Checks that an IDX file whose header (dims) is followed by `have` bytes holds exactly its data. */
+static int idx_payload(size_t have, const char *path, int ndim, const uint32_t *dims, sw_err *e) {
+  const char *kind = ndim == 3 ? "images" : "labels";
+  uint64_t total = 1;
+  for (int i = 0; i < ndim; i++) total *= dims[i]; /* at most 2^32 * 2^14 * 2^14: fits in 64 bits */
   if (have < total) {
     if (ndim == 3)
       return sw_fail(e, SW_EINPUT,
@@ -263,8 +331,46 @@ static int idx_parse(const unsigned char *buf, size_t len, const char *path, int
   if (have > total)
     return sw_fail(e, SW_EINPUT, "%s: %zu unexpected bytes after the %u %s the header describes", path,
                    have - (size_t)total, dims[0], kind);
-  *payload_off = hdr;
   return SW_OK;
+}
+
+/* Parses a whole IDX file of unsigned bytes in memory: header, then exactly the data it describes. */
+static int idx_parse(const unsigned char *buf, size_t len, const char *path, int ndim, uint32_t *dims,
+                     size_t *payload_off, sw_err *e) {
+  int rc = idx_header(buf, len, path, ndim, dims, payload_off, e);
+  return rc ? rc : idx_payload(len - *payload_off, path, ndim, dims, e);
+}
+
+/* Reads an IDX image file, keeping only the pixels of its first `limit` images (0 = all) in a
+ * fresh buffer *px, but checking the whole file (header, size, gzip stream): the rest of it
+ * streams through a small buffer instead of being held. */
+static int idx_read_images(const char *path, int64_t limit, uint32_t *dims, unsigned char **px, sw_err *e) {
+  *px = NULL;
+  zfile z;
+  int rc = zf_open(&z, path, e);
+  if (rc) return rc;
+  unsigned char hdr[16];
+  size_t got, off = 0, kept = 0, rest = 0;
+  if ((rc = zf_read(&z, hdr, sizeof hdr, &got, e))) goto done;
+  if ((rc = idx_header(hdr, got, path, 3, dims, &off, e))) goto done;
+  size_t per = (size_t)dims[1] * dims[2];
+  uint64_t n = limit > 0 && (uint64_t)limit < dims[0] ? (uint64_t)limit : dims[0];
+  uint64_t keep = n * per; /* < 2^32 * 2^28: fits */
+  if (keep > MAX_FILE_BYTES) keep = MAX_FILE_BYTES + 1; /* zf_read stops such a file first */
+  struct stat st;
+  size_t guess = size_guess(path, stat(path, &st) == 0 ? (size_t)st.st_size : 0);
+  if ((rc = zf_read_prefix(&z, (size_t)keep, guess > off ? guess - off : 0, px, &kept, &rest, e))) goto done;
+  if ((rc = idx_payload(kept + rest, path, 3, dims, e))) goto done;
+done:
+  {
+    int cc = zf_close(&z, rc == SW_OK, e);
+    if (!rc) rc = cc;
+  }
+  if (rc) {
+    free(*px);
+    *px = NULL;
+  }
+  return rc;
 }
 
 static const float mnist_mean[1] = {0.1307f}, mnist_std[1] = {0.3081f};
@@ -293,7 +399,7 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   }
 
   unsigned char *lbuf = NULL, *ibuf = NULL;
-  size_t llen = 0, ilen = 0, loff = 0, ioff = 0;
+  size_t llen = 0, loff = 0;
   uint32_t ldims[1] = {0}, idims[3] = {0};
   int rc = read_all(lpath, &lbuf, &llen, e);
   if (rc) goto done;
@@ -301,8 +407,8 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
     if (!e->hint[0]) sw_hint(e, "the file is damaged or not from this dataset; re-download or re-install it");
     goto done;
   }
-  if ((rc = read_all(ipath, &ibuf, &ilen, e))) goto done;
-  if ((rc = idx_parse(ibuf, ilen, ipath, 3, idims, &ioff, e))) {
+  int64_t limit = o ? (is_train ? o->train_limit : o->test_limit) : 0;
+  if ((rc = idx_read_images(ipath, limit, idims, &ibuf, e))) {
     if (!e->hint[0]) sw_hint(e, "the file is damaged or not from this dataset; re-download or re-install it");
     goto done;
   }
@@ -331,14 +437,13 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
   d->w = (int)idims[2];
   d->num_classes = ncls;
   int64_t n = idims[0];
-  int64_t limit = o ? (is_train ? o->train_limit : o->test_limit) : 0;
   if (limit < 0) {
     rc = sw_fail(e, SW_EINPUT, "negative %s limit %lld", split, (long long)limit);
     goto done;
   }
   if (limit > 0 && limit < n) n = limit;
 
-  const unsigned char *px = ibuf + ioff;
+  const unsigned char *px = ibuf; /* the first n images' pixels (idx_read_images kept no more) */
   float mean[1], std[1];
   if (strcmp(name, "fashion-mnist") == 0) {
     mean[0] = fashion_mean[0];
@@ -361,8 +466,9 @@ int sw_dataset_load_idx(const char *dir, const char *split, const char *name, co
     std[0] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
   }
   if ((rc = set_norm(d, o, 1, mean, std, e))) goto done;
-  if ((rc = alloc_samples(d, n, e))) goto done;
-  memcpy(d->pixels, px, (size_t)n * idims[1] * idims[2]);
+  if ((rc = alloc_samples(d, n, ibuf, e))) goto done;
+  d->pixels = ibuf; /* taken over: no copy */
+  ibuf = NULL;
   for (int64_t i = 0; i < n; i++) d->labels[i] = lab[i];
 
 done:
@@ -459,7 +565,7 @@ int sw_dataset_load_cifar10(const char *dir, const char *split, const sw_dataset
   d->w = 32;
   d->num_classes = 10;
   if ((rc = set_norm(d, o, 3, cifar_mean, cifar_std, e))) goto done;
-  if ((rc = alloc_samples(d, n, e))) goto done;
+  if ((rc = alloc_samples(d, n, NULL, e))) goto done;
   {
     int64_t at = 0;
     for (int f = 0; f < used && at < n; f++) {
@@ -514,7 +620,7 @@ int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset
     std[i] = 0.2887f;
   }
   int rc = set_norm(d, o, c, mean, std, e);
-  if (rc || (rc = alloc_samples(d, n, e))) {
+  if (rc || (rc = alloc_samples(d, n, NULL, e))) {
     sw_dataset_free(d);
     return rc;
   }

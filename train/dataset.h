@@ -1,9 +1,10 @@
 /* In-memory image-classification datasets: IDX (MNIST, Fashion-MNIST and anything else in that
  * format), CIFAR-10 binary, and seeded synthetic data.
  *
- * Every loader reads the whole split into memory as its 8-bit pixels (a quarter of the float32
- * size: Fashion-MNIST's 70000 images take 55 MB instead of 220 MB) and normalises them only when a
- * sample is read out (sw_dataset_get, or the loader assembling a batch):
+ * Every loader holds the split in memory as its 8-bit pixels (a quarter of the float32 size:
+ * Fashion-MNIST's 70000 images take 55 MB instead of 220 MB); an IDX image file streams through,
+ * keeping only the images under the limit while still checking all of it. The pixels are
+ * normalised only when a sample is read out (sw_dataset_get, or the loader assembling a batch):
  *     x = (pixel * scale - mean[c]) / std[c],   scale = 1/255
  * through the table lut[c][pixel], computed once with exactly those float operations, so a sample
  * read out is bit-identical to normalising the pixel in place. The normalisation is kept in the
