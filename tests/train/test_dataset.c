@@ -256,6 +256,9 @@ static void test_fashion(void) {
   CHECK(rc == SW_OK && tr.n == 1000 && te.n == 7);
   if (rc == SW_OK) {
     for (int i = 0; i < 7; i++) CHECK(tr.labels[i] == first_tr[i] && te.labels[i] == first_te[i]);
+    long raw0 = 0;
+    for (int k = 0; k < 784; k++) raw0 += tr.pixels[k];
+    CHECK(raw0 == 76247 && tr.pixels[14 * 28 + 14] == 217 && te.pixels[784 + 10 * 28 + 5] == 255);
   }
   sw_dataset_free(&tr);
   sw_dataset_free(&te);
@@ -350,6 +353,17 @@ static void broken_idx(const char *sub, const char *name, const void *buf, size_
   write_bytes(p, buf, len);
 }
 
+/* Loads "mnist" from dir keeping only the first training image, expecting failure: the images
+ * beyond the limit are not kept, but the file is still checked to its end. */
+static void limited_fails(int line, const char *dir, const char *a, const char *b) {
+  sw_dataset tr, te;
+  sw_err e = {0};
+  sw_dataset_opts o = {.dir = dir, .train_limit = 1};
+  int rc = sw_dataset_load("mnist", &o, &tr, &te, &e);
+  expect_fail(line, rc, &e, a, b);
+  CHECK(tr.pixels == NULL && te.pixels == NULL && tr.n == 0);
+}
+
 static void test_idx_broken(void) {
   char dir[512], p[600];
   size_t il, ll;
@@ -403,12 +417,14 @@ static void test_idx_broken(void) {
   /* Truncated pixels and trailing bytes. */
   broken_idx("truncated", "train-images-idx3-ubyte", im, il - 5, dir, sizeof dir);
   idx_fails(__LINE__, dir, "mnist", "train-images-idx3-ubyte: truncated", "5 images of 4x3");
+  limited_fails(__LINE__, dir, "train-images-idx3-ubyte: truncated", "(60 bytes) but the file holds 55");
   {
     unsigned char *big = malloc(il + 3);
     memcpy(big, im, il);
     memset(big + il, 0, 3);
     broken_idx("trailing", "train-images-idx3-ubyte", big, il + 3, dir, sizeof dir);
     idx_fails(__LINE__, dir, "mnist", "3 unexpected bytes", NULL);
+    limited_fails(__LINE__, dir, "3 unexpected bytes", NULL);
     free(big);
   }
   /* A header claiming 2^31 images must fail as truncated, not try to allocate them. */
@@ -466,14 +482,17 @@ static void test_idx_broken(void) {
   unsigned char *g = read_bytes(p, &gl);
   write_bytes(p, g, gl / 2);
   idx_fails(__LINE__, dir, "mnist", "train-images-idx3-ubyte.gz: truncated gzip", NULL);
+  limited_fails(__LINE__, dir, "train-images-idx3-ubyte.gz: truncated gzip", NULL);
   write_bytes(p, g, gl - 4); /* only the length trailer missing */
   idx_fails(__LINE__, dir, "mnist", "train-images-idx3-ubyte.gz", "truncated gzip");
+  limited_fails(__LINE__, dir, "train-images-idx3-ubyte.gz", "truncated gzip");
   {
     unsigned char *c = malloc(gl);
     memcpy(c, g, gl);
     c[gl - 8] ^= 0xff; /* CRC32 */
     write_bytes(p, c, gl);
     idx_fails(__LINE__, dir, "mnist", "train-images-idx3-ubyte.gz: corrupt gzip data", NULL);
+    limited_fails(__LINE__, dir, "train-images-idx3-ubyte.gz: corrupt gzip data", NULL);
     memcpy(c, g, gl);
     for (size_t k = 12; k < gl - 8; k += 7) c[k] ^= 0x5a; /* mangle the deflate stream */
     write_bytes(p, c, gl);
