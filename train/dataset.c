@@ -1,7 +1,6 @@
 #include "train/dataset.h"
 
 #include <errno.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,13 @@
 #include <zlib.h>
 
 #include "train/rng.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SW_DATASET_AVX512 1
+#else
+#define SW_DATASET_AVX512 0
+#endif
 
 /* The largest file (after decompression) a loader will hold: far above any supported dataset,
  * low enough that a gzip bomb or a wrong path fails with a message instead of exhausting memory. */
@@ -644,6 +650,7 @@ int sw_dataset_synthetic(const char *split, const sw_dataset_opts *o, sw_dataset
 
 /* ---- dispatch and checks ---------------------------------------------------------------------------- */
 
+#if SW_DATASET_AVX512
 /* (v * scale - mean) / std for n pixels, 16 at a time; returns how many it did (a multiple of 16).
  * Separately rounded IEEE operations in the formula's order, so each result equals the scalar one. */
 __attribute__((target("avx512f"))) static int64_t normalise_avx512(const uint8_t *src, int64_t n, float *dst,
@@ -656,6 +663,7 @@ __attribute__((target("avx512f"))) static int64_t normalise_avx512(const uint8_t
   }
   return k;
 }
+#endif
 
 void sw_dataset_set_lut(sw_dataset *d) {
   /* The float operations and their order are those of the normalisation formula: every value read
@@ -665,6 +673,7 @@ void sw_dataset_set_lut(sw_dataset *d) {
   /* The vector path is used only if it gives exactly the table (it does wherever float is IEEE and
    * the compiler keeps the three operations separate; this check makes that certain). */
   d->simd = 0;
+#if SW_DATASET_AVX512
   if (!__builtin_cpu_supports("avx512f") || d->c < 1 || d->c > SW_DATASET_MAX_C) return;
   uint8_t all[256];
   float got[256];
@@ -675,10 +684,14 @@ void sw_dataset_set_lut(sw_dataset *d) {
     same &= memcmp(got, d->lut[c], sizeof got) == 0;
   }
   d->simd = same;
+#endif
 }
 
 void sw_dataset_normalise(const sw_dataset *d, int c, const uint8_t *src, int64_t n, float *dst) {
-  int64_t k = d->simd ? normalise_avx512(src, n, dst, d->scale, d->mean[c], d->std[c]) : 0;
+  int64_t k = 0;
+#if SW_DATASET_AVX512
+  if (d->simd) k = normalise_avx512(src, n, dst, d->scale, d->mean[c], d->std[c]);
+#endif
   const float *l = d->lut[c];
   for (; k < n; k++) dst[k] = l[src[k]];
 }
