@@ -1,0 +1,164 @@
+/* bench_topk: SWAT's Top-K step on ResNet-20's activation shapes (batch 128): the exact threshold
+ * (topk_threshold, radix selection) and the compact saved copy (spact_pack, AVX-512 and portable C),
+ * with topk_apply (one read and one write of the tensor) as the memory-bound yardstick.
+ *
+ *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm]
+ *
+ * Activations are ReLU of normals (half zeros, as after a ReLU); the threshold keeps DENSITY (default
+ * 0.1) of the tensor. Cold cache by default: before every timed run the input and output buffers are
+ * flushed from all cache levels (clflush), as when an activation written long ago in the forward pass
+ * is selected; --warm skips the flush. Times are minima over REPS runs (the machine is shared: a
+ * descheduled thread turns a median into a scheduler quantum); GB/s counts the bytes of x read once. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/kernels/kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_CLFLUSH 1
+#endif
+
+static int g_threads = 2, g_reps = 31, g_warm = 0;
+static double g_dens = 0.1;
+
+static void *balloc(size_t n) {
+  size_t sz = (n + 63) / 64 * 64;
+  void *p = aligned_alloc(64, sz ? sz : 64);
+  if (!p) {
+    fprintf(stderr, "bench_topk: out of memory (%zu bytes)\n", n);
+    exit(2);
+  }
+  memset(p, 0, sz ? sz : 64);
+  return p;
+}
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static double unit(void) {
+  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+  return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
+}
+static float normal(void) { return (float)(sqrt(-2.0 * log(unit())) * cos(6.283185307179586 * unit())); }
+
+/* Evicts [p, p + n) from every cache level. */
+static void flush(const void *p, size_t n) {
+#ifdef HAVE_CLFLUSH
+  for (size_t i = 0; i < n; i += 64) _mm_clflush((const char *)p + i);
+  _mm_mfence();
+#else
+  /* no clflush: stream through a buffer far larger than any cache */
+  static char *big;
+  static const size_t bigsz = (size_t)256 << 20;
+  if (!big) big = balloc(bigsz);
+  for (size_t i = 0; i < bigsz; i += 64) big[i]++;
+  (void)p, (void)n;
+#endif
+}
+
+typedef struct run_ctx {
+  const float *x;
+  float *y;
+  void *buf, *scratch;
+  size_t bufbytes;
+  int N, C, H, W;
+  int64_t n, k, cap;
+  float thr;
+} run_ctx;
+
+typedef void (*bench_fn)(run_ctx *r);
+
+static void run_threshold(run_ctx *r) {
+  float t = topk_threshold(r->x, r->n, r->k, r->scratch, g_threads);
+  if (t != r->thr) {
+    fprintf(stderr, "bench_topk: threshold %.9g, expected %.9g\n", (double)t, (double)r->thr);
+    exit(1);
+  }
+}
+static void run_pack(run_ctx *r) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->buf, r->cap, g_threads) < 0) {
+    fprintf(stderr, "bench_topk: pack overflow\n");
+    exit(1);
+  }
+}
+static void run_pack_c(run_ctx *r) {
+  if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, r->buf, r->cap, g_threads) < 0) {
+    fprintf(stderr, "bench_topk: pack overflow\n");
+    exit(1);
+  }
+}
+static void run_apply(run_ctx *r) { topk_apply(r->x, r->y, r->n, r->thr, g_threads); }
+
+/* Minimum of g_reps timed runs (after one warm-up), each preceded by a cache flush unless --warm. */
+static double time_min(bench_fn fn, run_ctx *r) {
+  double best = INFINITY;
+  fn(r);
+  for (int i = 0; i < g_reps; i++) {
+    if (!g_warm) {
+      flush(r->x, sizeof(float) * (size_t)r->n);
+      flush(r->y, sizeof(float) * (size_t)r->n);
+      flush(r->buf, r->bufbytes);
+    }
+    double t0 = omp_get_wtime();
+    fn(r);
+    double t = omp_get_wtime() - t0;
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+static void bench_shape(int N, int C, int H, int W) {
+  run_ctx r = {0};
+  r.N = N, r.C = C, r.H = H, r.W = W;
+  r.n = (int64_t)N * C * H * W;
+  float *x = balloc(sizeof(float) * (size_t)r.n);
+  for (int64_t i = 0; i < r.n; i++) {
+    float v = normal();
+    x[i] = v < 0 ? 0.0f : v;
+  }
+  r.x = x;
+  r.y = balloc(sizeof(float) * (size_t)r.n);
+  r.k = (int64_t)ceil(g_dens * (double)r.n);
+  if (r.k < 1) r.k = 1;
+  r.thr = topk_threshold_ref(x, r.n, r.k);
+  r.scratch = balloc(topk_scratch(g_threads));
+  r.cap = r.n;
+  r.bufbytes = spact_bytes(N, C, H, W, r.cap);
+  r.buf = balloc(r.bufbytes);
+  double tt = time_min(run_threshold, &r), tp = time_min(run_pack, &r), tc = time_min(run_pack_c, &r);
+  double ta = time_min(run_apply, &r);
+  double gb = 1e-9 * sizeof(float) * (double)r.n;
+  char shape[64];
+  snprintf(shape, sizeof shape, "%dx%dx%dx%d", N, C, H, W);
+  printf("%-16s %5.1f%% %9.3f %6.1f %9.3f %6.1f %9.3f %9.3f\n", shape, 100.0 * (double)spact_nnz(r.buf) / (double)r.n,
+         1e3 * tt, gb / tt, 1e3 * tp, gb / tp, 1e3 * tc, 1e3 * ta);
+  free(x), free(r.y), free(r.buf), free(r.scratch);
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "-t") && i + 1 < argc) g_threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-r") && i + 1 < argc) g_reps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-d") && i + 1 < argc) g_dens = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--warm")) g_warm = 1;
+    else {
+      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm]\n",
+              argv[i]);
+      return 2;
+    }
+  }
+  if (g_threads < 1 || g_reps < 1 || !(g_dens > 0 && g_dens <= 1)) {
+    fprintf(stderr, "bench_topk: need THREADS >= 1, REPS >= 1, 0 < DENSITY <= 1\n");
+    return 2;
+  }
+  printf("bench_topk: %d threads, %s cache, min of %d, density %.2f\n", g_threads, g_warm ? "warm" : "cold", g_reps,
+         g_dens);
+  printf("%-16s %6s %9s %6s %9s %6s %9s %9s\n", "shape", "kept", "thr ms", "GB/s", "pack ms", "GB/s", "pack_c ms",
+         "apply ms");
+  static const int shapes[][4] = {{128, 16, 28, 28}, {128, 32, 14, 14}, {128, 64, 7, 7}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    bench_shape(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
+  return 0;
+}
