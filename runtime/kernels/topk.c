@@ -8,8 +8,20 @@
 #include "runtime/kernels/kern_internal.h"
 #include "runtime/kernels/topk.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TK_X86 1
+#define TK_TARGET __attribute__((target("avx512f")))
+#endif
+
 #define MAXT 64
 #define BUCKETS 2048
+/* Keys (uint32) the candidate list holds: after a full pass, when the bucket that holds the k-th
+ * largest has at most this many elements, they are copied out and the remaining passes run on the
+ * copy; a larger bucket (a tensor of many ties) takes another full pass first. 256 KiB. */
+#define CAND_MAX 65536
+/* Elements below which one thread selects alone (waking a second costs more than it saves). */
+#define MIN_PER_THREAD 32768
 
 static inline uint32_t key(float v) {
   uint32_t u;
@@ -21,9 +33,30 @@ static inline uint32_t key(float v) {
 #define WAYS 4 /* interleaved sub-histograms per thread: equal keys (the zeros after a ReLU) would
                  otherwise chain every increment on one counter */
 
+static size_t hist_bytes(int T) { return kern_align_up((size_t)T * WAYS * BUCKETS * sizeof(int64_t)); }
+
 size_t topk_scratch(int nthreads) {
   int t = nthreads < 1 ? 1 : nthreads > MAXT ? MAXT : nthreads;
-  return kern_align_up((size_t)t * WAYS * BUCKETS * sizeof(int64_t));
+  return hist_bytes(t) + kern_align_up(CAND_MAX * sizeof(uint32_t));
+}
+
+static int cpu_avx512(void) {
+#ifdef TK_X86
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}
+
+/* Sums the WAYS sub-histograms h[WAYS][BUCKETS] into h[0]. */
+static void fold_ways(int64_t *h, int nb) {
+  for (int w = 1; w < WAYS; w++)
+    for (int b = 0; b < nb; b++) h[b] += h[w * BUCKETS + b];
 }
 
 /* One thread's histogram of bits [sh, sh + width) of the keys of x[lo, hi) that match prefix under
@@ -40,39 +73,180 @@ static void histogram(const float *x, int64_t lo, int64_t hi, uint32_t mask, uin
     uint32_t u = key(x[i]);
     if ((u & mask) == prefix) h[(u >> sh) & bm]++;
   }
-  for (int w = 1; w < WAYS; w++)
-    for (int b = 0; b < nb; b++) h[b] += h[w * BUCKETS + b];
+  fold_ways(h, nb);
 }
 
+/* Copies the keys of x[lo, hi) that match prefix under mask to c (in order); returns how many. Writes
+ * nothing past them (the next thread's keys follow). */
+static int64_t compact(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, uint32_t *c) {
+  int64_t o = 0;
+  for (int64_t i = lo; i < hi; i++) {
+    uint32_t u = key(x[i]);
+    if ((u & mask) == prefix) c[o++] = u;
+  }
+  return o;
+}
 
-float topk_threshold(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
+#ifdef TK_X86
+#define HFLUSH 1024 /* bucket indices gathered before they are counted (a fixed-length, predictable loop) */
+
+/* The first pass's histogram (bits 30..20, every key) with AVX-512: keys are made 16 at a time and
+ * only the nonzero bucket indices are counted one by one (half of a post-ReLU tensor is exact zeros);
+ * bucket 0 is what remains. Same result as histogram(x, lo, hi, 0, 0, 20, ...). */
+static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int64_t *h) {
+  memset(h, 0, sizeof(int64_t) * WAYS * BUCKETS);
+  uint32_t buf[HFLUSH + 16];
+  const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  int f = 0;
+  int64_t i = lo, nz = 0;
+  for (; i + 16 <= hi; i += 16) {
+    __m512i u = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
+    __mmask16 ok = _mm512_cmple_epu32_mask(u, inf); /* not NaN */
+    __m512i b = _mm512_srli_epi32(u, 20);
+    __mmask16 m = _mm512_mask_test_epi32_mask(ok, b, b);
+    _mm512_storeu_si512(buf + f, _mm512_maskz_compress_epi32(m, b));
+    f += __builtin_popcount(m);
+    if (f >= HFLUSH) {
+      int j = 0;
+      for (; j + WAYS <= f; j += WAYS)
+        for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
+      for (; j < f; j++) h[buf[j]]++;
+      nz += f;
+      f = 0;
+    }
+  }
+  int j = 0;
+  for (; j + WAYS <= f; j += WAYS)
+    for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
+  for (; j < f; j++) h[buf[j]]++;
+  nz += f;
+  h[0] += (i - lo) - nz;
+  for (; i < hi; i++) h[key(x[i]) >> 20]++;
+  fold_ways(h, BUCKETS);
+}
+
+/* compact() with AVX-512 compress (masked stores: the next thread's range starts right after). */
+static TK_TARGET int64_t compact_avx(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix,
+                                     uint32_t *c) {
+  const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i mv = _mm512_set1_epi32((int)mask), pv = _mm512_set1_epi32((int)prefix);
+  int64_t i = lo, o = 0;
+  for (; i + 16 <= hi; i += 16) {
+    __m512i u = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
+    u = _mm512_maskz_mov_epi32(_mm512_cmple_epu32_mask(u, inf), u); /* NaN -> 0 */
+    __mmask16 m = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, mv), pv);
+    int cnt = __builtin_popcount(m);
+    _mm512_mask_storeu_epi32(c + o, (__mmask16)((1u << cnt) - 1u), _mm512_maskz_compress_epi32(m, u));
+    o += cnt;
+  }
+  for (; i < hi; i++) {
+    uint32_t u = key(x[i]);
+    if ((u & mask) == prefix) c[o++] = u;
+  }
+  return o;
+}
+#endif
+
+/* The radix passes: bits 30..20, 19..9, 8..0 of the key; each narrows to the bucket holding the
+ * k-th largest. */
+static const int pass_shift[3] = {20, 9, 0}, pass_width[3] = {11, 11, 9};
+
+/* Picks the bucket of h[0..nb) (counts, largest keys in the highest bucket) holding the k-th largest;
+ * returns it and lowers *k by the counts of the buckets above it. */
+static int select_bucket(const int64_t *h, int nb, int64_t *k) {
+  int b = nb - 1;
+  for (; b > 0; b--) {
+    if (h[b] >= *k) break;
+    *k -= h[b];
+  }
+  return b;
+}
+
+static float finish(uint32_t prefix) {
+  float thr;
+  memcpy(&thr, &prefix, sizeof thr);
+  return thr;
+}
+
+static float threshold_run(const float *x, int64_t n, int64_t k, void *scratch, int nthreads, int simd) {
   int T = nthreads < 1 ? 1 : nthreads > MAXT ? MAXT : nthreads;
+  if (n < (int64_t)T * MIN_PER_THREAD) T = n / MIN_PER_THREAD > 1 ? (int)(n / MIN_PER_THREAD) : 1;
   int64_t *hist = scratch;
-  /* three passes over bits 30..20, 19..9, 8..0 of |x|; each narrows to the bucket holding the k-th largest */
-  static const int shift[3] = {20, 9, 0}, width[3] = {11, 11, 9};
+  uint32_t *cand = (uint32_t *)((char *)scratch + hist_bytes(T));
   uint32_t prefix = 0, mask = 0;
-  for (int pass = 0; pass < 3; pass++) {
-    int nb = 1 << width[pass], sh = shift[pass];
+  int pass = 0;
+  for (; pass < 3; pass++) {
+    int nb = 1 << pass_width[pass], sh = pass_shift[pass];
     uint32_t bm = (uint32_t)nb - 1;
 #pragma omp parallel num_threads(T)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
       int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-      histogram(x, lo, hi, mask, prefix, sh, bm, nb, hist + (size_t)t * WAYS * BUCKETS);
+      int64_t *h = hist + (size_t)t * WAYS * BUCKETS;
+#ifdef TK_X86
+      if (simd && mask == 0)
+        histogram0_avx(x, lo, hi, h);
+      else
+#endif
+        histogram(x, lo, hi, mask, prefix, sh, bm, nb, h);
     }
+    /* per-thread counts stay in threads 1.. (thread 0's is the total minus theirs) */
+    int64_t tot[BUCKETS];
+    memcpy(tot, hist, sizeof(int64_t) * (size_t)nb);
     for (int t = 1; t < T; t++)
-      for (int b = 0; b < nb; b++) hist[b] += hist[(size_t)t * WAYS * BUCKETS + b];
-    int b = nb - 1;
-    for (; b > 0; b--) {
-      if (hist[b] >= k) break;
-      k -= hist[b];
-    }
+      for (int b = 0; b < nb; b++) tot[b] += hist[(size_t)t * WAYS * BUCKETS + b];
+    int b = select_bucket(tot, nb, &k);
     prefix |= (uint32_t)b << sh;
     mask |= bm << sh;
+    if (pass == 2 || tot[b] > CAND_MAX) continue;
+    /* candidate compaction: each thread copies its matching keys to its own range of cand */
+    int64_t start[MAXT + 1];
+    start[0] = 0;
+    for (int t = 0; t < T; t++) {
+      int64_t c = t ? hist[(size_t)t * WAYS * BUCKETS + b] : hist[b];
+      start[t + 1] = start[t] + c;
+    }
+    SW_ASSERT(start[T] == tot[b]);
+    int64_t m = tot[b];
+#pragma omp parallel num_threads(T)
+    {
+      int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      int64_t lo = n * t / nt, hi = n * (t + 1) / nt, got;
+#ifdef TK_X86
+      if (simd)
+        got = compact_avx(x, lo, hi, mask, prefix, cand + start[t]);
+      else
+#endif
+        got = compact(x, lo, hi, mask, prefix, cand + start[t]);
+      SW_ASSERT(got == start[t + 1] - start[t]);
+    }
+    /* the remaining passes on the candidates, narrowing the list in place after each */
+    for (pass++; pass < 3; pass++) {
+      nb = 1 << pass_width[pass], sh = pass_shift[pass], bm = (uint32_t)nb - 1;
+      memset(tot, 0, sizeof(int64_t) * (size_t)nb);
+      for (int64_t i = 0; i < m; i++) tot[(cand[i] >> sh) & bm]++;
+      b = select_bucket(tot, nb, &k);
+      prefix |= (uint32_t)b << sh;
+      mask |= bm << sh;
+      int64_t o = 0;
+      for (int64_t i = 0; i < m; i++) {
+        uint32_t u = cand[i];
+        cand[o] = u;
+        o += (u & mask) == prefix;
+      }
+      m = o;
+    }
+    break;
   }
-  float thr;
-  memcpy(&thr, &prefix, sizeof thr);
-  return thr;
+  return finish(prefix);
+}
+
+float topk_threshold(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
+  return threshold_run(x, n, k, scratch, nthreads, cpu_avx512());
+}
+
+float topk_threshold_c(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
+  return threshold_run(x, n, k, scratch, nthreads, 0);
 }
 
 /* One thread's share of topk_apply, branch-free and vectorised (x and y may alias). */
