@@ -124,6 +124,29 @@ int64_t spact_nnz(const void *buf) { return spact_map(buf).h->nnz; }
 
 static inline int keep_c(float v, float thr) { return v != 0.0f && __builtin_fabsf(v) >= thr; }
 
+/* keep_c as one unsigned compare on the bits, for branch-free loops: with u = |v|'s bits, v is kept
+ * when lo <= u <= 0x7f800000 (not NaN), i.e. u - lo <= span. */
+typedef struct keep_bits {
+  uint32_t lo, span;
+} keep_bits;
+
+static keep_bits keep_bits_of(float thr) {
+  keep_bits k;
+  uint32_t t;
+  memcpy(&t, &thr, sizeof t);
+  if (thr != thr) return (keep_bits){0xffffffffu, 0}; /* NaN threshold: nothing is >= it (u + 1 > 0) */
+  t = thr > 0.0f ? t : 1u;                     /* <= 0: every nonzero, non-NaN value */
+  k.lo = t;
+  k.span = 0x7f800000u - t;
+  return k;
+}
+
+static inline int keep_u(float v, keep_bits k) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  return (uint32_t)((u & 0x7fffffffu) - k.lo) <= k.span;
+}
+
 /* Asks for [p, p + bytes) in L2 (the next image or chunk while this one is computed: the packing
  * and the dY transposes are otherwise stalled on memory). */
 static inline void prefetch_l2(const void *p, size_t bytes) {
@@ -177,8 +200,9 @@ static inline int64_t class_counts(const uint64_t *bm, const pack_tab *t, uint32
 
 /* Counts image xi's kept entries (H*W == 1: cls is NULL and the image is C values). */
 static int64_t count_flat_c(const float *xi, int C, float thr) {
+  keep_bits kb = keep_bits_of(thr);
   int64_t tot = 0;
-  for (int c = 0; c < C; c++) tot += keep_c(xi[c], thr);
+  for (int c = 0; c < C; c++) tot += keep_u(xi[c], kb);
   return tot;
 }
 
@@ -191,6 +215,7 @@ static void write_flat_c(const float *xi, int C, float thr, int32_t *pos, float 
 /* Builds image xi's plane bitmaps bm[C][nw] and class starts cls[4C+1]; returns the count. */
 static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, uint64_t *bm,
                              uint32_t *cls) {
+  keep_bits kb = keep_bits_of(thr);
   int64_t tot = 0;
   for (int c = 0; c < C; c++) {
     const float *pl = xi + (size_t)c * HW;
@@ -198,7 +223,7 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
     for (int w = 0; w < t->nw; w++) {
       int j0 = 64 * w, j1 = j0 + 64 < HW ? j0 + 64 : HW;
       uint64_t m = 0;
-      for (int j = j0; j < j1; j++) m |= (uint64_t)keep_c(pl[j], thr) << (j - j0);
+      for (int j = j0; j < j1; j++) m |= (uint64_t)keep_u(pl[j], kb) << (j - j0);
       b[w] = m;
     }
     tot = class_counts(b, t, cls + 4 * c, tot);

@@ -2,7 +2,10 @@
  * overflow, and spwgrad_conv / spwgrad_gemm against conv_bwd_weight_ref / gemm_bwd_weight_ref on the
  * Top-K masked activation, over fixed and random shapes (odd sizes, C/K not multiples of 16, N=1,
  * strides 1-3, asymmetric pads, dilation, 1x1, 5x5, 7x7, 1x1 spatial), densities 0/1/10/50/100%,
- * both implementations, 1 and 2 threads, with and without db, NaN-poisoned scratch and outputs.
+ * both implementations, 1 and 2 threads, with and without db, NaN-poisoned scratch and outputs; and the
+ * packed bytes of both pack implementations against an independent packer written from the layout's
+ * description (ties at the threshold, NaN/inf/-0/denormal values, zero/negative/inf/NaN thresholds,
+ * H*W = 1, H or W = 1, odd and unaligned widths, planes around multiples of 16 and 64).
  *
  * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1) (fp32 sums of at most a few thousand products
  * against a reference that sums in double); pack/unpack is exact. */
@@ -114,6 +117,153 @@ static void test_pack(void) {
   }
   if (spact_bytes(2, 3, 4, 5, 0) >= spact_bytes(2, 3, 4, 5, 10)) tfail("spact_bytes does not grow with capacity");
   if (spact_bytes(2, 3, 4, 5, 1000) != spact_bytes(2, 3, 4, 5, 120)) tfail("spact_bytes not capped at numel");
+  tgroup_end();
+}
+
+/* ---- packed layout against an independent packer ------------------------------------------------ */
+
+/* The byte layout spwgrad.c documents, rebuilt here from its description (header, then img_off[N],
+ * img_cnt[N], cls[N][4C+1] when H*W > 1, pos[cap], val[cap], each part 64-byte aligned). */
+typedef struct ref_hdr {
+  uint64_t magic;
+  int32_t N, C, H, W;
+  int64_t cap, nnz;
+  int32_t ncls, pad_;
+  uint8_t reserved_[16];
+} ref_hdr;
+
+static size_t al64(size_t n) { return (n + 63) / 64 * 64; }
+
+typedef struct ref_parts {
+  size_t off, cnt, cls, pos, val, end;
+} ref_parts;
+
+static ref_parts ref_layout(int N, int C, int H, int W, int64_t cap) {
+  ref_parts p;
+  int ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
+  p.off = al64(sizeof(ref_hdr));
+  p.cnt = p.off + al64(8 * (size_t)N);
+  p.cls = p.cnt + al64(8 * (size_t)N);
+  p.pos = p.cls + al64(4 * (size_t)N * ncls);
+  p.val = p.pos + al64(4 * (size_t)cap);
+  p.end = p.val + al64(4 * (size_t)cap);
+  return p;
+}
+
+/* Packs x image by image, channel by channel, class by class, in plane order (no SIMD, no threads):
+ * the order the layout prescribes when images land in order. Returns the count. */
+static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t cap) {
+  ref_parts p = ref_layout(N, C, H, W, cap);
+  char *b = buf;
+  int HW = H * W, ncls = HW > 1 ? 4 * C + 1 : 0;
+  int64_t *off = (int64_t *)(b + p.off), *cnt = (int64_t *)(b + p.cnt);
+  uint32_t *cls = (uint32_t *)(b + p.cls);
+  int32_t *pos = (int32_t *)(b + p.pos);
+  float *val = (float *)(b + p.val);
+  int64_t o = 0;
+  for (int n = 0; n < N; n++) {
+    off[n] = o;
+    const float *xi = x + (size_t)n * C * HW;
+    for (int c = 0; c < C; c++)
+      for (int k = 0; k < (HW > 1 ? 4 : 1); k++) {
+        if (ncls) cls[(size_t)n * ncls + 4 * c + k] = (uint32_t)(o - off[n]);
+        for (int h = 0; h < H; h++)
+          for (int w = 0; w < W; w++) {
+            if (HW > 1 && 2 * (h % 2) + (w % 2) != k) continue;
+            float v = xi[(size_t)c * HW + h * W + w];
+            if (v != 0.0f && fabsf(v) >= thr) {
+              pos[o] = c * HW + h * W + w;
+              val[o] = v;
+              o++;
+            }
+          }
+      }
+    if (ncls) cls[(size_t)n * ncls + 4 * C] = (uint32_t)(o - off[n]);
+    cnt[n] = o - off[n];
+  }
+  ref_hdr *h = buf;
+  memset(h, 0, sizeof *h);
+  h->magic = 0x3174636170737753ull;
+  h->N = N, h->C = C, h->H = H, h->W = W;
+  h->cap = cap, h->nnz = o;
+  h->ncls = ncls;
+  return o;
+}
+
+/* Packs x with both implementations on 1-3 threads and compares with ref_pack: on one thread the
+ * whole buffer byte for byte; on more, where each image sits may differ, so image by image (count,
+ * class table, positions, values). */
+static void check_layout(const char *what, const float *x, int N, int C, int H, int W, float thr) {
+  int64_t numel = (int64_t)N * C * H * W;
+  ref_parts p = ref_layout(N, C, H, W, numel);
+  if (p.end != spact_bytes(N, C, H, W, numel)) tfail("%s: spact_bytes %zu, layout %zu", what, spact_bytes(N, C, H, W, numel), p.end);
+  char *want = talloc(p.end), *got = talloc(p.end);
+  memset(want, 0xa5, p.end);
+  int64_t nnz = ref_pack(x, N, C, H, W, thr, want, numel);
+  int ncls = H * W > 1 ? 4 * C + 1 : 0;
+  for (int portable = 0; portable <= 1; portable++)
+    for (int t = 1; t <= 3; t++) {
+      char w[300];
+      snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s", what, N, C, H, W, (double)thr, t, portable ? " C" : "");
+      memset(got, 0xa5, p.end);
+      int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, got, numel, t) : spact_pack(x, N, C, H, W, thr, got, numel, t);
+      if (r != nnz) tfail("%s: kept %lld, reference %lld", w, (long long)r, (long long)nnz);
+      if (t == 1) {
+        tcheck_same(w, got, want, p.end);
+        continue;
+      }
+      tcheck_same(w, got, want, sizeof(ref_hdr));
+      const int64_t *go = (const int64_t *)(got + p.off), *wo = (const int64_t *)(want + p.off);
+      tcheck_same(w, got + p.cnt, want + p.cnt, 8 * (size_t)N);
+      tcheck_same(w, got + p.cls, want + p.cls, 4 * (size_t)N * ncls);
+      int64_t covered = 0;
+      for (int n = 0; n < N; n++) {
+        int64_t c = ((const int64_t *)(want + p.cnt))[n];
+        covered += c;
+        if (go[n] < 0 || go[n] + c > nnz) {
+          tfail("%s: image %d at %lld+%lld outside %lld", w, n, (long long)go[n], (long long)c, (long long)nnz);
+          continue;
+        }
+        tcheck_same(w, got + p.pos + 4 * go[n], want + p.pos + 4 * wo[n], 4 * (size_t)c);
+        tcheck_same(w, got + p.val + 4 * go[n], want + p.val + 4 * wo[n], 4 * (size_t)c);
+      }
+      if (covered != nnz) tfail("%s: images hold %lld of %lld", w, (long long)covered, (long long)nnz);
+    }
+  free(want), free(got);
+}
+
+static void test_layout(void) {
+  tgroup_begin("pack layout vs independent packer (byte for byte)");
+  static const int shapes[][4] = {{1, 1, 1, 1}, {3, 5, 1, 1},   {2, 37, 1, 1},  {2, 3, 1, 7},   {2, 3, 7, 1},
+                                  {3, 4, 5, 5}, {2, 16, 28, 28}, {3, 32, 14, 14}, {4, 64, 7, 7}, {2, 2, 9, 13},
+                                  {2, 1, 8, 8}, {2, 2, 8, 9},   {1, 3, 11, 17}, {2, 2, 2, 33},  {5, 3, 3, 1}};
+  int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+  for (int s = 0; s < nshapes + 12; s++) {
+    int N, C, H, W;
+    if (s < nshapes) N = shapes[s][0], C = shapes[s][1], H = shapes[s][2], W = shapes[s][3];
+    else N = trng_int(1, 5), C = trng_int(1, 9), H = trng_int(1, 40), W = trng_int(1, 70);
+    size_t n = (size_t)N * C * H * W;
+    float *x = talloc(sizeof(float) * n);
+    /* few distinct magnitudes: the Top-K thresholds fall on ties */
+    for (size_t i = 0; i < n; i++) {
+      int r = trng_int(0, 9);
+      x[i] = r < 4 ? 0.0f : (float)trng_int(1, 8) * 0.125f * (trng_int(0, 1) ? 1.0f : -1.0f);
+    }
+    for (int di = 0; di < 4; di++) {
+      static const double dens[] = {0.02, 0.1, 0.3, 0.7};
+      int64_t k = (int64_t)ceil(dens[di] * (double)n);
+      check_layout("ties", x, N, C, H, W, topk_threshold_ref(x, (int64_t)n, k < 1 ? 1 : k));
+    }
+    /* special values and thresholds */
+    for (size_t i = 0; i < n; i++) {
+      int r = trng_int(0, 12);
+      x[i] = r == 0 ? NAN : r == 1 ? -0.0f : r == 2 ? INFINITY : r == 3 ? -INFINITY : r == 4 ? 1e-40f
+             : r == 5 ? -1e-45f /* the smallest denormal: bits 1 */ : (float)trng_unit() * 2.0f - 1.0f;
+    }
+    static const float thrs[] = {0.0f, -0.0f, -1.0f, 0.5f, 1e-40f, INFINITY, NAN};
+    for (size_t j = 0; j < sizeof thrs / sizeof thrs[0]; j++) check_layout("special", x, N, C, H, W, thrs[j]);
+    free(x);
+  }
   tgroup_end();
 }
 
@@ -305,6 +455,7 @@ static void test_gemm(void) {
 int main(void) {
   trng_seed(20240611);
   test_pack();
+  test_layout();
   test_conv();
   test_conv_errors();
   test_gemm();
