@@ -2,13 +2,14 @@
  * (topk_threshold, radix selection) and the compact saved copy (spact_pack, AVX-512 and portable C),
  * with topk_apply (one read and one write of the tensor) as the memory-bound yardstick.
  *
- *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm]
+ *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm] [--only thr|pack|pack_c|apply]
  *
  * Activations are ReLU of normals (half zeros, as after a ReLU); the threshold keeps DENSITY (default
  * 0.1) of the tensor. Cold cache by default: before every timed run the input and output buffers are
  * flushed from all cache levels (clflush), as when an activation written long ago in the forward pass
  * is selected; --warm skips the flush. Times are minima over REPS runs (the machine is shared: a
- * descheduled thread turns a median into a scheduler quantum); GB/s counts the bytes of x read once. */
+ * descheduled thread turns a median into a scheduler quantum); GB/s counts the bytes of x read once.
+ * --only times one kernel (the others print 0), for profiling it alone. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 
 static int g_threads = 2, g_reps = 31, g_warm = 0;
 static double g_dens = 0.1;
+static const char *g_only = NULL;
 
 static void *balloc(size_t n) {
   size_t sz = (n + 63) / 64 * 64;
@@ -92,7 +94,8 @@ static void run_pack_c(run_ctx *r) {
 static void run_apply(run_ctx *r) { topk_apply(r->x, r->y, r->n, r->thr, g_threads); }
 
 /* Minimum of g_reps timed runs (after one warm-up), each preceded by a cache flush unless --warm. */
-static double time_min(bench_fn fn, run_ctx *r) {
+static double time_min(const char *name, bench_fn fn, run_ctx *r) {
+  if (g_only && strcmp(g_only, name)) return 0.0;
   double best = INFINITY;
   fn(r);
   for (int i = 0; i < g_reps; i++) {
@@ -127,13 +130,14 @@ static void bench_shape(int N, int C, int H, int W) {
   r.cap = r.n;
   r.bufbytes = spact_bytes(N, C, H, W, r.cap);
   r.buf = balloc(r.bufbytes);
-  double tt = time_min(run_threshold, &r), tp = time_min(run_pack, &r), tc = time_min(run_pack_c, &r);
-  double ta = time_min(run_apply, &r);
+  double tt = time_min("thr", run_threshold, &r), tp = time_min("pack", run_pack, &r);
+  double tc = time_min("pack_c", run_pack_c, &r), ta = time_min("apply", run_apply, &r);
+  if (g_only && strcmp(g_only, "pack") && strcmp(g_only, "pack_c")) run_pack(&r); /* for the kept figure */
   double gb = 1e-9 * sizeof(float) * (double)r.n;
   char shape[64];
   snprintf(shape, sizeof shape, "%dx%dx%dx%d", N, C, H, W);
   printf("%-16s %5.1f%% %9.3f %6.1f %9.3f %6.1f %9.3f %9.3f\n", shape, 100.0 * (double)spact_nnz(r.buf) / (double)r.n,
-         1e3 * tt, gb / tt, 1e3 * tp, gb / tp, 1e3 * tc, 1e3 * ta);
+         1e3 * tt, tt > 0 ? gb / tt : 0.0, 1e3 * tp, tp > 0 ? gb / tp : 0.0, 1e3 * tc, 1e3 * ta);
   free(x), free(r.y), free(r.buf), free(r.scratch);
 }
 
@@ -143,8 +147,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "-r") && i + 1 < argc) g_reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "-d") && i + 1 < argc) g_dens = atof(argv[++i]);
     else if (!strcmp(argv[i], "--warm")) g_warm = 1;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     else {
-      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm]\n",
+      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY] [--warm] [--only thr|pack|pack_c|apply]\n",
               argv[i]);
       return 2;
     }

@@ -186,12 +186,19 @@ static void pack_tab_free(pack_tab *t) {
   free(t->clsof);
 }
 
-/* Class starts of one channel from its bitmap bm[nw] into cls[0..4) (running total tot). */
-static inline int64_t class_counts(const uint64_t *bm, const pack_tab *t, uint32_t *cls, int64_t tot) {
+/* A plane bitmap is stored as 16-bit pieces (the AVX-512 masks), 4 per 64-bit word; word w. */
+static inline uint64_t bm_word(const uint16_t *b, int w) {
+  uint64_t v;
+  memcpy(&v, b + 4 * w, sizeof v); /* little endian: piece q is bits 16q.. */
+  return v;
+}
+
+/* Class starts of one channel from its bitmap bm (nw words) into cls[0..4) (running total tot). */
+static inline int64_t class_counts(const uint16_t *bm, const pack_tab *t, uint32_t *cls, int64_t tot) {
   for (int k = 0; k < 4; k++) {
     const uint64_t *p = t->pat + (size_t)k * t->nw;
     int64_t c = 0;
-    for (int w = 0; w < t->nw; w++) c += __builtin_popcountll(bm[w] & p[w]);
+    for (int w = 0; w < t->nw; w++) c += __builtin_popcountll(bm_word(bm, w) & p[w]);
     cls[k] = (uint32_t)tot;
     tot += c;
   }
@@ -212,19 +219,19 @@ static void write_flat_c(const float *xi, int C, float thr, int32_t *pos, float 
     if (keep_c(xi[c], thr)) pos[o] = c, val[o++] = xi[c];
 }
 
-/* Builds image xi's plane bitmaps bm[C][nw] and class starts cls[4C+1]; returns the count. */
-static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, uint64_t *bm,
+/* Builds image xi's plane bitmaps bm[C][4 nw] and class starts cls[4C+1]; returns the count. */
+static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, uint16_t *bm,
                              uint32_t *cls) {
   keep_bits kb = keep_bits_of(thr);
   int64_t tot = 0;
   for (int c = 0; c < C; c++) {
     const float *pl = xi + (size_t)c * HW;
-    uint64_t *b = bm + (size_t)c * t->nw;
+    uint16_t *b = bm + (size_t)c * 4 * t->nw;
     for (int w = 0; w < t->nw; w++) {
       int j0 = 64 * w, j1 = j0 + 64 < HW ? j0 + 64 : HW;
       uint64_t m = 0;
       for (int j = j0; j < j1; j++) m |= (uint64_t)keep_u(pl[j], kb) << (j - j0);
-      b[w] = m;
+      memcpy(b + 4 * w, &m, sizeof m);
     }
     tot = class_counts(b, t, cls + 4 * c, tot);
   }
@@ -234,16 +241,16 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
 
 /* Writes image xi's kept entries from its bitmaps: per channel, each set bit goes to the cursor of
  * its class (the order inside a class is the plane order, as the layout requires). */
-static void write_image(const float *xi, int C, int HW, const pack_tab *t, const uint64_t *bm, const uint32_t *cls,
+static void write_image(const float *xi, int C, int HW, const pack_tab *t, const uint16_t *bm, const uint32_t *cls,
                         int32_t *pos, float *val, const float *next) {
   for (int c = 0; c < C; c++) {
     const float *pl = xi + (size_t)c * HW;
-    const uint64_t *b = bm + (size_t)c * t->nw;
+    const uint16_t *b = bm + (size_t)c * 4 * t->nw;
     prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
     uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
     int32_t cb = c * HW;
     for (int w = 0; w < t->nw; w++) {
-      uint64_t m = b[w];
+      uint64_t m = bm_word(b, w);
       while (m) {
         int j = 64 * w + __builtin_ctzll(m);
         m &= m - 1;
@@ -287,25 +294,29 @@ static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, int32_t
   }
 }
 
-/* count_image_c with 16-wide compares. */
-static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float thr, const pack_tab *t, uint64_t *bm,
+/* count_image_c with 16-wide compares: the keep test on the bits (as keep_u) gives each 16-element
+ * chunk's mask, stored as the 16-bit pieces of the plane's words (little endian). */
+static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float thr, const pack_tab *t, uint16_t *bm,
                                           uint32_t *cls) {
-  const __m512 tv = _mm512_set1_ps(thr);
+  keep_bits kb = keep_bits_of(thr);
+  const __m512i absm = _mm512_set1_epi32(0x7fffffff), lo = _mm512_set1_epi32((int)kb.lo);
+  const __m512i span = _mm512_set1_epi32((int)kb.span);
   int64_t tot = 0;
+  int full = HW / 16, rest = HW % 16;
   for (int c = 0; c < C; c++) {
     const float *pl = xi + (size_t)c * HW;
-    uint64_t *b = bm + (size_t)c * t->nw;
-    for (int w = 0; w < t->nw; w++) {
-      uint64_t m = 0;
-      for (int q = 0; q < 4; q++) {
-        int j = 64 * w + 16 * q;
-        if (j >= HW) break;
-        __mmask16 tm = tail_mask(HW - j);
-        m |= (uint64_t)(keep_mask(_mm512_maskz_loadu_ps(tm, pl + j), tv) & tm) << (16 * q);
-      }
-      b[w] = m;
+    uint16_t *m16 = bm + (size_t)c * 4 * t->nw;
+    memset(m16 + 4 * (t->nw - 1), 0, 4 * sizeof *m16); /* the pieces past the plane stay clear */
+    for (int q = 0; q < full; q++) {
+      __m512i u = _mm512_and_si512(_mm512_loadu_si512(pl + 16 * q), absm);
+      m16[q] = _mm512_cmple_epu32_mask(_mm512_sub_epi32(u, lo), span);
     }
-    tot = class_counts(b, t, cls + 4 * c, tot);
+    if (rest) {
+      __mmask16 tm = tail_mask(rest);
+      __m512i u = _mm512_and_si512(_mm512_maskz_loadu_epi32(tm, pl + 16 * full), absm);
+      m16[full] = _mm512_mask_cmple_epu32_mask(tm, _mm512_sub_epi32(u, lo), span);
+    }
+    tot = class_counts(m16, t, cls + 4 * c, tot);
   }
   cls[4 * C] = (uint32_t)tot;
   return tot;
@@ -321,7 +332,7 @@ typedef struct pack_ctx {
   int overflow;
   int simd;
   pack_tab tab;   /* when H*W > 1 */
-  uint64_t *bm;   /* [T][C][tab.nw] per-thread image bitmaps */
+  uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
 } pack_ctx;
 
 static void pack_worker(void *arg, int t, int T) {
@@ -331,7 +342,7 @@ static void pack_worker(void *arg, int t, int T) {
   int HW = k->H * k->W;
   size_t chw = (size_t)k->C * HW;
   int ncls = k->v.h->ncls;
-  uint64_t *bm = ncls ? k->bm + (size_t)t * k->C * k->tab.nw : NULL;
+  uint16_t *bm = ncls ? k->bm + (size_t)t * k->C * 4 * k->tab.nw : NULL;
   for (int64_t n = lo; n < hi; n++) {
     const float *xi = k->x + (size_t)n * chw;
     uint32_t *cls = ncls ? k->v.cls + (size_t)n * ncls : NULL;
@@ -383,7 +394,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
   if (numel < (int64_t)T * SPW_PACK_MIN_PER_THREAD) T = (int)(numel / SPW_PACK_MIN_PER_THREAD) > 1 ? (int)(numel / SPW_PACK_MIN_PER_THREAD) : 1;
   if (h->ncls) {
     pack_tab_init(&k.tab, H, W);
-    k.bm = sw_xmalloc(sizeof(uint64_t) * (size_t)T * C * k.tab.nw);
+    k.bm = sw_xmalloc(sizeof(uint64_t) * (size_t)T * C * k.tab.nw); /* as 16-bit pieces */
   }
   kern_parallel(T, pack_worker, &k);
   if (h->ncls) {
