@@ -8,10 +8,12 @@
  *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n]
  *   int32  pos[cap]           position inside the image: c*H*W + h*W + w
  *   float  val[cap]           value
- * Packing takes whole images per thread: count an image's kept entries per class (the image then
- * sits in L1/L2), reserve its range with one atomic add on a shared cursor (so ranges never overlap
- * and an overflow is detected exactly), then write it with AVX-512 compress. One read of x from
- * memory; image ranges land in scheduling order, which the kernels never depend on.
+ * Packing takes whole images per thread: one read of the image (AVX-512: 16-wide compares) builds
+ * a keep bitmap per channel plane and the class counts (popcounts against fixed class patterns), the
+ * image's range is reserved with one atomic add on a shared cursor (so ranges never overlap and an
+ * overflow is detected exactly), then the write visits only the set bits, reading the kept values
+ * back from L1/L2, each to the cursor of its class. Image ranges land in scheduling order, which the
+ * kernels never depend on.
  *
  * Conv: see spwgrad.h. The register kernel for a class with nr x ns valid taps and nkb K-blocks
  * holds nr*ns*nkb accumulators (<= 28 zmm); each entry costs one table lookup (offtab: the dY
