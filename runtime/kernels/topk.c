@@ -168,77 +168,89 @@ static float finish(uint32_t prefix) {
   return thr;
 }
 
+/* The work of one full pass over x, split into T logical parts (kern_parallel runs every part
+ * whatever team size OpenMP grants, so the parts of the histogram and the compaction pass agree). */
+typedef struct pass_ctx {
+  const float *x;
+  int64_t n;
+  int64_t *hist;
+  uint32_t *cand;
+  const int64_t *start;
+  uint32_t mask, prefix, bm;
+  int sh, nb, simd;
+} pass_ctx;
+
+static void hist_part(void *arg, int t, int T) {
+  const pass_ctx *c = arg;
+  int64_t lo, hi;
+  kern_split(c->n, t, T, &lo, &hi);
+  int64_t *h = c->hist + (size_t)t * WAYS * BUCKETS;
+#ifdef TK_X86
+  if (c->simd && c->mask == 0) {
+    histogram0_avx(c->x, lo, hi, h);
+    return;
+  }
+#endif
+  histogram(c->x, lo, hi, c->mask, c->prefix, c->sh, c->bm, c->nb, h);
+}
+
+static void compact_part(void *arg, int t, int T) {
+  const pass_ctx *c = arg;
+  int64_t lo, hi, got;
+  kern_split(c->n, t, T, &lo, &hi);
+#ifdef TK_X86
+  if (c->simd)
+    got = compact_avx(c->x, lo, hi, c->mask, c->prefix, c->cand + c->start[t]);
+  else
+#endif
+    got = compact(c->x, lo, hi, c->mask, c->prefix, c->cand + c->start[t]);
+  SW_ASSERT(got == c->start[t + 1] - c->start[t]);
+}
+
 static float threshold_run(const float *x, int64_t n, int64_t k, void *scratch, int nthreads, int simd) {
   int T = nthreads < 1 ? 1 : nthreads > MAXT ? MAXT : nthreads;
   if (n < (int64_t)T * MIN_PER_THREAD) T = n / MIN_PER_THREAD > 1 ? (int)(n / MIN_PER_THREAD) : 1;
   int64_t *hist = scratch;
   uint32_t *cand = (uint32_t *)((char *)scratch + hist_bytes(T));
-  uint32_t prefix = 0, mask = 0;
-  int pass = 0;
-  for (; pass < 3; pass++) {
-    int nb = 1 << pass_width[pass], sh = pass_shift[pass];
-    uint32_t bm = (uint32_t)nb - 1;
-#pragma omp parallel num_threads(T)
-    {
-      int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-      int64_t *h = hist + (size_t)t * WAYS * BUCKETS;
-#ifdef TK_X86
-      if (simd && mask == 0)
-        histogram0_avx(x, lo, hi, h);
-      else
-#endif
-        histogram(x, lo, hi, mask, prefix, sh, bm, nb, h);
-    }
-    /* per-thread counts stay in threads 1.. (thread 0's is the total minus theirs) */
-    int64_t tot[BUCKETS];
-    memcpy(tot, hist, sizeof(int64_t) * (size_t)nb);
+  int64_t tot[BUCKETS], start[MAXT + 1];
+  pass_ctx pc = {x, n, hist, cand, start, 0, 0, 0, 0, 0, simd};
+  for (int pass = 0; pass < 3; pass++) {
+    pc.nb = 1 << pass_width[pass], pc.sh = pass_shift[pass], pc.bm = (uint32_t)pc.nb - 1;
+    kern_parallel(T, hist_part, &pc);
+    /* per-part counts stay in parts 1.. (part 0's is the total minus theirs) */
+    memcpy(tot, hist, sizeof(int64_t) * (size_t)pc.nb);
     for (int t = 1; t < T; t++)
-      for (int b = 0; b < nb; b++) tot[b] += hist[(size_t)t * WAYS * BUCKETS + b];
-    int b = select_bucket(tot, nb, &k);
-    prefix |= (uint32_t)b << sh;
-    mask |= bm << sh;
+      for (int b = 0; b < pc.nb; b++) tot[b] += hist[(size_t)t * WAYS * BUCKETS + b];
+    int b = select_bucket(tot, pc.nb, &k);
+    pc.prefix |= (uint32_t)b << pc.sh;
+    pc.mask |= pc.bm << pc.sh;
     if (pass == 2 || tot[b] > CAND_MAX) continue;
-    /* candidate compaction: each thread copies its matching keys to its own range of cand */
-    int64_t start[MAXT + 1];
+    /* candidate compaction: each part copies its matching keys to its own range of cand */
     start[0] = 0;
-    for (int t = 0; t < T; t++) {
-      int64_t c = t ? hist[(size_t)t * WAYS * BUCKETS + b] : hist[b];
-      start[t + 1] = start[t] + c;
-    }
+    for (int t = 0; t < T; t++) start[t + 1] = start[t] + hist[(size_t)t * WAYS * BUCKETS + b];
     SW_ASSERT(start[T] == tot[b]);
-    int64_t m = tot[b];
-#pragma omp parallel num_threads(T)
-    {
-      int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t lo = n * t / nt, hi = n * (t + 1) / nt, got;
-#ifdef TK_X86
-      if (simd)
-        got = compact_avx(x, lo, hi, mask, prefix, cand + start[t]);
-      else
-#endif
-        got = compact(x, lo, hi, mask, prefix, cand + start[t]);
-      SW_ASSERT(got == start[t + 1] - start[t]);
-    }
+    kern_parallel(T, compact_part, &pc);
     /* the remaining passes on the candidates, narrowing the list in place after each */
+    int64_t m = tot[b];
     for (pass++; pass < 3; pass++) {
-      nb = 1 << pass_width[pass], sh = pass_shift[pass], bm = (uint32_t)nb - 1;
+      int nb = 1 << pass_width[pass], sh = pass_shift[pass];
+      uint32_t bm = (uint32_t)nb - 1;
       memset(tot, 0, sizeof(int64_t) * (size_t)nb);
       for (int64_t i = 0; i < m; i++) tot[(cand[i] >> sh) & bm]++;
       b = select_bucket(tot, nb, &k);
-      prefix |= (uint32_t)b << sh;
-      mask |= bm << sh;
+      pc.prefix |= (uint32_t)b << sh;
+      pc.mask |= bm << sh;
       int64_t o = 0;
       for (int64_t i = 0; i < m; i++) {
         uint32_t u = cand[i];
         cand[o] = u;
-        o += (u & mask) == prefix;
+        o += (u & pc.mask) == pc.prefix;
       }
       m = o;
     }
     break;
   }
-  return finish(prefix);
+  return finish(pc.prefix);
 }
 
 float topk_threshold(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
