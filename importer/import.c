@@ -6,8 +6,10 @@
  * onto the IR's canonical op form, inferring shapes as it goes (so Shape() of a run-time value
  * folds). Dimension 0 of the inputs becomes the symbolic batch N; a Reshape target that baked in
  * the export's batch size is rewritten to N, and the rewrite is noted in the dump. */
+#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "importer/onnx_internal.h"
@@ -1420,12 +1422,12 @@ fail:
   return rc ? rc : e->code;
 }
 
-int importer_load(const char *path, const importer_opts *opts, ir_graph **out, sw_err *e) {
+int importer_load_bytes(const void *bytes, size_t n, const char *name, const char *dir, const importer_opts *opts, ir_graph **out,
+                        sw_err *e) {
   *out = NULL;
   importer_batch mode = opts ? opts->batch : IMPORTER_BATCH_AUTO;
   Onnx__ModelProto *m;
-  char *dir;
-  if (onnx_read_model(path, &m, &dir, e)) return e->code;
+  if (onnx_parse_model(bytes, n, name, &m, e)) return e->code;
   int64_t export_batch = 0;
   int rc = import_once(m, dir, opts, mode == IMPORTER_BATCH_STATIC ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_FREE, out, &export_batch, e);
   if (rc && mode == IMPORTER_BATCH_AUTO && export_batch > 0) {
@@ -1434,7 +1436,7 @@ int importer_load(const char *path, const importer_opts *opts, ir_graph **out, s
     sw_err_clear(e);
     rc = import_once(m, dir, opts, IMPORTER_BATCH_STATIC, out, &export_batch, e);
     if (!rc) {
-      sw_warn("the batch dimension of '%s' cannot be made free (%s); imported with the export's batch size %lld", path, first.msg,
+      sw_warn("the batch dimension of '%s' cannot be made free (%s); imported with the export's batch size %lld", name, first.msg,
               (long long)export_batch);
       ir_graph_note(*out, "batch: static %lld (a free batch failed: %s)", (long long)export_batch, first.msg);
     }
@@ -1442,7 +1444,18 @@ int importer_load(const char *path, const importer_opts *opts, ir_graph **out, s
   if (rc && !e->hint[0])
     sw_hint(e, "the model does not follow the ONNX specification: export it again (torch.onnx.export) and check it with onnx.checker.check_model");
   onnx__model_proto__free_unpacked(m, NULL);
-  free(dir);
+  return rc;
+}
+
+int importer_load(const char *path, const importer_opts *opts, ir_graph **out, sw_err *e) {
+  *out = NULL;
+  unsigned char *buf;
+  size_t n;
+  if (onnx_read_file(path, &buf, &n, e)) return e->code;
+  char *tmp = sw_xstrdup(path);
+  int rc = importer_load_bytes(buf, n, path, dirname(tmp), opts, out, e);
+  free(tmp);
+  free(buf);
   return rc;
 }
 

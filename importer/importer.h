@@ -49,9 +49,15 @@ int importer_read_tensor(const char *path, importer_tensor *t, sw_err *e);
  * the bytes are not a model. */
 int importer_metadata(const void *bytes, size_t n, const char *key, char *out, size_t cap);
 
-/* Reads the ONNX model at `path` and returns it as a verified IR graph in *out (free it with
- * ir_graph_free). On failure returns SW_EINPUT (or SW_ENOMEM) with a message and a hint in e,
- * and *out is NULL. opts may be NULL for defaults. */
+/* Imports the ONNX model held in bytes[0..n) as a verified IR graph in *out (free it with
+ * ir_graph_free); `name` labels the model in messages, `dir` is the folder its external data files
+ * must sit in. On failure returns SW_EINPUT (or SW_ENOMEM) with a message and a hint in e, and *out
+ * is NULL. opts may be NULL for defaults. */
+int importer_load_bytes(const void *bytes, size_t n, const char *name, const char *dir, const importer_opts *opts, ir_graph **out,
+                        sw_err *e);
+
+/* Reads the ONNX model file at `path` and imports it with importer_load_bytes (external data from the
+ * file's folder). */
 int importer_load(const char *path, const importer_opts *opts, ir_graph **out, sw_err *e);
 
 #endif

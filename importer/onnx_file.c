@@ -1,6 +1,6 @@
 /* Reading a model file: every way a file can be wrong gets its own message. */
 #include <errno.h>
-#include <libgen.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,9 +20,9 @@ static int looks_like(const unsigned char *b, size_t n, const char **what) {
   return 0;
 }
 
-int onnx_read_model(const char *path, Onnx__ModelProto **model, char **dir, sw_err *e) {
-  *model = NULL;
-  *dir = NULL;
+int onnx_read_file(const char *path, unsigned char **buf, size_t *len, sw_err *e) {
+  *buf = NULL;
+  *len = 0;
   struct stat st;
   if (stat(path, &st) != 0) {
     sw_fail(e, SW_EINPUT, "cannot open model '%s': %s", path, strerror(errno));
@@ -36,10 +36,6 @@ int onnx_read_model(const char *path, Onnx__ModelProto **model, char **dir, sw_e
     sw_fail(e, SW_EINPUT, "'%s' is not a regular file", path);
     return sw_hint(e, "give the path of an .onnx file");
   }
-  if (st.st_size == 0) {
-    sw_fail(e, SW_EINPUT, "model file '%s' is empty", path);
-    return sw_hint(e, "the export was probably interrupted; export the model again");
-  }
   if ((int64_t)st.st_size > IMPORTER_MAX_FILE) {
     sw_fail(e, SW_EINPUT, "model file '%s' is %.1f GiB, larger than the 2 GiB protobuf limit", path,
             (double)st.st_size / (1 << 30));
@@ -52,37 +48,44 @@ int onnx_read_model(const char *path, Onnx__ModelProto **model, char **dir, sw_e
     return sw_hint(e, "check the file's permissions");
   }
   size_t n = (size_t)st.st_size;
-  unsigned char *buf = malloc(n);
-  if (!buf) {
+  unsigned char *b = malloc(n ? n : 1);
+  if (!b) {
     fclose(f);
     return sw_fail(e, SW_ENOMEM, "out of memory reading '%s' (%zu bytes)", path, n);
   }
-  size_t got = fread(buf, 1, n, f);
+  size_t got = n ? fread(b, 1, n, f) : 0;
   int rerr = ferror(f);
   fclose(f);
   if (got != n || rerr) {
-    free(buf);
+    free(b);
     sw_fail(e, SW_EINPUT, "cannot read model '%s': read %zu of %zu bytes", path, got, n);
     return sw_hint(e, "the file changed while it was read, or the disk has an error");
   }
+  *buf = b;
+  *len = n;
+  return SW_OK;
+}
+
+int onnx_parse_model(const void *bytes, size_t n, const char *name, Onnx__ModelProto **model, sw_err *e) {
+  *model = NULL;
+  if (n == 0) {
+    sw_fail(e, SW_EINPUT, "model '%s' is empty", name);
+    return sw_hint(e, "the export was probably interrupted; export the model again");
+  }
   const char *what = NULL;
-  int odd = looks_like(buf, n, &what);
-  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, buf);
-  free(buf); /* protobuf-c copied what it needs: release the file image before going on */
+  int odd = looks_like(bytes, n, &what);
+  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n, bytes);
   if (!m) {
-    if (odd) sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it looks like %s", path, what);
-    else sw_fail(e, SW_EINPUT, "'%s' is not a valid ONNX model: the protobuf data cannot be parsed (the file is truncated, corrupt, or not ONNX)", path);
+    if (odd) sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it looks like %s", name, what);
+    else sw_fail(e, SW_EINPUT, "'%s' is not a valid ONNX model: the protobuf data cannot be parsed (the file is truncated, corrupt, or not ONNX)", name);
     return sw_hint(e, "export the model again with torch.onnx.export and check it with onnx.checker.check_model");
   }
   if (!m->graph || (!m->has_ir_version && m->n_opset_import == 0)) {
     onnx__model_proto__free_unpacked(m, NULL);
-    if (odd) sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it looks like %s", path, what);
-    else sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it has no graph", path);
+    if (odd) sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it looks like %s", name, what);
+    else sw_fail(e, SW_EINPUT, "'%s' is not an ONNX model: it has no graph", name);
     return sw_hint(e, "export the model again with torch.onnx.export and check it with onnx.checker.check_model");
   }
-  char *tmp = sw_xstrdup(path);
-  *dir = sw_xstrdup(dirname(tmp));
-  free(tmp);
   *model = m;
   return SW_OK;
 }

@@ -18,8 +18,12 @@ void tensor_data_free(tensor_data *t);
 /* Number of elements of a decoded tensor. */
 int64_t tensor_numel(const tensor_data *t);
 
-/* Reads and parses the model file; *dir receives the model's folder (malloc'd), used to resolve external data. */
-int onnx_read_model(const char *path, Onnx__ModelProto **model, char **dir, sw_err *e);
+/* Reads the whole model file at path into *buf (malloc'd, *len bytes); every way the file can be wrong
+ * (missing, a folder, a device, over 2 GiB, unreadable) gets its own message. */
+int onnx_read_file(const char *path, unsigned char **buf, size_t *len, sw_err *e);
+/* Parses the model held in bytes[0..n) (name labels it in messages): empty, not protobuf (with a guess
+ * of what it is instead) and graphless data are refused. */
+int onnx_parse_model(const void *bytes, size_t n, const char *name, Onnx__ModelProto **model, sw_err *e);
 
 /* Maps an ONNX element type onto the IR's; IR_UNDEF if swatc cannot hold it. */
 ir_dtype onnx_dtype(int32_t data_type);
