@@ -115,16 +115,15 @@ int trainer_eval(const char *model_path, const trainer_opts *o, sw_err *e) {
   rt_state st;
   rt_state_init(&st);
   sw_dataset train = {0}, test = {0};
-  unsigned char *bytes = NULL;
-  size_t nb = 0;
+  model_src src;
   double loss, acc;
   int64_t good = 0, seen = 0;
-  int rc = read_file(model_path, &bytes, &nb, e);
-  if (!rc) rc = build_graph(model_path, &eo, eval_passes, (int)SW_ARRAY_LEN(eval_passes), NULL, &m, e);
+  int rc = model_src_read(&src, model_path, e);
+  if (!rc) rc = build_graph(&src, &eo, eval_passes, (int)SW_ARRAY_LEN(eval_passes), NULL, &m, e);
   if (!rc) rc = rt_state_bind(&st, m.g, e);
   if (!rc) rc = load_data(&m, &eo, &train, &test, e);
   if (!rc) {
-    check_preprocess(model_path, bytes, nb, &test);
+    check_preprocess(model_path, src.bytes, src.n, &test);
     rc = evaluate(&m, &st, &test, &eo, NULL, &loss, &acc, &good, &seen, e);
   }
   if (!rc) {
@@ -132,7 +131,7 @@ int trainer_eval(const char *model_path, const trainer_opts *o, sw_err *e) {
            (long long)seen, loss);
     if (fflush(stdout) != 0) rc = sw_fail(e, SW_EIO, "writing the output failed");
   }
-  free(bytes);
+  model_src_free(&src);
   sw_dataset_free(&train);
   sw_dataset_free(&test);
   model_free(&m);

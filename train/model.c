@@ -41,10 +41,10 @@ void model_free(model *m) {
   ir_graph_free(m->g);
 }
 
-int build_graph(const char *path, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m,
-                       sw_err *e) {
+int build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m,
+                sw_err *e) {
   importer_opts io = {.batch = o->static_batch ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_AUTO};
-  if (importer_load(path, &io, &m->g, e)) return e->code;
+  if (importer_load_bytes(src->bytes, src->n, src->name, src->dir, &io, &m->g, e)) return e->code;
   ir_graph *g = m->g;
 #ifdef NDEBUG
   int verify = 0;
@@ -144,10 +144,8 @@ int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_datas
   return sw_dataset_check_classes(train, lg->shape.d[1], e);
 }
 
-/* Reads a whole file (the source model, for its hash and for the checkpoint). */
-int read_file(const char *path, unsigned char **out, size_t *n, sw_err *e) {
-  *out = NULL;
-  *n = 0;
+int model_src_read(model_src *s, const char *path, sw_err *e) {
+  memset(s, 0, sizeof *s);
   struct stat pre;
   if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) { /* never open a FIFO or device: it can block */
     sw_fail(e, SW_EINPUT, "'%s' is not a regular file", path);
@@ -176,7 +174,18 @@ int read_file(const char *path, unsigned char **out, size_t *n, sw_err *e) {
     free(b);
     return sw_fail(e, SW_EINPUT, "cannot read '%s'", path);
   }
-  *out = b;
-  *n = sz;
+  s->bytes = s->owned = b;
+  s->n = sz;
+  snprintf(s->name, sizeof s->name, "%s", path);
+  const char *sl = strrchr(path, '/');
+  if (!sl) snprintf(s->dir, sizeof s->dir, ".");
+  else if (sl == path) snprintf(s->dir, sizeof s->dir, "/");
+  else snprintf(s->dir, sizeof s->dir, "%.*s", (int)(sl - path), path);
+  sw_sha256_hex(s->bytes, s->n, s->sha);
   return SW_OK;
+}
+
+void model_src_free(model_src *s) {
+  free(s->owned);
+  memset(s, 0, sizeof *s);
 }

@@ -111,22 +111,13 @@ void preprocess_json(const sw_dataset *d, sbuf *b) {
   sb_printf(b, "]}");
 }
 
-/* The folder of a path (for the source model's external data). */
-static void folder_of(const char *path, char *buf, size_t cap) {
-  const char *sl = strrchr(path, '/');
-  if (!sl) snprintf(buf, cap, ".");
-  else if (sl == path) snprintf(buf, cap, "/");
-  else snprintf(buf, cap, "%.*s", (int)(sl - path), path);
-}
-
 /* Fills ck with the whole training state of r. */
 void ckpt_build(const run *r, int finished, sw_ckpt *ck) {
   const trainer_opts *o = r->o;
   sbuf b = {0};
-  char dir[1024];
-  folder_of(r->model_path, dir, sizeof dir);
   sw_loader_cursor cur = sw_loader_tell(&r->ld);
-  sb_printf(&b, "swatc_version=%s\nmodel=%s\nmodel_dir=%s\nmodel_sha256=%s\n", SWATC_VERSION, r->model_path, dir, r->sha);
+  sb_printf(&b, "swatc_version=%s\nmodel=%s\nmodel_dir=%s\nmodel_sha256=%s\n", SWATC_VERSION, r->src.name, r->src.dir,
+            r->src.sha);
   sb_printf(&b, "step=%llu\nepoch=%d\nepochs=%d\nfinished=%d\n", (unsigned long long)r->step, r->epoch, o->epochs, finished);
   sb_printf(&b, "epoch_batches=%lld\nepoch_good=%lld\nepoch_seen=%lld\nepoch_loss_sum=%.17g\nepoch_seconds=%.17g\nlr=%.17g\n",
             (long long)r->bi, (long long)r->good, (long long)r->seen, r->lsum, r->train_seconds, r->lr);
@@ -148,7 +139,7 @@ void ckpt_build(const run *r, int finished, sw_ckpt *ck) {
   b.n = 0;
   preprocess_json(&r->train, &b);
   sw_ckpt_put_text(ck, "preprocess", b.p);
-  sw_ckpt_put(ck, "model.onnx", r->model_bytes, r->model_n);
+  sw_ckpt_put(ck, "model.onnx", r->src.bytes, r->src.n);
   /* the SWAT layers: node, weight, current budget (SWAT-M moves it), Top-K group */
   b.n = 0;
   for (int i = 0; i < r->sw.n; i++)
@@ -230,9 +221,9 @@ int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
   meta_str(ck, "model", was_model, sizeof was_model);
   meta_str(ck, "command", cmd, sizeof cmd);
   if (!sha[0]) return ckpt_incomplete(path, "it has no model hash", e);
-  if (strcmp(sha, r->sha) != 0) {
+  if (strcmp(sha, r->src.sha) != 0) {
     sw_fail(e, SW_EINPUT, "checkpoint '%s' was made from another model: '%s' (sha256 %.12s...), not '%s' (sha256 %.12s...)", path,
-            was_model, sha, r->model_path, r->sha);
+            was_model, sha, r->src.name, r->src.sha);
     return sw_hint(e, "resume with the model the run started from, or start a new run without --resume");
   }
   size_t n;

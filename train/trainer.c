@@ -244,7 +244,7 @@ static int export_run(const run *r, sw_progress *pr, sw_err *e) {
   sw_ckpt_init(&ck);
   ckpt_build(r, 1, &ck);
   int64_t bytes = 0;
-  int rc = export_ckpt(&ck, r->model_path, r->o->output, r->o->sparse_initializers, &bytes, e);
+  int rc = export_ckpt(&ck, r->src.name, r->o->output, r->o->sparse_initializers, &bytes, e);
   sw_ckpt_free(&ck);
   if (!rc) sw_progress_result(pr, "exported %s (%lld bytes)", r->o->output, (long long)bytes);
   return rc;
@@ -275,7 +275,6 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   rt_set_sparse_kernels(o->sparse_kernels);
   run R = {0}, *r = &R;
   r->o = o;
-  r->model_path = model_path;
   r->test_loss = NAN;
   rt_state_init(&r->st);
   sw_ckpt ck;
@@ -300,8 +299,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   sw_progress_init(&pr, stderr, o->quiet ? SW_PROGRESS_QUIET : SW_PROGRESS_AUTO);
 
   /* the source model (its bytes go into checkpoints and exports) and, when resuming, the checkpoint */
-  if ((rc = read_file(model_path, &r->model_bytes, &r->model_n, e))) goto done;
-  sw_sha256_hex(r->model_bytes, r->model_n, r->sha);
+  if ((rc = model_src_read(&r->src, model_path, e))) goto done;
   if (o->resume) {
     if ((rc = sw_ckpt_read(o->resume, &ck, e)) || (rc = ckpt_check(&ck, o->resume, r, e))) goto done;
     have_ck = 1;
@@ -327,8 +325,8 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   }
 
   /* the graphs: training step and evaluation forward pass, sharing one state */
-  if ((rc = build_graph(model_path, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &r->tm, e))) goto done;
-  if ((rc = build_graph(model_path, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &r->em, e))) goto done;
+  if ((rc = build_graph(&r->src, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &r->tm, e))) goto done;
+  if ((rc = build_graph(&r->src, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &r->em, e))) goto done;
   if ((rc = rt_state_bind(&r->st, r->tm.g, e)) || (rc = rt_state_bind(&r->st, r->em.g, e))) goto done;
   r->pool = rt_pool_new();
   r->tm.pool = r->em.pool = r->pool;
@@ -387,7 +385,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
     for (int i = 0; i < r->st.n; i++)
       if (r->st.t[i].kind == IR_VAL_PARAM) params += r->st.t[i].numel;
     sw_progress_message(&pr, "swatc: training %s (%lld parameters) on %s: %lld train / %lld test images, batch %d, %d epochs",
-                        model_path, (long long)params, r->train.name, (long long)r->train.n, (long long)r->test.n, o->batch,
+                        r->src.name, (long long)params, r->train.name, (long long)r->train.n, (long long)r->test.n, o->batch,
                         o->epochs);
     if (have_ck)
       sw_progress_message(&pr, "swatc: resuming from '%s' in epoch %d after step %llu", o->resume, r->epoch + 1,
@@ -490,7 +488,7 @@ done:
   free(r->mom);
   free(img);
   free(lab);
-  free(r->model_bytes);
+  model_src_free(&r->src);
   sw_ckpt_free(&ck);
   sw_loader_free(&r->ld);
   sw_dataset_free(&r->train);

@@ -61,13 +61,21 @@ typedef struct swat_run {
   int64_t *m_numel;
 } swat_run;
 
+/* A source model: the bytes of its ONNX file (read once; recorded in checkpoints and exports), its name
+ * and the folder of its external data. */
+typedef struct model_src {
+  const unsigned char *bytes; /* [n]: owned, or borrowed from the checkpoint it came from */
+  size_t n;
+  unsigned char *owned;       /* bytes when read from a file (freed by model_src_free), else NULL */
+  char name[1024];            /* its path, as given or as recorded in the checkpoint */
+  char dir[1024];             /* the folder its external data files sit in */
+  char sha[65];               /* SHA-256 of bytes, lowercase hex */
+} model_src;
+
 /* Everything one training run holds; the checkpoint is a picture of it. */
 typedef struct run {
   const trainer_opts *o;
-  const char *model_path;
-  unsigned char *model_bytes;
-  size_t model_n;
-  char sha[65];
+  model_src src;
   model tm, em;
   rt_pool *pool; /* the training and evaluation programs never run at once: one memory for both */
   swat_run sw;
@@ -90,15 +98,17 @@ typedef struct run {
 
 /* Frees m's programs and graph. */
 void model_free(model *m);
-/* Imports the model at path and runs `passes` on it (dumps go to dump for the training graph). */
-int build_graph(const char *path, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m, sw_err *e);
+/* Imports the source model and runs `passes` on it (dumps go to dump for the training graph). */
+int build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m, sw_err *e);
 /* The program of m for `batch` (built on first use: memory-plan for that batch, then compile). */
 bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e);
 /* Loads o->data for the model m (the synthetic shape comes from its input and logits) and checks
  * that its images and labels fit the model. */
 int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e);
-/* Reads a whole file (the source model, for its hash and for the checkpoint). */
-int read_file(const char *path, unsigned char **out, size_t *n, sw_err *e);
+/* Reads the ONNX file at path into s (its bytes, folder and hash). */
+int model_src_read(model_src *s, const char *path, sw_err *e);
+/* Frees the bytes s owns. */
+void model_src_free(model_src *s);
 
 /* Sets the current per-layer budgets on the Top-K nodes of one program. */
 void swat_apply(const swat_run *r, rt_program *p);
