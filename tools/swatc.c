@@ -25,6 +25,8 @@ static const char usage_text[] =
     "commands:\n"
     "  train MODEL.onnx [options]      (also: swatc MODEL.onnx [options])\n"
     "      train MODEL on a dataset and report the test accuracy after every epoch\n"
+    "  train --resume CKPT [options]\n"
+    "      continue the run saved in CKPT, with the model it holds\n"
     "      --data NAME|DIR     fashion-mnist (default), mnist, cifar10, synthetic, or a folder\n"
     "                          holding the IDX or CIFAR-10 binary files\n"
     "      --epochs N          passes over the training set (default 10)\n"
@@ -62,9 +64,10 @@ static const char usage_text[] =
     "      --checkpoint FILE   save the whole training state to FILE after every epoch and when\n"
     "                          interrupted (SIGINT/SIGTERM: the step finishes, FILE is written, exit\n"
     "                          130/143; a second signal stops at once)\n"
-    "      --resume FILE       continue the run saved in FILE (same model and options; with the same\n"
-    "                          --threads the result is bit-identical to an uninterrupted run; a larger\n"
-    "                          --epochs trains further); keeps checkpointing to FILE\n"
+    "      --resume FILE       continue the run saved in FILE (same options; with the same --threads\n"
+    "                          the result is bit-identical to an uninterrupted run; a larger --epochs\n"
+    "                          trains further); keeps checkpointing to FILE; the model comes from FILE\n"
+    "                          (a MODEL given too must be the one FILE was trained from)\n"
     "      -o, --output OUT.onnx   export the trained model (SWAT weights with their zeros)\n"
     "      --sparse-initializers   store the sparse weights as ONNX sparse_initializer\n"
     "      -q, --quiet         print only the final result\n"
@@ -265,8 +268,10 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
       default: return usage_error("unknown option '%s' for train", argv[optind - 1]);
     }
   }
-  if (optind >= argc) return usage_error("%s", "train needs a model file: swatc train MODEL.onnx");
+  if (optind >= argc && !o.resume)
+    return usage_error("%s", "train needs a model file: swatc train MODEL.onnx (or swatc train --resume CKPT)");
   if (optind + 1 < argc) return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  const char *model = optind < argc ? argv[optind] : NULL;
   if (o.dump_ir && strcmp(o.dump_ir, "all") != 0) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", o.dump_ir);
@@ -276,8 +281,23 @@ static int cmd_train(int argc, char **argv, const char *cmdline) {
   if (o.stop_after_steps && !o.checkpoint && !o.resume)
     return usage_error("%s", "--stop-after-steps simulates an interruption and needs --checkpoint FILE");
   if (o.sparse_initializers && !o.output) return usage_error("%s", "--sparse-initializers needs -o OUT.onnx");
+  /* The options a resume repeats, for the resume command printed after an interruption: all but --resume,
+   * --checkpoint (the resumed run checkpoints to the file it resumes) and --stop-after-steps. getopt_long
+   * has moved the model behind the options, so argv[1..n) holds only options: parse them again, noting
+   * which words each one took. */
+  int n = optind, n_keep = 0;
+  const char **keep = sw_xcalloc((size_t)n + 1, sizeof *keep);
+  optind = 1;
+  for (;;) {
+    int at = optind, k = getopt_long(n, argv, "qho:", opts, NULL);
+    if (k == -1) break;
+    for (int i = at; i < optind && k != O_RESUME && k != O_CKPT && k != O_STOP; i++) keep[n_keep++] = argv[i];
+  }
+  o.resume_args = keep;
+  o.n_resume_args = n_keep;
   sw_err e = {0};
-  int rc = trainer_run(argv[optind], &o, &e);
+  int rc = trainer_run(model, &o, &e);
+  free(keep);
   if (rc > TRAINER_SIGNALLED) return rc; /* interrupted; the checkpoint is written */
   if (rc) return fail(&e);
   return 0;

@@ -213,6 +213,19 @@ int ckpt_incomplete(const char *path, const char *what, sw_err *e) {
   return sw_hint(e, "pass a checkpoint written by swatc train --checkpoint");
 }
 
+int ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e) {
+  memset(s, 0, sizeof *s);
+  const void *b = sw_ckpt_get(ck, "model.onnx", &s->n);
+  if (!b) return ckpt_incomplete(path, "it holds no model", e);
+  s->bytes = b;
+  meta_str(ck, "model", s->name, sizeof s->name);
+  meta_str(ck, "model_dir", s->dir, sizeof s->dir);
+  if (!s->name[0]) snprintf(s->name, sizeof s->name, "the model in '%s'", path);
+  if (!s->dir[0]) snprintf(s->dir, sizeof s->dir, ".");
+  sw_sha256_hex(s->bytes, s->n, s->sha);
+  return SW_OK;
+}
+
 /* Refuses a checkpoint of another model or of a run with other trajectory options. */
 int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
   const trainer_opts *o = r->o;

@@ -1,5 +1,6 @@
 /* The training driver, top to bottom: import → passes → programs → epochs of SGD + evaluation, with
  * checkpoints (save, resume, signals), ONNX export of the trained model and evaluation of ONNX models. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -144,27 +145,28 @@ static void on_signal(int sig) {
   g_signal = sig;
 }
 
-/* The command that resumes this run: its own, without --resume/--stop-after-steps, plus --resume FILE. */
-static void resume_command(const trainer_opts *o, char *buf, size_t cap) {
-  char *copy = sw_xstrdup(o->command ? o->command : "swatc train ..."), *save = NULL;
-  size_t n = 0;
-  buf[0] = 0;
-  int skip = 0;
-  for (char *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-    if (skip) {
-      skip = 0;
-      continue;
-    }
-    if (!strcmp(t, "--resume") || !strcmp(t, "--stop-after-steps")) {
-      skip = 1;
-      continue;
-    }
-    if (!strncmp(t, "--resume=", 9) || !strncmp(t, "--stop-after-steps=", 19)) continue;
-    n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "", t);
-    if (n >= cap) break;
+/* Appends " word" to b, single-quoted when a shell would split or expand it. */
+static void sb_word(sbuf *b, const char *w) {
+  int plain = *w != 0;
+  for (const char *p = w; *p && plain; p++) plain = isalnum((unsigned char)*p) || strchr("-_./=,:+@%", *p);
+  if (plain) {
+    sb_printf(b, " %s", w);
+    return;
   }
-  if (n < cap) snprintf(buf + n, cap - n, " --resume %s", o->checkpoint);
-  free(copy);
+  sb_printf(b, " '");
+  for (const char *p = w; *p; p++) {
+    if (*p == '\'') sb_printf(b, "'\\''");
+    else sb_printf(b, "%c", *p);
+  }
+  sb_printf(b, "'");
+}
+
+/* The command that resumes this run: swatc train --resume CHECKPOINT and the run's options (the model
+ * comes from the checkpoint). */
+static void resume_command(const trainer_opts *o, sbuf *b) {
+  sb_printf(b, "swatc train --resume");
+  sb_word(b, o->checkpoint);
+  for (int i = 0; i < o->n_resume_args; i++) sb_word(b, o->resume_args[i]);
 }
 
 static int same_file(const char *a, const char *b) {
@@ -298,10 +300,14 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   sw_progress pr;
   sw_progress_init(&pr, stderr, o->quiet ? SW_PROGRESS_QUIET : SW_PROGRESS_AUTO);
 
-  /* the source model (its bytes go into checkpoints and exports) and, when resuming, the checkpoint */
-  if ((rc = model_src_read(&r->src, model_path, e))) goto done;
+  /* the source model (its bytes go into checkpoints and exports): the file named, or else the copy in the
+   * checkpoint resumed; a file named must be the checkpoint's model */
+  SW_ASSERT(model_path || o->resume);
+  if (model_path && (rc = model_src_read(&r->src, model_path, e))) goto done;
   if (o->resume) {
-    if ((rc = sw_ckpt_read(o->resume, &ck, e)) || (rc = ckpt_check(&ck, o->resume, r, e))) goto done;
+    if ((rc = sw_ckpt_read(o->resume, &ck, e))) goto done;
+    if (!model_path && (rc = ckpt_model(&ck, o->resume, &r->src, e))) goto done;
+    if ((rc = ckpt_check(&ck, o->resume, r, e))) goto done;
     have_ck = 1;
     meta_str(&ck, "command", first_cmd, sizeof first_cmd);
     if (first_cmd[0]) r->command = first_cmd;
@@ -402,10 +408,11 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
         int sig = g_signal ? (int)g_signal : SIGTERM;
         r->train_seconds = sw_clock_seconds() - t0;
         if ((rc = ckpt_save(r, 0, e))) goto done;
-        char cmd[2300];
-        resume_command(o, cmd, sizeof cmd);
+        sbuf cmd = {0};
+        resume_command(o, &cmd);
         fprintf(stderr, "\ninterrupted: checkpoint written to %s (epoch %d, step %llu); resume with: %s\n", o->checkpoint, epoch + 1,
-                (unsigned long long)r->step, cmd);
+                (unsigned long long)r->step, cmd.p);
+        free(cmd.p);
         rc = TRAINER_SIGNALLED + sig;
         goto done;
       }
@@ -458,10 +465,11 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
     r->lsum = r->train_seconds = 0;
     if (o->checkpoint && (rc = ckpt_save(r, r->epoch == o->epochs, e))) goto done;
     if (g_signal && r->epoch < o->epochs) {
-      char cmd[2300];
-      resume_command(o, cmd, sizeof cmd);
+      sbuf cmd = {0};
+      resume_command(o, &cmd);
       fprintf(stderr, "\ninterrupted: checkpoint written to %s (epoch %d, step %llu); resume with: %s\n", o->checkpoint, r->epoch,
-              (unsigned long long)r->step, cmd);
+              (unsigned long long)r->step, cmd.p);
+      free(cmd.p);
       rc = TRAINER_SIGNALLED + (int)g_signal;
       goto done;
     }

@@ -45,6 +45,9 @@ typedef struct trainer_opts {
   int sparse_kernels;      /* 1 (default): sparse kernels for SWAT layers below their crossover; 0: dense kernels */  /* exact Top-K every step during the first E epochs */
   const char *checkpoint;  /* write the training state here after every epoch, at the end and on SIGINT/SIGTERM */
   const char *resume;      /* continue the run saved in this checkpoint */
+  const char *const *resume_args; /* [n_resume_args] the options a resume repeats (all but --resume, --checkpoint and
+                                     --stop-after-steps), printed in the resume command after an interruption */
+  int n_resume_args;
   const char *output;      /* export the trained model to this ONNX file at the end */
   int sparse_initializers; /* export: SWAT layer weights as sparse_initializer */
   int64_t stop_after_steps;/* testing: act as if SIGTERM arrived once this many steps are done (0 = never) */
@@ -56,9 +59,10 @@ typedef struct trainer_opts {
 
 /* Sets the documented defaults. */
 void trainer_opts_default(trainer_opts *o);
-/* Trains the model at `model_path` as o says (resuming o->resume if set); prints progress and the final
- * test accuracy; writes o->checkpoint and o->output if set. Returns SW_OK, an SW_E* code with e filled
- * in, or TRAINER_SIGNALLED + signal after an interruption that wrote the checkpoint. */
+/* Trains the model at `model_path` as o says (resuming o->resume if set: model_path may then be NULL for
+ * the model the checkpoint holds; if given, it must be that model); prints progress and the final test
+ * accuracy; writes o->checkpoint and o->output if set. Returns SW_OK, an SW_E* code with e filled in, or
+ * TRAINER_SIGNALLED + signal after an interruption that wrote the checkpoint. */
 int trainer_run(const char *model_path, const trainer_opts *o, sw_err *e);
 /* Exports the model saved in checkpoint `ckpt_path` to ONNX at out_path (SWAT weights Top-K'd as the
  * evaluation uses them); *bytes receives the file size. */

@@ -134,6 +134,9 @@ int meta_double(const sw_ckpt *ck, const char *key, double *v);
 void meta_str(const sw_ckpt *ck, const char *key, char *buf, size_t cap);
 /* Fails with SW_EINPUT: path is not a checkpoint of this swatc, because of `what`. */
 int ckpt_incomplete(const char *path, const char *what, sw_err *e);
+/* Takes the source model of the run saved in ck (read from path): its bytes, borrowed from ck, and the
+ * name and folder recorded with them. */
+int ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e);
 /* Refuses a checkpoint of another model or of a run with other trajectory options. */
 int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e);
 /* Restores r's state from ck (after ckpt_check): tensors, momentum, counters, cursor, budgets. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of training checkpoints: resuming gives bit-identical weights and metrics (after a
-# whole epoch, in the middle of one, after a real SIGTERM), kill -9 never leaves an unreadable
+# whole epoch, in the middle of one, after a real SIGTERM; with the model named or taken from the
+# checkpoint, and with the resume command swatc prints), kill -9 never leaves an unreadable
 # checkpoint, and damaged or mismatched checkpoints are refused with exit 2 and a clear message.
 # Usage: checkpoint.sh SWATC_BINARY
 set -u
@@ -16,6 +17,8 @@ same_run() { # name a.ckpt a.jsonl b.ckpt b.jsonl
 }
 lenet="$models/lenet5.onnx"
 small=(--limit-train 2000 --limit-test 500 --threads 2 -q)
+# runs the resume command printed in FILE ("resume with: swatc train ...") with this swatc
+run_printed() { local cmd; cmd=$(sed -n 's/.*resume with: swatc //p' "$1"); eval "\"\$swatc\" $cmd"; }
 
 # 1. Whole epochs: 1 epoch, then --resume with --epochs 2 == 2 epochs in one go (a constant rate:
 #    the cosine schedule depends on --epochs, so a 1-epoch run anneals differently)
@@ -33,16 +36,35 @@ for cfg in "dense:21" "swatm:23:--sparsity 0.9 --momentum-budget --topk-period 7
   # shellcheck disable=SC2086
   "$swatc" train "$lenet" "${small[@]}" --epochs 3 $extra --checkpoint s.ckpt --metrics s.jsonl --stop-after-steps "$stop" 2> s.err
   rc=$?
-  if [ $rc -eq 143 ] && grep -q "interrupted: checkpoint written to s.ckpt (epoch 2, step $stop); resume with: swatc train .* --resume s.ckpt" s.err; then
-    ok "$name: stop after step $stop exits 143 and prints the resume command"
+  if [ $rc -eq 143 ] && grep -q "interrupted: checkpoint written to s.ckpt (epoch 2, step $stop); resume with: swatc train --resume s.ckpt --limit-train 2000 " s.err \
+     && ! grep -q "resume with: .*\(lenet5\|--checkpoint\|--stop-after-steps\)" s.err; then
+    ok "$name: stop after step $stop exits 143 and prints the resume command (no model, --checkpoint or --stop-after-steps)"
   else
     bad "$name: stop exit $rc: $(cat s.err)"
   fi
   cp s.ckpt "mid-$name.ckpt"
+  cp s.ckpt s2.ckpt
+  cp s.jsonl s2.jsonl
+  # resumed as printed (the model from the checkpoint), and with the model named (checked against its hash)
+  run_printed s.err
+  same_run "$name: resumed mid-epoch with the printed command == uninterrupted" "f-$name.ckpt" f.jsonl s.ckpt s.jsonl
   # shellcheck disable=SC2086
-  "$swatc" train "$lenet" "${small[@]}" --epochs 3 $extra --resume s.ckpt --metrics s.jsonl
-  same_run "$name: resumed mid-epoch == uninterrupted" "f-$name.ckpt" f.jsonl s.ckpt s.jsonl
+  "$swatc" train "$lenet" "${small[@]}" --epochs 3 $extra --resume s2.ckpt --metrics s2.jsonl
+  same_run "$name: resumed mid-epoch with the model named == uninterrupted" "f-$name.ckpt" f.jsonl s2.ckpt s2.jsonl
 done
+
+# The printed command quotes what a shell would split, and a resume needs no model path
+"$swatc" train "$lenet" --limit-train 512 --limit-test 64 --batch 64 --threads 2 -q --epochs 1 --metrics "q r.jsonl" \
+  --checkpoint "it's here.ckpt" --stop-after-steps 3 2> q.err
+rc=$?
+if [ $rc -eq 143 ] && grep -qF "resume with: swatc train --resume 'it'\''s here.ckpt' " q.err \
+   && grep -qF -- "--metrics 'q r.jsonl'" q.err && run_printed q.err \
+   && [ "$("$swatc" inspect "it's here.ckpt" | sed -n 's/^meta finished=//p')" = 1 ]; then
+  ok "a resume command with quoted paths runs to the end"
+else
+  bad "quoted resume command: exit $rc: $(cat q.err)"
+fi
+expect "train without a model or --resume" 1 "train needs a model file" "$swatc" train --epochs 1
 
 # 3. Resuming a finished run says so and trains nothing
 "$swatc" train "$lenet" "${small[@]}" --epochs 3 --resume f-dense.ckpt > fin.out 2>&1
@@ -65,7 +87,7 @@ kill -TERM $pid
 wait $pid
 rc=$?
 if [ $rc -eq 143 ] && grep -q "interrupted: checkpoint written to T.ckpt" T.err; then
-  "$swatc" train "$lenet" "${long[@]}" --resume T.ckpt --metrics T.jsonl
+  run_printed T.err
   same_run "SIGTERM at $(sed -n 's/.*(\(epoch [0-9]*, step [0-9]*\)).*/\1/p' T.err), resumed == uninterrupted" L.ckpt L.jsonl T.ckpt T.jsonl
 elif [ $rc -eq 0 ]; then
   ok "SIGTERM arrived after the run finished (machine too fast to interrupt it)"
