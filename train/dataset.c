@@ -728,8 +728,10 @@ static int has_idx(const char *dir) {
   return find_file(dir, b, p, sizeof p);
 }
 
-int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *train, sw_dataset *test,
-                    sw_err *e) {
+/* sw_dataset_load and sw_dataset_load_test: the test split, and the training split unless want_train is 0
+ * (generic IDX data still reads it for the test split's classes and normalisation, then frees it). */
+static int load_splits(const char *name, const sw_dataset_opts *o, int want_train, sw_dataset *train, sw_dataset *test,
+                       sw_err *e) {
   memset(train, 0, sizeof *train);
   memset(test, 0, sizeof *test);
   sw_dataset_opts z = {0};
@@ -741,26 +743,26 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
   }
   int rc;
   if (strcmp(name, "synthetic") == 0) {
-    if ((rc = sw_dataset_synthetic("train", o, train, e))) return rc;
+    if (want_train && (rc = sw_dataset_synthetic("train", o, train, e))) return rc;
     rc = sw_dataset_synthetic("test", o, test, e);
   } else if (strcmp(name, "fashion-mnist") == 0 || strcmp(name, "fashion_mnist") == 0 ||
              strcmp(name, "fmnist") == 0) {
     const char *dir = o->dir ? o->dir : SW_FASHION_MNIST_DIR;
-    if ((rc = sw_dataset_load_idx(dir, "train", "fashion-mnist", o, train, e))) return rc;
+    if (want_train && (rc = sw_dataset_load_idx(dir, "train", "fashion-mnist", o, train, e))) return rc;
     rc = sw_dataset_load_idx(dir, "test", "fashion-mnist", o, test, e);
   } else if (strcmp(name, "mnist") == 0) {
     if (!o->dir) {
       sw_fail(e, SW_EINPUT, "dataset 'mnist' needs --data DIR");
       return sw_hint(e, "Debian ships no MNIST package; put the four MNIST files in a directory and " "pass --data DIR (%s)", idx_names_hint);
     }
-    if ((rc = sw_dataset_load_idx(o->dir, "train", "mnist", o, train, e))) return rc;
+    if (want_train && (rc = sw_dataset_load_idx(o->dir, "train", "mnist", o, train, e))) return rc;
     rc = sw_dataset_load_idx(o->dir, "test", "mnist", o, test, e);
   } else if (strcmp(name, "cifar10") == 0 || strcmp(name, "cifar-10") == 0) {
     if (!o->dir) {
       sw_fail(e, SW_EINPUT, "dataset 'cifar10' needs --data DIR");
       return sw_hint(e, "Debian ships no CIFAR-10 package; %s", cifar_names_hint);
     }
-    if ((rc = sw_dataset_load_cifar10(o->dir, "train", o, train, e))) return rc;
+    if (want_train && (rc = sw_dataset_load_cifar10(o->dir, "train", o, train, e))) return rc;
     rc = sw_dataset_load_cifar10(o->dir, "test", o, test, e);
   } else if (strcmp(name, "idx") == 0 || is_dir(name)) {
     const char *dir = strcmp(name, "idx") == 0 ? o->dir : name;
@@ -770,7 +772,7 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
     }
     char cdir[1024];
     if (dir == name && !has_idx(dir) && cifar_dir(dir, "data_batch_1.bin", cdir, sizeof cdir)) {
-      if ((rc = sw_dataset_load_cifar10(dir, "train", o, train, e))) return rc;
+      if (want_train && (rc = sw_dataset_load_cifar10(dir, "train", o, train, e))) return rc;
       rc = sw_dataset_load_cifar10(dir, "test", o, test, e);
     } else {
       if ((rc = sw_dataset_load_idx(dir, "train", "idx", o, train, e))) return rc;
@@ -780,21 +782,30 @@ int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *trai
       t.norm_channels = 1;
       t.mean[0] = train->mean[0];
       t.std[0] = train->std[0];
+      if (!want_train) sw_dataset_free(train); /* before the test split comes in */
       rc = sw_dataset_load_idx(dir, "test", "idx", &t, test, e);
     }
   } else {
     sw_fail(e, SW_EINPUT, "unknown dataset '%s' (and no directory of that name)", name);
     return sw_hint(e, "known datasets: %s", known);
   }
-  if (rc == SW_OK && (train->c != test->c || train->h != test->h || train->w != test->w)) {
+  if (rc == SW_OK && train->n > 0 && (train->c != test->c || train->h != test->h || train->w != test->w)) {
     sw_fail(e, SW_EINPUT, "%s: train images are %dx%dx%d but test images are %dx%dx%d", train->name, train->c, train->h, train->w, test->c, test->h, test->w);
     rc = sw_hint(e, "both splits must come from the same dataset");
   }
-  if (rc) {
-    sw_dataset_free(train);
-    sw_dataset_free(test);
-  }
+  if (rc || !want_train) sw_dataset_free(train);
+  if (rc) sw_dataset_free(test);
   return rc;
+}
+
+int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *train, sw_dataset *test,
+                    sw_err *e) {
+  return load_splits(name, o, 1, train, test, e);
+}
+
+int sw_dataset_load_test(const char *name, const sw_dataset_opts *o, sw_dataset *test, sw_err *e) {
+  sw_dataset train;
+  return load_splits(name, o, 0, &train, test, e);
 }
 
 int sw_dataset_check_input(const sw_dataset *d, const int64_t *shape, int rank, const char *input_name,

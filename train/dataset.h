@@ -63,6 +63,11 @@ typedef struct sw_dataset_opts {
 int sw_dataset_load(const char *name, const sw_dataset_opts *o, sw_dataset *train, sw_dataset *test,
                     sw_err *e);
 
+/* Loads only the test split of dataset `name`, as sw_dataset_load would load it: the training split is
+ * not read, except for generic IDX data ("idx" or a directory of IDX files), whose test split takes its
+ * classes and normalisation from it (it is then freed). On failure test is left empty. */
+int sw_dataset_load_test(const char *name, const sw_dataset_opts *o, sw_dataset *test, sw_err *e);
+
 /* Loads one split ("train" or "test") of an IDX dataset from dir; name labels the result and picks
  * the default normalisation: MNIST's or Fashion-MNIST's for those names, otherwise the mean and std
  * of this split's pixels (sw_dataset_load passes the training split's to the test split). */

@@ -114,14 +114,14 @@ int trainer_eval(const char *model_path, const trainer_opts *o, sw_err *e) {
   model m = {0};
   rt_state st;
   rt_state_init(&st);
-  sw_dataset train = {0}, test = {0};
+  sw_dataset test = {0};
   model_src src;
   double loss, acc;
   int64_t good = 0, seen = 0;
   int rc = model_src_read(&src, model_path, e);
   if (!rc) rc = build_graph(&src, &eo, eval_passes, (int)SW_ARRAY_LEN(eval_passes), NULL, &m, e);
   if (!rc) rc = rt_state_bind(&st, m.g, e);
-  if (!rc) rc = load_data(&m, &eo, &train, &test, e);
+  if (!rc) rc = load_data(&m, &eo, NULL, &test, e); /* the training split only where the test split needs it */
   if (!rc) {
     check_preprocess(model_path, src.bytes, src.n, &test);
     rc = evaluate(&m, &st, &test, &eo, NULL, &loss, &acc, &good, &seen, e);
@@ -132,7 +132,6 @@ int trainer_eval(const char *model_path, const trainer_opts *o, sw_err *e) {
     if (fflush(stdout) != 0) rc = sw_fail(e, SW_EIO, "writing the output failed");
   }
   model_src_free(&src);
-  sw_dataset_free(&train);
   sw_dataset_free(&test);
   model_free(&m);
   rt_state_free(&st);

@@ -136,12 +136,13 @@ int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_datas
     dopt.syn_test = o->limit_test ? o->limit_test : 256;
     dopt.syn_classes = (int)lg->shape.d[1];
   }
-  if (sw_dataset_load(o->data, &dopt, train, test, e)) return e->code;
+  if (train ? sw_dataset_load(o->data, &dopt, train, test, e) : sw_dataset_load_test(o->data, &dopt, test, e)) return e->code;
+  const sw_dataset *d = train ? train : test;
   int64_t shape[4] = {0};
   int r = in->shape.rank;
   for (int i = 0; i < r && i < 4; i++) shape[i] = in->shape.d[i] == IR_N ? 0 : in->shape.d[i];
-  if (sw_dataset_check_input(train, shape, r, m->image_input, e)) return e->code;
-  return sw_dataset_check_classes(train, lg->shape.d[1], e);
+  if (sw_dataset_check_input(d, shape, r, m->image_input, e)) return e->code;
+  return sw_dataset_check_classes(d, lg->shape.d[1], e);
 }
 
 int model_src_read(model_src *s, const char *path, sw_err *e) {

@@ -102,8 +102,8 @@ void model_free(model *m);
 int build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m, sw_err *e);
 /* The program of m for `batch` (built on first use: memory-plan for that batch, then compile). */
 bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e);
-/* Loads o->data for the model m (the synthetic shape comes from its input and logits) and checks
- * that its images and labels fit the model. */
+/* Loads o->data for the model m (the synthetic shape comes from its input and logits; train NULL: the
+ * test split only, see sw_dataset_load_test) and checks that its images and labels fit the model. */
 int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e);
 /* Reads the ONNX file at path into s (its bytes, folder and hash). */
 int model_src_read(model_src *s, const char *path, sw_err *e);

@@ -773,6 +773,59 @@ static void test_random_damage(void) {
   CHECK(fails > 150);
 }
 
+/* The test split of a test-only load is the one a two-split load gives, bit for bit. */
+static void same_test_split(const char *name, const sw_dataset_opts *o) {
+  sw_dataset tr, te, only;
+  sw_err e = {0}, e2 = {0};
+  int rc = sw_dataset_load(name, o, &tr, &te, &e), rc2 = sw_dataset_load_test(name, o, &only, &e2);
+  CHECK(rc == SW_OK && rc2 == SW_OK);
+  if (rc == SW_OK && rc2 == SW_OK) {
+    int64_t per = sw_dataset_sample_size(&te);
+    CHECK(only.n == te.n && only.c == te.c && only.h == te.h && only.w == te.w && only.num_classes == te.num_classes);
+    CHECK_STR(only.name, te.name);
+    CHECK_STR(only.split, "test");
+    CHECK(memcmp(&only.scale, &te.scale, sizeof te.scale) == 0 && memcmp(only.mean, te.mean, sizeof te.mean) == 0 &&
+          memcmp(only.std, te.std, sizeof te.std) == 0 && memcmp(only.lut, te.lut, sizeof te.lut) == 0);
+    CHECK(only.n != te.n || (memcmp(only.pixels, te.pixels, (size_t)(te.n * per)) == 0 &&
+                             memcmp(only.labels, te.labels, sizeof *te.labels * (size_t)te.n) == 0));
+  } else {
+    sw_err_print(rc ? &e : &e2, stderr);
+  }
+  sw_dataset_free(&tr);
+  sw_dataset_free(&te);
+  sw_dataset_free(&only);
+}
+
+static void test_test_only(void) {
+  char dir[512], p[600];
+  make_dir(dir, sizeof dir, "test_only_idx");
+  make_idx(dir, 6, 4, 5, 3, 4, 0);
+  sw_dataset_opts o = {.dir = dir, .test_limit = 3};
+  same_test_split("mnist", &o);
+  same_test_split("idx", &o); /* generic IDX: classes and normalisation from the training split */
+  same_test_split(dir, &o);
+  sw_dataset_opts s = {.syn_c = 2, .syn_h = 3, .syn_w = 4, .syn_train = 9, .syn_test = 5, .syn_classes = 3, .seed = 7};
+  same_test_split("synthetic", &s);
+  char cdir[512];
+  make_dir(cdir, sizeof cdir, "test_only_cifar");
+  make_cifar(cdir, 2, 3);
+  sw_dataset_opts c = {.dir = cdir};
+  same_test_split("cifar10", &c);
+  same_test_split(cdir, &c);
+  /* a known dataset's test-only load does not read the training split: it may even be missing */
+  path_in(p, sizeof p, dir, "train-images-idx3-ubyte");
+  CHECK(unlink(p) == 0);
+  sw_dataset te, tr;
+  sw_err e = {0};
+  CHECK(sw_dataset_load_test("mnist", &o, &te, &e) == SW_OK && te.n == 3);
+  sw_dataset_free(&te);
+  CHECK(sw_dataset_load("mnist", &o, &tr, &te, &e) == SW_EINPUT && te.n == 0 && tr.n == 0);
+  /* generic IDX data needs it */
+  e = (sw_err){0};
+  CHECK(sw_dataset_load_test("idx", &o, &te, &e) == SW_EINPUT && te.n == 0 && te.pixels == NULL);
+  CHECK(strstr(e.msg, "train-images-idx3-ubyte") != NULL);
+}
+
 int main(void) {
   const char *t = getenv("TMPDIR");
   snprintf(tmp_root, sizeof tmp_root, "%s/swatc-test-dataset-XXXXXX", t && *t ? t : "/tmp");
@@ -789,6 +842,8 @@ int main(void) {
   test_cifar();
   printf("synthetic\n");
   test_synthetic();
+  printf("test split only\n");
+  test_test_only();
   printf("random damage\n");
   test_random_damage();
   nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
