@@ -166,7 +166,7 @@ static int window_of(const ir_node *n, const ir_shape *x, const int64_t *kernel,
 
 /* x: the input shape [N,C,H,W] or [N,C,L]; w: [K,C/g,R,S] or [K,C/g,R] */
 static int conv_desc_of(const ir_node *n, const ir_shape *x, const ir_shape *w, conv_desc *d, sw_err *e) {
-  window2d g;
+  window2d g = {0};
   if (window_of(n, x, w->d + 2, &g, e)) return e->code;
   *d = (conv_desc){.N = g.N, .C = g.C, .H = g.H, .W = g.W, .K = (int)w->d[0], .R = g.kh, .S = g.kw, .stride_h = g.sh,
                    .stride_w = g.sw, .pad_t = g.pt, .pad_l = g.pl, .pad_b = g.pb, .pad_r = g.pr, .dil_h = g.dh, .dil_w = g.dw,
@@ -553,7 +553,7 @@ typedef struct pool_ctx {
 static int pool_desc_of(const ir_node *n, const ir_shape *x, pool_desc *d, sw_err *e) {
   const int64_t *k;
   ir_attr_ints(n, "kernel_shape", &k);
-  window2d g;
+  window2d g = {0};
   if (window_of(n, x, k, &g, e)) return e->code;
   *d = (pool_desc){.N = g.N, .C = g.C, .H = g.H, .W = g.W, .kh = g.kh, .kw = g.kw, .stride_h = g.sh, .stride_w = g.sw,
                    .pad_t = g.pt, .pad_l = g.pl, .pad_b = g.pb, .pad_r = g.pr, .dil_h = g.dh, .dil_w = g.dw,
