@@ -14,7 +14,17 @@
  *
  *   dX = ReluGrad(dY, Y)  ->  M = ReluMask(Y) (right after the ReLU); dX = DropoutGrad{ratio=0}(dY, M)
  *
- * so that Y, a float per element, dies at the end of the forward pass and a byte per element is kept. */
+ * so that Y, a float per element, dies at the end of the forward pass and a byte per element is kept.
+ *
+ * Then the residual blocks' elementwise ops, one memory pass each instead of two:
+ *
+ *   S = Add(A, B); Y = Relu(S) [; M = ReluMask(Y)]  ->  Y[, M] = AddRelu(A, B)
+ *     where A, B and S have one shape and S has no other reader (Add's backward only passes dY through,
+ *     so S is never read by the backward); M, if the rewrite above made one, is written in the same pass;
+ *   G = Sum(dY1, dY2, ..); dS = DropoutGrad{ratio=0}(G, M)  ->  dS = SumReluGrad(M, dY1, dY2, ..)
+ *   G = Sum(dY1, dY2, ..); dS = ReluGrad(G, Y)              ->  dS = SumReluGrad(Y, dY1, dY2, ..)
+ *     where G (the gradient of a value with several readers) has no other reader.
+ * Both give the bits of the ops they replace (the same additions in the same order). */
 #include <stdio.h>
 #include <string.h>
 
@@ -65,6 +75,87 @@ static void relu_masks(ir_graph *g, sw_err *e) {
   if (masked) ir_graph_note(g, "fuse: %d ReLU backward(s) read a byte mask instead of the ReLU's output", masked);
 }
 
+static int is_op(const ir_node *n, const char *op) { return n && strcmp(n->op->name, op) == 0; }
+
+/* Y[, M] = AddRelu(A, B) for Add + Relu [+ ReluMask] (see the top of the file). */
+static void add_relus(ir_graph *g, sw_err *e) {
+  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
+  memset(keep_node, 1, (size_t)g->n_nodes);
+  memset(keep_value, 1, (size_t)g->n_values);
+  int fused = 0, masked = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *add = g->nodes[i], *relu = NULL, *mk = NULL;
+    if (!is_op(add, "Add") || add->role != IR_ROLE_FWD) continue;
+    ir_value *s = add->out[0], *a = add->in[0], *b = add->in[1];
+    if (s->dtype != IR_F32 || a->dtype != IR_F32 || b->dtype != IR_F32 || !ir_shape_eq(&a->shape, &s->shape) ||
+        !ir_shape_eq(&b->shape, &s->shape))
+      continue; /* broadcasting Adds keep their kernel */
+    if (readers(g, s, &relu) != 1 || !is_op(relu, "Relu") || relu->role != IR_ROLE_FWD) continue;
+    ir_value *y = relu->out[0];
+    for (int j = 0; j < g->n_nodes && !mk; j++)
+      if (is_op(g->nodes[j], "ReluMask") && g->nodes[j]->in[0] == y) mk = g->nodes[j];
+    /* the Add writes Y (and M): it runs before the Relu and the mask did, after A and B exist */
+    add->op = ir_op_find("AddRelu");
+    ir_value **out = ir_alloc(g, sizeof *out * 2);
+    out[0] = y;
+    y->producer = add;
+    y->producer_slot = 0;
+    add->n_out = 1;
+    if (mk) {
+      out[1] = mk->out[0];
+      out[1]->producer = add;
+      out[1]->producer_slot = 1;
+      add->n_out = 2;
+    }
+    add->out = out;
+    keep_value[s->id] = 0;
+    for (int j = 0; j < g->n_nodes; j++) {
+      if (g->nodes[j] == relu || g->nodes[j] == mk) keep_node[j] = 0;
+      if (g->nodes[j]->fwd == relu) g->nodes[j]->fwd = add; /* the ReLU's backward now belongs to AddRelu */
+    }
+    if (ir_infer_node(add, e)) break;
+    fused++;
+    masked += mk != NULL;
+  }
+  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
+  free(keep_node);
+  free(keep_value);
+  if (!e->code && fused)
+    ir_graph_note(g, "fuse: %d Add + ReLU pairs fused (AddRelu), %d of them writing the ReLU's byte mask too", fused, masked);
+}
+
+/* dS = SumReluGrad(gate, dY1, ..) for Sum + DropoutGrad{ratio=0} or Sum + ReluGrad (see the top of the file). */
+static void sum_relu_grads(ir_graph *g, sw_err *e) {
+  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
+  memset(keep_node, 1, (size_t)g->n_nodes);
+  memset(keep_value, 1, (size_t)g->n_values);
+  int fused = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *rg = g->nodes[i];
+    int masked = is_op(rg, "DropoutGrad") && ir_attr_float(rg, "ratio") == 0.0;
+    if (!masked && !is_op(rg, "ReluGrad")) continue;
+    ir_value *gsum = rg->in[0], *gate = rg->in[1];
+    ir_node *sum = gsum->producer, *only = NULL;
+    if (!is_op(sum, "Sum") || sum->n_in + 1 > 64 || readers(g, gsum, &only) != 1 || only != rg) continue;
+    ir_value **in = ir_alloc(g, sizeof *in * (size_t)(sum->n_in + 1));
+    in[0] = gate;
+    memcpy(in + 1, sum->in, sizeof *in * (size_t)sum->n_in);
+    rg->op = ir_op_find("SumReluGrad");
+    rg->in = in;
+    rg->n_in = sum->n_in + 1;
+    rg->n_attr = 0; /* DropoutGrad's ratio */
+    keep_value[gsum->id] = 0;
+    for (int j = 0; j < g->n_nodes; j++)
+      if (g->nodes[j] == sum) keep_node[j] = 0;
+    if (ir_infer_node(rg, e)) break;
+    fused++;
+  }
+  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
+  free(keep_node);
+  free(keep_value);
+  if (!e->code && fused) ir_graph_note(g, "fuse: %d gradient Sum + ReLU backward pairs fused (SumReluGrad)", fused);
+}
+
 int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   (void)o;
   unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
@@ -113,6 +204,9 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   if (!e->code) {
     ir_graph_compact(g, keep_node, keep_value);
     relu_masks(g, e);
+    /* after relu_masks, so that AddRelu takes over the ReluMask it made */
+    if (!e->code) add_relus(g, e);
+    if (!e->code) sum_relu_grads(g, e);
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
      * it replaces came after it. */
   }

@@ -505,6 +505,29 @@ static int run_sum(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
+typedef struct fused_ctx {
+  int64_t numel;
+  int n_grads;   /* SumReluGrad: the gradients summed (inputs 1..) */
+  int mask;      /* AddRelu: writes the byte mask; SumReluGrad: the gate is the byte mask (else Y) */
+} fused_ctx;
+
+/* AddRelu(A, B) -> Y[, M] (fuse: a residual Add and the ReLU after it, and the ReLU's byte mask) */
+static int run_add_relu(rt_program *p, const rt_op *op) {
+  const fused_ctx *c = op->ctx;
+  add_relu(c->numel, op->in[0], op->in[1], op->out[0], c->mask ? op->out[1] : NULL, p->nthreads);
+  return SW_OK;
+}
+
+/* SumReluGrad(gate, dY1, ..) -> dX (fuse: a gradient accumulation and the ReLU backward after it) */
+static int run_sum_relu_grad(rt_program *p, const rt_op *op) {
+  const fused_ctx *c = op->ctx;
+  const float *dy[RT_MAX_ARGS];
+  for (int j = 0; j < c->n_grads; j++) dy[j] = op->in[1 + j];
+  sum_relu_grad(c->numel, c->n_grads, dy, c->mask ? NULL : op->in[0], c->mask ? op->in[0] : NULL, op->out[0],
+                p->nthreads);
+  return SW_OK;
+}
+
 /* ---- normalisation, pooling, softmax, loss, dropout ---- */
 
 typedef struct bn_ctx {
@@ -806,7 +829,8 @@ static int run_reduce_mean_grad(rt_program *p, const rt_op *op) {
 static int only_f32(const rt_program *p, const ir_node *n, sw_err *e) {
   for (int i = 0; i < n->n_in; i++)
     if (n->in[i] && p->bufs[n->in[i]->id].dtype != IR_F32 && !(is(n, "SoftmaxCrossEntropyLoss") && i == 1) &&
-        !(is(n, "SoftmaxCrossEntropyLossGrad") && i == 2) && !(is(n, "DropoutGrad") && i == 1))
+        !(is(n, "SoftmaxCrossEntropyLossGrad") && i == 2) && !(is(n, "DropoutGrad") && i == 1) &&
+        !(is(n, "SumReluGrad") && i == 0))
       FAIL("node '%s' (%s): unsupported at run time: %s data (swatc's kernels compute in float32)", n->name, n->op->name,
            ir_dtype_name(p->bufs[n->in[i]->id].dtype));
   return SW_OK;
@@ -886,6 +910,21 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     c->numel = rt_buf_of(p, n->out[0])->numel;
     c->neg = is(n, "Neg");
     op->run = run_sum;
+    return SW_OK;
+  }
+  if (is(n, "AddRelu") || is(n, "SumReluGrad")) {
+    fused_ctx *c = ctx_new(op, sizeof *c);
+    c->numel = rt_buf_of(p, n->out[0])->numel;
+    if (is(n, "AddRelu")) {
+      c->mask = n->n_out > 1 && n->out[1];
+      snprintf(op->impl, sizeof op->impl, "fused Add + ReLU%s", c->mask ? " + byte mask" : "");
+      op->run = run_add_relu;
+    } else {
+      c->n_grads = n->n_in - 1;
+      c->mask = p->bufs[n->in[0]->id].dtype == IR_BOOL;
+      snprintf(op->impl, sizeof op->impl, "fused Sum of %d + ReLU backward (%s)", c->n_grads, c->mask ? "byte mask" : "reads Y");
+      op->run = run_sum_relu_grad;
+    }
     return SW_OK;
   }
   if (is(n, "BatchNormalization") || is(n, "BatchNormalizationGrad")) {

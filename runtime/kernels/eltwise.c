@@ -415,6 +415,101 @@ void relu_mask(int64_t n, const float *y, uint8_t *mask, int nthreads) {
   }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Fused residual-block kernels. */
+
+void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *mask) {
+  for (int64_t i = 0; i < n; i++) {
+    float s = a[i] + b[i];
+    y[i] = s < 0.0f ? 0.0f : s; /* act_one's Relu */
+    if (mask) mask[i] = y[i] > 0.0f;
+  }
+}
+
+KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, float *y, uint8_t *restrict mask) {
+  if (mask)
+    for (int64_t i = 0; i < n; i++) {
+      float s = a[i] + b[i], v = s < 0.0f ? 0.0f : s;
+      y[i] = v;
+      mask[i] = v > 0.0f;
+    }
+  else
+    for (int64_t i = 0; i < n; i++) {
+      float s = a[i] + b[i];
+      y[i] = s < 0.0f ? 0.0f : s;
+    }
+}
+
+void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *mask, int nthreads) {
+  int T = n > ELT_CHUNK ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    add_relu_run(hi - lo, a + lo, b + lo, y + lo, mask ? mask + lo : NULL);
+  }
+}
+
+/* s where on, else +0 (as dropout_bwd: a bit mask, so a non-finite s that is masked off gives +0). */
+static inline float gate_bits(float s, int on) {
+  uint32_t u;
+  memcpy(&u, &s, sizeof u);
+  u &= 0u - (uint32_t)on;
+  memcpy(&s, &u, sizeof s);
+  return s;
+}
+
+void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx) {
+  SW_ASSERT(k >= 1 && (y == NULL) != (mask == NULL));
+  for (int64_t i = 0; i < n; i++) {
+    float s = dy[0][i];
+    for (int j = 1; j < k; j++) s += dy[j][i];
+    dx[i] = gate_bits(s, mask ? mask[i] != 0 : y[i] > 0.0f);
+  }
+}
+
+/* Elements per block of the general (k != 2) case: the partial sums stay in L1. */
+#define SRG_BLOCK 512
+
+KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *dy, const float *y,
+                                          const uint8_t *restrict mask, float *dx) {
+  if (k == 2) { /* the residual block's case: one pass, no partial sums */
+    const float *a = dy[0], *b = dy[1];
+    if (mask)
+      for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], mask[i] != 0);
+    else
+      for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], y[i] > 0.0f);
+    return;
+  }
+  float s[SRG_BLOCK];
+  for (int64_t lo = 0; lo < n; lo += SRG_BLOCK) {
+    int64_t m = n - lo < SRG_BLOCK ? n - lo : SRG_BLOCK;
+    const float *d0 = dy[0] + lo;
+    for (int64_t i = 0; i < m; i++) s[i] = d0[i];
+    for (int j = 1; j < k; j++) {
+      const float *dj = dy[j] + lo;
+      for (int64_t i = 0; i < m; i++) s[i] += dj[i];
+    }
+    if (mask)
+      for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], mask[lo + i] != 0);
+    else
+      for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], y[lo + i] > 0.0f);
+  }
+}
+
+void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx, int nthreads) {
+  SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (mask == NULL));
+  int T = n > ELT_CHUNK ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    const float *part[64];
+    for (int j = 0; j < k; j++) part[j] = dy[j] + lo;
+    sum_relu_grad_run(hi - lo, k, part, y ? y + lo : NULL, mask ? mask + lo : NULL, dx + lo);
+  }
+}
+
 void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {
   reduce_grad(big, X, small, out, NULL, NULL, G_ONE, scale, nthreads);
 }
