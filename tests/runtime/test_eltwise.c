@@ -373,6 +373,109 @@ static void check_dropout(void) {
   free(x), free(y1), free(y2), free(dx), free(dy), free(m1), free(m2), free(m3);
 }
 
+/* Values that exercise the ReLU's edges: sums of exactly 0 (x + -x), -0 + -0, NaN, +-Inf, Inf - Inf. */
+static void fill_edges(float *a, float *b, int64_t n) {
+  trng_fill(a, (size_t)n, -1, 1);
+  trng_fill(b, (size_t)n, -1, 1);
+  for (int64_t i = 0; i < n; i++) switch (i % 17) {
+      case 1: b[i] = -a[i]; break;
+      case 3: a[i] = b[i] = -0.0f; break;
+      case 5: a[i] = NAN; break;
+      case 7: b[i] = INFINITY; break;
+      case 9: a[i] = -INFINITY; break;
+      case 11: a[i] = INFINITY, b[i] = -INFINITY; break;
+      case 13: a[i] = 0.0f, b[i] = -0.0f; break;
+      default: break;
+    }
+}
+
+/* AddRelu and SumReluGrad against the unfused kernels they replace (Add then Relu then relu_mask; the
+ * Sum's left-to-right additions then ReluGrad reading Y, or dropout_bwd{ratio 0} reading the mask):
+ * the same bits, at 1 and 2 threads, and the same bits as their plain references. */
+static void check_fused_residual(void) {
+  const int64_t sizes[] = {1, 17, 1000, 200003};
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+    int64_t n = sizes[si];
+    size_t fb = sizeof(float) * (size_t)n;
+    float *a = talloc(fb), *b = talloc(fb), *c = talloc(fb), *s = talloc(fb), *y0 = talloc(fb), *y1 = talloc(fb),
+          *y2 = talloc(fb), *dx0 = talloc(fb), *dx1 = talloc(fb), *dx2 = talloc(fb), *cp = talloc(fb), *ip = talloc(fb);
+    uint8_t *m0 = talloc((size_t)n), *m1 = talloc((size_t)n), *m2 = talloc((size_t)n);
+    kshape sh = kshape_make(1, &n);
+    act_desc relu = {.kind = ACT_RELU};
+    char what[96];
+    /* forward */
+    fill_edges(a, b, n);
+    binop_fwd(BIN_ADD, &sh, a, &sh, b, &sh, s, 2);
+    act_fwd(&relu, n, s, y0, 2);
+    relu_mask(n, y0, m0, 2);
+    for (int T = 1; T <= 2; T++) {
+      memset(y1, 0x55, fb), memset(m1, 0x55, (size_t)n);
+      add_relu(n, a, b, y1, m1, T);
+      snprintf(what, sizeof what, "add_relu y == Add, Relu (n %lld, T%d)", (long long)n, T);
+      tcheck_same(what, y1, y0, fb);
+      snprintf(what, sizeof what, "add_relu mask == relu_mask (n %lld, T%d)", (long long)n, T);
+      tcheck_same(what, m1, m0, (size_t)n);
+      memset(y1, 0x55, fb);
+      add_relu(n, a, b, y1, NULL, T);
+      snprintf(what, sizeof what, "add_relu without mask (n %lld, T%d)", (long long)n, T);
+      tcheck_same(what, y1, y0, fb);
+    }
+    add_relu_ref(n, a, b, y2, m2);
+    tcheck_same("add_relu_ref y", y2, y0, fb);
+    tcheck_same("add_relu_ref mask", m2, m0, (size_t)n);
+    for (int64_t i = 0; i < n; i++) { /* the semantics themselves: Relu'(0) = 0, NaN off */
+      float v = a[i] + b[i];
+      int on = v > 0.0f;
+      if (m0[i] != on || (on && y0[i] != v) || (!on && !isnan(v) && y0[i] != 0.0f) || (isnan(v) && !isnan(y0[i]))) {
+        tfail("add_relu semantics at %lld: a %g b %g y %g mask %d", (long long)i, a[i], b[i], y0[i], m0[i]);
+        break;
+      }
+    }
+    /* backward: y0 and m0 from above are the gate; gradients with their own edge values */
+    float *g[5] = {a, b, c, s, cp};
+    fill_edges(a, b, n);
+    fill_edges(c, s, n);
+    trng_fill(cp, (size_t)n, -3, 3);
+    for (int k = 1; k <= 5; k++) {
+      for (int64_t i = 0; i < n; i++) { /* Sum as lower.c's run_sum adds */
+        float v = g[0][i];
+        for (int j = 1; j < k; j++) v += g[j][i];
+        dx1[i] = v;
+      }
+      act_bwd(&relu, n, y0, NULL, dx1, dx0, 2); /* ReluGrad(G, Y) */
+      dropout_bwd(n, 0.0f, m0, dx1, dx2, 2);   /* DropoutGrad{ratio=0}(G, M) */
+      snprintf(what, sizeof what, "ReluGrad == DropoutGrad{0} (n %lld, k %d)", (long long)n, k);
+      tcheck_same(what, dx2, dx0, fb);
+      for (int T = 1; T <= 2; T++)
+        for (int gm = 0; gm < 2; gm++) {
+          memset(dx1, 0x55, fb);
+          sum_relu_grad(n, k, (const float *const *)g, gm ? NULL : y0, gm ? m0 : NULL, dx1, T);
+          snprintf(what, sizeof what, "sum_relu_grad (%s gate, n %lld, k %d, T%d)", gm ? "mask" : "Y", (long long)n, k, T);
+          tcheck_same(what, dx1, dx0, fb);
+        }
+      sum_relu_grad_ref(n, k, (const float *const *)g, NULL, m0, dx1);
+      tcheck_same("sum_relu_grad_ref (mask gate)", dx1, dx0, fb);
+      sum_relu_grad_ref(n, k, (const float *const *)g, y0, NULL, dx1);
+      tcheck_same("sum_relu_grad_ref (Y gate)", dx1, dx0, fb);
+      /* in place over the first gradient */
+      memcpy(ip, g[0], fb);
+      float *keep = g[0];
+      g[0] = ip;
+      sum_relu_grad(n, k, (const float *const *)g, NULL, m0, ip, 2);
+      g[0] = keep;
+      snprintf(what, sizeof what, "sum_relu_grad in place (n %lld, k %d)", (long long)n, k);
+      tcheck_same(what, ip, dx0, fb);
+    }
+    for (int64_t i = 0; i < n; i++) /* masked off: +0 even for a NaN or infinite sum */
+      if (!m0[i] && (dx0[i] != 0.0f || signbit(dx0[i]))) {
+        tfail("masked-off gradient at %lld is %g", (long long)i, dx0[i]);
+        break;
+      }
+    free(a), free(b), free(c), free(s), free(y0), free(y1), free(y2), free(dx0), free(dx1), free(dx2), free(cp), free(ip);
+    free(m0), free(m1), free(m2);
+  }
+}
+
 int main(void) {
   trng_seed(3);
   tgroup_begin("activations fast vs ref, finite differences");
@@ -389,6 +492,9 @@ int main(void) {
   tgroup_end();
   tgroup_begin("dropout");
   check_dropout();
+  tgroup_end();
+  tgroup_begin("fused residual Add + ReLU, Sum + ReLU backward");
+  check_fused_residual();
   tgroup_end();
   return tresult();
 }
