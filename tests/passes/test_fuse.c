@@ -1,0 +1,202 @@
+/* The fuse pass's residual-block rewrites:
+ * - S = Add(A, B); Y = Relu(S); M = ReluMask(Y) becomes Y, M = AddRelu(A, B), and Sum + DropoutGrad{ratio=0}
+ *   becomes SumReluGrad(M, ..); with Y read by the backward (no mask) Y = AddRelu(A, B) and Sum + ReluGrad
+ *   becomes SumReluGrad(Y, ..);
+ * - nothing is fused when S or the summed gradient has another reader (a node or a graph output), when
+ *   the Add broadcasts, or when the DropoutGrad really drops (ratio > 0);
+ * - on ResNet-20 every residual block is fused, dense and SWAT, and the graphs verify. */
+#include <stdio.h>
+#include <string.h>
+
+#include "importer/importer.h"
+#include "passes/passes.h"
+#include "passes/swat.h"
+#include "tests/check.h"
+
+static const char *src;
+
+static ir_value *input(ir_graph *g, const char *name, int rank, const int64_t *d) {
+  ir_shape s = ir_shape_make(rank, d);
+  ir_value *v = ir_value_new(g, name, IR_VAL_INPUT, IR_F32, &s);
+  ir_graph_add_input(g, v);
+  return v;
+}
+
+static ir_node *node(ir_graph *g, const char *op, const char *name, ir_role role, int n_in, ir_value *const *in, int n_out) {
+  ir_node *n = ir_node_new(g, op, name, n_in, in, n_out);
+  n->role = role;
+  for (int i = 0; i < n_out; i++) {
+    char vn[64];
+    snprintf(vn, sizeof vn, "%s:%d", name, i);
+    ir_node_set_output(g, n, i, vn);
+  }
+  return n;
+}
+
+static int count(const ir_graph *g, const char *op) {
+  int k = 0;
+  for (int i = 0; i < g->n_nodes; i++) k += !strcmp(g->nodes[i]->op->name, op);
+  return k;
+}
+
+static ir_node *find(const ir_graph *g, const char *op) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (!strcmp(g->nodes[i]->op->name, op)) return g->nodes[i];
+  return NULL;
+}
+
+/* Flags for residual(): which extra readers and variants to build. */
+enum {
+  S_READER = 1,      /* S is also a graph output */
+  G_READER = 2,      /* the summed gradient is also read by another node */
+  BROADCAST = 4,     /* B is [3], broadcast along A's [2,3] */
+  Y_BACKWARD = 8,    /* Y is read by a backward op: no mask, ReluGrad(G, Y) */
+  DROPPING = 16,     /* the masked backward is a real DropoutGrad (ratio 0.5) */
+  THREE = 32,        /* three gradients summed */
+};
+
+/* One residual block's forward and the backward the fuse pass sees after its relu_masks step (or a
+ * ReluGrad reading Y when Y_BACKWARD), with A, B and the gradients as inputs. */
+static ir_graph *residual(int flags) {
+  ir_graph *g = ir_graph_new("residual");
+  g->opset = 13;
+  int64_t d[2] = {2, 3}, d1[1] = {3};
+  ir_value *a = input(g, "a", 2, d), *b = flags & BROADCAST ? input(g, "b", 1, d1) : input(g, "b", 2, d);
+  ir_value *g1 = input(g, "g1", 2, d), *g2 = input(g, "g2", 2, d), *g3 = input(g, "g3", 2, d);
+  ir_node *add = node(g, "Add", "add", IR_ROLE_FWD, 2, (ir_value *[]){a, b}, 1);
+  ir_node *relu = node(g, "Relu", "relu", IR_ROLE_FWD, 1, add->out, 1);
+  ir_value *y = relu->out[0];
+  ir_graph_add_output(g, y);
+  if (flags & S_READER) ir_graph_add_output(g, add->out[0]);
+  ir_node *sum = node(g, "Sum", "sum", IR_ROLE_BWD, flags & THREE ? 3 : 2, (ir_value *[]){g1, g2, g3}, 1);
+  ir_node *bwd;
+  if (flags & Y_BACKWARD) {
+    bwd = node(g, "ReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){sum->out[0], y}, 1);
+    ir_node *other = node(g, "Mul", "other_bwd", IR_ROLE_BWD, 2, (ir_value *[]){y, g1}, 1); /* e.g. a weight gradient */
+    ir_graph_add_output(g, other->out[0]);
+  } else {
+    ir_node *mk = node(g, "ReluMask", "relu/mask", IR_ROLE_FWD, 1, &y, 1);
+    bwd = node(g, "DropoutGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){sum->out[0], mk->out[0]}, 1);
+    ir_attr_set_float(g, bwd, "ratio", flags & DROPPING ? 0.5 : 0.0);
+  }
+  bwd->fwd = relu;
+  ir_graph_add_output(g, bwd->out[0]);
+  if (flags & G_READER) {
+    ir_node *neg = node(g, "Neg", "g_reader", IR_ROLE_BWD, 1, sum->out, 1);
+    ir_graph_add_output(g, neg->out[0]);
+  }
+  sw_err e = {0};
+  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "residual(%d) builds: %s", flags, e.msg);
+  return g;
+}
+
+static int fuse(ir_graph *g, int flags) {
+  sw_err e = {0};
+  static const char *const passes[] = {"fuse"};
+  pass_opts po = {.verify = 1};
+  int rc = passes_run(g, passes, 1, &po, &e);
+  CHECK(rc == SW_OK, "fuse of residual(%d): %s", flags, e.msg);
+  return rc;
+}
+
+static void small_graphs(void) {
+  /* masked (SWAT-like): Add + Relu + ReluMask -> AddRelu with the mask; Sum + DropoutGrad -> SumReluGrad(M, ..) */
+  for (int three = 0; three <= THREE; three += THREE) {
+    ir_graph *g = residual(three);
+    ir_value *y = ir_value_find(g, "relu:0"), *m = ir_value_find(g, "relu/mask:0"), *dx = ir_value_find(g, "relu/grad:0");
+    if (!fuse(g, three)) {
+      ir_node *ar = find(g, "AddRelu"), *srg = find(g, "SumReluGrad");
+      CHECK(g->n_nodes == 2 && ar && srg, "masked: 2 nodes, AddRelu and SumReluGrad (got %d)", g->n_nodes);
+      if (ar && srg) {
+        CHECK(ar->n_out == 2 && ar->out[0] == y && ar->out[1] == m && y->producer == ar && m->producer == ar &&
+                  m->producer_slot == 1 && m->dtype == IR_BOOL,
+              "AddRelu writes Y and the mask");
+        CHECK(!strcmp(ar->in[0]->name, "a") && !strcmp(ar->in[1]->name, "b"), "AddRelu reads A, B");
+        CHECK(srg->n_in == (three ? 4 : 3) && srg->in[0] == m && !strcmp(srg->in[1]->name, "g1") &&
+                  !strcmp(srg->in[2]->name, "g2") && (!three || !strcmp(srg->in[3]->name, "g3")) && srg->out[0] == dx,
+              "SumReluGrad(M, g1, g2%s) writes dX", three ? ", g3" : "");
+        CHECK(srg->n_attr == 0 && srg->fwd == ar, "SumReluGrad has no ratio and belongs to AddRelu");
+        CHECK(!ir_value_find(g, "add:0") && !ir_value_find(g, "sum:0"), "S and the summed gradient are gone");
+      }
+    }
+    ir_graph_free(g);
+  }
+  /* Y read by the backward: AddRelu without a mask, Sum + ReluGrad(G, Y) -> SumReluGrad(Y, ..) */
+  ir_graph *g = residual(Y_BACKWARD);
+  if (!fuse(g, Y_BACKWARD)) {
+    ir_node *ar = find(g, "AddRelu"), *srg = find(g, "SumReluGrad");
+    CHECK(ar && ar->n_out == 1 && srg && srg->in[0] == ar->out[0] && srg->n_in == 3 && count(g, "Relu") == 0 &&
+              count(g, "Sum") == 0 && count(g, "ReluGrad") == 0,
+          "Y read by the backward: AddRelu(a, b) -> Y, SumReluGrad(Y, g1, g2)");
+  }
+  ir_graph_free(g);
+  /* S has another reader: no AddRelu (the backward is still fused) */
+  g = residual(S_READER);
+  if (!fuse(g, S_READER))
+    CHECK(count(g, "AddRelu") == 0 && count(g, "Add") == 1 && count(g, "Relu") == 1 && count(g, "ReluMask") == 1 &&
+              count(g, "SumReluGrad") == 1,
+          "S read elsewhere: Add, Relu and ReluMask stay");
+  ir_graph_free(g);
+  /* the summed gradient has another reader: no SumReluGrad (the forward is still fused) */
+  g = residual(G_READER);
+  if (!fuse(g, G_READER))
+    CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1 && count(g, "DropoutGrad") == 1 && count(g, "AddRelu") == 1,
+          "G read elsewhere: Sum and DropoutGrad stay");
+  ir_graph_free(g);
+  g = residual(G_READER | Y_BACKWARD);
+  if (!fuse(g, G_READER | Y_BACKWARD))
+    CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1 && count(g, "ReluGrad") == 1,
+          "G read elsewhere: Sum and ReluGrad stay");
+  ir_graph_free(g);
+  /* a broadcasting Add keeps its kernel */
+  g = residual(BROADCAST);
+  if (!fuse(g, BROADCAST)) CHECK(count(g, "AddRelu") == 0 && count(g, "Add") == 1, "broadcasting Add not fused");
+  ir_graph_free(g);
+  /* a DropoutGrad that drops is not a ReLU backward */
+  g = residual(DROPPING);
+  if (!fuse(g, DROPPING)) CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1, "DropoutGrad{ratio=0.5} not fused");
+  ir_graph_free(g);
+  printf("small graphs: rewrites and their conditions\n");
+}
+
+static void resnet20(double sparsity) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/models/resnet20.onnx", src);
+  ir_graph *g = NULL;
+  sw_err e = {0};
+  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
+  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "resnet20: %s", e.msg);
+  if (!g) return;
+  swat_opts so = {.sparsity = sparsity, .budget = SWAT_UNIFORM, .period = 10};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
+  pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
+  CHECK(passes_run(g, passes, 7, &po, &e) == SW_OK, "resnet20 s=%g: %s", sparsity, e.msg);
+  int masked_fwd = 0, masked_bwd = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const ir_node *n = g->nodes[i];
+    if (!strcmp(n->op->name, "AddRelu")) masked_fwd += n->n_out == 2;
+    if (!strcmp(n->op->name, "SumReluGrad")) masked_bwd += n->in[0]->dtype == IR_BOOL;
+  }
+  /* 9 residual blocks; the last block's gradient is not a Sum (GlobalAveragePool's only), and the stem's
+   * Sum feeds a BatchNormalizationGrad{relu=1} */
+  CHECK(count(g, "AddRelu") == 9 && count(g, "Add") == 0 && count(g, "Relu") == 0, "resnet20 s=%g: 9 AddRelu, %d", sparsity,
+        count(g, "AddRelu"));
+  CHECK(count(g, "SumReluGrad") == 8 && count(g, "Sum") == 1, "resnet20 s=%g: 8 SumReluGrad, %d", sparsity, count(g, "SumReluGrad"));
+  CHECK(count(g, "ReluMask") == 0, "resnet20 s=%g: no ReluMask left", sparsity);
+  /* dense: the weight gradients read each Y, so only the last block (read by GlobalAveragePool) keeps a
+   * mask; SWAT: they read the compact X_s, every block masks */
+  int want_fwd = sparsity > 0 ? 9 : 1, want_bwd = sparsity > 0 ? 8 : 0;
+  CHECK(masked_fwd == want_fwd && masked_bwd == want_bwd, "resnet20 s=%g: %d AddRelu with a mask (want %d), %d SumReluGrad on a mask (want %d)",
+        sparsity, masked_fwd, want_fwd, masked_bwd, want_bwd);
+  printf("resnet20 sparsity %g: %d AddRelu (%d with mask), %d SumReluGrad (%d on a mask)\n", sparsity, count(g, "AddRelu"),
+         masked_fwd, count(g, "SumReluGrad"), masked_bwd);
+  ir_graph_free(g);
+}
+
+int main(int argc, char **argv) {
+  src = argc > 1 ? argv[1] : ".";
+  small_graphs();
+  resnet20(0.0);
+  resnet20(0.9);
+  return check_report("fuse-pass");
+}
