@@ -813,6 +813,36 @@ static void chain_cases(void) {
   }
 }
 
+/* Residual blocks as the fuse pass rewrites them: Y = Relu(x + b) read twice, so its gradient is a Sum;
+ * they become AddRelu + SumReluGrad gated by Y (Y also read by the backward) or by the byte mask (Y read
+ * by forward ops only). x is kept 0.05 away from the kink x + b = 0. */
+static void residual_cases(void) {
+  const float kink[] = {-0.25f};
+  gc_case c;
+  if (begin(&c, "fuse/add-relu-sum-relu-grad-reads-y", 2)) {
+    ir_value *x = gc_param(&c, "x", DIMS(2, 3, 4), 1.0f), *q = gc_param(&c, "q", DIMS(2, 3, 4), 1.0f);
+    gc_fill_away(&c, x, -1, 1, kink, 1, 0.05f);
+    ir_value *b = gc_fixed(&c, IR_VAL_CONST, "b", DIMS(2, 3, 4), 0.25f);
+    ir_value *s = gc_op(&c, "Add", 2, (ir_value *[]){x, b});
+    ir_value *y = gc_op(&c, "Relu", 1, &s);
+    ir_value *m = gc_op(&c, "Mul", 2, (ir_value *[]){y, q}); /* dq reads Y */
+    ir_value *t = gc_op(&c, "Tanh", 1, &y);
+    end(&c, gc_op(&c, "Add", 2, (ir_value *[]){m, t}));
+  }
+  if (begin(&c, "fuse/add-relu-mask-sum-relu-grad-mask", 2)) {
+    ir_value *x = gc_param(&c, "x", DIMS(2, 3, 4), 1.0f), *q = gc_param(&c, "q", DIMS(2, 3, 4), 1.0f);
+    ir_value *r = gc_param(&c, "r", DIMS(2, 3, 4), 1.0f);
+    gc_fill_away(&c, x, -1, 1, kink, 1, 0.05f);
+    ir_value *b = gc_fixed(&c, IR_VAL_CONST, "b", DIMS(2, 3, 4), 0.25f);
+    ir_value *s = gc_op(&c, "Add", 2, (ir_value *[]){x, b});
+    ir_value *y = gc_op(&c, "Relu", 1, &s);
+    ir_value *u = gc_op(&c, "Add", 2, (ir_value *[]){y, q}); /* backward reads neither */
+    u = gc_op(&c, "Mul", 2, (ir_value *[]){u, r});
+    ir_value *v = gc_op(&c, "Neg", 1, &y);
+    end(&c, gc_op(&c, "Add", 2, (ir_value *[]){u, v}));
+  }
+}
+
 /* The harness must catch a gradient that is 3% off: run a case with its first gradient corrupted. */
 static void selftest(void) {
   gc_case c;
@@ -846,6 +876,7 @@ int main(int argc, char **argv) {
   pad_slice_reduce_cases();
   sce_cases();
   chain_cases();
+  residual_cases();
   selftest();
   printf("gradcheck: %d cases, %d failed\n", n_cases, n_failed);
   return n_failed ? 1 : 0;
