@@ -10,7 +10,7 @@ static const pass_def table[] = {
     {"autodiff", pass_autodiff, "reverse-mode differentiation: the backward graph as ordinary IR nodes"},
     {"dce", pass_dce, "remove nodes and values nothing uses"},
     {"swat", pass_swat, "SWAT: Top-K of each layer's weight (forward, backward-data) and saved input (weight gradient)"},
-    {"fuse", pass_fuse, "BatchNormalization + ReLU into one kernel, forward and backward"},
+    {"fuse", pass_fuse, "BatchNormalization + ReLU, residual Add + ReLU and gradient Sum + ReLU backward into single kernels"},
     {"memory-plan", pass_memory_plan, "liveness-based offsets of every activation in one arena (views share storage)"},
 };
 

@@ -2,8 +2,11 @@
  * that are dead. A value lives from the node that writes it to the last node that reads it; graph
  * outputs (loss, logits, gradients) and state updates live to the end of the step. Reshape and
  * Flatten outputs are views: they share their input's storage and extend its lifetime. A compact
- * Top-K selection (SWAT's saved X_s) is held by the runtime as a list of entries, not here. Offsets are
- * chosen first-fit in node order, aligned to 64 bytes. */
+ * Top-K selection (SWAT's saved X_s) is held by the runtime as a list of entries, not here. Offsets
+ * are chosen greedily by size (as TensorFlow Lite's arena planner does): the largest values first,
+ * each at the lowest 64-byte aligned offset clear of the values already placed whose lifetimes
+ * overlap its own. Placing in node order (first fit) left holes: 7% over the peak of live bytes for
+ * a ResNet-20 step. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,10 +23,24 @@ static ir_value *root(ir_value *v) {
   return v;
 }
 
-typedef struct block {
-  int64_t off, size;
-  int end; /* last node index using it */
-} block;
+typedef struct placed {
+  ir_value *v;
+  int64_t size, off;
+  int first, last; /* nodes that write it and read it last */
+} placed;
+
+/* Larger first; then earlier, then by value id (a total order: the plan does not depend on qsort). */
+static int by_size(const void *pa, const void *pb) {
+  const placed *a = pa, *b = pb;
+  if (a->size != b->size) return a->size > b->size ? -1 : 1;
+  if (a->first != b->first) return a->first < b->first ? -1 : 1;
+  return a->v->id < b->v->id ? -1 : a->v->id > b->v->id;
+}
+
+static int by_offset(const void *pa, const void *pb) {
+  const placed *a = *(const placed *const *)pa, *b = *(const placed *const *)pb;
+  return a->off < b->off ? -1 : a->off > b->off;
+}
 
 int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
   int64_t batch = o && o->batch > 0 ? o->batch : (g->export_batch > 0 ? g->export_batch : 1);
@@ -51,16 +68,11 @@ int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
     ir_value *v = g->values[i];
     if (v->kind == IR_VAL_NODE && (v->is_output || v->updates)) last[root(v)->id] = nn;
   }
-  block *live = NULL;
-  int n_live = 0;
-  int64_t top = 0;
+  /* each stored value's lifetime [first, last] in node order and its size */
+  placed *pl = sw_xmalloc(sizeof *pl * (size_t)(nv + 1));
+  int np = 0;
   for (int i = 0; i < nn; i++) {
     ir_node *n = g->nodes[i];
-    /* blocks whose last reader ran before this node are free again */
-    int k2 = 0;
-    for (int b = 0; b < n_live; b++)
-      if (live[b].end >= i) live[k2++] = live[b];
-    n_live = k2;
     for (int k = 0; k < n->n_out; k++) {
       ir_value *v = n->out[k];
       if (!v) continue;
@@ -68,39 +80,43 @@ int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
       size_t es = ir_dtype_size(v->dtype);
       if (numel < 0 || es == 0) {
         free(last);
-        free(live);
+        free(pl);
         return sw_fail(e, SW_EINPUT, "value '%s' has no plannable size", v->name);
       }
       if (ir_value_compact(v)) continue; /* a compact Top-K selection lives outside the arena */
       v->mem_bytes = numel * (int64_t)es;
-      if (v->alias_of) {
-        v->mem_offset = root(v)->mem_offset;
-        continue;
-      }
+      if (v->alias_of) continue; /* placed with its root below */
       int64_t size = (v->mem_bytes + ALIGN - 1) / ALIGN * ALIGN;
-      if (size == 0) size = ALIGN;
-      /* first fit: lowest offset that overlaps no live block */
-      int64_t off = 0;
-      for (int moved = 1; moved;) {
-        moved = 0;
-        for (int b = 0; b < n_live; b++)
-          if (off < live[b].off + live[b].size && live[b].off < off + size) {
-            off = live[b].off + live[b].size;
-            moved = 1;
-          }
-      }
-      v->mem_offset = off;
-      if (off + size > top) top = off + size;
-      live = sw_xrealloc(live, sizeof *live * (size_t)(n_live + 1));
-      live[n_live].off = off;
-      live[n_live].size = size;
-      live[n_live].end = last[v->id] < i ? i : last[v->id];
-      n_live++;
+      pl[np++] = (placed){v, size == 0 ? ALIGN : size, -1, i, last[v->id] < i ? i : last[v->id]};
     }
   }
+  /* greedy by size: the largest values first, each at the lowest offset clear of every placed value
+   * whose lifetime overlaps its own */
+  qsort(pl, (size_t)np, sizeof *pl, by_size);
+  placed **conf = sw_xmalloc(sizeof *conf * (size_t)(np + 1));
+  int64_t top = 0;
+  for (int a = 0; a < np; a++) {
+    int nc = 0;
+    for (int b = 0; b < a; b++)
+      if (pl[b].first <= pl[a].last && pl[a].first <= pl[b].last) conf[nc++] = &pl[b];
+    qsort(conf, (size_t)nc, sizeof *conf, by_offset);
+    int64_t off = 0;
+    for (int c = 0; c < nc; c++) {
+      if (off + pl[a].size <= conf[c]->off) break;
+      if (conf[c]->off + conf[c]->size > off) off = conf[c]->off + conf[c]->size;
+    }
+    pl[a].off = off;
+    pl[a].v->mem_offset = off;
+    if (off + pl[a].size > top) top = off + pl[a].size;
+  }
+  for (int i = 0; i < nv; i++) { /* views share their root's bytes */
+    ir_value *v = g->values[i];
+    if (v->alias_of && !ir_value_compact(v)) v->mem_offset = root(v)->mem_offset;
+  }
+  free(conf);
+  free(pl);
   g->planned_batch = batch;
   g->arena_bytes = top;
   free(last);
-  free(live);
   return SW_OK;
 }
