@@ -1,12 +1,15 @@
 /* Sparse weight gradient from a packed Top-K activation (see spwgrad.h).
  *
  * Packed buffer ("spact"), all parts 64-byte aligned:
- *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width
+ *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width, position bytes
  *   int64  img_off[N]         first entry of image n in pos[] / val[]
  *   int64  img_cnt[N]         entries of image n
  *   uint32 cls[N][4C+1]       (only when H*W > 1) start of channel c, class k = 2*(h%2) + (w%2),
  *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n]
- *   int32  pos[cap]           position inside the image: c*H*W + h*W + w
+ *   uint16 pos[cap]           position: H*W > 1: inside the channel plane, h*W + w (the channel is
+ *     or int32                the cls run the entry lies in); H*W == 1: the channel c. uint16 when
+ *                             every position fits (H*W <= 65536, or C <= 65536 when H*W == 1: all
+ *                             CNN activations and most FC inputs), else int32 (spact_pos_bytes)
  *   float  val[cap]           value
  * Packing takes whole images per thread: one read of the image (AVX-512: 16-wide compares) builds
  * a keep bitmap per channel plane and the class counts (popcounts against fixed class patterns), the
@@ -37,7 +40,9 @@
 #define SPW_TARGET __attribute__((target("avx512f")))
 #endif
 
-#define SPACT_MAGIC 0x3174636170737753ull /* "Swspact1" */
+#define SPACT_MAGIC 0x3274636170737753ull /* "Swspact2" (1: int32 in-image positions) */
+/* Positions below this fit the uint16 form. */
+#define SPACT_POS16_LIMIT 65536
 /* Accumulator registers a register kernel may use (of 32 zmm: the rest hold x and addresses). */
 #define SPW_MAXACC 28
 /* Largest number of valid taps per dimension the register kernels are instantiated for. */
@@ -59,7 +64,7 @@ typedef struct spact_hdr {
   uint64_t magic;
   int32_t N, C, H, W;
   int64_t cap, nnz;
-  int32_t ncls, pad_;
+  int32_t ncls, pbytes; /* class-table entries per image (0 when H*W == 1); bytes per position */
   uint8_t reserved_[16];
 } spact_hdr;
 
@@ -67,9 +72,14 @@ typedef struct spact_view {
   spact_hdr *h;
   int64_t *img_off, *img_cnt;
   uint32_t *cls;
-  int32_t *pos;
+  void *pos; /* uint16_t[cap] when h->pbytes == 2, else int32_t[cap] */
   float *val;
 } spact_view;
+
+/* Position e of a position array of width pbytes (2 or 4); for loops outside the hot kernels. */
+static inline int32_t pos_get(const void *pos, int pbytes, int64_t e) {
+  return pbytes == 2 ? (int32_t)((const uint16_t *)pos)[e] : ((const int32_t *)pos)[e];
+}
 
 static int cpu_avx512(void) {
 #ifdef SPW_X86
@@ -90,6 +100,11 @@ static int64_t cap_of(int N, int C, int H, int W, int64_t max_nnz) {
   return max_nnz < numel ? max_nnz : numel;
 }
 
+int spact_pos_bytes(int C, int H, int W) {
+  int64_t HW = (int64_t)H * W;
+  return (HW > 1 ? HW : (int64_t)C) <= SPACT_POS16_LIMIT ? 2 : 4;
+}
+
 /* Byte offsets of the parts of a buffer; returns the total. */
 static size_t spact_layout(int N, int C, int H, int W, int64_t cap, size_t off[5]) {
   size_t o = kern_align_up(sizeof(spact_hdr));
@@ -97,7 +112,7 @@ static size_t spact_layout(int N, int C, int H, int W, int64_t cap, size_t off[5
   off[0] = o, o += kern_align_up(sizeof(int64_t) * (size_t)N);
   off[1] = o, o += kern_align_up(sizeof(int64_t) * (size_t)N);
   off[2] = o, o += kern_align_up(sizeof(uint32_t) * (size_t)N * (size_t)ncls);
-  off[3] = o, o += kern_align_up(sizeof(int32_t) * (size_t)cap);
+  off[3] = o, o += kern_align_up((size_t)spact_pos_bytes(C, H, W) * (size_t)cap);
   off[4] = o, o += kern_align_up(sizeof(float) * (size_t)cap);
   return o;
 }
@@ -112,7 +127,7 @@ static spact_view spact_map(const void *buf) {
   v.img_off = (int64_t *)(b + off[0]);
   v.img_cnt = (int64_t *)(b + off[1]);
   v.cls = (uint32_t *)(b + off[2]);
-  v.pos = (int32_t *)(b + off[3]);
+  v.pos = b + off[3];
   v.val = (float *)(b + off[4]);
   return v;
 }
@@ -215,10 +230,14 @@ static int64_t count_flat_c(const float *xi, int C, float thr) {
   return tot;
 }
 
-static void write_flat_c(const float *xi, int C, float thr, int32_t *pos, float *val) {
+static void write_flat_c(const float *xi, int C, float thr, void *pos, int pbytes, float *val) {
   int64_t o = 0;
   for (int c = 0; c < C; c++)
-    if (keep_c(xi[c], thr)) pos[o] = c, val[o++] = xi[c];
+    if (keep_c(xi[c], thr)) {
+      if (pbytes == 2) ((uint16_t *)pos)[o] = (uint16_t)c;
+      else ((int32_t *)pos)[o] = c;
+      val[o++] = xi[c];
+    }
 }
 
 /* Builds image xi's plane bitmaps bm[C][4 nw] and class starts cls[4C+1]; returns the count. */
@@ -242,26 +261,35 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
 }
 
 /* Writes image xi's kept entries from its bitmaps: per channel, each set bit goes to the cursor of
- * its class (the order inside a class is the plane order, as the layout requires). */
-static void write_image(const float *xi, int C, int HW, const pack_tab *t, const uint16_t *bm, const uint32_t *cls,
-                        int32_t *pos, float *val, const float *next) {
+ * its class (the order inside a class is the plane order, as the layout requires), with its in-plane
+ * position j as uint16 (pos16) or int32 (pos32: the other is NULL). */
+static inline __attribute__((always_inline)) void write_image_t(const float *xi, int C, int HW, const pack_tab *t,
+                                                                const uint16_t *bm, const uint32_t *cls,
+                                                                uint16_t *pos16, int32_t *pos32, float *val,
+                                                                const float *next) {
   for (int c = 0; c < C; c++) {
     const float *pl = xi + (size_t)c * HW;
     const uint16_t *b = bm + (size_t)c * 4 * t->nw;
     prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
     uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
-    int32_t cb = c * HW;
     for (int w = 0; w < t->nw; w++) {
       uint64_t m = bm_word(b, w);
       while (m) {
         int j = 64 * w + __builtin_ctzll(m);
         m &= m - 1;
         uint32_t o = cur[t->clsof[j]]++;
-        pos[o] = cb + j;
+        if (pos16) pos16[o] = (uint16_t)j;
+        else pos32[o] = j;
         val[o] = pl[j];
       }
     }
   }
+}
+
+static void write_image(const float *xi, int C, int HW, const pack_tab *t, const uint16_t *bm, const uint32_t *cls,
+                        void *pos, int pbytes, float *val, const float *next) {
+  if (pbytes == 2) write_image_t(xi, C, HW, t, bm, cls, pos, NULL, val, next);
+  else write_image_t(xi, C, HW, t, bm, cls, NULL, pos, val, next);
 }
 
 #ifdef SPW_X86
@@ -280,7 +308,7 @@ static SPW_TARGET int64_t count_flat_avx(const float *xi, int C, float thr) {
   return tot;
 }
 
-static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, int32_t *pos, float *val) {
+static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, void *pos, int pbytes, float *val) {
   const __m512 tv = _mm512_set1_ps(thr);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   int64_t o = 0;
@@ -291,7 +319,9 @@ static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, int32_t
     int n = __builtin_popcount(m);
     __mmask16 sm = tail_mask(n);
     _mm512_mask_storeu_ps(val + o, sm, _mm512_maskz_compress_ps(m, v));
-    _mm512_mask_storeu_epi32(pos + o, sm, _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(c))));
+    __m512i pv = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(c)));
+    if (pbytes == 2) _mm512_mask_cvtepi32_storeu_epi16((uint16_t *)pos + o, sm, pv);
+    else _mm512_mask_storeu_epi32((int32_t *)pos + o, sm, pv);
     o += n;
   }
 }
@@ -368,14 +398,16 @@ static void pack_worker(void *arg, int t, int T) {
     }
     k->v.img_off[n] = off;
     k->v.img_cnt[n] = cnt;
+    int pb = k->v.h->pbytes;
+    void *pos = (char *)k->v.pos + (size_t)off * pb;
     if (cls)
-      write_image(xi, k->C, HW, &k->tab, bm, cls, k->v.pos + off, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+      write_image(xi, k->C, HW, &k->tab, bm, cls, pos, pb, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
 #ifdef SPW_X86
     else if (k->simd)
-      write_flat_avx(xi, k->C, k->thr, k->v.pos + off, k->v.val + off);
+      write_flat_avx(xi, k->C, k->thr, pos, pb, k->v.val + off);
 #endif
     else
-      write_flat_c(xi, k->C, k->thr, k->v.pos + off, k->v.val + off);
+      write_flat_c(xi, k->C, k->thr, pos, pb, k->v.val + off);
   }
 }
 
@@ -388,6 +420,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
   h->N = N, h->C = C, h->H = H, h->W = W;
   h->cap = cap_of(N, C, H, W, max_nnz);
   h->ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
+  h->pbytes = spact_pos_bytes(C, H, W);
   pack_ctx k = {x, N, C, H, W, thr, spact_map(buf), 0, 0, simd, {0, NULL, NULL}, NULL};
   /* Small tensors on one thread: waking a second costs more than it saves. The kept entries do
    * not depend on the thread count, only where each image's range sits. */
@@ -419,10 +452,20 @@ int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, void
 
 void spact_unpack(const void *buf, float *x) {
   spact_view v = spact_map(buf);
-  int64_t chw = (int64_t)v.h->C * v.h->H * v.h->W;
+  int64_t HW = (int64_t)v.h->H * v.h->W, chw = v.h->C * HW;
+  int pb = v.h->pbytes, ncls = v.h->ncls;
   memset(x, 0, sizeof(float) * (size_t)(chw * v.h->N));
-  for (int n = 0; n < v.h->N; n++)
-    for (int64_t e = v.img_off[n]; e < v.img_off[n] + v.img_cnt[n]; e++) x[n * chw + v.pos[e]] = v.val[e];
+  for (int n = 0; n < v.h->N; n++) {
+    float *xi = x + n * chw;
+    int64_t off = v.img_off[n];
+    if (!ncls) { /* H*W == 1: the position is the channel */
+      for (int64_t e = off; e < off + v.img_cnt[n]; e++) xi[pos_get(v.pos, pb, e)] = v.val[e];
+      continue;
+    }
+    const uint32_t *cr = v.cls + (size_t)n * ncls;
+    for (int c = 0; c < v.h->C; c++) /* channel c's runs: its four classes, one after the other */
+      for (int64_t e = off + cr[4 * c]; e < off + cr[4 * c + 4]; e++) xi[c * HW + pos_get(v.pos, pb, e)] = v.val[e];
+  }
 }
 
 /* ---- conv plan -------------------------------------------------------------------------------- */
@@ -501,7 +544,7 @@ int spwgrad_plan_init_impl(spwgrad_plan *p, const conv_desc *din, int nthreads, 
   p->rstep = d.stride_h / gh, p->sstep = d.stride_w / gw;
   p->prow = (d.dil_h / gh) * p->Qp * 16;
   int fast = want == SPWGRAD_IMPL_AUTO && cpu_avx512() && d.stride_h <= 2 && d.stride_w <= 2 && d.dil_w / gw == 1 &&
-             (int64_t)d.H * d.W > 1;
+             (int64_t)d.H * d.W > 1 && spact_pos_bytes(d.C, d.H, d.W) == 2;
   for (int a = 0; a < 2; a++) {
     if (d.stride_h <= 2) class_taps(a, d.R, d.stride_h, d.dil_h, d.pad_t, &p->r0[a], &p->nr[a]);
     if (d.stride_w <= 2) class_taps(a, d.S, d.stride_w, d.dil_w, d.pad_l, &p->s0[a], &p->ns[a]);
@@ -573,20 +616,20 @@ const char *spwgrad_plan_describe(const spwgrad_plan *p, char *buf, size_t n) {
 /* The entries of one (image, channel, class) and the dY chunk slot of that image (first K block
  * of the pass). */
 typedef struct spw_seg {
-  const int32_t *pos;
+  const uint16_t *pos; /* in-plane positions (the register kernels run on the uint16 form only) */
   const float *val;
   const float *y;
   int64_t n;
 } spw_seg;
 
-typedef void (*tapk_fn)(const spw_seg *sg, int nseg, const int32_t *tab, int32_t sub, ptrdiff_t prow,
-                        ptrdiff_t kbs, float *out);
+typedef void (*tapk_fn)(const spw_seg *sg, int nseg, const int32_t *tab, ptrdiff_t prow, ptrdiff_t kbs,
+                        float *out);
 
 #ifdef SPW_X86
 /* out[((i*NS + j)*NKB + k)*16 + l] = sum over entries of x * dY(base - i*prow - j*16 + k*kbs)[l]. */
 static inline __attribute__((always_inline)) SPW_TARGET void tapk_body(const spw_seg *sg, int nseg,
-                                                                     const int32_t *tab, int32_t sub,
-                                                                     ptrdiff_t prow, ptrdiff_t kbs, float *out,
+                                                                     const int32_t *tab, ptrdiff_t prow,
+                                                                     ptrdiff_t kbs, float *out,
                                                                      const int NR, const int NS, const int NKB) {
   const int A = NR * NS * NKB;
   const int U = A >= 15 ? 1 : A >= 4 ? 2 : A >= 2 ? 4 : 8;
@@ -595,13 +638,13 @@ static inline __attribute__((always_inline)) SPW_TARGET void tapk_body(const spw
   for (int a = 0; a < 32; a++)
     if (a < U * A) acc[a] = _mm512_setzero_ps();
   for (int g = 0; g < nseg; g++) {
-    const int32_t *pos = sg[g].pos;
+    const uint16_t *pos = sg[g].pos;
     const float *val = sg[g].val, *y = sg[g].y;
     int64_t n = sg[g].n, e = 0;
     for (; e + U <= n; e += U) {
 #pragma GCC unroll 8
       for (int u = 0; u < U; u++) {
-        const float *b = y + tab[pos[e + u] - sub];
+        const float *b = y + tab[pos[e + u]];
         __m512 xv = _mm512_set1_ps(val[e + u]);
 #pragma GCC unroll 8
         for (int i = 0; i < NR; i++)
@@ -617,7 +660,7 @@ static inline __attribute__((always_inline)) SPW_TARGET void tapk_body(const spw
       }
     }
     for (; e < n; e++) {
-      const float *b = y + tab[pos[e] - sub];
+      const float *b = y + tab[pos[e]];
       __m512 xv = _mm512_set1_ps(val[e]);
 #pragma GCC unroll 8
       for (int i = 0; i < NR; i++)
@@ -643,9 +686,9 @@ static inline __attribute__((always_inline)) SPW_TARGET void tapk_body(const spw
 }
 
 #define TAPK(NR, NS, NKB)                                                                                       \
-  static SPW_TARGET void tapk_##NR##_##NS##_##NKB(const spw_seg *sg, int nseg, const int32_t *tab, int32_t sub, \
-                                                  ptrdiff_t prow, ptrdiff_t kbs, float *out) {                  \
-    tapk_body(sg, nseg, tab, sub, prow, kbs, out, NR, NS, NKB);                                                 \
+  static SPW_TARGET void tapk_##NR##_##NS##_##NKB(const spw_seg *sg, int nseg, const int32_t *tab, ptrdiff_t prow, \
+                                                  ptrdiff_t kbs, float *out) {                                   \
+    tapk_body(sg, nseg, tab, prow, kbs, out, NR, NS, NKB);                                                       \
   }
 #define TAPK_KB(NR, NS) TAPK(NR, NS, 1) TAPK(NR, NS, 2) TAPK(NR, NS, 3) TAPK(NR, NS, 4)
 #define TAPK_KB1(NR, NS) TAPK(NR, NS, 1)
@@ -753,14 +796,14 @@ static void load_dy(const spwgrad_plan *p, const float *dyn, float *y, double *d
   }
 }
 
-/* Generic path: adds the entries of (image slot y, channel c) into part (all taps, all K blocks). */
-static void entries_generic(const spwgrad_plan *p, const int32_t *pos, const float *val, int64_t n, int c,
+/* Generic path: adds the entries of (image slot y, channel c) into part (all taps, all K blocks);
+ * pos holds their in-plane positions, pb bytes each. */
+static void entries_generic(const spwgrad_plan *p, const void *pos, int pb, const float *val, int64_t n, int c,
                             const float *y, float *part) {
   const conv_desc *d = &p->d;
-  int HW = d->H * d->W;
   size_t plane = (size_t)p->Pp * p->Qp * 16;
   for (int64_t e = 0; e < n; e++) {
-    int hw = pos[e] - c * HW, h = hw / d->W, w = hw % d->W;
+    int hw = pos_get(pos, pb, e), h = hw / d->W, w = hw % d->W;
     float x = val[e];
     for (int r = 0; r < d->R; r++) {
       int t = h + d->pad_t - r * d->dil_h;
@@ -783,7 +826,8 @@ static void channel_fast(const conv_ctx *k, int c, int n0, int nn, const float *
 #ifdef SPW_X86
   const spwgrad_plan *p = k->p;
   const conv_desc *d = &p->d;
-  int ncls = k->v.h->ncls, HW = d->H * d->W;
+  int ncls = k->v.h->ncls;
+  const uint16_t *pos16 = k->v.pos; /* the plan is fast only where the positions are uint16 */
   size_t plane = (size_t)p->Pp * p->Qp * 16, img = plane * p->Kb;
   spw_seg sg[SPW_CHUNK_MAX];
   float out[SPW_MAXACC * 16];
@@ -801,14 +845,14 @@ static void channel_fast(const conv_ctx *k, int c, int n0, int nn, const float *
         uint32_t lo = cr[cl], hi = cr[merged ? 4 : cl + 1];
         if (hi == lo) continue;
         int64_t base = k->v.img_off[n0 + i] + lo;
-        sg[nseg].pos = k->v.pos + base;
+        sg[nseg].pos = pos16 + base;
         sg[nseg].val = k->v.val + base;
         sg[nseg].y = ycl + (size_t)i * img + (size_t)kb0 * plane;
         sg[nseg].n = hi - lo;
         nseg++;
       }
       if (!nseg) continue;
-      tapk_table[nr - 1][ns - 1][nkb - 1](sg, nseg, p->offtab, c * HW, p->prow, (ptrdiff_t)plane, out);
+      tapk_table[nr - 1][ns - 1][nkb - 1](sg, nseg, p->offtab, p->prow, (ptrdiff_t)plane, out);
       for (int i = 0; i < nr; i++)
         for (int j = 0; j < ns; j++) {
           int r = p->r0[a] + i * p->rstep, s = p->s0[b] + j * p->sstep;
@@ -841,7 +885,9 @@ static void conv_worker(void *arg, int t, int T) {
   size_t img = (size_t)p->Kb * p->Pp * p->Qp * 16;
   size_t ystride = (size_t)d->K * d->P * d->Q;
   zero_borders(p, ycl, p->chunk);
-  int HW = d->H * d->W, ncls = k->v.h->ncls;
+  int HW = d->H * d->W, ncls = k->v.h->ncls, pb = k->v.h->pbytes;
+  SW_ASSERT(!p->fast || pb == 2);
+  const char *pos = k->v.pos;
   for (int64_t n0 = n_lo; n0 < n_hi; n0 += p->chunk) {
     int nn = (int)(n_hi - n0 < p->chunk ? n_hi - n0 : p->chunk);
     for (int i = 0; i < nn; i++)
@@ -874,12 +920,13 @@ static void conv_worker(void *arg, int t, int T) {
       if (ncls) {
         const uint32_t *cr = k->v.cls + (size_t)n * ncls;
         for (int64_t c = c_lo; c < c_hi; c++)
-          entries_generic(p, k->v.pos + off + cr[4 * c], k->v.val + off + cr[4 * c], cr[4 * c + 4] - cr[4 * c],
-                          (int)c, y, part);
-      } else { /* H*W == 1: the position is the channel */
+          entries_generic(p, pos + (size_t)(off + cr[4 * c]) * pb, pb, k->v.val + off + cr[4 * c],
+                          cr[4 * c + 4] - cr[4 * c], (int)c, y, part);
+      } else { /* H*W == 1: the position is the channel, the in-plane position 0 */
+        static const int32_t zero = 0;
         for (int64_t e = off; e < off + k->v.img_cnt[n]; e++) {
-          int c = k->v.pos[e] / HW;
-          if (c >= c_lo && c < c_hi) entries_generic(p, k->v.pos + e, k->v.val + e, 1, c, y, part);
+          int c = pos_get(pos, pb, e);
+          if (c >= c_lo && c < c_hi) entries_generic(p, &zero, 4, k->v.val + e, 1, c, y, part);
         }
       }
     }
@@ -956,16 +1003,23 @@ typedef struct gemm_ctx {
   float *dw, *db, *dwt;
 } gemm_ctx;
 
+/* Feature index of entry e of a run whose positions are pos (uint16 when pos16, else int32) plus base. */
+#define GEMM_POS(e) (base + (pos16 ? (int64_t)pos16[e] : (int64_t)pos32[e]))
+
 #ifdef SPW_X86
-/* dwt[pos][b*16..] += val * dy[b*16..] for blocks [b_lo, b_hi) of every entry of one row. */
-static SPW_TARGET void gemm_row_avx(const int32_t *pos, const float *val, int64_t n, const float *dyr, int N, int Np,
-                                    int b_lo, int b_hi, float *dwt) {
+/* dwt[base + pos][b*16..] += val * dy[b*16..] for blocks [b_lo, b_hi) of the n entries of one run
+ * (one row of X_s, or one channel of it); exactly one of pos16 / pos32 is set. */
+static inline __attribute__((always_inline)) SPW_TARGET void gemm_run_avx_t(const uint16_t *pos16,
+                                                                           const int32_t *pos32, int64_t base,
+                                                                           const float *val, int64_t n,
+                                                                           const float *dyr, int N, int Np, int b_lo,
+                                                                           int b_hi, float *dwt) {
   __m512 dv[64];
   int nb = b_hi - b_lo;
   if (nb > 64) { /* very wide layers: no register copy of the dY row */
     for (int64_t e = 0; e < n; e++) {
       __m512 xv = _mm512_set1_ps(val[e]);
-      float *dst = dwt + (size_t)pos[e] * Np;
+      float *dst = dwt + (size_t)GEMM_POS(e) * Np;
       for (int b = b_lo; b < b_hi; b++) {
         __m512 y = _mm512_maskz_loadu_ps(tail_mask(N - 16 * b), dyr + 16 * b);
         _mm512_store_ps(dst + 16 * b, _mm512_fmadd_ps(xv, y, _mm512_load_ps(dst + 16 * b)));
@@ -976,11 +1030,28 @@ static SPW_TARGET void gemm_row_avx(const int32_t *pos, const float *val, int64_
   for (int b = 0; b < nb; b++) dv[b] = _mm512_maskz_loadu_ps(tail_mask(N - 16 * (b_lo + b)), dyr + 16 * (b_lo + b));
   for (int64_t e = 0; e < n; e++) {
     __m512 xv = _mm512_set1_ps(val[e]);
-    float *dst = dwt + (size_t)pos[e] * Np + 16 * b_lo;
+    float *dst = dwt + (size_t)GEMM_POS(e) * Np + 16 * b_lo;
     for (int b = 0; b < nb; b++) _mm512_store_ps(dst + 16 * b, _mm512_fmadd_ps(xv, dv[b], _mm512_load_ps(dst + 16 * b)));
   }
 }
+
+static SPW_TARGET void gemm_run_avx(const void *pos, int pb, int64_t base, const float *val, int64_t n, const float *dyr,
+                                    int N, int Np, int b_lo, int b_hi, float *dwt) {
+  if (pb == 2) gemm_run_avx_t(pos, NULL, base, val, n, dyr, N, Np, b_lo, b_hi, dwt);
+  else gemm_run_avx_t(NULL, pos, base, val, n, dyr, N, Np, b_lo, b_hi, dwt);
+}
 #endif
+
+/* gemm_run_avx in plain C: output features [o_lo, o_hi). */
+static void gemm_run_c(const void *pos, int pb, int64_t base, const float *val, int64_t n, const float *dyr, int Np,
+                       int o_lo, int o_hi, float *dwt) {
+  const uint16_t *pos16 = pb == 2 ? pos : NULL;
+  const int32_t *pos32 = pb == 2 ? NULL : pos;
+  for (int64_t e = 0; e < n; e++) {
+    float x = val[e], *dst = dwt + (size_t)GEMM_POS(e) * Np;
+    for (int o = o_lo; o < o_hi; o++) dst[o] += x * dyr[o];
+  }
+}
 
 static void gemm_worker(void *arg, int t, int T) {
   gemm_ctx *k = arg;
@@ -991,21 +1062,28 @@ static void gemm_worker(void *arg, int t, int T) {
   if (b_lo == b_hi) return;
   for (int i = 0; i < d->K; i++)
     memset(k->dwt + (size_t)i * p->Np + 16 * b_lo, 0, sizeof(float) * 16 * (size_t)(b_hi - b_lo));
+  /* Runs of entries with one base: the whole row (H*W == 1: the position is the feature), or each
+   * channel c of the row (feature c*H*W + in-plane position; the channel's four class runs are one). */
+  int pb = k->v.h->pbytes, ncls = k->v.h->ncls, nrun = ncls ? k->v.h->C : 1;
+  int64_t HW = (int64_t)k->v.h->H * k->v.h->W;
+  int o_lo = 16 * (int)b_lo, o_hi = 16 * (int)b_hi < d->N ? 16 * (int)b_hi : d->N;
   for (int m = 0; m < d->M; m++) {
-    const int32_t *pos = k->v.pos + k->v.img_off[m];
-    const float *val = k->v.val + k->v.img_off[m];
-    int64_t n = k->v.img_cnt[m];
     const float *dyr = k->dy + (size_t)m * d->N;
+    const uint32_t *cr = ncls ? k->v.cls + (size_t)m * ncls : NULL;
+    for (int c = 0; c < nrun; c++) {
+      int64_t lo = k->v.img_off[m] + (cr ? cr[4 * c] : 0);
+      int64_t n = cr ? cr[4 * c + 4] - cr[4 * c] : k->v.img_cnt[m];
+      const void *pos = (const char *)k->v.pos + (size_t)lo * pb;
+      const float *val = k->v.val + lo;
+      int64_t base = c * HW;
+      if (!n) continue;
 #ifdef SPW_X86
-    if (p->fast) {
-      gemm_row_avx(pos, val, n, dyr, d->N, p->Np, (int)b_lo, (int)b_hi, k->dwt);
-      continue;
-    }
+      if (p->fast) {
+        gemm_run_avx(pos, pb, base, val, n, dyr, d->N, p->Np, (int)b_lo, (int)b_hi, k->dwt);
+        continue;
+      }
 #endif
-    int o_hi = 16 * (int)b_hi < d->N ? 16 * (int)b_hi : d->N;
-    for (int64_t e = 0; e < n; e++) {
-      float x = val[e], *dst = k->dwt + (size_t)pos[e] * p->Np;
-      for (int o = 16 * (int)b_lo; o < o_hi; o++) dst[o] += x * dyr[o];
+      gemm_run_c(pos, pb, base, val, n, dyr, p->Np, o_lo, o_hi, k->dwt);
     }
   }
   for (int64_t b = b_lo; b < b_hi; b++) {

@@ -8,9 +8,11 @@
  * with work proportional to the number of kept entries.
  *
  * Packed format ("spact", see spwgrad.c for the byte layout): per image n, the kept entries as a
- * structure of arrays (int32 position inside the image = c*H*W + h*W + w, float value), grouped by
- * channel c and, inside a channel, by the parity class (h%2, w%2) of the position, with a per-image
- * table of class starts when H*W > 1. The grouping is what the conv kernel needs: it walks one
+ * structure of arrays (position, float value), grouped by channel c and, inside a channel, by the
+ * parity class (h%2, w%2) of the position, with a per-image table of class starts when H*W > 1. The
+ * channel is implied by the run an entry lies in, so the position is the one inside the channel
+ * plane, h*W + w (when H*W == 1: the channel c itself), stored as uint16 whenever every position
+ * fits (6 bytes per entry instead of 8; spact_pos_bytes), else as int32. The grouping is what the conv kernel needs: it walks one
  * channel of one image at a time, and for strides 1 and 2 every entry of one class touches the same
  * set of filter taps, so a whole class runs one fully unrolled register-blocked loop. Where each
  * image's entries sit in the buffer depends on thread scheduling; what they are does not, and the
@@ -20,11 +22,12 @@
  * dYcl[K/16][P+borders][Q+borders][16] (per thread, a chunk of images that stays in L2); for each
  * channel c the dW entries of one class's taps times up to 4 K-blocks live in zmm registers while
  * the channel's entries are streamed: broadcast x, FMA the dY vectors at fixed offsets from the
- * entry's base (one table lookup per entry). Threads take disjoint image ranges (and channel ranges
+ * entry's base (one lookup per entry, in a per-plane [H*W] table indexed by the uint16 in-plane
+ * position). Threads take disjoint image ranges (and channel ranges
  * when N < nthreads) and accumulate private dW^T partials, summed in thread order at the end: the
  * result is bit-identical run to run for a given nthreads. Shapes the register kernels do not cover
- * (strides > 2, odd dilations with stride 2, more than 5 taps per dimension, no AVX-512) take a
- * generic per-entry path in plain C.
+ * (strides > 2, odd dilations with stride 2, more than 5 taps per dimension, planes of more than
+ * 65536 pixels, whose positions are int32, no AVX-512) take a generic per-entry path in plain C.
  *
  * Gemm kernel: each entry (m, i, x) adds x * dY[m][:] to row i of a dW^T buffer, threads split the
  * output features in 16-wide blocks (no reduction), then dW^T is transposed to dW. */
@@ -37,6 +40,9 @@
 #include "runtime/kernels/conv.h"
 #include "runtime/kernels/gemm.h"
 
+/* Bytes per stored position of a packed [N][C][H][W] X_s: 2 (uint16) when H*W <= 65536, or when
+ * H*W == 1 and C <= 65536 (the position is then the channel); otherwise 4 (int32). */
+int spact_pos_bytes(int C, int H, int W);
 /* Bytes of a packed X_s buffer for an [N][C][H][W] activation (FC: H = W = 1) holding at most
  * max_nnz kept entries (capped at N*C*H*W); allocate it KERN_ALIGN-aligned. */
 size_t spact_bytes(int N, int C, int H, int W, int64_t max_nnz);
@@ -62,14 +68,14 @@ typedef enum spwgrad_impl {
 typedef struct spwgrad_plan {
   conv_desc d;
   int nthreads;
-  int fast;                  /* 1: register kernels (AVX-512, strides <= 2, unit column tap step) */
+  int fast;                  /* 1: register kernels (AVX-512, strides <= 2, unit column tap step, uint16 positions) */
   int simd;                  /* 1: AVX-512 dY transposes */
   int Kp, Kb;                /* K rounded up to 16, number of 16-wide K blocks */
   int Pp, Qp, Bt, Bl;        /* bordered dY plane and where the unbordered plane starts in it */
   int nr[2], r0[2], rstep;   /* per row class (h%2): valid taps r0, r0+rstep, ... (nr of them) */
   int ns[2], s0[2], sstep;   /* per column class (w%2): likewise for s */
   int prow;                  /* bordered dY rows between consecutive valid taps of a class */
-  int32_t *offtab;           /* [H*W] float offset of each input pixel's first tap in a dY block */
+  int32_t *offtab;           /* [H*W] float offset of each in-plane position's first tap in a dY block */
   int32_t *pixtab;           /* [P*Q] float offset of each dY pixel in a bordered dY block */
   int chunk;                 /* images per per-thread dY chunk */
   int Tn, Tc;                /* thread grid: image groups x channel groups (Tn*Tc = nthreads) */
