@@ -128,6 +128,7 @@ static spact_view spact_map(const void *buf) {
   v.img_cnt = (int64_t *)(b + off[1]);
   v.cls = (uint32_t *)(b + off[2]);
   v.pos = b + off[3];
+  SW_ASSERT(v.h->pbytes == spact_pos_bytes(v.h->C, v.h->H, v.h->W));
   v.val = (float *)(b + off[4]);
   return v;
 }
