@@ -33,6 +33,12 @@
 
 #include "runtime/kernels/kern_internal.h"
 
+/* Narrowest output row (forward Q, backward-data W) that takes the NCHW-direct path at stride 1;
+ * narrower maps (ResNet-20's 7x7) stay on the blocked path (measured in bench_spconv, README.md). */
+#define SPC_NT_QMIN 10
+/* Widest kernel (S) the NCHW-direct path takes (its column masks live on the stack). */
+#define SPC_NT_MAXS 32
+
 /* Images (batch rows) per vector. */
 #define SPC_V 16
 /* Most accumulators a register tile uses. */
@@ -300,6 +306,10 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
   if (blk_f >= 2e9 || blk_b >= 2e9)
     return sw_fail(e, SW_EINPUT, "sparse Conv: a 16-image block of %.0f floats is too large (limit 2^31)",
                    blk_f > blk_b ? blk_f : blk_b);
+  /* Stride 1 with rows wide enough to fill vectors: the NCHW-direct path, per pass (its output width). */
+  int s1 = r.stride_h == 1 && r.stride_w == 1 && r.S <= SPC_NT_MAXS;
+  p->nchw_fwd = s1 && r.Q >= SPC_NT_QMIN;
+  p->nchw_bwd = s1 && r.W >= SPC_NT_QMIN;
   /* Element offset of each forward tap (c, r, s) in a packed block, in OIHW order. */
   p->fwd_offs = sw_xmalloc(sizeof(int32_t) * r.C * r.R * r.S);
   for (int c = 0, i = 0; c < r.C; c++)
@@ -348,15 +358,30 @@ static spc_layout conv_layout(const spconv_plan *p, conv_pass pass) {
                      (size_t)d->C * p->nph, (size_t)p->bwd_cap);
 }
 
+static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_gs);
+
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
+  if (pass == CONV_FWD ? p->nchw_fwd : p->nchw_bwd) {
+    size_t off_gs;
+    return nt_scratch(p, pass, &off_gs);
+  }
   return conv_layout(p, pass).total;
 }
 
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
-  snprintf(buf, n, "sparse direct nb=%d fwd %dx%d tiles%s, bwd-data %d phase(s) %dx%d tiles, %s", p->nb,
-           p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc, p->sub ? " (subsampled 1x1)" : "", p->nph, p->bwd_tr, p->bwd_tc,
-           blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split");
+  char f[96], b[96];
+  const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
+  if (p->nchw_fwd)
+    snprintf(f, sizeof f, "fwd NCHW-direct");
+  else
+    snprintf(f, sizeof f, "fwd 16-image-packed %dx%d tiles%s %s", p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+             p->sub ? " (subsampled 1x1)" : "", sched);
+  if (p->nchw_bwd)
+    snprintf(b, sizeof b, "bwd-data NCHW-direct");
+  else
+    snprintf(b, sizeof b, "bwd-data 16-image-packed %d phase(s) %dx%d tiles %s", p->nph, p->bwd_tr, p->bwd_tc, sched);
+  snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
   return buf;
 }
 
@@ -565,9 +590,279 @@ static void run_two_stages(int T, void (*s1)(const void *, int, int), void (*s2)
 static void conv_s1(const void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
 static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
 
+/* ---------------------------------------------------------------------------------------------
+ * NCHW-direct path (stride 1, rows of at least SPC_NT_QMIN outputs): no layout transforms at all.
+ * Both passes are one stride-1 correlation out[n][o][h][q] = init + sum over the list of o of
+ * w * in[n][ci][h + r - pt][q + s - pl] (zero outside the input): forward with in = x, o = k, taps
+ * (c, r, s), pads (pad_t, pad_l); backward-data with in = dY, o = c, taps (k, r', s') of the flipped
+ * weight w[k][c][R-1-r'][S-1-s'], pads (R-1-pad_t, S-1-pad_l). The list of o is grouped by tap (r, s)
+ * (group start table gs[R*S+1]), entries (ci*Hin*Win + (r-pt)*Win + (s-pl), value) in ci order. An
+ * output row tile of tr rows x cv vectors of 16 columns sits in zmm registers; per entry one
+ * broadcast and tr*cv unaligned loads (masked to the columns whose input is inside the row, the same
+ * mask for a whole (r, s) group) + FMAs; stores go straight to the NCHW output (masked at the row
+ * end). Rows whose taps all fall inside the input run in tiles of up to 12/cv rows; the other rows
+ * (top and bottom, at most R-1 of them) run one at a time over the groups of their valid r only.
+ * Threads own contiguous ranges of (image, output channel) planes; each output element is summed by
+ * one thread in group order, so results are identical for any thread count. */
+
+/* Geometry of the correlation one pass runs. */
+typedef struct nt_geom {
+  int Cin, Hin, Win, Cout, Hout, Wout, R, S, pt, pl;
+} nt_geom;
+
+static nt_geom nt_geom_of(const spconv_plan *p, conv_pass pass) {
+  const conv_desc *d = &p->d;
+  nt_geom g;
+  g.R = d->R;
+  g.S = d->S;
+  if (pass == CONV_FWD) {
+    g.Cin = d->C, g.Hin = d->H, g.Win = d->W, g.Cout = d->K, g.Hout = d->P, g.Wout = d->Q;
+    g.pt = d->pad_t, g.pl = d->pad_l;
+  } else {
+    g.Cin = d->K, g.Hin = d->P, g.Win = d->Q, g.Cout = d->C, g.Hout = d->H, g.Wout = d->W;
+    g.pt = d->R - 1 - d->pad_t, g.pl = d->S - 1 - d->pad_l;
+  }
+  return g;
+}
+
+static int spc_portable; /* tests: 1 runs the plain C NCHW kernel even where AVX-512 is there */
+
+void spconv_use_portable(int on) { spc_portable = on; }
+
+/* The list of output o (grouped by tap, see above) from the dense weight; gs[R*S] = its length. */
+static void nt_build(const nt_geom *g, conv_pass pass, const float *restrict w, int o, spc_ent *restrict L,
+                     int *restrict gs) {
+  int R = g->R, S = g->S, n = 0;
+  int32_t plane = g->Hin * g->Win;
+  for (int r = 0; r < R; r++)
+    for (int s = 0; s < S; s++) {
+      gs[r * S + s] = n;
+      int32_t off = (r - g->pt) * g->Win + (s - g->pl);
+      /* forward: w[o][ci][r][s]; backward-data: w[ci][o][R-1-r][S-1-s] (K = Cin, C = Cout) */
+      const float *wp = pass == CONV_FWD ? w + ((size_t)o * g->Cin * R + r) * S + s
+                                         : w + ((size_t)o * R + (R - 1 - r)) * S + (S - 1 - s);
+      size_t ws = pass == CONV_FWD ? (size_t)R * S : (size_t)g->Cout * R * S;
+      for (int ci = 0; ci < g->Cin; ci++) {
+        float v = wp[ci * ws];
+        L[n].off = ci * plane + off;
+        L[n].w = v;
+        n += v != 0.0f; /* NaN counts as nonzero */
+      }
+    }
+  gs[R * S] = n;
+}
+
+/* Valid tap rows [*r0, *r1] of output row h (empty when *r0 > *r1). */
+static void nt_rows(const nt_geom *g, int h, int *r0, int *r1) {
+  *r0 = imax(0, g->pt - h);
+  *r1 = imin(g->R - 1, g->Hin - 1 - h + g->pt);
+}
+
+/* Interior output rows [*h0, *h1): every tap row inside the input. */
+static void nt_interior(const nt_geom *g, int *h0, int *h1) {
+  *h0 = imin(g->Hout, imax(0, g->pt));
+  *h1 = imax(*h0, imin(g->Hout, g->Hin - g->R + 1 + g->pt));
+}
+
+/* Plain C plane: out plane yo (Hout x Wout) of one (image, o) from the input image xi, row by row,
+ * each entry's valid column range clipped instead of masked. */
+SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const spc_ent *restrict L,
+                               const int *restrict gs, float init, float *restrict yo) {
+  int S = g->S, W = g->Wout;
+  for (int h = 0; h < g->Hout; h++) {
+    float *restrict yr = yo + (size_t)h * W;
+    for (int q = 0; q < W; q++) yr[q] = init;
+    int r0, r1;
+    nt_rows(g, h, &r0, &r1);
+    for (int r = r0; r <= r1; r++)
+      for (int s = 0; s < S; s++) {
+        int qa = imax(0, g->pl - s), qb = imin(W, g->Win + g->pl - s);
+        for (int e = gs[r * S + s]; e < gs[r * S + s + 1]; e++) {
+          ptrdiff_t base = (ptrdiff_t)h * g->Win + L[e].off;
+          float wv = L[e].w;
+          for (int q = qa; q < qb; q++) yr[q] += wv * xi[base + q];
+        }
+      }
+  }
+}
+
+#ifdef SPC_X86
+#define SPC_NT_ACC 12  /* accumulators of a row tile */
+#define SPC_AVX_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+/* Lanes j of the vector at output column q with 0 <= q+j < Wout and 0 <= q+j+dq < Win. */
+static unsigned nt_mask(int q, int dq, int Wout, int Win) {
+  int lo = imax(0, -(q + dq)), hi = imin(16, imin(Wout - q, Win - q - dq));
+  if (hi <= lo) return 0;
+  return ((hi >= 16 ? 0xffffu : (1u << hi) - 1u) >> lo) << lo;
+}
+
+/* One tile: tr rows x CV vectors at output (h, q) (yb) from input xb = image + h*Win + q, groups of
+ * tap rows r0..r1; ms[s*2+v] the load masks of tap column s, st[v] the store masks. */
+SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win,
+                            const spc_ent *restrict L, const int *restrict gs, int r0, int r1, int S,
+                            const __mmask16 *restrict ms, float init, float *restrict yb, ptrdiff_t wout,
+                            const __mmask16 *restrict st) {
+  __m512 acc[SPC_NT_ACC];
+  for (int i = 0; i < TR * CV; i++) acc[i] = _mm512_set1_ps(init);
+  for (int r = r0; r <= r1; r++)
+    for (int s = 0; s < S; s++) {
+      __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
+      int e1 = gs[r * S + s + 1];
+      for (int e = gs[r * S + s]; e < e1; e++) {
+        const float *b = xb + L[e].off;
+        __m512 w = _mm512_set1_ps(L[e].w);
+        for (int i = 0; i < TR; i++) {
+          acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
+          if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
+        }
+      }
+    }
+  for (int i = 0; i < TR; i++) {
+    _mm512_mask_storeu_ps(yb + i * wout, st[0], acc[i * CV]);
+    if (CV == 2) _mm512_mask_storeu_ps(yb + i * wout + 16, st[1], acc[i * CV + 1]);
+  }
+}
+
+__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const float *restrict xb, ptrdiff_t win,
+                                                           const spc_ent *restrict L, const int *restrict gs, int r0,
+                                                           int r1, int S, const __mmask16 *restrict ms, float init,
+                                                           float *restrict yb, ptrdiff_t wout,
+                                                           const __mmask16 *restrict st) {
+#define NT_CASE(T, C)                                                                                              \
+  case (T) * 4 + (C): nt_tile(T, C, xb, win, L, gs, r0, r1, S, ms, init, yb, wout, st); return;
+  switch (tr * 4 + cv) {
+    NT_CASE(1, 1) NT_CASE(2, 1) NT_CASE(3, 1) NT_CASE(4, 1) NT_CASE(5, 1) NT_CASE(6, 1) NT_CASE(7, 1)
+    NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1)
+    NT_CASE(1, 2) NT_CASE(2, 2) NT_CASE(3, 2) NT_CASE(4, 2) NT_CASE(5, 2) NT_CASE(6, 2)
+  default: break;
+  }
+#undef NT_CASE
+  SW_ASSERT(!"spconv: NCHW tile out of range");
+}
+
+/* AVX-512 plane: column chunks of up to 2 vectors; per chunk the interior rows in balanced tiles of
+ * up to 12/cv rows, the border rows one by one over their valid tap rows. */
+__attribute__((target("avx512f"))) static void nt_plane_avx512(const nt_geom *g, const float *restrict xi,
+                                                               const spc_ent *restrict L, const int *restrict gs,
+                                                               float init, float *restrict yo) {
+  int S = g->S, W = g->Wout, hi0, hi1;
+  nt_interior(g, &hi0, &hi1);
+  __mmask16 ms[2 * SPC_NT_MAXS], st[2];
+  for (int q0 = 0; q0 < W;) {
+    int cv = imin(2, kern_cdiv(W - q0, 16));
+    for (int s = 0; s < S; s++)
+      for (int v = 0; v < 2; v++)
+        ms[2 * s + v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, s - g->pl, W, g->Win) : 0);
+    for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
+    int TR = SPC_NT_ACC / cv;
+    for (int h = 0; h < g->Hout;) {
+      const float *xb = xi + (ptrdiff_t)h * g->Win + q0;
+      float *yb = yo + (size_t)h * W + q0;
+      if (h >= hi0 && h < hi1) {
+        int left = hi1 - h, tr = kern_cdiv(left, kern_cdiv(left, TR));
+        nt_tile_any(tr, cv, xb, g->Win, L, gs, 0, g->R - 1, S, ms, init, yb, W, st);
+        h += tr;
+      } else {
+        int r0, r1;
+        nt_rows(g, h, &r0, &r1);
+        nt_tile_any(1, cv, xb, g->Win, L, gs, r0, r1, S, ms, init, yb, W, st);
+        h++;
+      }
+    }
+    q0 += 16 * cv;
+  }
+}
+
+static int nt_use_avx512(const nt_geom *g) {
+  return !spc_portable && g->S <= SPC_NT_MAXS && __builtin_cpu_supports("avx512f");
+}
+#else
+static int nt_use_avx512(const nt_geom *g) {
+  (void)g;
+  return 0;
+}
+#endif
+
+/* Everything one NCHW-direct execute needs. */
+typedef struct nt_run {
+  nt_geom g;
+  conv_pass pass;
+  int N, avx512;
+  const float *in, *w, *b;
+  float *out;
+  spc_ent *lists;
+  int *gs;
+  size_t cap; /* entries per list (Cin*R*S) */
+} nt_run;
+
+/* Stage 1: the lists of the outputs this worker owns. */
+static void nt_s1(const void *ctx, int t, int T) {
+  const nt_run *r = ctx;
+  int64_t lo, hi;
+  kern_split(r->g.Cout, t, T, &lo, &hi);
+  for (int64_t o = lo; o < hi; o++)
+    nt_build(&r->g, r->pass, r->w, (int)o, r->lists + (size_t)o * r->cap, r->gs + (size_t)o * (r->g.R * r->g.S + 1));
+}
+
+/* Stage 2: the (image, output) planes this worker owns, in image-major order. */
+static void nt_s2(const void *ctx, int t, int T) {
+  const nt_run *r = ctx;
+  const nt_geom *g = &r->g;
+  size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
+  int64_t lo, hi;
+  kern_split((int64_t)r->N * g->Cout, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i++) {
+    int n = (int)(i / g->Cout), o = (int)(i % g->Cout);
+    const float *xi = r->in + n * in_img;
+    const spc_ent *L = r->lists + (size_t)o * r->cap;
+    const int *gs = r->gs + (size_t)o * (g->R * g->S + 1);
+    float init = r->b ? r->b[o] : 0.0f, *yo = r->out + (size_t)i * out_pl;
+#ifdef SPC_X86
+    if (r->avx512) {
+      nt_plane_avx512(g, xi, L, gs, init, yo);
+      continue;
+    }
+#endif
+    nt_plane_c(g, xi, L, gs, init, yo);
+  }
+}
+
+/* Scratch of the NCHW-direct pass: the lists, then the group start tables. */
+static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_gs) {
+  nt_geom g = nt_geom_of(p, pass);
+  size_t cap = (size_t)g.Cin * g.R * g.S;
+  *off_gs = ebytes((size_t)g.Cout * cap);
+  return *off_gs + ibytes((size_t)g.Cout * (g.R * g.S + 1));
+}
+
+static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
+                    float *out, void *scratch) {
+  nt_run r;
+  size_t off_gs;
+  nt_scratch(p, pass, &off_gs);
+  r.g = nt_geom_of(p, pass);
+  r.pass = pass;
+  r.N = p->d.N;
+  r.avx512 = nt_use_avx512(&r.g);
+  r.in = in;
+  r.w = w;
+  r.b = b;
+  r.out = out;
+  r.lists = (spc_ent *)scratch;
+  r.gs = (int *)((char *)scratch + off_gs);
+  r.cap = (size_t)r.g.Cin * r.g.R * r.g.S;
+  run_two_stages(p->nthreads, nt_s1, nt_s2, &r);
+}
+
+
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                       float *out, void *scratch) {
   SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
+  if (pass == CONV_FWD ? p->nchw_fwd : p->nchw_bwd) {
+    nt_exec(p, pass, in, w, b, out, scratch);
+    return;
+  }
   conv_run r;
   r.p = p;
   r.pass = pass;

@@ -39,6 +39,8 @@ typedef struct spconv_plan {
   int bwd_cap;                 /* list capacity per (input channel, phase) */
   int bwd_tr, bwd_tc;          /* dX rows (of one phase) x columns per register tile */
   int32_t *fwd_offs;           /* [C*R*S] element offsets of the forward taps (owned) */
+  /* 1: the pass runs NCHW-direct (stride 1, output rows >= 10 wide): no layout transforms */
+  int nchw_fwd, nchw_bwd;
 } spconv_plan;
 
 /* Prepares a plan for d (resolved by this call) on nthreads threads; SW_EINPUT with a message for a
@@ -57,6 +59,10 @@ double spconv_plan_crossover(const spconv_plan *p, conv_pass pass);
 void spconv_plan_fwd(const spconv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch);
 /* Backward-data: dx (overwritten) from dy and the nonzeros of w. */
 void spconv_plan_bwd_data(const spconv_plan *p, const float *dy, const float *w, float *dx, void *scratch);
+
+/* Tests: 1 makes the NCHW-direct path run its plain C kernel (what CPUs without AVX-512 run) even
+ * where AVX-512 is there; 0 (default) the best the CPU has. Not thread-safe against running kernels. */
+void spconv_use_portable(int on);
 
 typedef struct spgemm_plan {
   gemm_desc d;
