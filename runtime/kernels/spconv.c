@@ -658,12 +658,6 @@ static void nt_rows(const nt_geom *g, int h, int *r0, int *r1) {
   *r1 = imin(g->R - 1, g->Hin - 1 - h + g->pt);
 }
 
-/* Interior output rows [*h0, *h1): every tap row inside the input. */
-static void nt_interior(const nt_geom *g, int *h0, int *h1) {
-  *h0 = imin(g->Hout, imax(0, g->pt));
-  *h1 = imax(*h0, imin(g->Hout, g->Hin - g->R + 1 + g->pt));
-}
-
 /* Plain C plane: out plane yo (Hout x Wout) of one (image, o) from the input image xi, row by row,
  * each entry's valid column range clipped instead of masked. */
 SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const spc_ent *restrict L,
@@ -697,40 +691,67 @@ static unsigned nt_mask(int q, int dq, int Wout, int Win) {
   return ((hi >= 16 ? 0xffffu : (1u << hi) - 1u) >> lo) << lo;
 }
 
-/* One tile: tr rows x CV vectors at output (h, q) (yb) from input xb = image + h*Win + q, groups of
- * tap rows r0..r1; ms[s*2+v] the load masks of tap column s, st[v] the store masks. */
-SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win,
-                            const spc_ent *restrict L, const int *restrict gs, int r0, int r1, int S,
-                            const __mmask16 *restrict ms, float init, float *restrict yb, ptrdiff_t wout,
-                            const __mmask16 *restrict st) {
+/* One tile: TR rows x CV vectors at output (h0, q) (yb) from input xb = image + h0*Win + q. Row i of
+ * the tile takes tap row r iff 0 <= h0+i+r-pt < Hin; groups where every row does run unchecked, the
+ * few others check the row (a skipped tap is not summed, as in the reference). ms[s*2+v] are the load
+ * masks of tap column s, st[v] the store masks. */
+SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const nt_geom *g, int h0, const float *restrict xb,
+                            const spc_ent *restrict L, const int *restrict gs, const __mmask16 *restrict ms,
+                            float init, float *restrict yb, const __mmask16 *restrict st) {
+  const ptrdiff_t win = g->Win, wout = g->Wout;
+  const int S = g->S;
+  const unsigned full = (1u << TR) - 1u;
   __m512 acc[SPC_NT_ACC];
+_Pragma("GCC unroll 32")
   for (int i = 0; i < TR * CV; i++) acc[i] = _mm512_set1_ps(init);
-  for (int r = r0; r <= r1; r++)
+  for (int r = 0; r < g->R; r++) {
+    /* rows i with 0 <= h0+i+r-pt < Hin */
+    int ia = imax(0, g->pt - r - h0), ib = imin(TR, g->Hin + g->pt - r - h0);
+    if (ib <= ia) continue;
+    unsigned ok = (full >> ia << ia) & (full >> (TR - ib));
     for (int s = 0; s < S; s++) {
       __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
-      int e1 = gs[r * S + s + 1];
-      for (int e = gs[r * S + s]; e < e1; e++) {
-        const float *b = xb + L[e].off;
-        __m512 w = _mm512_set1_ps(L[e].w);
-        for (int i = 0; i < TR; i++) {
-          acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
-          if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
+      int e0 = gs[r * S + s], e1 = gs[r * S + s + 1];
+      if (ok == full) {
+        for (int e = e0; e < e1; e++) {
+          const float *b = xb + L[e].off;
+          __m512 w = _mm512_set1_ps(L[e].w);
+_Pragma("GCC unroll 16")
+          for (int i = 0; i < TR; i++) {
+            acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
+            if (CV == 2)
+              acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
+          }
+        }
+      } else {
+        for (int e = e0; e < e1; e++) {
+          const float *b = xb + L[e].off;
+          __m512 w = _mm512_set1_ps(L[e].w);
+_Pragma("GCC unroll 16")
+          for (int i = 0; i < TR; i++) {
+            if (!(ok >> i & 1u)) continue;
+            acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
+            if (CV == 2)
+              acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
+          }
         }
       }
     }
+  }
+_Pragma("GCC unroll 16")
   for (int i = 0; i < TR; i++) {
     _mm512_mask_storeu_ps(yb + i * wout, st[0], acc[i * CV]);
     if (CV == 2) _mm512_mask_storeu_ps(yb + i * wout + 16, st[1], acc[i * CV + 1]);
   }
 }
 
-__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const float *restrict xb, ptrdiff_t win,
-                                                           const spc_ent *restrict L, const int *restrict gs, int r0,
-                                                           int r1, int S, const __mmask16 *restrict ms, float init,
-                                                           float *restrict yb, ptrdiff_t wout,
+__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const nt_geom *g, int h0,
+                                                           const float *restrict xb, const spc_ent *restrict L,
+                                                           const int *restrict gs, const __mmask16 *restrict ms,
+                                                           float init, float *restrict yb,
                                                            const __mmask16 *restrict st) {
 #define NT_CASE(T, C)                                                                                              \
-  case (T) * 4 + (C): nt_tile(T, C, xb, win, L, gs, r0, r1, S, ms, init, yb, wout, st); return;
+  case (T) * 4 + (C): nt_tile(T, C, g, h0, xb, L, gs, ms, init, yb, st); return;
   switch (tr * 4 + cv) {
     NT_CASE(1, 1) NT_CASE(2, 1) NT_CASE(3, 1) NT_CASE(4, 1) NT_CASE(5, 1) NT_CASE(6, 1) NT_CASE(7, 1)
     NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1)
@@ -741,13 +762,12 @@ __attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const
   SW_ASSERT(!"spconv: NCHW tile out of range");
 }
 
-/* AVX-512 plane: column chunks of up to 2 vectors; per chunk the interior rows in balanced tiles of
- * up to 12/cv rows, the border rows one by one over their valid tap rows. */
+/* AVX-512 plane: column chunks of up to 2 vectors; per chunk the rows in balanced tiles of up to
+ * 12/cv rows. */
 __attribute__((target("avx512f"))) static void nt_plane_avx512(const nt_geom *g, const float *restrict xi,
                                                                const spc_ent *restrict L, const int *restrict gs,
                                                                float init, float *restrict yo) {
-  int S = g->S, W = g->Wout, hi0, hi1;
-  nt_interior(g, &hi0, &hi1);
+  int S = g->S, W = g->Wout;
   __mmask16 ms[2 * SPC_NT_MAXS], st[2];
   for (int q0 = 0; q0 < W;) {
     int cv = imin(2, kern_cdiv(W - q0, 16));
@@ -757,18 +777,9 @@ __attribute__((target("avx512f"))) static void nt_plane_avx512(const nt_geom *g,
     for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
     int TR = SPC_NT_ACC / cv;
     for (int h = 0; h < g->Hout;) {
-      const float *xb = xi + (ptrdiff_t)h * g->Win + q0;
-      float *yb = yo + (size_t)h * W + q0;
-      if (h >= hi0 && h < hi1) {
-        int left = hi1 - h, tr = kern_cdiv(left, kern_cdiv(left, TR));
-        nt_tile_any(tr, cv, xb, g->Win, L, gs, 0, g->R - 1, S, ms, init, yb, W, st);
-        h += tr;
-      } else {
-        int r0, r1;
-        nt_rows(g, h, &r0, &r1);
-        nt_tile_any(1, cv, xb, g->Win, L, gs, r0, r1, S, ms, init, yb, W, st);
-        h++;
-      }
+      int left = g->Hout - h, tr = kern_cdiv(left, kern_cdiv(left, TR));
+      nt_tile_any(tr, cv, g, h, xi + (ptrdiff_t)h * g->Win + q0, L, gs, ms, init, yo + (size_t)h * W + q0, st);
+      h += tr;
     }
     q0 += 16 * cv;
   }
