@@ -681,7 +681,7 @@ SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const
 }
 
 #ifdef SPC_X86
-#define SPC_NT_ACC 12  /* accumulators of a row tile */
+#define SPC_NT_ACC 24  /* accumulators of a row tile (of 32 zmm registers) */
 #define SPC_AVX_INLINE static inline __attribute__((always_inline, target("avx512f")))
 
 /* Lanes j of the vector at output column q with 0 <= q+j < Wout and 0 <= q+j+dq < Win. */
@@ -691,97 +691,147 @@ static unsigned nt_mask(int q, int dq, int Wout, int Win) {
   return ((hi >= 16 ? 0xffffu : (1u << hi) - 1u) >> lo) << lo;
 }
 
-/* One tile: TR rows x CV vectors at output (h0, q) (yb) from input xb = image + h0*Win + q. Row i of
- * the tile takes tap row r iff 0 <= h0+i+r-pt < Hin; groups where every row does run unchecked, the
- * few others check the row (a skipped tap is not summed, as in the reference). ms[s*2+v] are the load
- * masks of tap column s, st[v] the store masks. */
-SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const nt_geom *g, int h0, const float *restrict xb,
+/* Interior tile: TR rows x CV vectors at output (h, q) (yb, row pitch Wout) from input xb = image +
+ * h*Win + q; every tap row of these rows is inside the input. ms[s*2+v] are the load masks of tap
+ * column s, st[v] the store masks. Rows are addressed from one pointer per 3 rows (+0, +Win, +2*Win fit
+ * x86 addressing), so the entry loop needs no per-row registers. */
+SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win, int RS, int S,
                             const spc_ent *restrict L, const int *restrict gs, const __mmask16 *restrict ms,
-                            float init, float *restrict yb, const __mmask16 *restrict st) {
-  const ptrdiff_t win = g->Win, wout = g->Wout;
-  const int S = g->S;
-  const unsigned full = (1u << TR) - 1u;
+                            float init, float *restrict yb, ptrdiff_t wout, const __mmask16 *restrict st) {
   __m512 acc[SPC_NT_ACC];
-_Pragma("GCC unroll 32")
+  const ptrdiff_t w3 = 3 * win;
+_Pragma("GCC unroll 48")
   for (int i = 0; i < TR * CV; i++) acc[i] = _mm512_set1_ps(init);
-  for (int r = 0; r < g->R; r++) {
-    /* rows i with 0 <= h0+i+r-pt < Hin */
-    int ia = imax(0, g->pt - r - h0), ib = imin(TR, g->Hin + g->pt - r - h0);
-    if (ib <= ia) continue;
-    unsigned ok = (full >> ia << ia) & (full >> (TR - ib));
-    for (int s = 0; s < S; s++) {
-      __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
-      int e0 = gs[r * S + s], e1 = gs[r * S + s + 1];
-      if (ok == full) {
-        for (int e = e0; e < e1; e++) {
-          const float *b = xb + L[e].off;
-          __m512 w = _mm512_set1_ps(L[e].w);
-_Pragma("GCC unroll 16")
-          for (int i = 0; i < TR; i++) {
-            acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
-            if (CV == 2)
-              acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
-          }
-        }
-      } else {
-        for (int e = e0; e < e1; e++) {
-          const float *b = xb + L[e].off;
-          __m512 w = _mm512_set1_ps(L[e].w);
-_Pragma("GCC unroll 16")
-          for (int i = 0; i < TR; i++) {
-            if (!(ok >> i & 1u)) continue;
-            acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b + i * win), acc[i * CV]);
-            if (CV == 2)
-              acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + i * win + 16), acc[i * CV + 1]);
-          }
-        }
+  for (int g = 0, s = 0; g < RS; g++, s = s + 1 == S ? 0 : s + 1) {
+    __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
+    int e1 = gs[g + 1];
+    for (int e = gs[g]; e < e1; e++) {
+      const float *b = xb + L[e].off;
+      __m512 w = _mm512_set1_ps(L[e].w);
+_Pragma("GCC unroll 24")
+      for (int i = 0; i < TR; i++) {
+        const float *row = b + (i / 3) * w3 + (i % 3) * win;
+        acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, row), acc[i * CV]);
+        if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, row + 16), acc[i * CV + 1]);
       }
     }
   }
-_Pragma("GCC unroll 16")
+_Pragma("GCC unroll 24")
   for (int i = 0; i < TR; i++) {
     _mm512_mask_storeu_ps(yb + i * wout, st[0], acc[i * CV]);
     if (CV == 2) _mm512_mask_storeu_ps(yb + i * wout + 16, st[1], acc[i * CV + 1]);
   }
 }
 
-__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const nt_geom *g, int h0,
-                                                           const float *restrict xb, const spc_ent *restrict L,
+__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const float *restrict xb, ptrdiff_t win,
+                                                           int RS, int S, const spc_ent *restrict L,
                                                            const int *restrict gs, const __mmask16 *restrict ms,
-                                                           float init, float *restrict yb,
+                                                           float init, float *restrict yb, ptrdiff_t wout,
                                                            const __mmask16 *restrict st) {
 #define NT_CASE(T, C)                                                                                              \
-  case (T) * 4 + (C): nt_tile(T, C, g, h0, xb, L, gs, ms, init, yb, st); return;
+  case (T) * 4 + (C): nt_tile(T, C, xb, win, RS, S, L, gs, ms, init, yb, wout, st); return;
   switch (tr * 4 + cv) {
     NT_CASE(1, 1) NT_CASE(2, 1) NT_CASE(3, 1) NT_CASE(4, 1) NT_CASE(5, 1) NT_CASE(6, 1) NT_CASE(7, 1)
-    NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1)
-    NT_CASE(1, 2) NT_CASE(2, 2) NT_CASE(3, 2) NT_CASE(4, 2) NT_CASE(5, 2) NT_CASE(6, 2)
+    NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1) NT_CASE(13, 1) NT_CASE(14, 1)
+    NT_CASE(15, 1) NT_CASE(16, 1) NT_CASE(17, 1) NT_CASE(18, 1) NT_CASE(19, 1) NT_CASE(20, 1) NT_CASE(21, 1)
+    NT_CASE(22, 1) NT_CASE(23, 1) NT_CASE(24, 1)
+    NT_CASE(1, 2) NT_CASE(2, 2) NT_CASE(3, 2) NT_CASE(4, 2) NT_CASE(5, 2) NT_CASE(6, 2) NT_CASE(7, 2)
+    NT_CASE(8, 2) NT_CASE(9, 2) NT_CASE(10, 2) NT_CASE(11, 2) NT_CASE(12, 2)
   default: break;
   }
 #undef NT_CASE
   SW_ASSERT(!"spconv: NCHW tile out of range");
 }
 
-/* AVX-512 plane: column chunks of up to 2 vectors; per chunk the rows in balanced tiles of up to
- * 12/cv rows. */
-__attribute__((target("avx512f"))) static void nt_plane_avx512(const nt_geom *g, const float *restrict xi,
-                                                               const spc_ent *restrict L, const int *restrict gs,
-                                                               float init, float *restrict yo) {
-  int S = g->S, W = g->Wout;
-  __mmask16 ms[2 * SPC_NT_MAXS], st[2];
-  for (int q0 = 0; q0 < W;) {
-    int cv = imin(2, kern_cdiv(W - q0, 16));
-    for (int s = 0; s < S; s++)
-      for (int v = 0; v < 2; v++)
-        ms[2 * s + v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, s - g->pl, W, g->Win) : 0);
-    for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
-    int TR = SPC_NT_ACC / cv;
-    for (int h = 0; h < g->Hout;) {
-      int left = g->Hout - h, tr = kern_cdiv(left, kern_cdiv(left, TR));
-      nt_tile_any(tr, cv, g, h, xi + (ptrdiff_t)h * g->Win + q0, L, gs, ms, init, yo + (size_t)h * W + q0, st);
-      h += tr;
+/* Border row: one output row (CV vectors) over the groups of its valid tap rows r0..r1; the entries
+ * of a group go round-robin to 4 partial sums per vector (one accumulator would wait on the FMA
+ * latency), added in a fixed order at the end. */
+SPC_AVX_INLINE void nt_row(const int CV, const float *restrict xb, int r0, int r1, int S, const spc_ent *restrict L,
+                           const int *restrict gs, const __mmask16 *restrict ms, float init, float *restrict yb,
+                           const __mmask16 *restrict st) {
+  __m512 a0[2], a1[2], a2[2], a3[2];
+  for (int v = 0; v < 2; v++) a0[v] = a1[v] = a2[v] = a3[v] = _mm512_setzero_ps();
+#define NT_ROW_FMA(A, E)                                                                                           \
+  do {                                                                                                             \
+    const float *b_ = xb + L[E].off;                                                                               \
+    __m512 w_ = _mm512_set1_ps(L[E].w);                                                                            \
+    A[0] = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(m0, b_), A[0]);                                               \
+    if (CV == 2) A[1] = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(m1, b_ + 16), A[1]);                            \
+  } while (0)
+  for (int g = r0 * S, s = 0; g < (r1 + 1) * S; g++, s = s + 1 == S ? 0 : s + 1) {
+    __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
+    int e = gs[g], e1 = gs[g + 1];
+    for (; e + 4 <= e1; e += 4) {
+      NT_ROW_FMA(a0, e);
+      NT_ROW_FMA(a1, e + 1);
+      NT_ROW_FMA(a2, e + 2);
+      NT_ROW_FMA(a3, e + 3);
     }
-    q0 += 16 * cv;
+    if (e < e1) NT_ROW_FMA(a0, e);
+    if (e + 1 < e1) NT_ROW_FMA(a1, e + 1);
+    if (e + 2 < e1) NT_ROW_FMA(a2, e + 2);
+  }
+#undef NT_ROW_FMA
+  for (int v = 0; v < CV; v++) {
+    __m512 sum = _mm512_add_ps(_mm512_add_ps(a0[v], a1[v]), _mm512_add_ps(a2[v], a3[v]));
+    _mm512_mask_storeu_ps(yb + 16 * v, st[v], _mm512_add_ps(_mm512_set1_ps(init), sum));
+  }
+}
+
+__attribute__((target("avx512f"))) static void nt_row_any(int cv, const float *restrict xb, int r0, int r1, int S,
+                                                          const spc_ent *restrict L, const int *restrict gs,
+                                                          const __mmask16 *restrict ms, float init,
+                                                          float *restrict yb, const __mmask16 *restrict st) {
+  if (cv == 2)
+    nt_row(2, xb, r0, r1, S, L, gs, ms, init, yb, st);
+  else
+    nt_row(1, xb, r0, r1, S, L, gs, ms, init, yb, st);
+}
+
+/* AVX-512: outputs o0..o1-1 of one image (input image xi, output image yi), band by band of output
+ * rows so that the input rows a band reads stay in L1 while every output channel's tile runs over
+ * them: interior rows (all tap rows inside the input) in balanced bands of up to 24/cv rows, the
+ * border rows one at a time; column chunks of up to 2 vectors inside a band. */
+__attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g, const float *restrict xi,
+                                                               const spc_ent *restrict lists, size_t cap,
+                                                               const int *restrict gsall, int o0, int o1,
+                                                               const float *restrict bias, float *restrict yi) {
+  int S = g->S, W = g->Wout, RS = g->R * g->S;
+  size_t out_pl = (size_t)g->Hout * W;
+  __mmask16 ms[2 * SPC_NT_MAXS], st[2];
+  int TR = SPC_NT_ACC / imin(2, kern_cdiv(W, 16));
+  /* interior rows [hi0, hi1) */
+  int hi0 = imin(g->Hout, imax(0, g->pt)), hi1 = imax(hi0, imin(g->Hout, g->Hin - g->R + 1 + g->pt));
+  for (int h = 0; h < g->Hout;) {
+    int interior = h >= hi0 && h < hi1, tr = 1, r0 = 0, r1 = 0;
+    if (interior) {
+      int left = hi1 - h;
+      tr = kern_cdiv(left, kern_cdiv(left, TR));
+    } else {
+      nt_rows(g, h, &r0, &r1);
+    }
+    for (int q0 = 0; q0 < W;) {
+      int cv = imin(2, kern_cdiv(W - q0, 16));
+      for (int s = 0; s < S; s++)
+        for (int v = 0; v < 2; v++)
+          ms[2 * s + v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, s - g->pl, W, g->Win) : 0);
+      for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
+      const float *xb = xi + (ptrdiff_t)h * g->Win + q0;
+      for (int o = o0; o < o1; o++) {
+        const spc_ent *L = lists + (size_t)o * cap;
+        const int *gs = gsall + (size_t)o * (RS + 1);
+        float *yb = yi + o * out_pl + (size_t)h * W + q0;
+        float init = bias ? bias[o] : 0.0f;
+        if (interior)
+          nt_tile_any(tr, cv, xb, g->Win, RS, S, L, gs, ms, init, yb, W, st);
+        else if (r0 <= r1)
+          nt_row_any(cv, xb, r0, r1, S, L, gs, ms, init, yb, st);
+        else
+          for (int v = 0; v < cv; v++) _mm512_mask_storeu_ps(yb + 16 * v, st[v], _mm512_set1_ps(init));
+      }
+      q0 += 16 * cv;
+    }
+    h += tr;
   }
 }
 
@@ -816,26 +866,29 @@ static void nt_s1(const void *ctx, int t, int T) {
     nt_build(&r->g, r->pass, r->w, (int)o, r->lists + (size_t)o * r->cap, r->gs + (size_t)o * (r->g.R * r->g.S + 1));
 }
 
-/* Stage 2: the (image, output) planes this worker owns, in image-major order. */
+/* Stage 2: the (image, output) planes this worker owns (a contiguous range in image-major order),
+ * one image at a time. */
 static void nt_s2(const void *ctx, int t, int T) {
   const nt_run *r = ctx;
   const nt_geom *g = &r->g;
   size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
+  int RS1 = g->R * g->S + 1;
   int64_t lo, hi;
   kern_split((int64_t)r->N * g->Cout, t, T, &lo, &hi);
-  for (int64_t i = lo; i < hi; i++) {
-    int n = (int)(i / g->Cout), o = (int)(i % g->Cout);
+  for (int64_t i = lo; i < hi;) {
+    int n = (int)(i / g->Cout), o0 = (int)(i % g->Cout);
+    int o1 = (int)imin(g->Cout, (int)(hi - (int64_t)n * g->Cout));
     const float *xi = r->in + n * in_img;
-    const spc_ent *L = r->lists + (size_t)o * r->cap;
-    const int *gs = r->gs + (size_t)o * (g->R * g->S + 1);
-    float init = r->b ? r->b[o] : 0.0f, *yo = r->out + (size_t)i * out_pl;
+    float *yi = r->out + (size_t)n * g->Cout * out_pl;
 #ifdef SPC_X86
-    if (r->avx512) {
-      nt_plane_avx512(g, xi, L, gs, init, yo);
-      continue;
-    }
+    if (r->avx512)
+      nt_image_avx512(g, xi, r->lists, r->cap, r->gs, o0, o1, r->b, yi);
+    else
 #endif
-    nt_plane_c(g, xi, L, gs, init, yo);
+      for (int o = o0; o < o1; o++)
+        nt_plane_c(g, xi, r->lists + (size_t)o * r->cap, r->gs + (size_t)o * RS1, r->b ? r->b[o] : 0.0f,
+                   yi + o * out_pl);
+    i = (int64_t)n * g->Cout + o1;
   }
 }
 
