@@ -744,8 +744,8 @@ __attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const
 }
 
 /* Border row: one output row (CV vectors) over the groups of its valid tap rows r0..r1; the entries
- * of a group go round-robin to 4 partial sums per vector (one accumulator would wait on the FMA
- * latency), added in a fixed order at the end. */
+ * go round-robin to 4 partial sums per vector (one accumulator would wait on the FMA latency), added
+ * in a fixed order at the end. */
 SPC_AVX_INLINE void nt_row(const int CV, const float *restrict xb, int r0, int r1, int S, const spc_ent *restrict L,
                            const int *restrict gs, const __mmask16 *restrict ms, float init, float *restrict yb,
                            const __mmask16 *restrict st) {
@@ -767,9 +767,18 @@ SPC_AVX_INLINE void nt_row(const int CV, const float *restrict xb, int r0, int r
       NT_ROW_FMA(a2, e + 2);
       NT_ROW_FMA(a3, e + 3);
     }
-    if (e < e1) NT_ROW_FMA(a0, e);
-    if (e + 1 < e1) NT_ROW_FMA(a1, e + 1);
-    if (e + 2 < e1) NT_ROW_FMA(a2, e + 2);
+    /* the 0-3 left over go to a0, a1, a2; then the names rotate so that the next group starts on
+     * the first unused sum (groups are short: without this most entries would chain on a0) */
+    int k = e1 - e;
+    if (k > 0) NT_ROW_FMA(a0, e);
+    if (k > 1) NT_ROW_FMA(a1, e + 1);
+    if (k > 2) NT_ROW_FMA(a2, e + 2);
+    for (int v = 0; v < CV; v++) {
+      __m512 t0 = a0[v], t1 = a1[v], t2 = a2[v], t3 = a3[v];
+      if (k == 1) a0[v] = t1, a1[v] = t2, a2[v] = t3, a3[v] = t0;
+      if (k == 2) a0[v] = t2, a1[v] = t3, a2[v] = t0, a3[v] = t1;
+      if (k == 3) a0[v] = t3, a1[v] = t0, a2[v] = t1, a3[v] = t2;
+    }
   }
 #undef NT_ROW_FMA
   for (int v = 0; v < CV; v++) {
@@ -795,8 +804,12 @@ __attribute__((target("avx512f"))) static void nt_row_any(int cv, const float *r
 __attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g, const float *restrict xi,
                                                                const spc_ent *restrict lists, size_t cap,
                                                                const int *restrict gsall, int o0, int o1,
-                                                               const float *restrict bias, float *restrict yi) {
+                                                               const float *restrict bias, float *restrict yi,
+                                                               const float *xnext) {
   int S = g->S, W = g->Wout, RS = g->R * g->S;
+  /* the next image (xnext, may be NULL) is prefetched into L2 bit by bit, spread over the tiles */
+  size_t nlines = xnext ? (size_t)g->Cin * g->Hin * g->Win / 16 + 1 : 0, pf = 0;
+  size_t steps = (size_t)(o1 - o0) * g->Hout, step = 0;
   size_t out_pl = (size_t)g->Hout * W;
   __mmask16 ms[2 * SPC_NT_MAXS], st[2];
   int TR = SPC_NT_ACC / imin(2, kern_cdiv(W, 16));
@@ -818,6 +831,10 @@ __attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g,
       for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
       const float *xb = xi + (ptrdiff_t)h * g->Win + q0;
       for (int o = o0; o < o1; o++) {
+        if (q0 == 0) { /* lines [pf, end) of the next image for this (rows, o) step */
+          size_t end = nlines * (step += (size_t)tr) / steps;
+          for (; pf < end; pf++) _mm_prefetch((const char *)(xnext + pf * 16), _MM_HINT_T1);
+        }
         const spc_ent *L = lists + (size_t)o * cap;
         const int *gs = gsall + (size_t)o * (RS + 1);
         float *yb = yi + o * out_pl + (size_t)h * W + q0;
@@ -882,7 +899,8 @@ static void nt_s2(const void *ctx, int t, int T) {
     float *yi = r->out + (size_t)n * g->Cout * out_pl;
 #ifdef SPC_X86
     if (r->avx512)
-      nt_image_avx512(g, xi, r->lists, r->cap, r->gs, o0, o1, r->b, yi);
+      nt_image_avx512(g, xi, r->lists, r->cap, r->gs, o0, o1, r->b, yi,
+                      (int64_t)(n + 1) * g->Cout < hi ? xi + in_img : NULL);
     else
 #endif
       for (int o = o0; o < o1; o++)
