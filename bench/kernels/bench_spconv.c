@@ -8,7 +8,9 @@
  * the medians of RUNS (default 21) runs each after two warm-ups; the "min" columns are the fastest
  * run of each (the least disturbed). "eff GF/s" counts only the
  * nonzero FLOPs (density * dense FLOPs) of the sparse pass; "%peak" is against 413 GFLOP/s for two
- * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. */
+ * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Stride-1
+ * convs are timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the
+ * plan picks by itself). */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -116,14 +118,14 @@ static void conv_sparse_bwd(void *c) {
 }
 
 static void print_header(void) {
-  printf("%-24s %-8s %5s | %9s %9s %8s %8s %6s | %8s %8s %8s %8s | %5s\n", "layer", "pass", "dens", "dense ms",
+  printf("%-24s %-9s %5s | %9s %9s %8s %8s %6s | %8s %8s %8s %8s | %5s\n", "layer", "pass", "dens", "dense ms",
          "sparse ms", "speedup", "eff GF/s", "%peak", "min: dns", "sparse", "speedup", "eff GF/s", "xover");
 }
 
 /* Medians, effective GFLOP/s and % of peak of the sparse median; then the same for the fastest runs. */
 static void print_row(const char *name, const char *pass, double dens, double flops, pair_times t, double xover) {
   double gf = dens * flops / t.sparse_med * 1e-9;
-  printf("%-24s %-8s %4.0f%% | %9.3f %9.3f %7.2fx %8.1f %5.1f%% | %8.3f %8.3f %7.2fx %8.1f | %4.0f%%\n", name, pass,
+  printf("%-24s %-9s %4.0f%% | %9.3f %9.3f %7.2fx %8.1f %5.1f%% | %8.3f %8.3f %7.2fx %8.1f | %4.0f%%\n", name, pass,
          100 * dens, t.dense_med * 1e3, t.sparse_med * 1e3, t.dense_med / t.sparse_med, gf, 100 * gf / peak(),
          t.dense_min * 1e3, t.sparse_min * 1e3, t.dense_min / t.sparse_min, dens * flops / t.sparse_min * 1e-9,
          100 * xover);
@@ -141,10 +143,14 @@ static void bench_conv(const char *name, conv_desc d) {
   d = c.sp.d;
   size_t xs = (size_t)d.N * d.C * d.H * d.W, ys = (size_t)d.N * d.K * d.P * d.Q, ws = (size_t)d.K * d.C * d.R * d.S;
   size_t ss = 0;
-  for (int i = 0; i < 2; i++) {
-    if (conv_plan_scratch(&c.dense, i) > ss) ss = conv_plan_scratch(&c.dense, i);
-    if (spconv_plan_scratch(&c.sp, i) > ss) ss = spconv_plan_scratch(&c.sp, i);
+  for (int path = 0; path < 2; path++) {
+    spconv_plan_set_path(&c.sp, path);
+    for (int i = 0; i < 2; i++) {
+      if (conv_plan_scratch(&c.dense, i) > ss) ss = conv_plan_scratch(&c.dense, i);
+      if (spconv_plan_scratch(&c.sp, i) > ss) ss = spconv_plan_scratch(&c.sp, i);
+    }
   }
+  spconv_plan_set_path(&c.sp, -1);
   c.x = bfloats(xs), c.dy = bfloats(ys), c.b = bfloats(d.K);
   float *w0 = bfloats(ws);
   c.w = balloc(ws * sizeof(float)), c.y = balloc(ys * sizeof(float)), c.dx = balloc(xs * sizeof(float));
@@ -154,16 +160,26 @@ static void bench_conv(const char *name, conv_desc d) {
   char desc[200];
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
-  for (int i = 0; i < NDENS; i++) {
-    double dens = sparsify(w0, c.w, ws, densities[i]);
-    print_row(name, "fwd", dens, flops, time_pair(conv_dense_fwd, conv_sparse_fwd, &c),
-              spconv_plan_crossover(&c.sp, CONV_FWD));
-  }
-  for (int i = 0; i < NDENS; i++) {
-    double dens = sparsify(w0, c.w, ws, densities[i]);
-    print_row(name, "bwd-data", dens, flops, time_pair(conv_dense_bwd, conv_sparse_bwd, &c),
-              spconv_plan_crossover(&c.sp, CONV_BWD_DATA));
-  }
+  /* Stride-1 layers are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
+   * plan's own choice is marked with '*', and xover is the crossover of the path timed. */
+  int both = d.stride_h == 1 && d.stride_w == 1;
+  for (int pass = 0; pass < 2; pass++)
+    for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
+      spconv_plan_set_path(&c.sp, -1);
+      int chosen = pass == 0 ? c.sp.nchw_fwd : c.sp.nchw_bwd;
+      spconv_plan_set_path(&c.sp, path);
+      char label[32];
+      snprintf(label, sizeof label, "%s%s%s", pass == 0 ? "fwd" : "bwd", path < 0 ? "" : path ? " nchw" : " pk",
+               path >= 0 && path == chosen ? "*" : "");
+      for (int i = 0; i < NDENS; i++) {
+        double dens = sparsify(w0, c.w, ws, densities[i]);
+        print_row(name, label, dens, flops,
+                  time_pair(pass == 0 ? conv_dense_fwd : conv_dense_bwd, pass == 0 ? conv_sparse_fwd : conv_sparse_bwd,
+                            &c),
+                  spconv_plan_crossover(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA));
+      }
+    }
+  spconv_plan_set_path(&c.sp, -1);
   conv_plan_free(&c.dense);
   spconv_plan_free(&c.sp);
   free(c.x), free(c.dy), free(c.b), free(w0), free(c.w), free(c.y), free(c.dx), free(c.scratch);

@@ -306,16 +306,22 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
   if (blk_f >= 2e9 || blk_b >= 2e9)
     return sw_fail(e, SW_EINPUT, "sparse Conv: a 16-image block of %.0f floats is too large (limit 2^31)",
                    blk_f > blk_b ? blk_f : blk_b);
-  /* Stride 1 with rows wide enough to fill vectors: the NCHW-direct path, per pass (its output width). */
-  int s1 = r.stride_h == 1 && r.stride_w == 1 && r.S <= SPC_NT_MAXS;
-  p->nchw_fwd = s1 && r.Q >= SPC_NT_QMIN;
-  p->nchw_bwd = s1 && r.W >= SPC_NT_QMIN;
+  spconv_plan_set_path(p, -1);
   /* Element offset of each forward tap (c, r, s) in a packed block, in OIHW order. */
   p->fwd_offs = sw_xmalloc(sizeof(int32_t) * r.C * r.R * r.S);
   for (int c = 0, i = 0; c < r.C; c++)
     for (int rr = 0; rr < r.R; rr++)
       for (int ss = 0; ss < r.S; ss++) p->fwd_offs[i++] = (int32_t)(((c * p->Hp + rr) * p->Wp + ss) * SPC_V);
   return SW_OK;
+}
+
+void spconv_plan_set_path(spconv_plan *p, int nchw) {
+  const conv_desc *d = &p->d;
+  /* stride 1 (and kernels up to SPC_NT_MAXS wide) can run NCHW-direct; by default only rows wide
+   * enough to fill vectors do (the output width of the pass) */
+  int s1 = d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS;
+  p->nchw_fwd = s1 && (nchw > 0 || (nchw < 0 && d->Q >= SPC_NT_QMIN));
+  p->nchw_bwd = s1 && (nchw > 0 || (nchw < 0 && d->W >= SPC_NT_QMIN));
 }
 
 void spconv_plan_free(spconv_plan *p) {

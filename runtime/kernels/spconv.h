@@ -46,6 +46,10 @@ typedef struct spconv_plan {
 /* Prepares a plan for d (resolved by this call) on nthreads threads; SW_EINPUT with a message for a
  * bad descriptor or one the sparse kernels do not serve (groups > 1, dilation > 1). */
 int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e);
+/* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs every pass that
+ * can (stride 1) NCHW-direct, -1 restores the plan's own choice (set by spconv_plan_init). The
+ * scratch size (spconv_plan_scratch) follows the path. */
+void spconv_plan_set_path(spconv_plan *p, int nchw);
 /* Releases the plan's tap-offset table (safe on a zeroed or failed plan). */
 void spconv_plan_free(spconv_plan *p);
 /* Bytes of KERN_ALIGN-aligned scratch that pass (CONV_FWD or CONV_BWD_DATA) needs; 0 for others. */

@@ -4,6 +4,9 @@
  * weight densities 0 (all zero), 1%, 10%, 50%, 100%; 1 and 2 threads (both thread schedules);
  * scratch and outputs poisoned with NaN; one plan and scratch reused while the zero pattern changes.
  * Also: results identical for 1 and 2 threads and run to run; unsupported descriptors rejected.
+ * Stride-1 shapes wide enough for the NCHW-direct path (odd widths 13-47, pads 0-2, kernels up to
+ * 5x5, N = 1 and off multiples of 16) run on every path: 16-image-packed, NCHW-direct with AVX-512,
+ * NCHW-direct in plain C; the plans must pick NCHW-direct for ResNet-20's 28x28 and 14x14 layers.
  *
  * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1), as test_conv.c (fp32 sums of at most a few
  * thousand products, with FMA, against a reference that sums in double). */
@@ -70,8 +73,10 @@ static conv_desc random_desc(void) {
   }
 }
 
-/* All densities, both thread counts, one plan per thread count reused across densities. */
-static void check_conv(const conv_desc *d) {
+/* All densities, both thread counts, one plan per thread count reused across densities. path: -1 the
+ * plan's own choice, 0 the 16-image-packed path, 1 NCHW-direct where possible (spconv_plan_set_path);
+ * portable: the NCHW-direct path runs its plain C kernel (what CPUs without AVX-512 run). */
+static void check_conv_path(const conv_desc *d, int path, int portable) {
   char ds[160], what[512], pd[200];
   desc_str(d, ds, sizeof ds);
   float *x = talloc(sizeof(float) * xsize(d)), *dy = talloc(sizeof(float) * ysize(d));
@@ -93,11 +98,14 @@ static void check_conv(const conv_desc *d) {
       tfail("%s: plan init failed: %s", ds, e.msg);
       return;
     }
+    spconv_plan_set_path(&p[t], path);
     size_t ss = spconv_plan_scratch(&p[t], CONV_FWD);
     if (spconv_plan_scratch(&p[t], CONV_BWD_DATA) > ss) ss = spconv_plan_scratch(&p[t], CONV_BWD_DATA);
     scratch[t] = talloc_nan(ss / sizeof(float) + 1);
   }
   spconv_plan_describe(&p[1], pd, sizeof pd);
+  if (portable) snprintf(pd + strlen(pd), sizeof pd - strlen(pd), " (plain C)");
+  spconv_use_portable(portable);
   for (int di = 0; di < NDENS; di++) {
     memcpy(w, w0, sizeof(float) * wsize(d));
     sparsify(w, wsize(d), densities[di]);
@@ -121,10 +129,66 @@ static void check_conv(const conv_desc *d) {
   /* Run to run: the same call again gives the same bits. */
   spconv_plan_fwd(&p[1], x, w, b, y[0], scratch[1]);
   spconv_plan_fwd(&p[1], x, w, b, y[1], scratch[1]);
-  snprintf(what, sizeof what, "fwd rerun %s", ds);
+  snprintf(what, sizeof what, "fwd rerun %s [%s]", ds, pd);
   tcheck_same(what, y[0], y[1], sizeof(float) * ysize(d));
+  spconv_use_portable(0);
   for (int t = 0; t < 2; t++) free(scratch[t]), spconv_plan_free(&p[t]), free(y[t]), free(dx[t]);
   free(x), free(dy), free(w0), free(w), free(b), free(y_ref), free(dx_ref);
+}
+
+/* The plan's own choice of path. */
+static void check_conv(const conv_desc *d) { check_conv_path(d, -1, 0); }
+
+/* Every path a stride-1 shape can take: 16-image-packed, NCHW-direct with AVX-512 and in plain C. */
+static void check_conv_all_paths(const conv_desc *d) {
+  check_conv_path(d, 0, 0);
+  check_conv_path(d, 1, 0);
+  check_conv_path(d, 1, 1);
+}
+
+/* A random stride-1 conv with rows wide enough for the NCHW-direct path: odd widths, pads 0-2
+ * (asymmetric too), kernels 1x1 to 5x5, batches of 1 and off multiples of 16. */
+static conv_desc random_nchw_desc(void) {
+  static const int widths[] = {10, 11, 13, 14, 16, 17, 28, 31, 33, 47};
+  for (;;) {
+    int R = trng_int(1, 5), S = trng_int(0, 2) ? R : trng_int(1, 5);
+    int W = widths[trng_int(0, (int)(sizeof widths / sizeof widths[0]) - 1)];
+    int pl = trng_int(0, 2), pr = trng_int(0, 2);
+    conv_desc d = {trng_int(0, 3) ? trng_int(2, 21) : 1, trng_int(1, 12), trng_int(1, 18), W + S - 1 - pl - pr,
+                   trng_int(1, 12), R, S, 0, 0, 1, 1, trng_int(0, 2), pl, trng_int(0, 2), pr, 1, 1, 1};
+    if (d.W < 1 || conv_desc_resolve(&d, NULL) != SW_OK || d.Q < 10 || d.W < 10) continue;
+    return d;
+  }
+}
+
+/* The plans pick the NCHW-direct path for the wide stride-1 ResNet-20 layers and keep the others
+ * (7x7 rows, strided) on the packed path, and say so in their description. */
+static void check_path_choice(void) {
+  struct {
+    conv_desc d;
+    int nchw;
+  } cases[] = {
+      {make_desc(128, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), 1},
+      {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 1},
+      {make_desc(128, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1), 0},
+      {make_desc(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    spconv_plan p;
+    sw_err e;
+    char ds[160], pd[200];
+    sw_err_clear(&e);
+    desc_str(&cases[i].d, ds, sizeof ds);
+    if (spconv_plan_init(&p, &cases[i].d, 2, &e)) {
+      tfail("%s: plan init failed: %s", ds, e.msg);
+      continue;
+    }
+    spconv_plan_describe(&p, pd, sizeof pd);
+    int named = strstr(pd, "fwd NCHW-direct") && strstr(pd, "bwd-data NCHW-direct");
+    if (p.nchw_fwd != cases[i].nchw || p.nchw_bwd != cases[i].nchw || named != cases[i].nchw)
+      tfail("%s: path fwd %d bwd %d [%s], expected NCHW-direct = %d", ds, p.nchw_fwd, p.nchw_bwd, pd, cases[i].nchw);
+    spconv_plan_free(&p);
+  }
 }
 
 static void check_gemm(const gemm_desc *d) {
@@ -232,6 +296,28 @@ int main(void) {
     conv_desc d = random_desc();
     check_conv(&d);
   }
+  tgroup_end();
+
+  tgroup_begin("spconv NCHW-direct path: stride-1 shapes on every path (packed, NCHW AVX-512, NCHW plain C)");
+  conv_desc nchw_fixed[] = {
+      make_desc(17, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), /* ResNet-20 stage 1, N off 16 */
+      make_desc(1, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1),  /* stage 2, N = 1 */
+      make_desc(3, 5, 13, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1),    /* odd width 13 */
+      make_desc(2, 3, 17, 17, 4, 5, 5, 1, 1, 2, 2, 2, 2),    /* 17, 5x5 pad 2 */
+      make_desc(5, 4, 9, 31, 3, 1, 1, 1, 1, 0, 0, 0, 0),     /* 31, 1x1 */
+      make_desc(2, 6, 7, 33, 5, 3, 5, 1, 1, 0, 2, 1, 0),     /* 31 wide output, asymmetric pads */
+      make_desc(4, 6, 3, 30, 2, 5, 3, 1, 1, 2, 0, 2, 0),     /* every row a border row (H=3, R=5) */
+      make_desc(2, 3, 5, 12, 3, 2, 4, 1, 1, 0, 1, 1, 2),     /* even kernel, Q = 12 */
+      make_desc(1, 2, 40, 50, 3, 3, 3, 1, 1, 1, 1, 1, 1),    /* 50 wide: two column chunks, 40 rows */
+      make_desc(3, 2, 6, 6, 3, 3, 3, 1, 1, 2, 2, 2, 2),      /* pads >= kernel-1, Q = 8 (forced path) */
+  };
+  for (size_t i = 0; i < sizeof nchw_fixed / sizeof nchw_fixed[0]; i++) check_conv_all_paths(&nchw_fixed[i]);
+  for (int i = 0; i < 25; i++) {
+    conv_desc d = random_nchw_desc();
+    check_conv(&d);
+    check_conv_path(&d, 1, 1);
+  }
+  check_path_choice();
   tgroup_end();
 
   tgroup_begin("spgemm shapes (LeNet/MLP fc layers, odd sizes, M=1)");
