@@ -10,7 +10,7 @@
  * nonzero FLOPs (density * dense FLOPs) of the sparse pass; "%peak" is against 413 GFLOP/s for two
  * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Stride-1
  * convs are timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the
- * plan picks by itself). */
+ * plan picks by itself at that density); xover is always the plan's own (both paths). */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -161,22 +161,23 @@ static void bench_conv(const char *name, conv_desc d) {
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
   /* Stride-1 layers are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
-   * plan's own choice is marked with '*', and xover is the crossover of the path timed. */
+   * plan's own choice at that density is marked with '*'; xover is the plan's (both paths). */
   int both = d.stride_h == 1 && d.stride_w == 1;
   for (int pass = 0; pass < 2; pass++)
     for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
-      spconv_plan_set_path(&c.sp, -1);
-      int chosen = pass == 0 ? c.sp.nchw_fwd : c.sp.nchw_bwd;
-      spconv_plan_set_path(&c.sp, path);
-      char label[32];
-      snprintf(label, sizeof label, "%s%s%s", pass == 0 ? "fwd" : "bwd", path < 0 ? "" : path ? " nchw" : " pk",
-               path >= 0 && path == chosen ? "*" : "");
       for (int i = 0; i < NDENS; i++) {
         double dens = sparsify(w0, c.w, ws, densities[i]);
+        spconv_plan_set_path(&c.sp, -1);
+        int chosen = spconv_plan_uses_nchw(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA, dens);
+        double xover = spconv_plan_crossover(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA);
+        spconv_plan_set_path(&c.sp, path);
+        char label[32];
+        snprintf(label, sizeof label, "%s%s%s", pass == 0 ? "fwd" : "bwd", path < 0 ? "" : path ? " nchw" : " pk",
+                 path >= 0 && path == chosen ? "*" : "");
         print_row(name, label, dens, flops,
                   time_pair(pass == 0 ? conv_dense_fwd : conv_dense_bwd, pass == 0 ? conv_sparse_fwd : conv_sparse_bwd,
                             &c),
-                  spconv_plan_crossover(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA));
+                  xover);
       }
     }
   spconv_plan_set_path(&c.sp, -1);

@@ -33,11 +33,11 @@
 
 #include "runtime/kernels/kern_internal.h"
 
-/* Narrowest output row (forward Q, backward-data W) that takes the NCHW-direct path at stride 1;
- * narrower maps (ResNet-20's 7x7) stay on the blocked path (measured in bench_spconv, README.md). */
-#define SPC_NT_QMIN 10
 /* Widest kernel (S) the NCHW-direct path takes (its column masks live on the stack). */
 #define SPC_NT_MAXS 32
+/* Accumulators of an NCHW-direct register tile (of the 32 zmm registers); also what the cost model
+ * assumes on CPUs without AVX-512. */
+#define SPC_NT_ACC_MODEL 24
 
 /* Images (batch rows) per vector. */
 #define SPC_V 16
@@ -315,13 +315,17 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
   return SW_OK;
 }
 
+static double nt_below_model(const spconv_plan *p, conv_pass pass);
+
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   const conv_desc *d = &p->d;
-  /* stride 1 (and kernels up to SPC_NT_MAXS wide) can run NCHW-direct; by default only rows wide
-   * enough to fill vectors do (the output width of the pass) */
   int s1 = d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS;
-  p->nchw_fwd = s1 && (nchw > 0 || (nchw < 0 && d->Q >= SPC_NT_QMIN));
-  p->nchw_bwd = s1 && (nchw > 0 || (nchw < 0 && d->W >= SPC_NT_QMIN));
+  for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
+    p->nchw_below[pass] = !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
+}
+
+int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density) {
+  return (pass == CONV_FWD || pass == CONV_BWD_DATA) && density < p->nchw_below[pass];
 }
 
 void spconv_plan_free(spconv_plan *p) {
@@ -368,25 +372,36 @@ static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_gs);
 
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
-  if (pass == CONV_FWD ? p->nchw_fwd : p->nchw_bwd) {
-    size_t off_gs;
-    return nt_scratch(p, pass, &off_gs);
+  size_t pk = conv_layout(p, pass).total, off_gs;
+  if (p->nchw_below[pass] > 0) {
+    size_t nt = nt_scratch(p, pass, &off_gs);
+    return nt > pk ? nt : pk;
   }
-  return conv_layout(p, pass).total;
+  return pk;
 }
 
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
-  char f[96], b[96];
+  char f[160], b[160];
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
-  if (p->nchw_fwd)
-    snprintf(f, sizeof f, "fwd NCHW-direct");
+  char nf[48] = "", nb[48] = "";
+  if (p->nchw_below[CONV_FWD] > 1)
+    snprintf(nf, sizeof nf, "NCHW-direct");
+  else if (p->nchw_below[CONV_FWD] > 0)
+    snprintf(nf, sizeof nf, "NCHW-direct below %.0f%% density, else ", 100 * p->nchw_below[CONV_FWD]);
+  if (p->nchw_below[CONV_BWD_DATA] > 1)
+    snprintf(nb, sizeof nb, "NCHW-direct");
+  else if (p->nchw_below[CONV_BWD_DATA] > 0)
+    snprintf(nb, sizeof nb, "NCHW-direct below %.0f%% density, else ", 100 * p->nchw_below[CONV_BWD_DATA]);
+  if (p->nchw_below[CONV_FWD] > 1)
+    snprintf(f, sizeof f, "fwd %s", nf);
   else
-    snprintf(f, sizeof f, "fwd 16-image-packed %dx%d tiles%s %s", p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+    snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s", nf, p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
              p->sub ? " (subsampled 1x1)" : "", sched);
-  if (p->nchw_bwd)
-    snprintf(b, sizeof b, "bwd-data NCHW-direct");
+  if (p->nchw_below[CONV_BWD_DATA] > 1)
+    snprintf(b, sizeof b, "bwd-data %s", nb);
   else
-    snprintf(b, sizeof b, "bwd-data 16-image-packed %d phase(s) %dx%d tiles %s", p->nph, p->bwd_tr, p->bwd_tc, sched);
+    snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s", nb, p->nph, p->bwd_tr, p->bwd_tc,
+             sched);
   snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
   return buf;
 }
@@ -597,7 +612,8 @@ static void conv_s1(const void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
 static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
 
 /* ---------------------------------------------------------------------------------------------
- * NCHW-direct path (stride 1, rows of at least SPC_NT_QMIN outputs): no layout transforms at all.
+ * NCHW-direct path (stride 1, chosen per call by weight density, see nt_below_model): no layout
+ * transforms at all.
  * Both passes are one stride-1 correlation out[n][o][h][q] = init + sum over the list of o of
  * w * in[n][ci][h + r - pt][q + s - pl] (zero outside the input): forward with in = x, o = k, taps
  * (c, r, s), pads (pad_t, pad_l); backward-data with in = dY, o = c, taps (k, r', s') of the flipped
@@ -687,7 +703,7 @@ SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const
 }
 
 #ifdef SPC_X86
-#define SPC_NT_ACC 24  /* accumulators of a row tile (of 32 zmm registers) */
+#define SPC_NT_ACC SPC_NT_ACC_MODEL
 #define SPC_AVX_INLINE static inline __attribute__((always_inline, target("avx512f")))
 
 /* Lanes j of the vector at output column q with 0 <= q+j < Wout and 0 <= q+j+dq < Win. */
@@ -947,9 +963,14 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                       float *out, void *scratch) {
   SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
-  if (pass == CONV_FWD ? p->nchw_fwd : p->nchw_bwd) {
-    nt_exec(p, pass, in, w, b, out, scratch);
-    return;
+  if (p->nchw_below[pass] > 0) { /* the path by this call's weight density */
+    const conv_desc *d = &p->d;
+    size_t nw = (size_t)d->K * d->C * d->R * d->S, nz = 0;
+    for (size_t i = 0; i < nw; i++) nz += w[i] != 0.0f; /* NaN counts as nonzero */
+    if (spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
+      nt_exec(p, pass, in, w, b, out, scratch);
+      return;
+    }
   }
   conv_run r;
   r.p = p;
@@ -1141,16 +1162,75 @@ static double crossover(double flops, double dense_rate, double bytes, int T) {
   return dstar < 0 ? 0 : dstar > 1 ? 1 : dstar;
 }
 
-double spconv_plan_crossover(const spconv_plan *p, conv_pass pass) {
-  if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0.0;
+/* Bytes the 16-image-packed pass streams besides the multiply (see above). */
+static double pk_bytes(const spconv_plan *p, conv_pass pass) {
   const conv_desc *d = &p->d;
   double xin = (double)d->N * d->C * d->H * d->W, yout = (double)d->N * d->K * d->P * d->Q;
   double packed = pass == CONV_FWD ? (double)p->nb * d->C * p->Hp * p->Wp * SPC_V
                                    : (double)p->nb * d->K * p->Pp * p->Qp * SPC_V;
   double src = pass == CONV_FWD ? xin : yout, dst = pass == CONV_FWD ? yout : xin;
-  double bytes = 4.0 * (src + 2 * packed + 2 * dst) + 4.0 * d->K * d->C * d->R * d->S;
+  return 4.0 * (src + 2 * packed + 2 * dst) + 4.0 * d->K * d->C * d->R * d->S;
+}
+
+/* NCHW-direct model, per thread (calibrated with bench_spconv at 2 threads, ResNet-20 16-16 28x28,
+ * 32-32 14x14 and 64-64 7x7 at densities 5-50%, fastest of 93 runs; README.md):
+ *   time = tile calls * SPC_NT_CALL_S + density * flops / (SPC_NT_RATE * lane use)
+ * The fixed part is the per-tile work (accumulator set-up, group walk, stores, the output and input
+ * streams): 0.20-0.25 ms for 10-12 k tile calls on 2 threads. The nonzero work ran at ~61 GFLOP/s
+ * per thread on 28 of 32 lanes (split unaligned loads, about one per FMA); lane use = Wout / (16 *
+ * vectors per row). Against the packed model (SPC_BW, SPC_SPARSE_RATE) this puts the path switch
+ * of the 16-16 28x28 layer at ~16% density (measured: NCHW-direct faster at 5-20%, slower at 50%)
+ * and keeps the 14x14 and 7x7 layers packed (measured slower there at every density). */
+#define SPC_NT_CALL_S 40e-9 /* s per tile call (one output channel x row band x column chunk) */
+#define SPC_NT_RATE 70e9    /* nonzero FLOP/s per thread with all 16 lanes used */
+
+/* Tile calls of one pass (the loop of nt_image_avx512) and the share of vector lanes used. */
+static double nt_calls(const nt_geom *g, double *lane_use) {
+  int vec = kern_cdiv(g->Wout, 16), TR = SPC_NT_ACC_MODEL / imin(2, vec);
+  int hi0 = imin(g->Hout, imax(0, g->pt)), hi1 = imax(hi0, imin(g->Hout, g->Hin - g->R + 1 + g->pt)), bands = 0;
+  for (int h = 0; h < g->Hout;) {
+    int tr = 1;
+    if (h >= hi0 && h < hi1) tr = kern_cdiv(hi1 - h, kern_cdiv(hi1 - h, TR));
+    bands++;
+    h += tr;
+  }
+  *lane_use = (double)g->Wout / (16.0 * vec);
+  return (double)bands * kern_cdiv(vec, 2) * g->Cout;
+}
+
+/* NCHW-direct time model per thread: fixed part (*t0) and per unit of density (*t1). */
+static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t1) {
+  nt_geom g = nt_geom_of(p, pass);
+  double lanes, calls = nt_calls(&g, &lanes) * p->d.N;
+  *t0 = calls * SPC_NT_CALL_S;
+  *t1 = conv_desc_flops(&p->d) / (SPC_NT_RATE * lanes);
+}
+
+/* Density below which NCHW-direct beats 16-image-packed for pass (both models per thread: the
+ * thread count cancels, so the path never depends on nthreads); > 1 when it always wins. */
+static double nt_below_model(const spconv_plan *p, conv_pass pass) {
+  double n0, n1, k0 = pk_bytes(p, pass) / SPC_BW, k1 = conv_desc_flops(&p->d) / SPC_SPARSE_RATE;
+  nt_model(p, pass, &n0, &n1);
+  if (n1 <= k1) return n0 <= k0 ? 2.0 : 0.0;
+  double dstar = (k0 - n0) / (n1 - k1);
+  return dstar <= 0 ? 0.0 : dstar > 1 ? 2.0 : dstar;
+}
+
+double spconv_plan_crossover(const spconv_plan *p, conv_pass pass) {
+  if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0.0;
+  const conv_desc *d = &p->d;
   double rate = d->R * d->S == 1 || d->C == 1 ? SPC_DENSE_RATE_LOW : SPC_DENSE_RATE;
-  return crossover(conv_desc_flops(d), rate, bytes, p->nthreads);
+  double flops = conv_desc_flops(d), x_pk = crossover(flops, rate, pk_bytes(p, pass), p->nthreads);
+  double below = p->nchw_below[pass];
+  if (below <= 0) return x_pk;
+  /* the NCHW-direct path runs below `below`: if it meets the dense time there, that is the crossover */
+  int T = p->nthreads;
+  double n0, n1;
+  nt_model(p, pass, &n0, &n1);
+  double t_dense = SPC_FIXED_S + flops / (rate * T);
+  double x_nt = (t_dense - SPC_FIXED_S - n0 / T) / (n1 / T);
+  x_nt = x_nt < 0 ? 0 : x_nt > 1 ? 1 : x_nt;
+  return x_nt < below ? x_nt : x_pk;
 }
 
 double spgemm_plan_crossover(const spgemm_plan *p, gemm_pass pass) {

@@ -10,6 +10,10 @@
  * FMA; there is no im2col. Outputs are transposed back to NCHW (or row-major for Gemm) per plane.
  * The work per call is the list build (O(K*C*R*S) scan, threaded), the two layout transforms
  * (O(activations)) and 2 FLOPs per nonzero weight per output position and image.
+ * Stride-1 convs have a second, NCHW-direct path without the transforms (unaligned loads of input
+ * rows, one register tile of output rows per nonzero list); the plan picks it per call when the
+ * weight density is below a threshold from its cost model (nchw_below), e.g. ResNet-20's 28x28 layers
+ * at 90% sparsity.
  *
  * Layouts as everywhere in the runtime: x [N][C][H][W], w [K][C][R][S] (OIHW), y [N][K][P][Q];
  * Gemm Y[M,N] = X[M,K] W[N,K]^T + b, dX = dY W. Conv needs groups == 1 and dilation 1.
@@ -39,17 +43,21 @@ typedef struct spconv_plan {
   int bwd_cap;                 /* list capacity per (input channel, phase) */
   int bwd_tr, bwd_tc;          /* dX rows (of one phase) x columns per register tile */
   int32_t *fwd_offs;           /* [C*R*S] element offsets of the forward taps (owned) */
-  /* 1: the pass runs NCHW-direct (stride 1, output rows >= 10 wide): no layout transforms */
-  int nchw_fwd, nchw_bwd;
+  /* [CONV_FWD], [CONV_BWD_DATA]: an execute whose weight density (nonzeros / size, counted per call)
+   * is below this runs NCHW-direct (stride 1 only; no layout transforms), else 16-image-packed. 0:
+   * never; > 1: always. Set from the cost model in spconv.c (does not depend on nthreads). */
+  double nchw_below[2];
 } spconv_plan;
 
 /* Prepares a plan for d (resolved by this call) on nthreads threads; SW_EINPUT with a message for a
  * bad descriptor or one the sparse kernels do not serve (groups > 1, dilation > 1). */
 int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e);
 /* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs every pass that
- * can (stride 1) NCHW-direct, -1 restores the plan's own choice (set by spconv_plan_init). The
- * scratch size (spconv_plan_scratch) follows the path. */
+ * can (stride 1) NCHW-direct at any density, -1 restores the plan's own choice (spconv_plan_init).
+ * The scratch size (spconv_plan_scratch) follows the setting. */
 void spconv_plan_set_path(spconv_plan *p, int nchw);
+/* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed. */
+int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density);
 /* Releases the plan's tap-offset table (safe on a zeroed or failed plan). */
 void spconv_plan_free(spconv_plan *p);
 /* Bytes of KERN_ALIGN-aligned scratch that pass (CONV_FWD or CONV_BWD_DATA) needs; 0 for others. */

@@ -6,7 +6,8 @@
  * Also: results identical for 1 and 2 threads and run to run; unsupported descriptors rejected.
  * Stride-1 shapes wide enough for the NCHW-direct path (odd widths 13-47, pads 0-2, kernels up to
  * 5x5, N = 1 and off multiples of 16) run on every path: 16-image-packed, NCHW-direct with AVX-512,
- * NCHW-direct in plain C; the plans must pick NCHW-direct for ResNet-20's 28x28 and 14x14 layers.
+ * NCHW-direct in plain C; the plans must pick NCHW-direct for ResNet-20's 28x28 layers at 10% density
+ * (and run it: the plan's result equals the forced path's bits) and the packed path at 50%.
  *
  * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1), as test_conv.c (fp32 sums of at most a few
  * thousand products, with FMA, against a reference that sums in double). */
@@ -161,15 +162,16 @@ static conv_desc random_nchw_desc(void) {
   }
 }
 
-/* The plans pick the NCHW-direct path for the wide stride-1 ResNet-20 layers and keep the others
- * (7x7 rows, strided) on the packed path, and say so in their description. */
+/* At 90% sparsity the plans pick the NCHW-direct path for ResNet-20's 28x28 layers and keep the others
+ * (14x14 and 7x7 measured slower NCHW-direct, strided) on the packed path, at 50% every layer packed;
+ * the description names the path. */
 static void check_path_choice(void) {
   struct {
     conv_desc d;
     int nchw;
   } cases[] = {
       {make_desc(128, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), 1},
-      {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 1},
+      {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 0},
       {make_desc(128, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1), 0},
       {make_desc(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), 0},
   };
@@ -185,8 +187,32 @@ static void check_path_choice(void) {
     }
     spconv_plan_describe(&p, pd, sizeof pd);
     int named = strstr(pd, "fwd NCHW-direct") && strstr(pd, "bwd-data NCHW-direct");
-    if (p.nchw_fwd != cases[i].nchw || p.nchw_bwd != cases[i].nchw || named != cases[i].nchw)
-      tfail("%s: path fwd %d bwd %d [%s], expected NCHW-direct = %d", ds, p.nchw_fwd, p.nchw_bwd, pd, cases[i].nchw);
+    int f = spconv_plan_uses_nchw(&p, CONV_FWD, 0.1), b = spconv_plan_uses_nchw(&p, CONV_BWD_DATA, 0.1);
+    int f5 = spconv_plan_uses_nchw(&p, CONV_FWD, 0.5);
+    if (f != cases[i].nchw || b != cases[i].nchw || named != cases[i].nchw || f5)
+      tfail("%s: NCHW-direct at 10%% density fwd %d bwd %d, at 50%% %d [%s], expected %d at 10%%, 0 at 50%%", ds, f,
+            b, f5, pd, cases[i].nchw);
+    /* the plan as run: a 10% weight goes through the path it reports (same bits as that path forced) */
+    const conv_desc *d = &p.d;
+    size_t ss = 0;
+    for (int path = 0; path < 2; path++) {
+      spconv_plan_set_path(&p, path);
+      if (spconv_plan_scratch(&p, CONV_FWD) > ss) ss = spconv_plan_scratch(&p, CONV_FWD);
+    }
+    spconv_plan_set_path(&p, -1);
+    float *x = talloc(sizeof(float) * xsize(d)), *w = talloc(sizeof(float) * wsize(d));
+    float *y0 = talloc_nan(ysize(d)), *y1 = talloc_nan(ysize(d)), *scr = talloc_nan(ss / sizeof(float) + 1);
+    trng_fill(x, xsize(d), -1, 1);
+    trng_fill(w, wsize(d), -1, 1);
+    for (size_t k = 0; k < wsize(d); k++) /* exactly every 10th weight nonzero */
+      if (k % 10) w[k] = 0.0f;
+    spconv_plan_fwd(&p, x, w, NULL, y0, scr);
+    spconv_plan_set_path(&p, f);
+    spconv_plan_fwd(&p, x, w, NULL, y1, scr);
+    char what[300];
+    snprintf(what, sizeof what, "%s: plan at 10%% = its reported path (%s)", ds, f ? "NCHW-direct" : "packed");
+    tcheck_same(what, y0, y1, sizeof(float) * ysize(d));
+    free(x), free(w), free(y0), free(y1), free(scr);
     spconv_plan_free(&p);
   }
 }
@@ -314,7 +340,7 @@ int main(void) {
   for (size_t i = 0; i < sizeof nchw_fixed / sizeof nchw_fixed[0]; i++) check_conv_all_paths(&nchw_fixed[i]);
   for (int i = 0; i < 25; i++) {
     conv_desc d = random_nchw_desc();
-    check_conv(&d);
+    check_conv_path(&d, 1, 0);
     check_conv_path(&d, 1, 1);
   }
   check_path_choice();
