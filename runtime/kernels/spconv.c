@@ -22,7 +22,10 @@
  * L2 ("blocked" schedule). Otherwise packing is split over (block, channel) and planes over
  * (block, output row) across all threads, with a barrier in between ("split" schedule). The lists
  * are always built first, split over output rows, before a barrier. Each output element is summed by
- * one thread in list order, so results do not depend on the thread count. */
+ * one thread in list order, so results do not depend on the thread count.
+ *
+ * Stride-1 convs also have an NCHW-direct path without any layout transform (section "NCHW-direct
+ * path" below), which an execute takes when the weight density is below the plan's nchw_below. */
 #include "runtime/kernels/spconv.h"
 
 #include <omp.h>
