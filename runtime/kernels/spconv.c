@@ -322,7 +322,7 @@ static double nt_below_model(const spconv_plan *p, conv_pass pass);
 
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   const conv_desc *d = &p->d;
-  int s1 = d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS;
+  int s1 = d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256;
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
     p->nchw_below[pass] = !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
 }
@@ -371,13 +371,13 @@ static spc_layout conv_layout(const spconv_plan *p, conv_pass pass) {
                      (size_t)d->C * p->nph, (size_t)p->bwd_cap);
 }
 
-static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_gs);
+static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts);
 
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
-  size_t pk = conv_layout(p, pass).total, off_gs;
+  size_t pk = conv_layout(p, pass).total, off_taps, off_counts;
   if (p->nchw_below[pass] > 0) {
-    size_t nt = nt_scratch(p, pass, &off_gs);
+    size_t nt = nt_scratch(p, pass, &off_taps, &off_counts);
     return nt > pk ? nt : pk;
   }
   return pk;
@@ -620,15 +620,19 @@ static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
  * Both passes are one stride-1 correlation out[n][o][h][q] = init + sum over the list of o of
  * w * in[n][ci][h + r - pt][q + s - pl] (zero outside the input): forward with in = x, o = k, taps
  * (c, r, s), pads (pad_t, pad_l); backward-data with in = dY, o = c, taps (k, r', s') of the flipped
- * weight w[k][c][R-1-r'][S-1-s'], pads (R-1-pad_t, S-1-pad_l). The list of o is grouped by tap (r, s)
- * (group start table gs[R*S+1]), entries (ci*Hin*Win + (r-pt)*Win + (s-pl), value) in ci order. An
- * output row tile of tr rows x cv vectors of 16 columns sits in zmm registers; per entry one
- * broadcast and tr*cv unaligned loads (masked to the columns whose input is inside the row, the same
- * mask for a whole (r, s) group) + FMAs; stores go straight to the NCHW output (masked at the row
+ * weight w[k][c][R-1-r'][S-1-s'], pads (R-1-pad_t, S-1-pad_l). The list of o holds its nonzeros in
+ * exactly the packed path's order (forward: c, r, s ascending; backward-data: k, then the weight's
+ * r and s ascending), entries (ci*Hin*Win + (r-pt)*Win + (s-pl), value) with the tap (r << 8 | s) in
+ * a parallel array. An output row tile of tr rows x cv vectors of 16 columns sits in zmm registers,
+ * starting from init (the bias, as in the packed path); per entry one broadcast and tr*cv unaligned
+ * loads, masked to the columns whose input is inside the row (the masked-off lanes load 0, as the
+ * packed path's zero padding), and FMAs; stores go straight to the NCHW output (masked at the row
  * end). Rows whose taps all fall inside the input run in tiles of up to 12/cv rows; the other rows
- * (top and bottom, at most R-1 of them) run one at a time over the groups of their valid r only.
- * Threads own contiguous ranges of (image, output channel) planes; each output element is summed by
- * one thread in group order, so results are identical for any thread count. */
+ * (top and bottom, at most R-1 of them) run one at a time, a tap row outside the input adding w * 0
+ * as the padding does. So every output element gets the same FMAs in the same order as on the
+ * packed path: the two paths give bit-identical results, and the path choice changes no number.
+ * Threads own contiguous ranges of (image, output channel) planes; results are identical for any
+ * thread count. */
 
 /* Geometry of the correlation one pass runs. */
 typedef struct nt_geom {
@@ -654,27 +658,25 @@ static int spc_portable; /* tests: 1 runs the plain C NCHW kernel even where AVX
 
 void spconv_use_portable(int on) { spc_portable = on; }
 
-/* The list of output o (grouped by tap, see above) from the dense weight; gs[R*S] = its length. */
-static void nt_build(const nt_geom *g, conv_pass pass, const float *restrict w, int o, spc_ent *restrict L,
-                     int *restrict gs) {
+/* The list of output o (the packed path's order, see above) from the dense weight, its taps in tp;
+ * returns its length. */
+static int nt_build(const nt_geom *g, conv_pass pass, const float *restrict w, int o, spc_ent *restrict L,
+                    uint16_t *restrict tp) {
   int R = g->R, S = g->S, n = 0;
   int32_t plane = g->Hin * g->Win;
-  for (int r = 0; r < R; r++)
-    for (int s = 0; s < S; s++) {
-      gs[r * S + s] = n;
-      int32_t off = (r - g->pt) * g->Win + (s - g->pl);
-      /* forward: w[o][ci][r][s]; backward-data: w[ci][o][R-1-r][S-1-s] (K = Cin, C = Cout) */
-      const float *wp = pass == CONV_FWD ? w + ((size_t)o * g->Cin * R + r) * S + s
-                                         : w + ((size_t)o * R + (R - 1 - r)) * S + (S - 1 - s);
-      size_t ws = pass == CONV_FWD ? (size_t)R * S : (size_t)g->Cout * R * S;
-      for (int ci = 0; ci < g->Cin; ci++) {
-        float v = wp[ci * ws];
-        L[n].off = ci * plane + off;
+  for (int ci = 0; ci < g->Cin; ci++)
+    for (int wr = 0; wr < R; wr++)
+      for (int ws = 0; ws < S; ws++) {
+        /* forward: w[o][ci][r][s], r = wr; backward-data: w[ci][o][wr][ws], tap r = R-1-wr */
+        float v = pass == CONV_FWD ? w[(((size_t)o * g->Cin + ci) * R + wr) * S + ws]
+                                   : w[(((size_t)ci * g->Cout + o) * R + wr) * S + ws];
+        int r = pass == CONV_FWD ? wr : R - 1 - wr, s = pass == CONV_FWD ? ws : S - 1 - ws;
+        L[n].off = ci * plane + (r - g->pt) * g->Win + (s - g->pl);
         L[n].w = v;
+        tp[n] = (uint16_t)(r << 8 | s);
         n += v != 0.0f; /* NaN counts as nonzero */
       }
-    }
-  gs[R * S] = n;
+  return n;
 }
 
 /* Valid tap rows [*r0, *r1] of output row h (empty when *r0 > *r1). */
@@ -684,24 +686,22 @@ static void nt_rows(const nt_geom *g, int h, int *r0, int *r1) {
 }
 
 /* Plain C plane: out plane yo (Hout x Wout) of one (image, o) from the input image xi, row by row,
- * each entry's valid column range clipped instead of masked. */
+ * in list order, taps outside the input adding w * 0. */
 SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const spc_ent *restrict L,
-                               const int *restrict gs, float init, float *restrict yo) {
-  int S = g->S, W = g->Wout;
+                               const uint16_t *restrict tp, int n, float init, float *restrict yo) {
+  int W = g->Wout;
   for (int h = 0; h < g->Hout; h++) {
     float *restrict yr = yo + (size_t)h * W;
     for (int q = 0; q < W; q++) yr[q] = init;
     int r0, r1;
     nt_rows(g, h, &r0, &r1);
-    for (int r = r0; r <= r1; r++)
-      for (int s = 0; s < S; s++) {
-        int qa = imax(0, g->pl - s), qb = imin(W, g->Win + g->pl - s);
-        for (int e = gs[r * S + s]; e < gs[r * S + s + 1]; e++) {
-          ptrdiff_t base = (ptrdiff_t)h * g->Win + L[e].off;
-          float wv = L[e].w;
-          for (int q = qa; q < qb; q++) yr[q] += wv * xi[base + q];
-        }
-      }
+    for (int e = 0; e < n; e++) {
+      int r = tp[e] >> 8, s = tp[e] & 0xff;
+      int qa = r < r0 || r > r1 ? W : imax(0, g->pl - s), qb = imin(W, g->Win + g->pl - s);
+      ptrdiff_t base = (ptrdiff_t)h * g->Win + L[e].off;
+      float wv = L[e].w;
+      for (int q = 0; q < W; q++) yr[q] += wv * (q >= qa && q < qb ? xi[base + q] : 0.0f);
+    }
   }
 }
 
@@ -720,25 +720,23 @@ static unsigned nt_mask(int q, int dq, int Wout, int Win) {
  * h*Win + q; every tap row of these rows is inside the input. ms[s*2+v] are the load masks of tap
  * column s, st[v] the store masks. Rows are addressed from one pointer per 3 rows (+0, +Win, +2*Win fit
  * x86 addressing), so the entry loop needs no per-row registers. */
-SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win, int RS, int S,
-                            const spc_ent *restrict L, const int *restrict gs, const __mmask16 *restrict ms,
+SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win, int n,
+                            const spc_ent *restrict L, const uint16_t *restrict tp, const __mmask16 *restrict ms,
                             float init, float *restrict yb, ptrdiff_t wout, const __mmask16 *restrict st) {
   __m512 acc[SPC_NT_ACC];
   const ptrdiff_t w3 = 3 * win;
 _Pragma("GCC unroll 48")
   for (int i = 0; i < TR * CV; i++) acc[i] = _mm512_set1_ps(init);
-  for (int g = 0, s = 0; g < RS; g++, s = s + 1 == S ? 0 : s + 1) {
+  for (int e = 0; e < n; e++) {
+    int s = tp[e] & 0xff;
     __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
-    int e1 = gs[g + 1];
-    for (int e = gs[g]; e < e1; e++) {
-      const float *b = xb + L[e].off;
-      __m512 w = _mm512_set1_ps(L[e].w);
+    const float *b = xb + L[e].off;
+    __m512 w = _mm512_set1_ps(L[e].w);
 _Pragma("GCC unroll 24")
-      for (int i = 0; i < TR; i++) {
-        const float *row = b + (i / 3) * w3 + (i % 3) * win;
-        acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, row), acc[i * CV]);
-        if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, row + 16), acc[i * CV + 1]);
-      }
+    for (int i = 0; i < TR; i++) {
+      const float *row = b + (i / 3) * w3 + (i % 3) * win;
+      acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, row), acc[i * CV]);
+      if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, row + 16), acc[i * CV + 1]);
     }
   }
 _Pragma("GCC unroll 24")
@@ -749,12 +747,12 @@ _Pragma("GCC unroll 24")
 }
 
 __attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const float *restrict xb, ptrdiff_t win,
-                                                           int RS, int S, const spc_ent *restrict L,
-                                                           const int *restrict gs, const __mmask16 *restrict ms,
+                                                           int n, const spc_ent *restrict L,
+                                                           const uint16_t *restrict tp, const __mmask16 *restrict ms,
                                                            float init, float *restrict yb, ptrdiff_t wout,
                                                            const __mmask16 *restrict st) {
 #define NT_CASE(T, C)                                                                                              \
-  case (T) * 4 + (C): nt_tile(T, C, xb, win, RS, S, L, gs, ms, init, yb, wout, st); return;
+  case (T) * 4 + (C): nt_tile(T, C, xb, win, n, L, tp, ms, init, yb, wout, st); return;
   switch (tr * 4 + cv) {
     NT_CASE(1, 1) NT_CASE(2, 1) NT_CASE(3, 1) NT_CASE(4, 1) NT_CASE(5, 1) NT_CASE(6, 1) NT_CASE(7, 1)
     NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1) NT_CASE(13, 1) NT_CASE(14, 1)
@@ -768,58 +766,23 @@ __attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const
   SW_ASSERT(!"spconv: NCHW tile out of range");
 }
 
-/* Border row: one output row (CV vectors) over the groups of its valid tap rows r0..r1; the entries
- * go round-robin to 4 partial sums per vector (one accumulator would wait on the FMA latency), added
- * in a fixed order at the end. */
-SPC_AVX_INLINE void nt_row(const int CV, const float *restrict xb, int r0, int r1, int S, const spc_ent *restrict L,
-                           const int *restrict gs, const __mmask16 *restrict ms, float init, float *restrict yb,
-                           const __mmask16 *restrict st) {
-  __m512 a0[2], a1[2], a2[2], a3[2];
-  for (int v = 0; v < 2; v++) a0[v] = a1[v] = a2[v] = a3[v] = _mm512_setzero_ps();
-#define NT_ROW_FMA(A, E)                                                                                           \
-  do {                                                                                                             \
-    const float *b_ = xb + L[E].off;                                                                               \
-    __m512 w_ = _mm512_set1_ps(L[E].w);                                                                            \
-    A[0] = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(m0, b_), A[0]);                                               \
-    if (CV == 2) A[1] = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(m1, b_ + 16), A[1]);                            \
-  } while (0)
-  for (int g = r0 * S, s = 0; g < (r1 + 1) * S; g++, s = s + 1 == S ? 0 : s + 1) {
-    __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
-    int e = gs[g], e1 = gs[g + 1];
-    for (; e + 4 <= e1; e += 4) {
-      NT_ROW_FMA(a0, e);
-      NT_ROW_FMA(a1, e + 1);
-      NT_ROW_FMA(a2, e + 2);
-      NT_ROW_FMA(a3, e + 3);
-    }
-    /* the 0-3 left over go to a0, a1, a2; then the names rotate so that the next group starts on
-     * the first unused sum (groups are short: without this most entries would chain on a0) */
-    int k = e1 - e;
-    if (k > 0) NT_ROW_FMA(a0, e);
-    if (k > 1) NT_ROW_FMA(a1, e + 1);
-    if (k > 2) NT_ROW_FMA(a2, e + 2);
-    for (int v = 0; v < CV; v++) {
-      __m512 t0 = a0[v], t1 = a1[v], t2 = a2[v], t3 = a3[v];
-      if (k == 1) a0[v] = t1, a1[v] = t2, a2[v] = t3, a3[v] = t0;
-      if (k == 2) a0[v] = t2, a1[v] = t3, a2[v] = t0, a3[v] = t1;
-      if (k == 3) a0[v] = t3, a1[v] = t0, a2[v] = t1, a3[v] = t2;
-    }
+/* Border row: one output row (CV vectors) in list order, a tap row outside the input [r0, r1]
+ * adding w * 0 (one FMA chain per vector, as the packed path sums; border rows are few). */
+__attribute__((target("avx512f"))) static void nt_row(int cv, const float *restrict xb, int r0, int r1, int n,
+                                                      const spc_ent *restrict L, const uint16_t *restrict tp,
+                                                      const __mmask16 *restrict ms, float init, float *restrict yb,
+                                                      const __mmask16 *restrict st) {
+  __m512 a0 = _mm512_set1_ps(init), a1 = a0;
+  for (int e = 0; e < n; e++) {
+    int r = tp[e] >> 8, s = tp[e] & 0xff;
+    __m512 w = _mm512_set1_ps(L[e].w);
+    __mmask16 m0 = r < r0 || r > r1 ? 0 : ms[2 * s], m1 = r < r0 || r > r1 ? 0 : ms[2 * s + 1];
+    const float *b = xb + L[e].off;
+    a0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b), a0);
+    if (cv == 2) a1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + 16), a1);
   }
-#undef NT_ROW_FMA
-  for (int v = 0; v < CV; v++) {
-    __m512 sum = _mm512_add_ps(_mm512_add_ps(a0[v], a1[v]), _mm512_add_ps(a2[v], a3[v]));
-    _mm512_mask_storeu_ps(yb + 16 * v, st[v], _mm512_add_ps(_mm512_set1_ps(init), sum));
-  }
-}
-
-__attribute__((target("avx512f"))) static void nt_row_any(int cv, const float *restrict xb, int r0, int r1, int S,
-                                                          const spc_ent *restrict L, const int *restrict gs,
-                                                          const __mmask16 *restrict ms, float init,
-                                                          float *restrict yb, const __mmask16 *restrict st) {
-  if (cv == 2)
-    nt_row(2, xb, r0, r1, S, L, gs, ms, init, yb, st);
-  else
-    nt_row(1, xb, r0, r1, S, L, gs, ms, init, yb, st);
+  _mm512_mask_storeu_ps(yb, st[0], a0);
+  if (cv == 2) _mm512_mask_storeu_ps(yb + 16, st[1], a1);
 }
 
 /* AVX-512: outputs o0..o1-1 of one image (input image xi, output image yi), band by band of output
@@ -827,11 +790,12 @@ __attribute__((target("avx512f"))) static void nt_row_any(int cv, const float *r
  * them: interior rows (all tap rows inside the input) in balanced bands of up to 24/cv rows, the
  * border rows one at a time; column chunks of up to 2 vectors inside a band. */
 __attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g, const float *restrict xi,
-                                                               const spc_ent *restrict lists, size_t cap,
-                                                               const int *restrict gsall, int o0, int o1,
+                                                               const spc_ent *restrict lists,
+                                                               const uint16_t *restrict taps, size_t cap,
+                                                               const int *restrict counts, int o0, int o1,
                                                                const float *restrict bias, float *restrict yi,
                                                                const float *xnext) {
-  int S = g->S, W = g->Wout, RS = g->R * g->S;
+  int S = g->S, W = g->Wout;
   /* the next image (xnext, may be NULL) is prefetched into L2 bit by bit, spread over the tiles */
   size_t nlines = xnext ? (size_t)g->Cin * g->Hin * g->Win / 16 + 1 : 0, pf = 0;
   size_t steps = (size_t)(o1 - o0) * g->Hout, step = 0;
@@ -861,15 +825,13 @@ __attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g,
           for (; pf < end; pf++) _mm_prefetch((const char *)(xnext + pf * 16), _MM_HINT_T1);
         }
         const spc_ent *L = lists + (size_t)o * cap;
-        const int *gs = gsall + (size_t)o * (RS + 1);
+        const uint16_t *tp = taps + (size_t)o * cap;
         float *yb = yi + o * out_pl + (size_t)h * W + q0;
         float init = bias ? bias[o] : 0.0f;
         if (interior)
-          nt_tile_any(tr, cv, xb, g->Win, RS, S, L, gs, ms, init, yb, W, st);
-        else if (r0 <= r1)
-          nt_row_any(cv, xb, r0, r1, S, L, gs, ms, init, yb, st);
+          nt_tile_any(tr, cv, xb, g->Win, counts[o], L, tp, ms, init, yb, W, st);
         else
-          for (int v = 0; v < cv; v++) _mm512_mask_storeu_ps(yb + 16 * v, st[v], _mm512_set1_ps(init));
+          nt_row(cv, xb, r0, r1, counts[o], L, tp, ms, init, yb, st);
       }
       q0 += 16 * cv;
     }
@@ -895,7 +857,8 @@ typedef struct nt_run {
   const float *in, *w, *b;
   float *out;
   spc_ent *lists;
-  int *gs;
+  uint16_t *taps;
+  int *counts;
   size_t cap; /* entries per list (Cin*R*S) */
 } nt_run;
 
@@ -905,7 +868,7 @@ static void nt_s1(const void *ctx, int t, int T) {
   int64_t lo, hi;
   kern_split(r->g.Cout, t, T, &lo, &hi);
   for (int64_t o = lo; o < hi; o++)
-    nt_build(&r->g, r->pass, r->w, (int)o, r->lists + (size_t)o * r->cap, r->gs + (size_t)o * (r->g.R * r->g.S + 1));
+    r->counts[o] = nt_build(&r->g, r->pass, r->w, (int)o, r->lists + (size_t)o * r->cap, r->taps + (size_t)o * r->cap);
 }
 
 /* Stage 2: the (image, output) planes this worker owns (a contiguous range in image-major order),
@@ -914,7 +877,6 @@ static void nt_s2(const void *ctx, int t, int T) {
   const nt_run *r = ctx;
   const nt_geom *g = &r->g;
   size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
-  int RS1 = g->R * g->S + 1;
   int64_t lo, hi;
   kern_split((int64_t)r->N * g->Cout, t, T, &lo, &hi);
   for (int64_t i = lo; i < hi;) {
@@ -924,30 +886,31 @@ static void nt_s2(const void *ctx, int t, int T) {
     float *yi = r->out + (size_t)n * g->Cout * out_pl;
 #ifdef SPC_X86
     if (r->avx512)
-      nt_image_avx512(g, xi, r->lists, r->cap, r->gs, o0, o1, r->b, yi,
+      nt_image_avx512(g, xi, r->lists, r->taps, r->cap, r->counts, o0, o1, r->b, yi,
                       (int64_t)(n + 1) * g->Cout < hi ? xi + in_img : NULL);
     else
 #endif
       for (int o = o0; o < o1; o++)
-        nt_plane_c(g, xi, r->lists + (size_t)o * r->cap, r->gs + (size_t)o * RS1, r->b ? r->b[o] : 0.0f,
-                   yi + o * out_pl);
+        nt_plane_c(g, xi, r->lists + (size_t)o * r->cap, r->taps + (size_t)o * r->cap, r->counts[o],
+                   r->b ? r->b[o] : 0.0f, yi + o * out_pl);
     i = (int64_t)n * g->Cout + o1;
   }
 }
 
-/* Scratch of the NCHW-direct pass: the lists, then the group start tables. */
-static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_gs) {
+/* Scratch of the NCHW-direct pass: the lists, their taps, then their lengths. */
+static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts) {
   nt_geom g = nt_geom_of(p, pass);
   size_t cap = (size_t)g.Cin * g.R * g.S;
-  *off_gs = ebytes((size_t)g.Cout * cap);
-  return *off_gs + ibytes((size_t)g.Cout * (g.R * g.S + 1));
+  *off_taps = ebytes((size_t)g.Cout * cap);
+  *off_counts = *off_taps + kern_align_up(sizeof(uint16_t) * (size_t)g.Cout * cap);
+  return *off_counts + ibytes((size_t)g.Cout);
 }
 
 static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                     float *out, void *scratch) {
   nt_run r;
-  size_t off_gs;
-  nt_scratch(p, pass, &off_gs);
+  size_t off_taps, off_counts;
+  nt_scratch(p, pass, &off_taps, &off_counts);
   r.g = nt_geom_of(p, pass);
   r.pass = pass;
   r.N = p->d.N;
@@ -957,11 +920,11 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   r.b = b;
   r.out = out;
   r.lists = (spc_ent *)scratch;
-  r.gs = (int *)((char *)scratch + off_gs);
+  r.taps = (uint16_t *)((char *)scratch + off_taps);
+  r.counts = (int *)((char *)scratch + off_counts);
   r.cap = (size_t)r.g.Cin * r.g.R * r.g.S;
   run_two_stages(p->nthreads, nt_s1, nt_s2, &r);
 }
-
 
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                       float *out, void *scratch) {
