@@ -54,7 +54,7 @@ case "$mode" in
     meson test -C build --print-errorlogs --num-processes "$jobs" || rc=1
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       meson test -C build-asan --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3 \
-        --suite ir --suite importer --suite runtime --suite swat --suite train --suite export || rc=1
+        --suite ir --suite importer --suite passes --suite runtime --suite swat --suite train --suite export || rc=1
     /usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
 import json, sys
 passed = failed = skipped = 0

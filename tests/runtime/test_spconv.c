@@ -143,6 +143,10 @@ static void check_conv(const conv_desc *d) { check_conv_path(d, -1, 0); }
 /* With AVX-512 the NCHW-direct path sums every output in the packed path's order: bit-identical
  * forward and backward-data at every density (so the per-call path choice changes no result). */
 static void check_paths_identical(const conv_desc *d) {
+#if defined(__SANITIZE_ADDRESS__)
+  (void)d;
+  return; /* under ASan the packed kernels have no AVX-512 clone (spconv.c: SPC_HOT), so no FMA: other rounding */
+#endif
   if (!__builtin_cpu_supports("avx512f")) return;
   char ds[160], what[300];
   desc_str(d, ds, sizeof ds);
