@@ -108,3 +108,16 @@ int64_t kern_offset(const kshape *s, const int64_t *st, int64_t idx) {
   }
   return off;
 }
+
+int kern_cpu_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}

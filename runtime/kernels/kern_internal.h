@@ -12,16 +12,6 @@
 #define KERN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KERN_CLONES
-/* Strides (elements) of the row-major tensor `in` as seen from `out`'s index space after numpy
- * broadcasting: aligned to out->ndim dimensions, 0 where `in` is broadcast (size 1 or missing). */
-void kern_bcast_strides(const kshape *in, const kshape *out, int64_t *strides);
-/* Offset of the row-major linear index idx of shape s under strides st (s->ndim entries). */
-int64_t kern_offset(const kshape *s, const int64_t *st, int64_t idx);
-
-/* out (shape small, broadcastable to big) = scale * sums of X (shape big) over the broadcast
- * dimensions; each output element summed by one thread in row-major order (eltwise.c). */
-void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads);
-
 #endif
 
 /* The half-open range [*lo, *hi) of n items that worker t of T owns (contiguous, balanced). */
@@ -55,6 +45,9 @@ void pool_use_portable(int on);
 /* The plain C version of kern_transpose16_step (for tests of the SIMD one). */
 void kern_transpose16_scalar(const float *src, size_t ss, size_t scs, int nload, float *dst, size_t ds, size_t dcs,
                              int nc, int nstore, const float *bias);
+
+/* 1 if this CPU runs AVX-512F code (the kernels' fast paths), 0 otherwise or off x86-64; cached. */
+int kern_cpu_avx512(void);
 
 /* Strides (elements) of the row-major tensor `in` as seen from `out`'s index space after numpy
  * broadcasting: aligned to out->ndim dimensions, 0 where `in` is broadcast (size 1 or missing). */

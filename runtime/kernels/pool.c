@@ -303,14 +303,7 @@ __attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const
 
 static int pool_portable; /* tests: 1 runs the plain C 2x2 path on an AVX-512 machine too */
 
-static int pool_avx512(void) {
-  static int v = -1;
-  if (v < 0) {
-    __builtin_cpu_init();
-    v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-  }
-  return v && !pool_portable;
-}
+static int pool_avx512(void) { return kern_cpu_avx512() && !pool_portable; }
 #endif
 
 void pool_use_portable(int on) {

@@ -81,18 +81,6 @@ static inline int32_t pos_get(const void *pos, int pbytes, int64_t e) {
   return pbytes == 2 ? (int32_t)((const uint16_t *)pos)[e] : ((const int32_t *)pos)[e];
 }
 
-static int cpu_avx512(void) {
-#ifdef SPW_X86
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-  }
-  return cached;
-#else
-  return 0;
-#endif
-}
 
 static int64_t cap_of(int N, int C, int H, int W, int64_t max_nnz) {
   int64_t numel = (int64_t)N * C * H * W;
@@ -443,7 +431,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
 }
 
 int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz, int nthreads) {
-  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, cpu_avx512());
+  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, kern_cpu_avx512());
 }
 
 int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
@@ -544,7 +532,7 @@ int spwgrad_plan_init_impl(spwgrad_plan *p, const conv_desc *din, int nthreads, 
   int gh = gcd(d.stride_h, d.dil_h), gw = gcd(d.stride_w, d.dil_w);
   p->rstep = d.stride_h / gh, p->sstep = d.stride_w / gw;
   p->prow = (d.dil_h / gh) * p->Qp * 16;
-  int fast = want == SPWGRAD_IMPL_AUTO && cpu_avx512() && d.stride_h <= 2 && d.stride_w <= 2 && d.dil_w / gw == 1 &&
+  int fast = want == SPWGRAD_IMPL_AUTO && kern_cpu_avx512() && d.stride_h <= 2 && d.stride_w <= 2 && d.dil_w / gw == 1 &&
              (int64_t)d.H * d.W > 1 && spact_pos_bytes(d.C, d.H, d.W) == 2;
   for (int a = 0; a < 2; a++) {
     if (d.stride_h <= 2) class_taps(a, d.R, d.stride_h, d.dil_h, d.pad_t, &p->r0[a], &p->nr[a]);
@@ -552,7 +540,7 @@ int spwgrad_plan_init_impl(spwgrad_plan *p, const conv_desc *din, int nthreads, 
     if (p->nr[a] > SPW_MAXTAP || p->ns[a] > SPW_MAXTAP) fast = 0;
   }
   p->fast = fast;
-  p->simd = want == SPWGRAD_IMPL_AUTO && cpu_avx512();
+  p->simd = want == SPWGRAD_IMPL_AUTO && kern_cpu_avx512();
   p->pixtab = sw_xmalloc(sizeof(int32_t) * (size_t)d.P * d.Q);
   for (int pp = 0; pp < d.P; pp++)
     for (int qq = 0; qq < d.Q; qq++)
@@ -987,7 +975,7 @@ int spwgrad_gemm_plan_init(spwgrad_gemm_plan *p, const gemm_desc *d, int nthread
   if (rc) return rc;
   p->d = *d;
   p->nthreads = kern_threads_clamp(nthreads);
-  p->fast = cpu_avx512();
+  p->fast = kern_cpu_avx512();
   p->Np = kern_cdiv(d->N, 16) * 16;
   p->scratch = kern_align_up(sizeof(float) * (size_t)d->K * p->Np);
   return SW_OK;

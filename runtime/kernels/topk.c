@@ -40,18 +40,6 @@ size_t topk_scratch(int nthreads) {
   return hist_bytes(t) + kern_align_up(CAND_MAX * sizeof(uint32_t));
 }
 
-static int cpu_avx512(void) {
-#ifdef TK_X86
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-  }
-  return cached;
-#else
-  return 0;
-#endif
-}
 
 /* Sums the WAYS sub-histograms h[WAYS][BUCKETS] into h[0]. */
 static void fold_ways(int64_t *h, int nb) {
@@ -254,7 +242,7 @@ static float threshold_run(const float *x, int64_t n, int64_t k, void *scratch, 
 }
 
 float topk_threshold(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
-  return threshold_run(x, n, k, scratch, nthreads, cpu_avx512());
+  return threshold_run(x, n, k, scratch, nthreads, kern_cpu_avx512());
 }
 
 float topk_threshold_c(const float *x, int64_t n, int64_t k, void *scratch, int nthreads) {
