@@ -162,7 +162,7 @@ static void bench_conv(const char *name, conv_desc d) {
          spconv_plan_describe(&c.sp, desc, sizeof desc));
   /* Stride-1 layers are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
    * plan's own choice at that density is marked with '*'; xover is the plan's (both paths). */
-  int both = d.stride_h == 1 && d.stride_w == 1;
+  int both = (d.stride_h == 1 && d.stride_w == 1) || c.sp.sub;
   for (int pass = 0; pass < 2; pass++)
     for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
       for (int i = 0; i < NDENS; i++) {

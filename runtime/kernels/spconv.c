@@ -322,7 +322,7 @@ static double nt_below_model(const spconv_plan *p, conv_pass pass);
 
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   const conv_desc *d = &p->d;
-  int s1 = d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256;
+  int s1 = (d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256) || p->sub;
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
     p->nchw_below[pass] = !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
 }
@@ -631,12 +631,19 @@ static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
  * (top and bottom, at most R-1 of them) run one at a time, a tap row outside the input adding w * 0
  * as the padding does. So every output element gets the same FMAs in the same order as on the
  * packed path: the two paths give bit-identical results, and the path choice changes no number.
+ * Strided 1x1 convs without padding (plan->sub) run the same 1x1 stride-1 correlation on the P x Q
+ * grid: forward subsamples each image's x into a per-thread compact buffer [C][P][Q] first,
+ * backward-data computes dx on the grid into that buffer and expands it into the full dx planes
+ * (+0.0 off the grid, as the packed path's tap-less phases); stride-2 columns with permutex2var.
  * Threads own contiguous ranges of (image, output channel) planes; results are identical for any
  * thread count. */
 
 /* Geometry of the correlation one pass runs. */
 typedef struct nt_geom {
   int Cin, Hin, Win, Cout, Hout, Wout, R, S, pt, pl;
+  /* strided 1x1 without padding (plan->sub): the correlation runs on the P x Q grid (compact planes in
+   * per-thread scratch); H x W the full planes of x / dx, sh x sw the strides */
+  int sub, H, W, sh, sw;
 } nt_geom;
 
 static nt_geom nt_geom_of(const spconv_plan *p, conv_pass pass) {
@@ -644,6 +651,12 @@ static nt_geom nt_geom_of(const spconv_plan *p, conv_pass pass) {
   nt_geom g;
   g.R = d->R;
   g.S = d->S;
+  g.sub = p->sub, g.H = d->H, g.W = d->W, g.sh = d->stride_h, g.sw = d->stride_w;
+  if (p->sub) {
+    g.Cin = pass == CONV_FWD ? d->C : d->K, g.Cout = pass == CONV_FWD ? d->K : d->C;
+    g.Hin = g.Hout = d->P, g.Win = g.Wout = d->Q, g.pt = g.pl = 0;
+    return g;
+  }
   if (pass == CONV_FWD) {
     g.Cin = d->C, g.Hin = d->H, g.Win = d->W, g.Cout = d->K, g.Hout = d->P, g.Wout = d->Q;
     g.pt = d->pad_t, g.pl = d->pad_l;
@@ -794,14 +807,15 @@ __attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g,
                                                                const uint16_t *restrict taps, size_t cap,
                                                                const int *restrict counts, int o0, int o1,
                                                                const float *restrict bias, float *restrict yi,
-                                                               const float *xnext, const float *ynext, size_t ynext_n) {
+                                                               const float *xnext, size_t xnext_n,
+                                                               const float *ynext, size_t ynext_n) {
   int S = g->S, W = g->Wout;
   /* The next image's input (xnext, may be NULL) and the part of its output this worker writes (ynext_n
    * floats at ynext) are prefetched into L2 bit by bit, spread over the tiles. The output too: a store
    * to a line that is in no cache waits for the line to be read first (write-allocate), and an output
    * buffer last used long before (e.g. in the previous step's backward) is in none: without this,
    * 1.5x the time (measured, 16-16 28x28 in SWAT ResNet-20 training). */
-  size_t nlines = xnext ? (size_t)g->Cin * g->Hin * g->Win / 16 + 1 : 0, pf = 0;
+  size_t nlines = xnext ? xnext_n / 16 + 1 : 0, pf = 0;
   size_t ylines = ynext ? (ynext_n + 15) / 16 : 0, pfy = 0;
   size_t steps = (size_t)(o1 - o0) * g->Hout, step = 0;
   size_t out_pl = (size_t)g->Hout * W;
@@ -856,6 +870,105 @@ static int nt_use_avx512(const nt_geom *g) {
 }
 #endif
 
+/* Strided 1x1 (g->sub): channels [c0, c1) of the full image src (H x W planes) sampled every sh rows and
+ * sw columns into the compact planes dst[c][P][Q]. */
+SPC_HOT static void nt_subsample_c(const nt_geom *g, const float *restrict src, int c0, int c1, float *restrict dst) {
+  int P = g->Hin, Q = g->Win;
+  for (int c = c0; c < c1; c++)
+    for (int p = 0; p < P; p++) {
+      const float *restrict sr = src + ((size_t)c * g->H + (size_t)p * g->sh) * g->W;
+      float *restrict dr = dst + ((size_t)c * P + p) * Q;
+      for (int q = 0; q < Q; q++) dr[q] = sr[(size_t)q * g->sw];
+    }
+}
+
+/* Strided 1x1 backward-data: compact planes src[c][P][Q], channels [c0, c1), into the full dx planes
+ * dst (H x W): the values at rows and columns multiple of the stride, +0.0 elsewhere (what the packed
+ * path's tap-less phases give). */
+SPC_HOT static void nt_expand_c(const nt_geom *g, const float *restrict src, int c0, int c1, float *restrict dst) {
+  int P = g->Hout, Q = g->Wout, W = g->W;
+  for (int c = c0; c < c1; c++)
+    for (int h = 0; h < g->H; h++) {
+      float *restrict dr = dst + ((size_t)c * g->H + h) * W;
+      int p = h / g->sh;
+      if (h % g->sh || p >= P) {
+        memset(dr, 0, sizeof(float) * W);
+        continue;
+      }
+      const float *restrict sr = src + ((size_t)c * P + p) * Q;
+      for (int x = 0; x < W; x++) dr[x] = x % g->sw || x / g->sw >= Q ? 0.0f : sr[x / g->sw];
+    }
+}
+
+#ifdef SPC_X86
+/* Stride-2 columns with AVX-512: 32 input columns (two masked loads) to 16 outputs by one
+ * permutex2var; expansion the other way, interleaving with zeros. */
+__attribute__((target("avx512f"))) static void nt_subsample2_avx512(const nt_geom *g, const float *restrict src,
+                                                                    int c0, int c1, float *restrict dst) {
+  int P = g->Hin, Q = g->Win, W = g->W;
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int c = c0; c < c1; c++)
+    for (int p = 0; p < P; p++) {
+      const float *restrict sr = src + ((size_t)c * g->H + (size_t)p * g->sh) * W;
+      float *restrict dr = dst + ((size_t)c * P + p) * Q;
+      for (int q = 0; q < Q; q += 16) {
+        int x = 2 * q;
+        __mmask16 m0 = (__mmask16)nt_mask(x, 0, W, W), m1 = (__mmask16)nt_mask(x + 16, 0, W, W);
+        __m512 a = _mm512_maskz_loadu_ps(m0, sr + x), b = _mm512_maskz_loadu_ps(m1, sr + x + 16);
+        _mm512_mask_storeu_ps(dr + q, (__mmask16)nt_mask(q, 0, Q, Q), _mm512_permutex2var_ps(a, ev, b));
+      }
+    }
+}
+
+__attribute__((target("avx512f"))) static void nt_expand2_avx512(const nt_geom *g, const float *restrict src,
+                                                                 int c0, int c1, float *restrict dst) {
+  int P = g->Hout, Q = g->Wout, W = g->W;
+  /* lane j even: value j/2 (lo) or 8 + j/2 (hi) of the compact vector; odd: lane 0 of the zero vector */
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
+  const __m512i hi = _mm512_setr_epi32(8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
+  const __m512 z = _mm512_setzero_ps();
+  for (int c = c0; c < c1; c++)
+    for (int h = 0; h < g->H; h++) {
+      float *restrict dr = dst + ((size_t)c * g->H + h) * W;
+      int p = h / g->sh;
+      if (h % g->sh || p >= P) {
+        for (int x = 0; x < W; x += 16) _mm512_mask_storeu_ps(dr + x, (__mmask16)nt_mask(x, 0, W, W), z);
+        continue;
+      }
+      const float *restrict sr = src + ((size_t)c * P + p) * Q;
+      for (int x = 0; x < W; x += 32) {
+        /* columns x..x+31 from compact q = x/2 .. x/2+15; lanes past Q read 0 (W may exceed 2Q-1 by 1) */
+        int q = x / 2;
+        __m512 v = _mm512_maskz_loadu_ps((__mmask16)nt_mask(q, 0, Q, Q), sr + q);
+        _mm512_mask_storeu_ps(dr + x, (__mmask16)nt_mask(x, 0, W, W), _mm512_permutex2var_ps(v, lo, z));
+        _mm512_mask_storeu_ps(dr + x + 16, (__mmask16)nt_mask(x + 16, 0, W, W), _mm512_permutex2var_ps(v, hi, z));
+      }
+    }
+}
+#endif
+
+static void nt_subsample(const nt_geom *g, int avx512, const float *src, int c0, int c1, float *dst) {
+#ifdef SPC_X86
+  if (avx512 && g->sw == 2) {
+    nt_subsample2_avx512(g, src, c0, c1, dst);
+    return;
+  }
+#endif
+  (void)avx512;
+  nt_subsample_c(g, src, c0, c1, dst);
+}
+
+static void nt_expand(const nt_geom *g, int avx512, const float *src, int c0, int c1, float *dst) {
+#ifdef SPC_X86
+  if (avx512 && g->sw == 2) {
+    nt_expand2_avx512(g, src, c0, c1, dst);
+    return;
+  }
+#endif
+  (void)avx512;
+  nt_expand_c(g, src, c0, c1, dst);
+}
+
 /* Everything one NCHW-direct execute needs. */
 typedef struct nt_run {
   nt_geom g;
@@ -867,6 +980,8 @@ typedef struct nt_run {
   uint16_t *taps;
   int *counts;
   size_t cap; /* entries per list (Cin*R*S) */
+  char *bufs; /* strided 1x1: per-thread compact planes (bufsz bytes each) */
+  size_t bufsz;
 } nt_run;
 
 /* Stage 1: the lists of the outputs this worker owns. */
@@ -884,35 +999,52 @@ static void nt_s2(const void *ctx, int t, int T) {
   const nt_run *r = ctx;
   const nt_geom *g = &r->g;
   size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
+  /* strided 1x1: the caller's images have full H x W planes on the strided side (forward input,
+   * backward-data output), compacted into / expanded from buf */
+  int sub_in = g->sub && r->pass == CONV_FWD, sub_out = g->sub && r->pass == CONV_BWD_DATA;
+  size_t full = (size_t)g->H * g->W;
+  size_t x_img = sub_in ? (size_t)g->Cin * full : in_img, y_pl = sub_out ? full : out_pl;
+  float *buf = g->sub ? (float *)(r->bufs + r->bufsz * (size_t)t) : NULL;
   int64_t lo, hi;
   kern_split((int64_t)r->N * g->Cout, t, T, &lo, &hi);
   for (int64_t i = lo; i < hi;) {
     int n = (int)(i / g->Cout), o0 = (int)(i % g->Cout);
     int o1 = (int)imin(g->Cout, (int)(hi - (int64_t)n * g->Cout));
-    const float *xi = r->in + n * in_img;
-    float *yi = r->out + (size_t)n * g->Cout * out_pl;
+    const float *xi = r->in + n * x_img;
+    float *yi = r->out + (size_t)n * g->Cout * y_pl, *yc = sub_out ? buf : yi;
+    if (sub_in) {
+      nt_subsample(g, r->avx512, xi, 0, g->Cin, buf);
+      xi = buf;
+    }
 #ifdef SPC_X86
     if (r->avx512) {
       int more = (int64_t)(n + 1) * g->Cout < hi; /* the next image's planes [0, o1n) are this worker's */
       int o1n = more ? (int)imin(g->Cout, (int)(hi - (int64_t)(n + 1) * g->Cout)) : 0;
-      nt_image_avx512(g, xi, r->lists, r->taps, r->cap, r->counts, o0, o1, r->b, yi, more ? xi + in_img : NULL,
-                      more ? yi + (size_t)g->Cout * out_pl : NULL, (size_t)o1n * out_pl);
+      nt_image_avx512(g, xi, r->lists, r->taps, r->cap, r->counts, o0, o1, r->b, yc,
+                      more ? r->in + (n + 1) * x_img : NULL, x_img, more ? yi + (size_t)g->Cout * y_pl : NULL,
+                      (size_t)o1n * y_pl);
     } else
 #endif
       for (int o = o0; o < o1; o++)
         nt_plane_c(g, xi, r->lists + (size_t)o * r->cap, r->taps + (size_t)o * r->cap, r->counts[o],
-                   r->b ? r->b[o] : 0.0f, yi + o * out_pl);
+                   r->b ? r->b[o] : 0.0f, yc + o * out_pl);
+    if (sub_out) nt_expand(g, r->avx512, buf, o0, o1, yi);
     i = (int64_t)n * g->Cout + o1;
   }
 }
 
-/* Scratch of the NCHW-direct pass: the lists, their taps, then their lengths. */
+/* Strided 1x1: bytes of one thread's compact planes (C x P x Q, the forward input or the
+ * backward-data output); 0 otherwise. */
+static size_t nt_bufsz(const spconv_plan *p) { return p->sub ? fbytes((size_t)p->d.C * p->d.P * p->d.Q) : 0; }
+
+/* Scratch of the NCHW-direct pass: the lists, their taps, their lengths, then (strided 1x1) the
+ * per-thread compact planes. */
 static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts) {
   nt_geom g = nt_geom_of(p, pass);
   size_t cap = (size_t)g.Cin * g.R * g.S;
   *off_taps = ebytes((size_t)g.Cout * cap);
   *off_counts = *off_taps + kern_align_up(sizeof(uint16_t) * (size_t)g.Cout * cap);
-  return *off_counts + ibytes((size_t)g.Cout);
+  return *off_counts + ibytes((size_t)g.Cout) + nt_bufsz(p) * (size_t)p->nthreads;
 }
 
 static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
@@ -932,6 +1064,8 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   r.taps = (uint16_t *)((char *)scratch + off_taps);
   r.counts = (int *)((char *)scratch + off_counts);
   r.cap = (size_t)r.g.Cin * r.g.R * r.g.S;
+  r.bufs = (char *)scratch + off_counts + ibytes((size_t)r.g.Cout);
+  r.bufsz = nt_bufsz(p);
   run_two_stages(p->nthreads, nt_s1, nt_s2, &r);
 }
 
@@ -1178,6 +1312,9 @@ static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t
   nt_geom g = nt_geom_of(p, pass);
   double lanes, calls = nt_calls(&g, &lanes) * p->d.N;
   *t0 = calls * SPC_NT_CALL_S;
+  /* strided 1x1: the full-resolution planes (x read, or dx written) and the compact planes in and out
+   * of the per-thread buffer, at the transforms' rate */
+  if (p->sub) *t0 += 4.0 * p->d.N * p->d.C * (double)p->d.H * p->d.W / SPC_BW;
   *t1 = conv_desc_flops(&p->d) / (SPC_NT_RATE * lanes);
 }
 

@@ -44,7 +44,7 @@ typedef struct spconv_plan {
   int bwd_tr, bwd_tc;          /* dX rows (of one phase) x columns per register tile */
   int32_t *fwd_offs;           /* [C*R*S] element offsets of the forward taps (owned) */
   /* [CONV_FWD], [CONV_BWD_DATA]: an execute whose weight density (nonzeros / size, counted per call)
-   * is below this runs NCHW-direct (stride 1 only; no layout transforms), else 16-image-packed. 0:
+   * is below this runs NCHW-direct (stride 1, or 1x1 strided without padding; no layout transforms), else 16-image-packed. 0:
    * never; > 1: always. Set from the cost model in spconv.c (does not depend on nthreads). */
   double nchw_below[2];
 } spconv_plan;
@@ -53,7 +53,7 @@ typedef struct spconv_plan {
  * bad descriptor or one the sparse kernels do not serve (groups > 1, dilation > 1). */
 int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e);
 /* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs every pass that
- * can (stride 1) NCHW-direct at any density, -1 restores the plan's own choice (spconv_plan_init).
+ * can (stride 1, or strided 1x1 without padding) NCHW-direct at any density, -1 restores the plan's own choice (spconv_plan_init).
  * The scratch size (spconv_plan_scratch) follows the setting. */
 void spconv_plan_set_path(spconv_plan *p, int nchw);
 /* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed. */
