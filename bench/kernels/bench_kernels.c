@@ -12,29 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/kernels/bench_util.h"
 #include "runtime/kernels/conv.h"
 #include "runtime/kernels/conv_internal.h"
 #include "runtime/kernels/kernels.h"
 
-#define PEAK_PER_CORE 213.0
-
 static int g_threads = 1, g_ref = 1, g_quick = 0;
 
-static double peak(void) { return g_threads == 1 ? PEAK_PER_CORE : (g_threads == 2 ? 413.0 : PEAK_PER_CORE * g_threads); }
-
-static void *balloc(size_t n) {
-  size_t sz = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, sz ? sz : 64);
-  if (!p) {
-    fprintf(stderr, "bench_kernels: out of memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  memset(p, 0, sz ? sz : 64);
-  return p;
-}
+static double peak(void) { return bench_peak(g_threads); }
 
 static float *bfloats(size_t n) {
-  float *p = balloc(n * sizeof(float));
+  float *p = bench_alloc(n * sizeof(float));
   uint64_t s = 12345;
   for (size_t i = 0; i < n; i++) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -124,7 +112,7 @@ static void bench_conv(const char *name, conv_desc d, conv_impl impl) {
     if (conv_plan_scratch(&b.plan, i) > ss) ss = conv_plan_scratch(&b.plan, i);
   b.x = bfloats(xs), b.w = bfloats(ws), b.b = bfloats(d.K), b.dy = bfloats(ys);
   b.y = bfloats(ys), b.dx = bfloats(xs), b.dw = bfloats(ws), b.db = bfloats(d.K);
-  b.scratch = balloc(ss);
+  b.scratch = bench_alloc(ss);
   char desc[160];
   conv_plan_describe(&b.plan, desc, sizeof desc);
   double flops = conv_desc_flops(&d);
@@ -236,7 +224,7 @@ static void bench_gemm(const char *name, gemm_desc d) {
     if (gemm_plan_scratch(&b.plan, i) > ss) ss = gemm_plan_scratch(&b.plan, i);
   b.x = bfloats(xs), b.w = bfloats(ws), b.b = bfloats(d.N), b.dy = bfloats(ys);
   b.y = bfloats(ys), b.dx = bfloats(xs), b.dw = bfloats(ws), b.db = bfloats(d.N);
-  b.scratch = balloc(ss);
+  b.scratch = bench_alloc(ss);
   char desc[96];
   gemm_plan_describe(&b.plan, desc, sizeof desc);
   bench_fn fast[3] = {gb_fwd, gb_bwd_data, gb_bwd_weight}, ref[3] = {gb_ref_fwd, gb_ref_bwd_data, gb_ref_bwd_weight};
@@ -341,7 +329,7 @@ static void run_other(void) {
   m.x = bfloats(n), m.y = bfloats(n), m.dy = bfloats(n), m.dx = bfloats(n);
   m.scale = bfloats(64), m.bias = bfloats(64), m.rm = bfloats(64), m.rv = bfloats(64);
   m.mean = bfloats(64), m.invstd = bfloats(64), m.ds = bfloats(64), m.db = bfloats(64);
-  m.am = balloc(n * 4);
+  m.am = bench_alloc(n * 4);
   for (int i = 0; i < 64; i++) m.rv[i] = 1.0f;
   m.bn = (bn_desc){N, C, HW, 1e-5f, 0.9f};
   double fb = 4.0 * n;

@@ -17,33 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/kernels/bench_util.h"
 #include "runtime/kernels/spconv.h"
-
-#define PEAK_PER_CORE 213.0
 
 static int g_threads = 2, g_runs = 21;
 
-static double peak(void) { return g_threads == 2 ? 413.0 : PEAK_PER_CORE * g_threads; }
-
-static void *balloc(size_t n) {
-  size_t sz = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, sz ? sz : 64);
-  if (!p) {
-    fprintf(stderr, "bench_spconv: out of memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  memset(p, 0, sz ? sz : 64);
-  return p;
-}
+static double peak(void) { return bench_peak(g_threads); }
 
 static uint64_t g_rng = 12345;
-static double urand(void) {
-  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-  return (double)(g_rng >> 11) / 9007199254740992.0;
-}
+static double urand(void) { return bench_unit(&g_rng); }
 
 static float *bfloats(size_t n) {
-  float *p = balloc(n * sizeof(float));
+  float *p = bench_alloc(n * sizeof(float));
   for (size_t i = 0; i < n; i++) p[i] = (float)(urand() * 2.0 - 1.0);
   return p;
 }
@@ -153,8 +138,8 @@ static void bench_conv(const char *name, conv_desc d) {
   spconv_plan_set_path(&c.sp, -1);
   c.x = bfloats(xs), c.dy = bfloats(ys), c.b = bfloats(d.K);
   float *w0 = bfloats(ws);
-  c.w = balloc(ws * sizeof(float)), c.y = balloc(ys * sizeof(float)), c.dx = balloc(xs * sizeof(float));
-  c.scratch = balloc(ss);
+  c.w = bench_alloc(ws * sizeof(float)), c.y = bench_alloc(ys * sizeof(float)), c.dx = bench_alloc(xs * sizeof(float));
+  c.scratch = bench_alloc(ss);
   memcpy(c.w, w0, ws * sizeof(float));
   double flops = conv_desc_flops(&d);
   char desc[200];
@@ -225,8 +210,8 @@ static void bench_gemm(const char *name, gemm_desc d) {
   }
   c.x = bfloats(xs), c.dy = bfloats(ys), c.b = bfloats(d.N);
   float *w0 = bfloats(ws);
-  c.w = balloc(ws * sizeof(float)), c.y = balloc(ys * sizeof(float)), c.dx = balloc(xs * sizeof(float));
-  c.scratch = balloc(ss);
+  c.w = bench_alloc(ws * sizeof(float)), c.y = bench_alloc(ys * sizeof(float)), c.dx = bench_alloc(xs * sizeof(float));
+  c.scratch = bench_alloc(ss);
   memcpy(c.w, w0, ws * sizeof(float));
   double flops = gemm_desc_flops(&d);
   char desc[200];

@@ -17,34 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/kernels/bench_util.h"
 #include "runtime/kernels/kernels.h"
-
-#define PEAK_PER_CORE 213.0
 
 static int g_threads = 2, g_reps = 21, g_best = 0;
 
-static double peak(void) { return g_threads == 2 ? 413.0 : PEAK_PER_CORE * g_threads; }
-
-static void *balloc(size_t n) {
-  size_t sz = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, sz ? sz : 64);
-  if (!p) {
-    fprintf(stderr, "bench_spwgrad: out of memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  memset(p, 0, sz ? sz : 64);
-  return p;
-}
+static double peak(void) { return bench_peak(g_threads); }
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-static double unit(void) {
-  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-  return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float normal(void) { return (float)(sqrt(-2.0 * log(unit())) * cos(6.283185307179586 * unit())); }
+static float normal(void) { return bench_normal(&g_rng); }
 
 static float *normals(size_t n, int relu) {
-  float *p = balloc(n * sizeof(float));
+  float *p = bench_alloc(n * sizeof(float));
   for (size_t i = 0; i < n; i++) {
     float v = normal();
     p[i] = relu && v < 0 ? 0.0f : v;
@@ -115,7 +99,7 @@ static void run_sparse_gemm(void *c) {
 
 /* Multiply-adds of the kept entries of xs whose taps land inside the output (x2 = FLOPs / K). */
 static double conv_nz_flops(const conv_desc *d, const float *xs) {
-  int *taps = balloc(sizeof(int) * (size_t)d->H * d->W);
+  int *taps = bench_alloc(sizeof(int) * (size_t)d->H * d->W);
   for (int h = 0; h < d->H; h++)
     for (int w = 0; w < d->W; w++) {
       int n = 0;
@@ -144,7 +128,7 @@ static void print_head(void) {
 
 /* Top-K threshold keeping density d of x (exact selection). */
 static float threshold(const float *x, int64_t n, double d) {
-  void *s = balloc(topk_scratch(g_threads));
+  void *s = bench_alloc(topk_scratch(g_threads));
   int64_t k = (int64_t)ceil(d * (double)n);
   float t = topk_threshold(x, n, k < 1 ? 1 : k, s, g_threads);
   free(s);
@@ -161,15 +145,15 @@ static void bench_conv(const char *name, conv_desc d) {
   SW_ASSERT(spwgrad_plan_init(&sp, &d, g_threads, &e) == SW_OK);
   size_t nx = (size_t)d.N * d.C * d.H * d.W, ny = (size_t)d.N * d.K * d.P * d.Q;
   size_t ss = conv_plan_scratch(&cp, CONV_BWD_WEIGHT), s2 = spwgrad_plan_scratch(&sp);
-  run_ctx r = {&cp, &sp, NULL, NULL, normals(nx, 1), normals(ny, 0), balloc(nx * 4),
-               balloc((size_t)d.K * d.C * d.R * d.S * 4), NULL, balloc(ss > s2 ? ss : s2), d.N, d.C, d.H, d.W,
+  run_ctx r = {&cp, &sp, NULL, NULL, normals(nx, 1), normals(ny, 0), bench_alloc(nx * 4),
+               bench_alloc((size_t)d.K * d.C * d.R * d.S * 4), NULL, bench_alloc(ss > s2 ? ss : s2), d.N, d.C, d.H, d.W,
                0, 0};
   char desc[160];
   for (int i = 0; i < 4; i++) {
     r.thr = threshold(r.x, (int64_t)nx, g_dens[i]);
     r.cap = (int64_t)nx;
     free(r.buf);
-    r.buf = balloc(spact_bytes(d.N, d.C, d.H, d.W, r.cap));
+    r.buf = bench_alloc(spact_bytes(d.N, d.C, d.H, d.W, r.cap));
     double ta = time_median(run_apply, &r), tp = time_median(run_pack, &r);
     double td = time_median(run_dense_conv, &r), tsp = time_median(run_sparse_conv, &r);
     double f = conv_nz_flops(&d, r.xs), dens = (double)spact_nnz(r.buf) / (double)nx;
@@ -191,13 +175,13 @@ static void bench_gemm(const char *name, int M, int N, int K) {
   SW_ASSERT(gemm_plan_init(&gp, &d, g_threads, GEMM_IMPL_AUTO, NULL) == SW_OK);
   SW_ASSERT(spwgrad_gemm_plan_init(&sgp, &d, g_threads, NULL) == SW_OK);
   size_t nx = (size_t)M * K, ss = gemm_plan_scratch(&gp, GEMM_BWD_WEIGHT), s2 = spwgrad_gemm_plan_scratch(&sgp);
-  run_ctx r = {NULL, NULL, &gp, &sgp, normals(nx, 1), normals((size_t)M * N, 0), balloc(nx * 4),
-               balloc((size_t)N * K * 4), NULL, balloc(ss > s2 ? ss : s2), M, K, 1, 1, 0, 0};
+  run_ctx r = {NULL, NULL, &gp, &sgp, normals(nx, 1), normals((size_t)M * N, 0), bench_alloc(nx * 4),
+               bench_alloc((size_t)N * K * 4), NULL, bench_alloc(ss > s2 ? ss : s2), M, K, 1, 1, 0, 0};
   for (int i = 0; i < 4; i++) {
     r.thr = threshold(r.x, (int64_t)nx, g_dens[i]);
     r.cap = (int64_t)nx;
     free(r.buf);
-    r.buf = balloc(spact_bytes(M, K, 1, 1, r.cap));
+    r.buf = bench_alloc(spact_bytes(M, K, 1, 1, r.cap));
     double ta = time_median(run_apply, &r), tp = time_median(run_pack, &r);
     double td = time_median(run_dense_gemm, &r), tsp = time_median(run_sparse_gemm, &r);
     double f = 2.0 * N * (double)spact_nnz(r.buf), dens = (double)spact_nnz(r.buf) / (double)nx;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/kernels/bench_util.h"
 #include "runtime/kernels/kernels.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -27,23 +28,8 @@ static int g_threads = 2, g_reps = 31, g_warm = 0;
 static double g_dens = 0.1;
 static const char *g_only = NULL;
 
-static void *balloc(size_t n) {
-  size_t sz = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, sz ? sz : 64);
-  if (!p) {
-    fprintf(stderr, "bench_topk: out of memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  memset(p, 0, sz ? sz : 64);
-  return p;
-}
-
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-static double unit(void) {
-  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-  return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float normal(void) { return (float)(sqrt(-2.0 * log(unit())) * cos(6.283185307179586 * unit())); }
+static float normal(void) { return bench_normal(&g_rng); }
 
 /* Evicts [p, p + n) from every cache level. */
 static void flush(const void *p, size_t n) {
@@ -54,7 +40,7 @@ static void flush(const void *p, size_t n) {
   /* no clflush: stream through a buffer far larger than any cache */
   static char *big;
   static const size_t bigsz = (size_t)256 << 20;
-  if (!big) big = balloc(bigsz);
+  if (!big) big = bench_alloc(bigsz);
   for (size_t i = 0; i < bigsz; i += 64) big[i]++;
   (void)p, (void)n;
 #endif
@@ -116,20 +102,20 @@ static void bench_shape(int N, int C, int H, int W) {
   run_ctx r = {0};
   r.N = N, r.C = C, r.H = H, r.W = W;
   r.n = (int64_t)N * C * H * W;
-  float *x = balloc(sizeof(float) * (size_t)r.n);
+  float *x = bench_alloc(sizeof(float) * (size_t)r.n);
   for (int64_t i = 0; i < r.n; i++) {
     float v = normal();
     x[i] = v < 0 ? 0.0f : v;
   }
   r.x = x;
-  r.y = balloc(sizeof(float) * (size_t)r.n);
+  r.y = bench_alloc(sizeof(float) * (size_t)r.n);
   r.k = (int64_t)ceil(g_dens * (double)r.n);
   if (r.k < 1) r.k = 1;
   r.thr = topk_threshold_ref(x, r.n, r.k);
-  r.scratch = balloc(topk_scratch(g_threads));
+  r.scratch = bench_alloc(topk_scratch(g_threads));
   r.cap = r.n;
   r.bufbytes = spact_bytes(N, C, H, W, r.cap);
-  r.buf = balloc(r.bufbytes);
+  r.buf = bench_alloc(r.bufbytes);
   double tt = time_min("thr", run_threshold, &r), tp = time_min("pack", run_pack, &r);
   double tc = time_min("pack_c", run_pack_c, &r), ta = time_min("apply", run_apply, &r);
   if (g_only && strcmp(g_only, "pack") && strcmp(g_only, "pack_c")) run_pack(&r); /* for the kept figure */
