@@ -11,7 +11,7 @@
 #include "importer/importer.h"
 #include "train/trainer_internal.h"
 
-int64_t correct(const float *logits, const int64_t *labels, int64_t n, int64_t classes) {
+int64_t tr_correct(const float *logits, const int64_t *labels, int64_t n, int64_t classes) {
   int64_t c = 0;
   for (int64_t i = 0; i < n; i++) {
     const float *l = logits + i * classes;
@@ -25,7 +25,7 @@ int64_t correct(const float *logits, const int64_t *labels, int64_t n, int64_t c
 
 /* Runs the evaluation graph over the whole test split: mean loss, accuracy and the counts behind it.
  * sw (may be NULL) sets the current SWAT budgets on the evaluation programs first. */
-int evaluate(model *m, rt_state *st, const sw_dataset *test, const trainer_opts *o, const swat_run *sw, double *loss,
+int tr_evaluate(model *m, rt_state *st, const sw_dataset *test, const trainer_opts *o, const swat_run *sw, double *loss,
                     double *acc, int64_t *n_good, int64_t *n_seen, sw_err *e) {
   sw_loader_opts lo = {.batch = o->batch, .shuffle = 0, .drop_last = 0, .augment = 0, .seed = o->seed};
   sw_loader ld;
@@ -37,17 +37,17 @@ int evaluate(model *m, rt_state *st, const sw_dataset *test, const trainer_opts 
   int64_t *lab = sw_xmalloc(sizeof(int64_t) * (size_t)o->batch);
   const rt_program *budgets_set = NULL;
   while ((got = sw_loader_next(&ld, img, lab)) > 0) {
-    bound *b = program_for(m, st, got, o, 0, e);
+    bound *b = tr_program_for(m, st, got, o, 0, e);
     if (!b) { rc = e->code; break; }
     if (sw && b->prog != budgets_set) { /* the current budgets, once per program (they do not move here) */
-      swat_apply(sw, b->prog);
+      tr_swat_apply(sw, b->prog);
       budgets_set = b->prog;
     }
     memcpy(b->images, img, sizeof(float) * (size_t)got * (size_t)sw_dataset_sample_size(test));
     memcpy(b->labels, lab, sizeof(int64_t) * (size_t)got);
     if ((rc = rt_program_run(b->prog, 0, e))) break;
     lsum += (double)*b->loss * (double)got;
-    good += correct(b->logits, lab, got, b->classes);
+    good += tr_correct(b->logits, lab, got, b->classes);
     seen += got;
   }
   free(img);
@@ -100,7 +100,7 @@ static void check_preprocess(const char *path, const unsigned char *bytes, size_
 #undef NEAR
   if (!ok) {
     sbuf b = {0};
-    preprocess_json(d, &b);
+    tr_preprocess_json(d, &b);
     sw_warn("'%s' was trained on inputs preprocessed as %s, but %s is preprocessed as %s: the accuracy below may not be the "
             "model's (evaluate on the dataset it was trained on)", path, js, d->name, b.p);
     free(b.p);
@@ -118,22 +118,22 @@ int trainer_eval(const char *model_path, const trainer_opts *o, sw_err *e) {
   model_src src;
   double loss, acc;
   int64_t good = 0, seen = 0;
-  int rc = model_src_read(&src, model_path, e);
-  if (!rc) rc = build_graph(&src, &eo, eval_passes, (int)SW_ARRAY_LEN(eval_passes), NULL, &m, e);
+  int rc = tr_model_src_read(&src, model_path, e);
+  if (!rc) rc = tr_build_graph(&src, &eo, eval_passes, (int)SW_ARRAY_LEN(eval_passes), NULL, &m, e);
   if (!rc) rc = rt_state_bind(&st, m.g, e);
-  if (!rc) rc = load_data(&m, &eo, NULL, &test, e); /* the training split only where the test split needs it */
+  if (!rc) rc = tr_load_data(&m, &eo, NULL, &test, e); /* the training split only where the test split needs it */
   if (!rc) {
     check_preprocess(model_path, src.bytes, src.n, &test);
-    rc = evaluate(&m, &st, &test, &eo, NULL, &loss, &acc, &good, &seen, e);
+    rc = tr_evaluate(&m, &st, &test, &eo, NULL, &loss, &acc, &good, &seen, e);
   }
   if (!rc) {
     printf("%s on %s: test accuracy %.2f%% (%lld of %lld images), loss %.4f\n", model_path, test.name, 100 * acc, (long long)good,
            (long long)seen, loss);
     if (fflush(stdout) != 0) rc = sw_fail(e, SW_EIO, "writing the output failed");
   }
-  model_src_free(&src);
+  tr_model_src_free(&src);
   sw_dataset_free(&test);
-  model_free(&m);
+  tr_model_free(&m);
   rt_state_free(&st);
   return rc;
 }

@@ -32,7 +32,7 @@ __attribute__((format(printf, 2, 3))) void sb_printf(sbuf *b, const char *fmt, .
 const char *const train_passes[6] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse"};
 const char *const eval_passes[5] = {"eval-mode", "add-loss", "dce", "swat", "fuse"};
 
-void model_free(model *m) {
+void tr_model_free(model *m) {
   for (int i = 0; i < m->n_b; i++) {
     rt_program_free(m->b[i].prog);
     free(m->b[i].grads);
@@ -41,7 +41,7 @@ void model_free(model *m) {
   ir_graph_free(m->g);
 }
 
-int build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m,
+int tr_build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m,
                 sw_err *e) {
   importer_opts io = {.batch = o->static_batch ? IMPORTER_BATCH_STATIC : IMPORTER_BATCH_AUTO};
   if (importer_load_bytes(src->bytes, src->n, src->name, src->dir, &io, &m->g, e)) return e->code;
@@ -82,7 +82,7 @@ int build_graph(const model_src *src, const trainer_opts *o, const char *const *
 }
 
 /* The program of m for `batch` (built on first use: memory-plan for that batch, then compile). */
-bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e) {
+bound *tr_program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e) {
   for (int i = 0; i < m->n_b; i++)
     if (m->b[i].batch == batch) return &m->b[i];
   pass_opts po = {.batch = batch};
@@ -125,7 +125,7 @@ bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o,
 
 /* Loads o->data for the model m (the synthetic shape comes from its input and logits) and checks
  * that its images and labels fit the model. */
-int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e) {
+int tr_load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e) {
   sw_dataset_opts dopt = {.train_limit = o->limit_train, .test_limit = o->limit_test, .seed = o->seed};
   const ir_value *in = ir_value_find(m->g, m->image_input), *lg = ir_value_find(m->g, m->logits_name);
   if (strcmp(o->data, "synthetic") == 0) {
@@ -145,7 +145,7 @@ int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_datas
   return sw_dataset_check_classes(d, lg->shape.d[1], e);
 }
 
-int model_src_read(model_src *s, const char *path, sw_err *e) {
+int tr_model_src_read(model_src *s, const char *path, sw_err *e) {
   memset(s, 0, sizeof *s);
   struct stat pre;
   if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) { /* never open a FIFO or device: it can block */
@@ -186,7 +186,7 @@ int model_src_read(model_src *s, const char *path, sw_err *e) {
   return SW_OK;
 }
 
-void model_src_free(model_src *s) {
+void tr_model_src_free(model_src *s) {
   free(s->owned);
   memset(s, 0, sizeof *s);
 }

@@ -103,7 +103,7 @@ static const char *budget_name(const trainer_opts *o) {
 }
 
 /* {"scale": s, "mean": [..], "std": [..]}: x = (pixel * scale - mean[c]) / std[c]. */
-void preprocess_json(const sw_dataset *d, sbuf *b) {
+void tr_preprocess_json(const sw_dataset *d, sbuf *b) {
   sb_printf(b, "{\"scale\": %.9g, \"mean\": [", (double)d->scale);
   for (int c = 0; c < d->c && c < SW_DATASET_MAX_C; c++) sb_printf(b, "%s%.9g", c ? ", " : "", (double)d->mean[c]);
   sb_printf(b, "], \"std\": [");
@@ -112,7 +112,7 @@ void preprocess_json(const sw_dataset *d, sbuf *b) {
 }
 
 /* Fills ck with the whole training state of r. */
-void ckpt_build(const run *r, int finished, sw_ckpt *ck) {
+void tr_ckpt_build(const run *r, int finished, sw_ckpt *ck) {
   const trainer_opts *o = r->o;
   sbuf b = {0};
   sw_loader_cursor cur = sw_loader_tell(&r->ld);
@@ -137,7 +137,7 @@ void ckpt_build(const run *r, int finished, sw_ckpt *ck) {
   for (int i = 0; i < ni; i++) sb_printf(&b, "%s=%s\n", it[i].key, it[i].val);
   sw_ckpt_put_text(ck, "options", b.p);
   b.n = 0;
-  preprocess_json(&r->train, &b);
+  tr_preprocess_json(&r->train, &b);
   sw_ckpt_put_text(ck, "preprocess", b.p);
   sw_ckpt_put(ck, "model.onnx", r->src.bytes, r->src.n);
   /* the SWAT layers: node, weight, current budget (SWAT-M moves it), Top-K group */
@@ -168,7 +168,7 @@ static const char *state_nonfinite(const rt_state *st) {
 }
 
 /* Writes r's checkpoint to o->checkpoint (never a non-finite state over the last good one). */
-int ckpt_save(run *r, int finished, sw_err *e) {
+int tr_ckpt_save(run *r, int finished, sw_err *e) {
   const char *bad_t = state_nonfinite(&r->st);
   if (bad_t) {
     sw_fail(e, SW_ENUMERIC, "tensor '%s' holds NaN or infinite values at step %llu; the checkpoint '%s' was not overwritten",
@@ -177,14 +177,14 @@ int ckpt_save(run *r, int finished, sw_err *e) {
   }
   sw_ckpt ck;
   sw_ckpt_init(&ck);
-  ckpt_build(r, finished, &ck);
+  tr_ckpt_build(r, finished, &ck);
   int rc = sw_ckpt_write(&ck, r->o->checkpoint, e);
   sw_ckpt_free(&ck);
   r->saved |= rc == SW_OK;
   return rc;
 }
 
-int meta_int(const sw_ckpt *ck, const char *key, long long *v) {
+int tr_meta_int(const sw_ckpt *ck, const char *key, long long *v) {
   size_t n;
   const char *t = sw_ckpt_get(ck, "meta", &n);
   char buf[64], *end;
@@ -193,7 +193,7 @@ int meta_int(const sw_ckpt *ck, const char *key, long long *v) {
   return *buf && !*end;
 }
 
-int meta_double(const sw_ckpt *ck, const char *key, double *v) {
+int tr_meta_double(const sw_ckpt *ck, const char *key, double *v) {
   size_t n;
   const char *t = sw_ckpt_get(ck, "meta", &n);
   char buf[64], *end;
@@ -202,24 +202,24 @@ int meta_double(const sw_ckpt *ck, const char *key, double *v) {
   return *buf && !*end;
 }
 
-void meta_str(const sw_ckpt *ck, const char *key, char *buf, size_t cap) {
+void tr_meta_str(const sw_ckpt *ck, const char *key, char *buf, size_t cap) {
   size_t n;
   const char *t = sw_ckpt_get(ck, "meta", &n);
   if (!t || !sw_kv_get(t, n, key, buf, cap)) buf[0] = 0;
 }
 
-int ckpt_incomplete(const char *path, const char *what, sw_err *e) {
+int tr_ckpt_incomplete(const char *path, const char *what, sw_err *e) {
   sw_fail(e, SW_EINPUT, "'%s' is not a training checkpoint of this swatc (%s)", path, what);
   return sw_hint(e, "pass a checkpoint written by swatc train --checkpoint");
 }
 
-int ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e) {
+int tr_ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e) {
   memset(s, 0, sizeof *s);
   const void *b = sw_ckpt_get(ck, "model.onnx", &s->n);
-  if (!b) return ckpt_incomplete(path, "it holds no model", e);
+  if (!b) return tr_ckpt_incomplete(path, "it holds no model", e);
   s->bytes = b;
-  meta_str(ck, "model", s->name, sizeof s->name);
-  meta_str(ck, "model_dir", s->dir, sizeof s->dir);
+  tr_meta_str(ck, "model", s->name, sizeof s->name);
+  tr_meta_str(ck, "model_dir", s->dir, sizeof s->dir);
   if (!s->name[0]) snprintf(s->name, sizeof s->name, "the model in '%s'", path);
   if (!s->dir[0]) snprintf(s->dir, sizeof s->dir, ".");
   sw_sha256_hex(s->bytes, s->n, s->sha);
@@ -227,13 +227,13 @@ int ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e) {
 }
 
 /* Refuses a checkpoint of another model or of a run with other trajectory options. */
-int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
+int tr_ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
   const trainer_opts *o = r->o;
   char sha[80], was_model[1024], cmd[1024];
-  meta_str(ck, "model_sha256", sha, sizeof sha);
-  meta_str(ck, "model", was_model, sizeof was_model);
-  meta_str(ck, "command", cmd, sizeof cmd);
-  if (!sha[0]) return ckpt_incomplete(path, "it has no model hash", e);
+  tr_meta_str(ck, "model_sha256", sha, sizeof sha);
+  tr_meta_str(ck, "model", was_model, sizeof was_model);
+  tr_meta_str(ck, "command", cmd, sizeof cmd);
+  if (!sha[0]) return tr_ckpt_incomplete(path, "it has no model hash", e);
   if (strcmp(sha, r->src.sha) != 0) {
     sw_fail(e, SW_EINPUT, "checkpoint '%s' was made from another model: '%s' (sha256 %.12s...), not '%s' (sha256 %.12s...)", path,
             was_model, sha, r->src.name, r->src.sha);
@@ -241,7 +241,7 @@ int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
   }
   size_t n;
   const char *t = sw_ckpt_get(ck, "options", &n);
-  if (!t) return ckpt_incomplete(path, "it has no options section", e);
+  if (!t) return tr_ckpt_incomplete(path, "it has no options section", e);
   opt_item it[MAX_OPT_ITEMS];
   int ni = opt_items(o, it), bad = 0;
   sbuf b = {0};
@@ -272,14 +272,14 @@ int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e) {
   }
   free(b.p);
   long long th;
-  if (meta_int(ck, "threads", &th) && th != o->threads)
+  if (tr_meta_int(ck, "threads", &th) && th != o->threads)
     sw_warn("checkpoint '%s' was trained with --threads %lld, this run uses %d: the result may differ in the last bits from an "
             "uninterrupted run", path, th, o->threads);
   return SW_OK;
 }
 
 /* Restores r's state from ck (after ckpt_check): tensors, momentum, counters, cursor, budgets. */
-int ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e) {
+int tr_ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e) {
   char name[1100];
   for (int i = 0; i < r->st.n; i++) {
     rt_tensor *t = &r->st.t[i];
@@ -295,20 +295,20 @@ int ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e) {
     if (r->mom[i]) {
       snprintf(name, sizeof name, "momentum/%s", t->name);
       d = sw_ckpt_get(ck, name, &n);
-      if (!d || n != sizeof(float) * (size_t)t->numel) return ckpt_incomplete(path, "a momentum buffer is missing", e);
+      if (!d || n != sizeof(float) * (size_t)t->numel) return tr_ckpt_incomplete(path, "a momentum buffer is missing", e);
       memcpy(r->mom[i], d, n);
     }
   }
   long long step, epoch, bi, good, seen, ls, le, lp, ln, ev;
-  if (!meta_int(ck, "step", &step) || !meta_int(ck, "epoch", &epoch) || !meta_int(ck, "epoch_batches", &bi) ||
-      !meta_int(ck, "epoch_good", &good) || !meta_int(ck, "epoch_seen", &seen) || !meta_double(ck, "epoch_loss_sum", &r->lsum) ||
-      !meta_double(ck, "lr", &r->lr) || !meta_int(ck, "loader_seed", &ls) || !meta_int(ck, "loader_epoch", &le) ||
-      !meta_int(ck, "loader_pos", &lp) || !meta_int(ck, "loader_n", &ln) || !meta_int(ck, "evaluated", &ev) || step < 0 ||
+  if (!tr_meta_int(ck, "step", &step) || !tr_meta_int(ck, "epoch", &epoch) || !tr_meta_int(ck, "epoch_batches", &bi) ||
+      !tr_meta_int(ck, "epoch_good", &good) || !tr_meta_int(ck, "epoch_seen", &seen) || !tr_meta_double(ck, "epoch_loss_sum", &r->lsum) ||
+      !tr_meta_double(ck, "lr", &r->lr) || !tr_meta_int(ck, "loader_seed", &ls) || !tr_meta_int(ck, "loader_epoch", &le) ||
+      !tr_meta_int(ck, "loader_pos", &lp) || !tr_meta_int(ck, "loader_n", &ln) || !tr_meta_int(ck, "evaluated", &ev) || step < 0 ||
       epoch < 0 || epoch > 1000000 || bi < 0 || seen < 0)
-    return ckpt_incomplete(path, "its step counters are missing", e);
-  meta_double(ck, "epoch_seconds", &r->train_seconds);
-  meta_double(ck, "test_loss", &r->test_loss);
-  meta_double(ck, "test_acc", &r->test_acc);
+    return tr_ckpt_incomplete(path, "its step counters are missing", e);
+  tr_meta_double(ck, "epoch_seconds", &r->train_seconds);
+  tr_meta_double(ck, "test_loss", &r->test_loss);
+  tr_meta_double(ck, "test_acc", &r->test_acc);
   r->step = (uint64_t)step;
   r->epoch = (int)epoch;
   r->bi = bi;
@@ -320,7 +320,7 @@ int ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e) {
   /* per-layer budgets (SWAT-M's current ones) */
   size_t n;
   const char *t = sw_ckpt_get(ck, "swat/layers", &n);
-  if (!t) return ckpt_incomplete(path, "it has no SWAT layer table", e);
+  if (!t) return tr_ckpt_incomplete(path, "it has no SWAT layer table", e);
   char *copy = sw_xmalloc(n + 1), *save = NULL;
   memcpy(copy, t, n);
   copy[n] = 0;
@@ -331,7 +331,7 @@ int ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e) {
     if (r->swat_on) r->sw.l[i].sparsity = strtod(f2 + 1, NULL);
   }
   free(copy);
-  if (i != r->sw.n) return ckpt_incomplete(path, "its SWAT layers differ from the model's", e);
+  if (i != r->sw.n) return tr_ckpt_incomplete(path, "its SWAT layers differ from the model's", e);
   return SW_OK;
 }
 
@@ -363,11 +363,11 @@ static const float *export_lookup(void *ctx, const char *name, int64_t numel) {
 }
 
 /* Writes the model saved in ck (label names it in messages) to out as ONNX. */
-int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int sparse, int64_t *bytes, sw_err *e) {
+int tr_export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int sparse, int64_t *bytes, sw_err *e) {
   size_t model_n, lt_n;
   const void *model_b = sw_ckpt_get(ck, "model.onnx", &model_n);
   const char *layers = sw_ckpt_get(ck, "swat/layers", &lt_n);
-  if (!model_b || !layers) return ckpt_incomplete(label, "it holds no model", e);
+  if (!model_b || !layers) return tr_ckpt_incomplete(label, "it holds no model", e);
   export_ctx c = {0};
   for (int i = 0; i < ck->n; i++)
     if (strncmp(ck->s[i].name, "tensor/", 7) == 0) {
@@ -388,7 +388,7 @@ int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int spars
   for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
     char *node = line, *w = strchr(node, '\t'), *sp = w ? strchr(w + 1, '\t') : NULL, *gr = sp ? strchr(sp + 1, '\t') : NULL;
     if (!gr) {
-      rc = ckpt_incomplete(label, "its SWAT layer table is malformed", e);
+      rc = tr_ckpt_incomplete(label, "its SWAT layer table is malformed", e);
       break;
     }
     *w++ = 0;
@@ -400,7 +400,7 @@ int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int spars
     for (int i = 0; i < c.n; i++)
       if (strcmp(c.t[i].name, w) == 0) t = &c.t[i];
     if (!t || !(s >= 0 && s < 1) || group < 1) {
-      rc = ckpt_incomplete(label, "a SWAT layer's weight is missing", e);
+      rc = tr_ckpt_incomplete(label, "a SWAT layer's weight is missing", e);
       break;
     }
     float *ws = sw_xmalloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
@@ -421,9 +421,9 @@ int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int spars
     char budget[32], cmd[1024], acc[64] = "", sp_s[64];
     double ta;
     long long ev = 0;
-    meta_str(ck, "budget", budget, sizeof budget);
-    meta_str(ck, "command", cmd, sizeof cmd);
-    if (meta_int(ck, "evaluated", &ev) && ev && meta_double(ck, "test_acc", &ta)) snprintf(acc, sizeof acc, "%.6f", ta);
+    tr_meta_str(ck, "budget", budget, sizeof budget);
+    tr_meta_str(ck, "command", cmd, sizeof cmd);
+    if (tr_meta_int(ck, "evaluated", &ev) && ev && tr_meta_double(ck, "test_acc", &ta)) snprintf(acc, sizeof acc, "%.6f", ta);
     snprintf(sp_s, sizeof sp_s, "%.6f", total > 0 ? zeros / total : 0.0);
     size_t pn;
     const char *pre = sw_ckpt_get(ck, "preprocess", &pn);
@@ -437,7 +437,7 @@ int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int spars
     if (cmd[0]) meta[nm++] = (export_meta){"swatc.command", cmd};
     if (pre) meta[nm++] = (export_meta){"swatc.preprocess", pre};
     char dir[1024];
-    meta_str(ck, "model_dir", dir, sizeof dir);
+    tr_meta_str(ck, "model_dir", dir, sizeof dir);
     struct stat sb;
     int have_dir = dir[0] && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
     export_opts eo = {.lookup = export_lookup, .lookup_ctx = &c, .sparse_initializers = sparse, .sparse_names = sparse_names,
@@ -461,7 +461,7 @@ int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int spars
 int trainer_export(const char *ckpt_path, const char *out_path, int sparse_initializers, int64_t *bytes, sw_err *e) {
   sw_ckpt ck;
   int rc = sw_ckpt_read(ckpt_path, &ck, e);
-  if (!rc) rc = export_ckpt(&ck, ckpt_path, out_path, sparse_initializers, bytes, e);
+  if (!rc) rc = tr_export_ckpt(&ck, ckpt_path, out_path, sparse_initializers, bytes, e);
   sw_ckpt_free(&ck);
   return rc;
 }

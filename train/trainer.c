@@ -70,7 +70,7 @@ static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const tra
 }
 
 /* Sets the current per-layer budgets on the Top-K nodes of one program. */
-void swat_apply(const swat_run *r, rt_program *p) {
+void tr_swat_apply(const swat_run *r, rt_program *p) {
   for (int i = 0; i < r->n; i++) {
     char name[600];
     snprintf(name, sizeof name, "%s/topk_w", r->l[i].node->name);
@@ -116,7 +116,7 @@ static void swat_momentum_step(swat_run *r, model *m, float *const *mom, const t
     double sp = 1.0 - r->density[i];
     r->l[i].sparsity = sp > 0.999 ? 0.999 : sp;
   }
-  for (int b = 0; b < m->n_b; b++) swat_apply(r, m->b[b].prog);
+  for (int b = 0; b < m->n_b; b++) tr_swat_apply(r, m->b[b].prog);
 }
 
 /* Realised sparsities (from the Top-K states) into per-layer arrays; returns the training-FLOP reduction. */
@@ -184,8 +184,8 @@ static int metrics_open(run *r, const sw_ckpt *ck, sw_err *e) {
     char was[1024];
     long long at;
     struct stat sb;
-    meta_str(ck, "metrics", was, sizeof was);
-    if (was[0] && meta_int(ck, "metrics_bytes", &at) && at >= 0 && same_file(was, path) && stat(path, &sb) == 0 &&
+    tr_meta_str(ck, "metrics", was, sizeof was);
+    if (was[0] && tr_meta_int(ck, "metrics_bytes", &at) && at >= 0 && same_file(was, path) && stat(path, &sb) == 0 &&
         sb.st_size > at && truncate(path, (off_t)at) != 0) {
       sw_fail(e, SW_EIO, "cannot truncate the metrics file '%s' to the %lld bytes the checkpoint saw (%s)", path, at, strerror(errno));
       return sw_hint(e, "check the file's permissions");
@@ -244,9 +244,9 @@ static void swat_print(const run *r) {
 static int export_run(const run *r, sw_progress *pr, sw_err *e) {
   sw_ckpt ck;
   sw_ckpt_init(&ck);
-  ckpt_build(r, 1, &ck);
+  tr_ckpt_build(r, 1, &ck);
   int64_t bytes = 0;
-  int rc = export_ckpt(&ck, r->src.name, r->o->output, r->o->sparse_initializers, &bytes, e);
+  int rc = tr_export_ckpt(&ck, r->src.name, r->o->output, r->o->sparse_initializers, &bytes, e);
   sw_ckpt_free(&ck);
   if (!rc) sw_progress_result(pr, "exported %s (%lld bytes)", r->o->output, (long long)bytes);
   return rc;
@@ -256,7 +256,7 @@ static int export_run(const run *r, sw_progress *pr, sw_err *e) {
 static int resume_finished(const run *r, const sw_ckpt *ck, long long done, sw_progress *pr, sw_err *e) {
   double acc = 0;
   long long ev = 0;
-  int have = meta_int(ck, "evaluated", &ev) && ev && meta_double(ck, "test_acc", &acc);
+  int have = tr_meta_int(ck, "evaluated", &ev) && ev && tr_meta_double(ck, "test_acc", &acc);
   char accs[64] = "";
   if (have) snprintf(accs, sizeof accs, ", test accuracy %.2f%%", 100 * acc);
   fprintf(stderr, "swatc: '%s' holds a finished run (%lld of %d epochs done%s): nothing to train\n", r->o->resume, done,
@@ -265,7 +265,7 @@ static int resume_finished(const run *r, const sw_ckpt *ck, long long done, sw_p
           r->o->resume);
   if (!r->o->output) return SW_OK;
   int64_t bytes = 0;
-  int rc = export_ckpt(ck, r->o->resume, r->o->output, r->o->sparse_initializers, &bytes, e);
+  int rc = tr_export_ckpt(ck, r->o->resume, r->o->output, r->o->sparse_initializers, &bytes, e);
   if (!rc) sw_progress_result(pr, "exported %s (%lld bytes)", r->o->output, (long long)bytes);
   return rc;
 }
@@ -303,17 +303,17 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   /* the source model (its bytes go into checkpoints and exports): the file named, or else the copy in the
    * checkpoint resumed; a file named must be the checkpoint's model */
   SW_ASSERT(model_path || o->resume);
-  if (model_path && (rc = model_src_read(&r->src, model_path, e))) goto done;
+  if (model_path && (rc = tr_model_src_read(&r->src, model_path, e))) goto done;
   if (o->resume) {
     if ((rc = sw_ckpt_read(o->resume, &ck, e))) goto done;
-    if (!model_path && (rc = ckpt_model(&ck, o->resume, &r->src, e))) goto done;
-    if ((rc = ckpt_check(&ck, o->resume, r, e))) goto done;
+    if (!model_path && (rc = tr_ckpt_model(&ck, o->resume, &r->src, e))) goto done;
+    if ((rc = tr_ckpt_check(&ck, o->resume, r, e))) goto done;
     have_ck = 1;
-    meta_str(&ck, "command", first_cmd, sizeof first_cmd);
+    tr_meta_str(&ck, "command", first_cmd, sizeof first_cmd);
     if (first_cmd[0]) r->command = first_cmd;
     long long ep, bi, pos, was_epochs;
-    if (!meta_int(&ck, "epoch", &ep) || !meta_int(&ck, "epoch_batches", &bi) || !meta_int(&ck, "loader_pos", &pos)) {
-      rc = ckpt_incomplete(o->resume, "its step counters are missing", e);
+    if (!tr_meta_int(&ck, "epoch", &ep) || !tr_meta_int(&ck, "epoch_batches", &bi) || !tr_meta_int(&ck, "loader_pos", &pos)) {
+      rc = tr_ckpt_incomplete(o->resume, "its step counters are missing", e);
       goto done;
     }
     if (ep >= o->epochs) {
@@ -325,14 +325,14 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
       sw_hint(e, "pass --epochs %lld or more to finish it", ep + 1);
       goto done;
     }
-    if (meta_int(&ck, "epochs", &was_epochs) && was_epochs != o->epochs && strncmp(o->schedule, "cosine", 6) == 0)
+    if (tr_meta_int(&ck, "epochs", &was_epochs) && was_epochs != o->epochs && strncmp(o->schedule, "cosine", 6) == 0)
       sw_warn("the run in '%s' was started with --epochs %lld; the cosine schedule now anneals over %d epochs, so the learning "
               "rate from here on differs from the original run's", o->resume, was_epochs, o->epochs);
   }
 
   /* the graphs: training step and evaluation forward pass, sharing one state */
-  if ((rc = build_graph(&r->src, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &r->tm, e))) goto done;
-  if ((rc = build_graph(&r->src, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &r->em, e))) goto done;
+  if ((rc = tr_build_graph(&r->src, o, train_passes, (int)SW_ARRAY_LEN(train_passes), dump, &r->tm, e))) goto done;
+  if ((rc = tr_build_graph(&r->src, o, eval_passes, (int)SW_ARRAY_LEN(eval_passes), dump, &r->em, e))) goto done;
   if ((rc = rt_state_bind(&r->st, r->tm.g, e)) || (rc = rt_state_bind(&r->st, r->em.g, e))) goto done;
   r->pool = rt_pool_new();
   r->tm.pool = r->em.pool = r->pool;
@@ -340,7 +340,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   if ((rc = swat_run_init(&r->sw, r->tm.g, &r->st, o, e))) goto done;
 
   /* data */
-  if ((rc = load_data(&r->tm, o, &r->train, &r->test, e))) goto done;
+  if ((rc = tr_load_data(&r->tm, o, &r->train, &r->test, e))) goto done;
   sw_loader_opts lo = {.batch = o->batch, .shuffle = 1, .drop_last = o->drop_last, .seed = o->seed};
   /* auto: crop + flip for real 32x32 images (CIFAR); never for synthetic noise */
   int aug = o->augment > 0 ||
@@ -372,7 +372,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
   for (int i = 0; i < r->st.n; i++)
     if (r->st.t[i].kind == IR_VAL_PARAM && o->momentum > 0) r->mom[i] = sw_xcalloc((size_t)r->st.t[i].numel, sizeof(float));
 
-  if (have_ck && (rc = ckpt_restore(r, &ck, o->resume, e))) goto done;
+  if (have_ck && (rc = tr_ckpt_restore(r, &ck, o->resume, e))) goto done;
   if (o->metrics && (rc = metrics_open(r, have_ck ? &ck : NULL, e))) goto done;
   if (o->checkpoint) { /* a signal finishes the step, writes the checkpoint and stops */
     struct sigaction sa;
@@ -407,7 +407,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
       if (g_signal || (o->stop_after_steps > 0 && r->step == (uint64_t)o->stop_after_steps && r->step > start_step)) {
         int sig = g_signal ? (int)g_signal : SIGTERM;
         r->train_seconds = sw_clock_seconds() - t0;
-        if ((rc = ckpt_save(r, 0, e))) goto done;
+        if ((rc = tr_ckpt_save(r, 0, e))) goto done;
         sbuf cmd = {0};
         resume_command(o, &cmd);
         fprintf(stderr, "\ninterrupted: checkpoint written to %s (epoch %d, step %llu); resume with: %s\n", o->checkpoint, epoch + 1,
@@ -417,10 +417,10 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
         goto done;
       }
       if ((got = sw_loader_next(&r->ld, img, lab)) <= 0) break;
-      bound *b = program_for(&r->tm, &r->st, got, o, 1, e);
+      bound *b = tr_program_for(&r->tm, &r->st, got, o, 1, e);
       if (!b) { rc = e->code; goto done; }
       rt_program_set_topk_exact(b->prog, epoch < o->topk_warmup_epochs);
-      if (r->swat_on && o->swat.budget == SWAT_MOMENTUM) swat_apply(&r->sw, b->prog); /* a program built mid-run */
+      if (r->swat_on && o->swat.budget == SWAT_MOMENTUM) tr_swat_apply(&r->sw, b->prog); /* a program built mid-run */
       memcpy(b->images, img, sizeof(float) * (size_t)got * (size_t)sample);
       memcpy(b->labels, lab, sizeof(int64_t) * (size_t)got);
       if ((rc = rt_program_run(b->prog, r->step, e))) goto done;
@@ -445,14 +445,14 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
         if (b->grads[i]) sw_sgd_step(&sgd, (float)r->lr, r->st.t[i].data, b->grads[i], r->mom[i], r->st.t[i].numel, r->step == 0);
       if (r->swat_on && o->swat.budget == SWAT_MOMENTUM && o->momentum > 0) swat_momentum_step(&r->sw, &r->tm, r->mom, o);
       r->lsum += (double)loss * (double)got;
-      r->good += correct(b->logits, lab, got, b->classes);
+      r->good += tr_correct(b->logits, lab, got, b->classes);
       r->seen += got;
       r->step++;
       sw_progress_update(&pr, ++r->bi, r->lsum / (double)r->seen, (double)r->good / (double)r->seen, r->seen);
     }
     sw_loader_next_epoch(&r->ld);
     double t_train = sw_clock_seconds() - t0;
-    if ((rc = evaluate(&r->em, &r->st, &r->test, o, r->swat_on ? &r->sw : NULL, &r->test_loss, &r->test_acc, NULL, NULL, e)))
+    if ((rc = tr_evaluate(&r->em, &r->st, &r->test, o, r->swat_on ? &r->sw : NULL, &r->test_loss, &r->test_acc, NULL, NULL, e)))
       goto done;
     r->evaluated = 1;
     sw_epoch_stats es = {.epoch = epoch + 1, .train_loss = r->lsum / (double)r->seen, .train_acc = (double)r->good / (double)r->seen,
@@ -463,7 +463,7 @@ int trainer_run(const char *model_path, const trainer_opts *opts, sw_err *e) {
     r->epoch++;
     r->bi = r->good = r->seen = 0;
     r->lsum = r->train_seconds = 0;
-    if (o->checkpoint && (rc = ckpt_save(r, r->epoch == o->epochs, e))) goto done;
+    if (o->checkpoint && (rc = tr_ckpt_save(r, r->epoch == o->epochs, e))) goto done;
     if (g_signal && r->epoch < o->epochs) {
       sbuf cmd = {0};
       resume_command(o, &cmd);
@@ -496,13 +496,13 @@ done:
   free(r->mom);
   free(img);
   free(lab);
-  model_src_free(&r->src);
+  tr_model_src_free(&r->src);
   sw_ckpt_free(&ck);
   sw_loader_free(&r->ld);
   sw_dataset_free(&r->train);
   sw_dataset_free(&r->test);
-  model_free(&r->tm);
-  model_free(&r->em);
+  tr_model_free(&r->tm);
+  tr_model_free(&r->em);
   rt_pool_free(r->pool);
   rt_state_free(&r->st);
   swat_run_free(&r->sw);

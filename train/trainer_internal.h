@@ -97,51 +97,51 @@ typedef struct run {
 } run;
 
 /* Frees m's programs and graph. */
-void model_free(model *m);
+void tr_model_free(model *m);
 /* Imports the source model and runs `passes` on it (dumps go to dump for the training graph). */
-int build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m, sw_err *e);
+int tr_build_graph(const model_src *src, const trainer_opts *o, const char *const *passes, int n_passes, FILE *dump, model *m, sw_err *e);
 /* The program of m for `batch` (built on first use: memory-plan for that batch, then compile). */
-bound *program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e);
+bound *tr_program_for(model *m, rt_state *st, int64_t batch, const trainer_opts *o, int with_grads, sw_err *e);
 /* Loads o->data for the model m (the synthetic shape comes from its input and logits; train NULL: the
  * test split only, see sw_dataset_load_test) and checks that its images and labels fit the model. */
-int load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e);
+int tr_load_data(const model *m, const trainer_opts *o, sw_dataset *train, sw_dataset *test, sw_err *e);
 /* Reads the ONNX file at path into s (its bytes, folder and hash). */
-int model_src_read(model_src *s, const char *path, sw_err *e);
+int tr_model_src_read(model_src *s, const char *path, sw_err *e);
 /* Frees the bytes s owns. */
-void model_src_free(model_src *s);
+void tr_model_src_free(model_src *s);
 
 /* Sets the current per-layer budgets on the Top-K nodes of one program. */
-void swat_apply(const swat_run *r, rt_program *p);
+void tr_swat_apply(const swat_run *r, rt_program *p);
 
 /* Counts the samples whose largest logit is at their label. */
-int64_t correct(const float *logits, const int64_t *labels, int64_t n, int64_t classes);
+int64_t tr_correct(const float *logits, const int64_t *labels, int64_t n, int64_t classes);
 /* Runs the evaluation graph over the whole test split: mean loss, accuracy and the counts behind it.
  * sw (may be NULL) sets the current SWAT budgets on the evaluation programs first. */
-int evaluate(model *m, rt_state *st, const sw_dataset *test, const trainer_opts *o, const swat_run *sw, double *loss, double *acc,
+int tr_evaluate(model *m, rt_state *st, const sw_dataset *test, const trainer_opts *o, const swat_run *sw, double *loss, double *acc,
              int64_t *n_good, int64_t *n_seen, sw_err *e);
 
 /* {"scale": s, "mean": [..], "std": [..]}: x = (pixel * scale - mean[c]) / std[c]. */
-void preprocess_json(const sw_dataset *d, sbuf *b);
+void tr_preprocess_json(const sw_dataset *d, sbuf *b);
 /* Fills ck with the whole training state of r. */
-void ckpt_build(const run *r, int finished, sw_ckpt *ck);
+void tr_ckpt_build(const run *r, int finished, sw_ckpt *ck);
 /* Writes r's checkpoint to o->checkpoint (never a non-finite state over the last good one). */
-int ckpt_save(run *r, int finished, sw_err *e);
+int tr_ckpt_save(run *r, int finished, sw_err *e);
 /* Reads integer `key` of ck's meta section into *v; 0 if it is missing or not an integer. */
-int meta_int(const sw_ckpt *ck, const char *key, long long *v);
+int tr_meta_int(const sw_ckpt *ck, const char *key, long long *v);
 /* Reads number `key` of ck's meta section into *v; 0 if it is missing or not a number. */
-int meta_double(const sw_ckpt *ck, const char *key, double *v);
+int tr_meta_double(const sw_ckpt *ck, const char *key, double *v);
 /* Copies string `key` of ck's meta section into buf[cap] ("" if missing). */
-void meta_str(const sw_ckpt *ck, const char *key, char *buf, size_t cap);
+void tr_meta_str(const sw_ckpt *ck, const char *key, char *buf, size_t cap);
 /* Fails with SW_EINPUT: path is not a checkpoint of this swatc, because of `what`. */
-int ckpt_incomplete(const char *path, const char *what, sw_err *e);
+int tr_ckpt_incomplete(const char *path, const char *what, sw_err *e);
 /* Takes the source model of the run saved in ck (read from path): its bytes, borrowed from ck, and the
  * name and folder recorded with them. */
-int ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e);
+int tr_ckpt_model(const sw_ckpt *ck, const char *path, model_src *s, sw_err *e);
 /* Refuses a checkpoint of another model or of a run with other trajectory options. */
-int ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e);
+int tr_ckpt_check(const sw_ckpt *ck, const char *path, const run *r, sw_err *e);
 /* Restores r's state from ck (after ckpt_check): tensors, momentum, counters, cursor, budgets. */
-int ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e);
+int tr_ckpt_restore(run *r, const sw_ckpt *ck, const char *path, sw_err *e);
 /* Writes the model saved in ck (label names it in messages) to out as ONNX. */
-int export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int sparse, int64_t *bytes, sw_err *e);
+int tr_export_ckpt(const sw_ckpt *ck, const char *label, const char *out, int sparse, int64_t *bytes, sw_err *e);
 
 #endif
