@@ -9,7 +9,7 @@
  * run of each (the least disturbed). "eff GF/s" counts only the
  * nonzero FLOPs (density * dense FLOPs) of the sparse pass; "%peak" is against 413 GFLOP/s for two
  * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Stride-1
- * convs are timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the
+ * convs and unpadded strided 1x1 convs are timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the
  * plan picks by itself at that density); xover is always the plan's own (both paths). */
 #include <omp.h>
 #include <stdint.h>
@@ -145,7 +145,7 @@ static void bench_conv(const char *name, conv_desc d) {
   char desc[200];
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
-  /* Stride-1 layers are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
+  /* Stride-1 layers and unpadded strided 1x1 convs are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
    * plan's own choice at that density is marked with '*'; xover is the plan's (both paths). */
   int both = (d.stride_h == 1 && d.stride_w == 1) || c.sp.sub;
   for (int pass = 0; pass < 2; pass++)
