@@ -22,6 +22,8 @@ size_t ir_dtype_size(ir_dtype t) {
   }
 }
 
+size_t ir_dtype_bytes(ir_dtype t, size_t numel) { return t == IR_BIT ? (numel + 7) / 8 : numel * ir_dtype_size(t); }
+
 const char *ir_dtype_name(ir_dtype t) {
   switch (t) {
     case IR_F32: return "f32";
@@ -37,6 +39,7 @@ const char *ir_dtype_name(ir_dtype t) {
     case IR_U32: return "u32";
     case IR_U64: return "u64";
     case IR_BF16: return "bf16";
+    case IR_BIT: return "bit";
     default: return "?";
   }
 }

@@ -34,10 +34,15 @@ typedef enum ir_dtype {
   IR_U32 = 12,
   IR_U64 = 13,
   IR_BF16 = 16,
+  /* Not an ONNX type: one bit per element, packed, element i in bit i % 8 of byte i / 8. Only the
+   * passes make it (the ReLU masks kept for the backward); never imported or exported. */
+  IR_BIT = 1000,
 } ir_dtype;
 
-/* Bytes per element, or 0 for IR_UNDEF / unknown. */
+/* Bytes per element, or 0 for IR_UNDEF / unknown and for IR_BIT (less than a byte: see ir_dtype_bytes). */
 size_t ir_dtype_size(ir_dtype t);
+/* Bytes that numel elements of type t take: numel * ir_dtype_size(t), or ceil(numel / 8) for IR_BIT. */
+size_t ir_dtype_bytes(ir_dtype t, size_t numel);
 /* Short name as printed in dumps ("f32", "i64", ...); "?" for unknown. */
 const char *ir_dtype_name(ir_dtype t);
 

@@ -584,22 +584,22 @@ static int infer_unary_grad(ir_node *n, sw_err *e) {
 
 static int infer_relu_mask(ir_node *n, sw_err *e) {
   if (need_float(n, 0, e)) return e->code;
-  set_out(n, 0, IR_BOOL, &n->in[0]->shape); /* one byte per element, as Dropout's mask */
+  set_out(n, 0, IR_BIT, &n->in[0]->shape); /* one bit per element */
   return SW_OK;
 }
 
-/* (A, B) -> Y[, M]: same-shape float A and B (no broadcasting), M bytes */
+/* (A, B) -> Y[, M]: same-shape float A and B (no broadcasting), M bits */
 static int infer_add_relu(ir_node *n, sw_err *e) {
   if (need_float(n, 0, e) || need_float(n, 1, e) || same_shape(n, 0, 1, e)) return e->code;
   set_out(n, 0, IR_F32, &n->in[0]->shape);
-  set_out(n, 1, IR_BOOL, &n->in[0]->shape);
+  set_out(n, 1, IR_BIT, &n->in[0]->shape);
   return SW_OK;
 }
 
-/* (gate, dY1, dY2, ...) -> dX: the gate is Y (float) or the ReLU's byte mask, all of one shape */
+/* (gate, dY1, dY2, ...) -> dX: the gate is Y (float) or the ReLU's bit mask, all of one shape */
 static int infer_sum_relu_grad(ir_node *n, sw_err *e) {
   if (need_in(n, 0, e)) return e->code;
-  if (n->in[0]->dtype != IR_BOOL && need_float(n, 0, e)) return e->code;
+  if (n->in[0]->dtype != IR_BIT && need_float(n, 0, e)) return e->code;
   for (int i = 1; i < n->n_in; i++)
     if (need_float(n, i, e) || same_shape(n, 1, i, e)) return e->code;
   if (same_shape(n, 1, 0, e)) return e->code;
@@ -809,14 +809,14 @@ static const ir_op_def ops[] = {
     {"LogSoftmaxGrad", 2, 2, 1, 1, softmax_attrs, infer_softmax_grad, 0, "dX = dY - exp(Y) * sum(dY, axis)", NULL},
     {"DropoutGrad", 2, 2, 1, 1, dropout_grad_attrs, infer_dropout_grad, 0, "dX = dY * mask / (1 - ratio)", NULL},
     {"ReluMask", 1, 1, 1, 1, no_attrs, infer_relu_mask, 0,
-     "M = (Y > 0) as bytes: what a ReLU's backward needs of its output, in a quarter of the memory (fuse; read by "
-     "DropoutGrad{ratio=0})", NULL},
+     "M = (Y > 0) as bits: what a ReLU's backward needs of its output, in 1/32 of the memory (fuse; read by "
+     "SumReluGrad)", NULL},
     /* fused by the fuse pass (residual blocks) */
     {"AddRelu", 2, 2, 1, 2, no_attrs, infer_add_relu, 0,
-     "Y[, M] = Relu(A + B) for same-shape A, B in one pass; M = (Y > 0) as bytes, as ReluMask(Y) (fuse)", NULL},
+     "Y[, M] = Relu(A + B) for same-shape A, B in one pass; M = (Y > 0) as bits, as ReluMask(Y) (fuse)", NULL},
     {"SumReluGrad", 2, 64, 1, 1, no_attrs, infer_sum_relu_grad, 0,
      "dX = Sum(dY1, dY2, ..) where the ReLU was on, +0 elsewhere, in one pass; the gate is the ReLU's output Y "
-     "(on: Y > 0, as ReluGrad) or its byte mask (on: mask != 0, as DropoutGrad{ratio=0}) (fuse)", NULL},
+     "(on: Y > 0, as ReluGrad) or its bit mask (on: bit set; one dY: the ReLU backward alone) (fuse)", NULL},
     {"MaxPoolGrad", 2, 2, 1, 1, maxpool_attrs, infer_maxpool_grad, 0, "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum", NULL},
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
     {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},

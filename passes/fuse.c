@@ -12,17 +12,17 @@
  * Then, for a ReLU left on its own (after a residual Add) whose output no backward op reads except
  * its ReluGrad (under SWAT the weight gradients read the compact X_s instead):
  *
- *   dX = ReluGrad(dY, Y)  ->  M = ReluMask(Y) (right after the ReLU); dX = DropoutGrad{ratio=0}(dY, M)
+ *   dX = ReluGrad(dY, Y)  ->  M = ReluMask(Y) (right after the ReLU); dX = SumReluGrad(M, dY)
  *
- * so that Y, a float per element, dies at the end of the forward pass and a byte per element is kept.
+ * so that Y, a float per element, dies at the end of the forward pass and a bit per element is kept.
  *
  * Then the residual blocks' elementwise ops, one memory pass each instead of two:
  *
  *   S = Add(A, B); Y = Relu(S) [; M = ReluMask(Y)]  ->  Y[, M] = AddRelu(A, B)
  *     where A, B and S have one shape and S has no other reader (Add's backward only passes dY through,
  *     so S is never read by the backward); M, if the rewrite above made one, is written in the same pass;
- *   G = Sum(dY1, dY2, ..); dS = DropoutGrad{ratio=0}(G, M)  ->  dS = SumReluGrad(M, dY1, dY2, ..)
- *   G = Sum(dY1, dY2, ..); dS = ReluGrad(G, Y)              ->  dS = SumReluGrad(Y, dY1, dY2, ..)
+ *   G = Sum(dY1, dY2, ..); dS = SumReluGrad(M, G)  ->  dS = SumReluGrad(M, dY1, dY2, ..)
+ *   G = Sum(dY1, dY2, ..); dS = ReluGrad(G, Y)     ->  dS = SumReluGrad(Y, dY1, dY2, ..)
  *     where G (the gradient of a value with several readers) has no other reader.
  * Both give the bits of the ops they replace (the same additions in the same order). */
 #include <stdio.h>
@@ -47,7 +47,7 @@ static int index_of(const ir_graph *g, const ir_node *n) {
   return -1;
 }
 
-/* The ReluGrad -> ReluMask + DropoutGrad rewrite (see the top of the file). */
+/* The ReluGrad -> ReluMask + SumReluGrad rewrite (see the top of the file). */
 static void relu_masks(ir_graph *g, sw_err *e) {
   int masked = 0;
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
@@ -66,13 +66,13 @@ static void relu_masks(ir_graph *g, sw_err *e) {
     mk->role = IR_ROLE_FWD;
     if (ir_infer_node(mk, e)) return;
     ir_graph_move_node(g, mk, index_of(g, y->producer) + 1);
-    rg->op = ir_op_find("DropoutGrad");
-    rg->in[1] = mk->out[0];
-    ir_attr_set_float(g, rg, "ratio", 0.0);
+    rg->op = ir_op_find("SumReluGrad");
+    rg->in[1] = rg->in[0];
+    rg->in[0] = mk->out[0];
     if (ir_infer_node(rg, e)) return;
     masked++;
   }
-  if (masked) ir_graph_note(g, "fuse: %d ReLU backward(s) read a byte mask instead of the ReLU's output", masked);
+  if (masked) ir_graph_note(g, "fuse: %d ReLU backward(s) read a bit mask instead of the ReLU's output", masked);
 }
 
 static int is_op(const ir_node *n, const char *op) { return n && strcmp(n->op->name, op) == 0; }
@@ -121,10 +121,10 @@ static void add_relus(ir_graph *g, sw_err *e) {
   free(keep_node);
   free(keep_value);
   if (!e->code && fused)
-    ir_graph_note(g, "fuse: %d Add + ReLU pairs fused (AddRelu), %d of them writing the ReLU's byte mask too", fused, masked);
+    ir_graph_note(g, "fuse: %d Add + ReLU pairs fused (AddRelu), %d of them writing the ReLU's bit mask too", fused, masked);
 }
 
-/* dS = SumReluGrad(gate, dY1, ..) for Sum + DropoutGrad{ratio=0} or Sum + ReluGrad (see the top of the file). */
+/* dS = SumReluGrad(gate, dY1, ..) for Sum + SumReluGrad(M, G) or Sum + ReluGrad (see the top of the file). */
 static void sum_relu_grads(ir_graph *g, sw_err *e) {
   unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
   memset(keep_node, 1, (size_t)g->n_nodes);
@@ -132,9 +132,9 @@ static void sum_relu_grads(ir_graph *g, sw_err *e) {
   int fused = 0;
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
     ir_node *rg = g->nodes[i];
-    int masked = is_op(rg, "DropoutGrad") && ir_attr_float(rg, "ratio") == 0.0;
+    int masked = is_op(rg, "SumReluGrad") && rg->n_in == 2;
     if (!masked && !is_op(rg, "ReluGrad")) continue;
-    ir_value *gsum = rg->in[0], *gate = rg->in[1];
+    ir_value *gsum = masked ? rg->in[1] : rg->in[0], *gate = masked ? rg->in[0] : rg->in[1];
     ir_node *sum = gsum->producer, *only = NULL;
     if (!is_op(sum, "Sum") || sum->n_in + 1 > 64 || readers(g, gsum, &only) != 1 || only != rg) continue;
     ir_value **in = ir_alloc(g, sizeof *in * (size_t)(sum->n_in + 1));
@@ -143,7 +143,6 @@ static void sum_relu_grads(ir_graph *g, sw_err *e) {
     rg->op = ir_op_find("SumReluGrad");
     rg->in = in;
     rg->n_in = sum->n_in + 1;
-    rg->n_attr = 0; /* DropoutGrad's ratio */
     keep_value[gsum->id] = 0;
     for (int j = 0; j < g->n_nodes; j++)
       if (g->nodes[j] == sum) keep_node[j] = 0;

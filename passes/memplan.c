@@ -77,14 +77,13 @@ int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
       ir_value *v = n->out[k];
       if (!v) continue;
       int64_t numel = ir_shape_numel_at(&v->shape, batch);
-      size_t es = ir_dtype_size(v->dtype);
-      if (numel < 0 || es == 0) {
+      if (numel < 0 || ir_dtype_bytes(v->dtype, 1) == 0) {
         free(last);
         free(pl);
         return sw_fail(e, SW_EINPUT, "value '%s' has no plannable size", v->name);
       }
       if (ir_value_compact(v)) continue; /* a compact Top-K selection lives outside the arena */
-      v->mem_bytes = numel * (int64_t)es;
+      v->mem_bytes = (int64_t)ir_dtype_bytes(v->dtype, (size_t)numel);
       if (v->alias_of) continue; /* placed with its root below */
       int64_t size = (v->mem_bytes + ALIGN - 1) / ALIGN * ALIGN;
       pl[np++] = (placed){v, size == 0 ? ALIGN : size, -1, i, last[v->id] < i ? i : last[v->id]};

@@ -508,10 +508,10 @@ static int run_sum(rt_program *p, const rt_op *op) {
 typedef struct fused_ctx {
   int64_t numel;
   int n_grads;   /* SumReluGrad: the gradients summed (inputs 1..) */
-  int mask;      /* AddRelu: writes the byte mask; SumReluGrad: the gate is the byte mask (else Y) */
+  int mask;      /* AddRelu: writes the bit mask; SumReluGrad: the gate is the bit mask (else Y) */
 } fused_ctx;
 
-/* AddRelu(A, B) -> Y[, M] (fuse: a residual Add and the ReLU after it, and the ReLU's byte mask) */
+/* AddRelu(A, B) -> Y[, M] (fuse: a residual Add and the ReLU after it, and the ReLU's bit mask) */
 static int run_add_relu(rt_program *p, const rt_op *op) {
   const fused_ctx *c = op->ctx;
   add_relu(c->numel, op->in[0], op->in[1], op->out[0], c->mask ? op->out[1] : NULL, p->nthreads);
@@ -845,7 +845,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     shapes_ctx *c = ctx_new(op, sizeof *c);
     const rt_buf *y = rt_buf_of(p, n->out[0]);
     snprintf(op->impl, sizeof op->impl, "%s", op->out[0] == op->in[0] ? "view (no copy)" : "copy");
-    c->n = (int)((size_t)y->numel * ir_dtype_size(y->dtype));
+    c->n = (int)ir_dtype_bytes(y->dtype, (size_t)y->numel);
     op->run = run_copy;
     return SW_OK;
   }
@@ -917,12 +917,12 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     c->numel = rt_buf_of(p, n->out[0])->numel;
     if (is(n, "AddRelu")) {
       c->mask = n->n_out > 1 && n->out[1];
-      snprintf(op->impl, sizeof op->impl, "fused Add + ReLU%s", c->mask ? " + byte mask" : "");
+      snprintf(op->impl, sizeof op->impl, "fused Add + ReLU%s", c->mask ? " + bit mask" : "");
       op->run = run_add_relu;
     } else {
       c->n_grads = n->n_in - 1;
-      c->mask = p->bufs[n->in[0]->id].dtype == IR_BOOL;
-      snprintf(op->impl, sizeof op->impl, "fused Sum of %d + ReLU backward (%s)", c->n_grads, c->mask ? "byte mask" : "reads Y");
+      c->mask = p->bufs[n->in[0]->id].dtype == IR_BIT;
+      snprintf(op->impl, sizeof op->impl, "fused Sum of %d + ReLU backward (%s)", c->n_grads, c->mask ? "bit mask" : "reads Y");
       op->run = run_sum_relu_grad;
     }
     return SW_OK;

@@ -181,7 +181,7 @@ int rt_program_build(const ir_graph *g, rt_state *s, int64_t batch, int nthreads
     for (int d = 0; d < b->shape.rank; d++)
       if (b->shape.d[d] == IR_N) b->shape.d[d] = batch;
     b->numel = ir_shape_numel(&b->shape);
-    size_t bytes = (size_t)b->numel * ir_dtype_size(v->dtype);
+    size_t bytes = ir_dtype_bytes(v->dtype, (size_t)b->numel);
     switch (v->kind) {
       case IR_VAL_PARAM:
       case IR_VAL_STATE: {

@@ -401,58 +401,23 @@ void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, f
   }
 }
 
-KERN_CLONES static void relu_mask_run(int64_t n, const float *restrict y, uint8_t *restrict mask) {
-  for (int64_t i = 0; i < n; i++) mask[i] = y[i] > 0.0f;
-}
-
-void relu_mask(int64_t n, const float *y, uint8_t *mask, int nthreads) {
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-    relu_mask_run(hi - lo, y + lo, mask + lo);
-  }
-}
-
 /* ---------------------------------------------------------------------------------------------
- * Fused residual-block kernels. */
+ * Bit masks (element i is bit i % 8 of byte i / 8). */
 
-void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *mask) {
-  for (int64_t i = 0; i < n; i++) {
-    float s = a[i] + b[i];
-    y[i] = s < 0.0f ? 0.0f : s; /* act_one's Relu */
-    if (mask) mask[i] = y[i] > 0.0f;
-  }
+/* Elements per unit of a bit-mask kernel's work split: 64 bytes of mask, so no two workers write
+ * one byte, or one cache line, of it. */
+#define BIT_UNIT 512
+
+/* The half-open range [*lo, *hi) of n elements that worker t of T owns, cut at BIT_UNIT multiples. */
+static void bits_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t units = (n + BIT_UNIT - 1) / BIT_UNIT, a, b;
+  kern_split(units, t, T, &a, &b);
+  *lo = a * BIT_UNIT < n ? a * BIT_UNIT : n;
+  *hi = b * BIT_UNIT < n ? b * BIT_UNIT : n;
 }
 
-/* Elements per block of add_relu_run: Y is written, then the block's mask is made from Y while it is in
- * L1 (two simple loops vectorise; one loop storing floats and bytes does not). */
-#define AR_BLOCK 1024
-
-KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, float *y, uint8_t *restrict mask) {
-  for (int64_t lo = 0; lo < n; lo += AR_BLOCK) {
-    int64_t m = n - lo < AR_BLOCK ? n - lo : AR_BLOCK;
-    const float *ab = a + lo, *bb = b + lo;
-    float *yb = y + lo;
-    for (int64_t i = 0; i < m; i++) {
-      float s = ab[i] + bb[i];
-      yb[i] = s < 0.0f ? 0.0f : s;
-    }
-    if (mask)
-      for (int64_t i = 0; i < m; i++) mask[lo + i] = yb[i] > 0.0f;
-  }
-}
-
-void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *mask, int nthreads) {
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-    add_relu_run(hi - lo, a + lo, b + lo, y + lo, mask ? mask + lo : NULL);
-  }
-}
+/* Bit i of the mask. */
+static inline int bit_at(const uint8_t *bits, int64_t i) { return (bits[i >> 3] >> (i & 7)) & 1; }
 
 /* s where on, else +0 (as dropout_bwd: a bit mask, so a non-finite s that is masked off gives +0). */
 static inline float gate_bits(float s, int on) {
@@ -463,26 +428,149 @@ static inline float gate_bits(float s, int on) {
   return s;
 }
 
-void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx) {
-  SW_ASSERT(k >= 1 && (y == NULL) != (mask == NULL));
+/* bits of (y[i] > 0) for i < n (n a multiple of 8, or the end of the mask), plain C. */
+static void pos_bits_c(int64_t n, const float *restrict y, uint8_t *restrict bits) {
+  for (int64_t j = 0; j < n; j += 8) {
+    unsigned b = 0;
+    for (int64_t k = 0; k < 8 && j + k < n; k++) b |= (unsigned)(y[j + k] > 0.0f) << k;
+    bits[j >> 3] = (uint8_t)b;
+  }
+}
+
+/* dx[i] = the sum of dy[0..k)[i] where bit i is set, else +0, plain C (dx may be one of the dy). */
+static void sum_gate_bits_c(int64_t n, int k, const float *const *dy, const uint8_t *bits, float *dx) {
   for (int64_t i = 0; i < n; i++) {
     float s = dy[0][i];
     for (int j = 1; j < k; j++) s += dy[j][i];
-    dx[i] = gate_bits(s, mask ? mask[i] != 0 : y[i] > 0.0f);
+    dx[i] = gate_bits(s, bit_at(bits, i));
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ELT_AVX512 __attribute__((target("avx512f")))
+
+/* pos_bits_c with AVX-512: one compare per 16 floats gives two bytes of the mask. */
+ELT_AVX512 static void pos_bits_avx512(int64_t n, const float *restrict y, uint8_t *restrict bits) {
+  const __m512 z = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), z, _CMP_GT_OQ);
+    memcpy(bits + (i >> 3), &m, sizeof m);
+  }
+  if (i < n) pos_bits_c(n - i, y + i, bits + (i >> 3));
+}
+
+/* sum_gate_bits_c with AVX-512 (the same additions in the same order; a masked move gives +0). */
+ELT_AVX512 static void sum_gate_bits_avx512(int64_t n, int k, const float *const *dy, const uint8_t *bits,
+                                            float *dx) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 s = _mm512_loadu_ps(dy[0] + i);
+    for (int j = 1; j < k; j++) s = _mm512_add_ps(s, _mm512_loadu_ps(dy[j] + i));
+    __mmask16 m;
+    memcpy(&m, bits + (i >> 3), sizeof m);
+    _mm512_storeu_ps(dx + i, _mm512_maskz_mov_ps(m, s));
+  }
+  if (i < n) {
+    const float *part[64];
+    for (int j = 0; j < k; j++) part[j] = dy[j] + i;
+    sum_gate_bits_c(n - i, k, part, bits + (i >> 3), dx + i);
+  }
+}
+#endif
+
+static int elt_portable; /* tests: 1 runs the plain C bit-mask kernels even where AVX-512 is there */
+
+void eltwise_use_portable(int on) { elt_portable = on; }
+
+/* The fastest pos_bits this CPU runs. */
+static void pos_bits(int64_t n, const float *y, uint8_t *bits) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!elt_portable && kern_cpu_avx512()) {
+    pos_bits_avx512(n, y, bits);
+    return;
+  }
+#endif
+  pos_bits_c(n, y, bits);
+}
+
+/* The fastest sum_gate_bits this CPU runs. */
+static void sum_gate_bits(int64_t n, int k, const float *const *dy, const uint8_t *bits, float *dx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!elt_portable && kern_cpu_avx512()) {
+    sum_gate_bits_avx512(n, k, dy, bits, dx);
+    return;
+  }
+#endif
+  sum_gate_bits_c(n, k, dy, bits, dx);
+}
+
+void relu_mask(int64_t n, const float *y, uint8_t *bits, int nthreads) {
+  int T = n > ELT_CHUNK ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+  {
+    int64_t lo, hi;
+    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+    pos_bits(hi - lo, y + lo, bits + lo / 8);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Fused residual-block kernels. */
+
+void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *bits) {
+  if (bits) memset(bits, 0, (size_t)(n + 7) / 8);
+  for (int64_t i = 0; i < n; i++) {
+    float s = a[i] + b[i];
+    y[i] = s < 0.0f ? 0.0f : s; /* act_one's Relu */
+    if (bits && y[i] > 0.0f) bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+  }
+}
+
+/* Elements per block of add_relu: Y is written, then the block's mask is made from Y while it is in
+ * L1 (a multiple of 8, so a block's mask is whole bytes). */
+#define AR_BLOCK 1024
+
+/* y = max(a + b, 0) as Add then Relu (y may be a or b). */
+KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, float *y) {
+  for (int64_t i = 0; i < n; i++) {
+    float s = a[i] + b[i];
+    y[i] = s < 0.0f ? 0.0f : s;
+  }
+}
+
+void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads) {
+  int T = n > ELT_CHUNK ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+  {
+    int64_t lo, hi;
+    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+    for (int64_t i = lo; i < hi; i += AR_BLOCK) {
+      int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
+      add_relu_run(m, a + i, b + i, y + i);
+      if (bits) pos_bits(m, y + i, bits + i / 8);
+    }
+  }
+}
+
+void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx) {
+  SW_ASSERT(k >= 1 && (y == NULL) != (bits == NULL));
+  for (int64_t i = 0; i < n; i++) {
+    float s = dy[0][i];
+    for (int j = 1; j < k; j++) s += dy[j][i];
+    dx[i] = gate_bits(s, bits ? bit_at(bits, i) : y[i] > 0.0f);
   }
 }
 
 /* Elements per block of the general (k != 2) case: the partial sums stay in L1. */
 #define SRG_BLOCK 512
 
-KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *dy, const float *y,
-                                          const uint8_t *restrict mask, float *dx) {
+/* sum_relu_grad's share of one thread with the gate Y. */
+KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *dy, const float *y, float *dx) {
   if (k == 2) { /* the residual block's case: one pass, no partial sums */
     const float *a = dy[0], *b = dy[1];
-    if (mask)
-      for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], mask[i] != 0);
-    else
-      for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], y[i] > 0.0f);
+    for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], y[i] > 0.0f);
     return;
   }
   float s[SRG_BLOCK];
@@ -494,23 +582,24 @@ KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *
       const float *dj = dy[j] + lo;
       for (int64_t i = 0; i < m; i++) s[i] += dj[i];
     }
-    if (mask)
-      for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], mask[lo + i] != 0);
-    else
-      for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], y[lo + i] > 0.0f);
+    for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], y[lo + i] > 0.0f);
   }
 }
 
-void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx, int nthreads) {
-  SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (mask == NULL));
+void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
+                   int nthreads) {
+  SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));
   int T = n > ELT_CHUNK ? nthreads : 1;
 #pragma omp parallel num_threads(T)
   {
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    int64_t lo, hi;
+    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
     const float *part[64];
     for (int j = 0; j < k; j++) part[j] = dy[j] + lo;
-    sum_relu_grad_run(hi - lo, k, part, y ? y + lo : NULL, mask ? mask + lo : NULL, dx + lo);
+    if (bits)
+      sum_gate_bits(hi - lo, k, part, bits + lo / 8, dx + lo);
+    else
+      sum_relu_grad_run(hi - lo, k, part, y + lo, dx + lo);
   }
 }
 

@@ -12,7 +12,10 @@
  * Dropout draws its mask from a counter-based generator: element i of step `step` is kept iff
  * hash(seed, step, i) >= ratio, so the mask depends only on (seed, step, i), never on threads.
  *
- * Fused residual-block kernels (made by the fuse pass): Add + Relu (+ the ReLU's byte mask) in one
+ * A ReLU's output kept for its backward is a bit mask: element i is bit i % 8 of byte i / 8 (the
+ * IR's IR_BIT), made by relu_mask or add_relu and read by sum_relu_grad.
+ *
+ * Fused residual-block kernels (made by the fuse pass): Add + Relu (+ the ReLU's bit mask) in one
  * pass, and the gradient accumulation Sum + the ReLU backward in one pass; each gives the bits of the
  * unfused ops. */
 #ifndef SWATC_RUNTIME_KERNELS_ELTWISE_H
@@ -55,21 +58,23 @@ void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const flo
                  int nthreads);
 /* Dropout backward: dx = dy * mask / (1 - ratio). */
 void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads);
-/* mask[i] = y[i] > 0: a ReLU's output kept as one byte per element for its backward
- * (dropout_bwd with ratio 0 then computes ReluGrad). */
-void relu_mask(int64_t n, const float *y, uint8_t *mask, int nthreads);
+/* bits of (y[i] > 0), ceil(n / 8) bytes: a ReLU's output as its backward needs it (NaN and -0 give 0). */
+void relu_mask(int64_t n, const float *y, uint8_t *bits, int nthreads);
 /* Reference Add + ReLU: y[i] = max(a[i] + b[i], 0) exactly as Add then Relu (NaN stays NaN, -0 stays -0),
- * and, when mask is not NULL, mask[i] = y[i] > 0 exactly as relu_mask. */
-void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *mask);
-/* Fast Add + ReLU (one pass over a, b, y and the optional mask), bit-identical to add_relu_ref. */
-void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *mask, int nthreads);
+ * and, when bits is not NULL, the bit mask of y > 0 exactly as relu_mask. */
+void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *bits);
+/* Fast Add + ReLU (one pass over a, b, y and the optional bit mask), bit-identical to add_relu_ref. */
+void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads);
 /* Reference summed ReLU backward: s = dy[0][i] + dy[1][i] + ... (k >= 1 terms, added in that order, as
  * Sum), dx[i] = s where the ReLU was on, +0 elsewhere (also where s is not finite); the gate is the
- * ReLU's output y (on: y > 0, as ReluGrad) or its byte mask (on: mask != 0, as DropoutGrad{ratio=0}),
- * exactly one of the two not NULL. */
-void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx);
+ * ReLU's output y (on: y > 0, as ReluGrad) or its bit mask (on: bit i set), exactly one of the two not
+ * NULL. With k = 1 and the mask it is the ReLU backward alone. */
+void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx);
 /* Fast summed ReLU backward (one pass), bit-identical to sum_relu_grad_ref. dx may be one of the dy. */
-void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *mask, float *dx, int nthreads);
+void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
+                   int nthreads);
+/* Tests: 1 runs the plain C bit-mask kernels even where AVX-512 is there; 0 (default): the best the CPU has. */
+void eltwise_use_portable(int on);
 /* The uniform number in [0, 1) (a multiple of 2^-24) that decides element i of a step. */
 float dropout_uniform(uint64_t seed, uint64_t step, int64_t i);
 

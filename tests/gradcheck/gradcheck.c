@@ -814,7 +814,7 @@ static void chain_cases(void) {
 }
 
 /* Residual blocks as the fuse pass rewrites them: Y = Relu(x + b) read twice, so its gradient is a Sum;
- * they become AddRelu + SumReluGrad gated by Y (Y also read by the backward) or by the byte mask (Y read
+ * they become AddRelu + SumReluGrad gated by Y (Y also read by the backward) or by the bit mask (Y read
  * by forward ops only). x is kept 0.05 away from the kink x + b = 0. */
 static void residual_cases(void) {
   const float kink[] = {-0.25f};

@@ -1,9 +1,9 @@
 /* The fuse pass's residual-block rewrites:
- * - S = Add(A, B); Y = Relu(S); M = ReluMask(Y) becomes Y, M = AddRelu(A, B), and Sum + DropoutGrad{ratio=0}
- *   becomes SumReluGrad(M, ..); with Y read by the backward (no mask) Y = AddRelu(A, B) and Sum + ReluGrad
- *   becomes SumReluGrad(Y, ..);
+ * - S = Add(A, B); Y = Relu(S); M = ReluMask(Y) becomes Y, M = AddRelu(A, B) with M a bit mask, and
+ *   Sum + SumReluGrad(M, G) becomes SumReluGrad(M, ..); with Y read by the backward (no mask)
+ *   Y = AddRelu(A, B) and Sum + ReluGrad becomes SumReluGrad(Y, ..);
  * - nothing is fused when S or the summed gradient has another reader (a node or a graph output), when
- *   the Add broadcasts, or when the DropoutGrad really drops (ratio > 0);
+ *   the Add broadcasts, or when the backward is a Dropout's (DropoutGrad, even at ratio 0);
  * - on ResNet-20 every residual block is fused, dense and SWAT, and the graphs verify. */
 #include <stdio.h>
 #include <string.h>
@@ -51,7 +51,7 @@ enum {
   G_READER = 2,      /* the summed gradient is also read by another node */
   BROADCAST = 4,     /* B is [3], broadcast along A's [2,3] */
   Y_BACKWARD = 8,    /* Y is read by a backward op: no mask, ReluGrad(G, Y) */
-  DROPPING = 16,     /* the masked backward is a real DropoutGrad (ratio 0.5) */
+  DROPPING = 16,     /* the backward is a Dropout's: DropoutGrad{ratio=0} reading a byte mask input */
   THREE = 32,        /* three gradients summed */
 };
 
@@ -74,10 +74,15 @@ static ir_graph *residual(int flags) {
     bwd = node(g, "ReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){sum->out[0], y}, 1);
     ir_node *other = node(g, "Mul", "other_bwd", IR_ROLE_BWD, 2, (ir_value *[]){y, g1}, 1); /* e.g. a weight gradient */
     ir_graph_add_output(g, other->out[0]);
+  } else if (flags & DROPPING) {
+    ir_shape ms = ir_shape_make(2, d);
+    ir_value *dm = ir_value_new(g, "dropout_mask", IR_VAL_INPUT, IR_BOOL, &ms);
+    ir_graph_add_input(g, dm);
+    bwd = node(g, "DropoutGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){sum->out[0], dm}, 1);
+    ir_attr_set_float(g, bwd, "ratio", 0.0);
   } else {
     ir_node *mk = node(g, "ReluMask", "relu/mask", IR_ROLE_FWD, 1, &y, 1);
-    bwd = node(g, "DropoutGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){sum->out[0], mk->out[0]}, 1);
-    ir_attr_set_float(g, bwd, "ratio", flags & DROPPING ? 0.5 : 0.0);
+    bwd = node(g, "SumReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){mk->out[0], sum->out[0]}, 1);
   }
   bwd->fwd = relu;
   ir_graph_add_output(g, bwd->out[0]);
@@ -100,7 +105,7 @@ static int fuse(ir_graph *g, int flags) {
 }
 
 static void small_graphs(void) {
-  /* masked (SWAT-like): Add + Relu + ReluMask -> AddRelu with the mask; Sum + DropoutGrad -> SumReluGrad(M, ..) */
+  /* masked (SWAT-like): Add + Relu + ReluMask -> AddRelu with the mask; Sum + SumReluGrad(M, G) -> SumReluGrad(M, ..) */
   for (int three = 0; three <= THREE; three += THREE) {
     ir_graph *g = residual(three);
     ir_value *y = ir_value_find(g, "relu:0"), *m = ir_value_find(g, "relu/mask:0"), *dx = ir_value_find(g, "relu/grad:0");
@@ -109,13 +114,13 @@ static void small_graphs(void) {
       CHECK(g->n_nodes == 2 && ar && srg, "masked: 2 nodes, AddRelu and SumReluGrad (got %d)", g->n_nodes);
       if (ar && srg) {
         CHECK(ar->n_out == 2 && ar->out[0] == y && ar->out[1] == m && y->producer == ar && m->producer == ar &&
-                  m->producer_slot == 1 && m->dtype == IR_BOOL,
+                  m->producer_slot == 1 && m->dtype == IR_BIT,
               "AddRelu writes Y and the mask");
         CHECK(!strcmp(ar->in[0]->name, "a") && !strcmp(ar->in[1]->name, "b"), "AddRelu reads A, B");
         CHECK(srg->n_in == (three ? 4 : 3) && srg->in[0] == m && !strcmp(srg->in[1]->name, "g1") &&
                   !strcmp(srg->in[2]->name, "g2") && (!three || !strcmp(srg->in[3]->name, "g3")) && srg->out[0] == dx,
               "SumReluGrad(M, g1, g2%s) writes dX", three ? ", g3" : "");
-        CHECK(srg->n_attr == 0 && srg->fwd == ar, "SumReluGrad has no ratio and belongs to AddRelu");
+        CHECK(srg->fwd == ar, "SumReluGrad belongs to AddRelu");
         CHECK(!ir_value_find(g, "add:0") && !ir_value_find(g, "sum:0"), "S and the summed gradient are gone");
       }
     }
@@ -140,8 +145,9 @@ static void small_graphs(void) {
   /* the summed gradient has another reader: no SumReluGrad (the forward is still fused) */
   g = residual(G_READER);
   if (!fuse(g, G_READER))
-    CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1 && count(g, "DropoutGrad") == 1 && count(g, "AddRelu") == 1,
-          "G read elsewhere: Sum and DropoutGrad stay");
+    CHECK(count(g, "SumReluGrad") == 1 && find(g, "SumReluGrad")->n_in == 2 && count(g, "Sum") == 1 &&
+              count(g, "AddRelu") == 1,
+          "G read elsewhere: Sum and SumReluGrad(M, G) stay");
   ir_graph_free(g);
   g = residual(G_READER | Y_BACKWARD);
   if (!fuse(g, G_READER | Y_BACKWARD))
@@ -152,9 +158,10 @@ static void small_graphs(void) {
   g = residual(BROADCAST);
   if (!fuse(g, BROADCAST)) CHECK(count(g, "AddRelu") == 0 && count(g, "Add") == 1, "broadcasting Add not fused");
   ir_graph_free(g);
-  /* a DropoutGrad that drops is not a ReLU backward */
+  /* a Dropout's backward is not a ReLU's, even at ratio 0 */
   g = residual(DROPPING);
-  if (!fuse(g, DROPPING)) CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1, "DropoutGrad{ratio=0.5} not fused");
+  if (!fuse(g, DROPPING))
+    CHECK(count(g, "SumReluGrad") == 0 && count(g, "Sum") == 1 && count(g, "DropoutGrad") == 1, "DropoutGrad not fused");
   ir_graph_free(g);
   printf("small graphs: rewrites and their conditions\n");
 }
@@ -171,21 +178,22 @@ static void resnet20(double sparsity) {
   static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
   pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
   CHECK(passes_run(g, passes, 7, &po, &e) == SW_OK, "resnet20 s=%g: %s", sparsity, e.msg);
-  int masked_fwd = 0, masked_bwd = 0;
+  int masked_fwd = 0, masked_bwd = 0, summing = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
     if (!strcmp(n->op->name, "AddRelu")) masked_fwd += n->n_out == 2;
-    if (!strcmp(n->op->name, "SumReluGrad")) masked_bwd += n->in[0]->dtype == IR_BOOL;
+    if (!strcmp(n->op->name, "SumReluGrad")) masked_bwd += n->in[0]->dtype == IR_BIT, summing += n->n_in > 2;
   }
-  /* 9 residual blocks; the last block's gradient is not a Sum (GlobalAveragePool's only), and the stem's
-   * Sum feeds a BatchNormalizationGrad{relu=1} */
+  /* 9 residual blocks; the last block's gradient is not a Sum (GlobalAveragePool's only: its ReLU
+   * backward is a SumReluGrad of one gradient when masked), and the stem's Sum feeds a
+   * BatchNormalizationGrad{relu=1} */
   CHECK(count(g, "AddRelu") == 9 && count(g, "Add") == 0 && count(g, "Relu") == 0, "resnet20 s=%g: 9 AddRelu, %d", sparsity,
         count(g, "AddRelu"));
-  CHECK(count(g, "SumReluGrad") == 8 && count(g, "Sum") == 1, "resnet20 s=%g: 8 SumReluGrad, %d", sparsity, count(g, "SumReluGrad"));
+  CHECK(summing == 8 && count(g, "Sum") == 1, "resnet20 s=%g: 8 SumReluGrad summing gradients, %d", sparsity, summing);
   CHECK(count(g, "ReluMask") == 0, "resnet20 s=%g: no ReluMask left", sparsity);
   /* dense: the weight gradients read each Y, so only the last block (read by GlobalAveragePool) keeps a
    * mask; SWAT: they read the compact X_s, every block masks */
-  int want_fwd = sparsity > 0 ? 9 : 1, want_bwd = sparsity > 0 ? 8 : 0;
+  int want_fwd = sparsity > 0 ? 9 : 1, want_bwd = sparsity > 0 ? 9 : 1;
   CHECK(masked_fwd == want_fwd && masked_bwd == want_bwd, "resnet20 s=%g: %d AddRelu with a mask (want %d), %d SumReluGrad on a mask (want %d)",
         sparsity, masked_fwd, want_fwd, masked_bwd, want_bwd);
   printf("resnet20 sparsity %g: %d AddRelu (%d with mask), %d SumReluGrad (%d on a mask)\n", sparsity, count(g, "AddRelu"),

@@ -354,22 +354,37 @@ static void check_dropout(void) {
     tfail("dropout_uniform is not a function of (seed, step, i)");
   dropout_fwd(n, 0.0f, 1, 1, x, y1, m1, 2);
   tcheck_same("dropout ratio 0 is identity", y1, x, 4 * n);
-  /* ReLU through a byte mask: relu_mask then dropout_bwd with ratio 0 is ReluGrad, and a masked-off
-   * element gives +0 even where dy is not finite */
+  /* ReLU through a bit mask: relu_mask then sum_relu_grad with one gradient is ReluGrad, and a
+   * masked-off element gives +0 even where dy is not finite; AVX-512 and plain C alike, any thread
+   * split, bit padding of the last byte clear */
   for (int64_t i = 0; i < n; i++) {
     y1[i] = i % 5 == 0 ? -0.0f : i % 7 == 0 ? NAN : x[i];
     dy[i] = i % 11 == 0 ? INFINITY : i % 13 == 0 ? NAN : dy[i];
   }
-  relu_mask(n, y1, m1, 2);
-  dropout_bwd(n, 0.0f, m1, dy, dx, 2);
-  for (int64_t i = 0; i < n; i++) {
-    int on = y1[i] > 0.0f;
-    float want = on ? dy[i] : 0.0f;
-    if (m1[i] != on || (on ? !(dx[i] == want || (isnan(dx[i]) && isnan(want))) : (dx[i] != 0.0f || signbit(dx[i])))) {
-      tfail("relu mask / masked backward at %lld (y %g, dy %g, dx %g)", (long long)i, (double)y1[i], (double)dy[i], (double)dx[i]);
-      break;
-    }
-  }
+  const int64_t lens[] = {n, 1, 7, 9, 16, 17, 513, 1025 + 3, 20000 + 5};
+  for (int portable = 0; portable < 2; portable++)
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+      for (int T = 1; T <= 2; T++) {
+        int64_t len = lens[li];
+        eltwise_use_portable(portable);
+        memset(m1, 0xff, (size_t)n);
+        relu_mask(len, y1, m1, T);
+        const float *g1[1] = {dy};
+        sum_relu_grad(len, 1, g1, NULL, m1, dx, T);
+        eltwise_use_portable(0);
+        int bad = 0;
+        for (int64_t i = 0; i < len && !bad; i++) {
+          int on = y1[i] > 0.0f, bit = (m1[i / 8] >> (i % 8)) & 1;
+          float want = on ? dy[i] : 0.0f;
+          if (bit != on || (on ? !(dx[i] == want || (isnan(dx[i]) && isnan(want))) : (dx[i] != 0.0f || signbit(dx[i])))) {
+            tfail("relu bit mask / masked backward at %lld of %lld, T%d%s (y %g, dy %g, dx %g)", (long long)i,
+                  (long long)len, T, portable ? " portable" : "", (double)y1[i], (double)dy[i], (double)dx[i]);
+            bad = 1;
+          }
+        }
+        if (len % 8 && (m1[len / 8] >> (len % 8)) != 0) tfail("relu_mask: padding bits of n %lld set", (long long)len);
+        if (len < n && m1[(len + 7) / 8] != 0xff) tfail("relu_mask wrote past ceil(n / 8) bytes (n %lld)", (long long)len);
+      }
   free(x), free(y1), free(y2), free(dx), free(dy), free(m1), free(m2), free(m3);
 }
 
@@ -390,8 +405,8 @@ static void fill_edges(float *a, float *b, int64_t n) {
 }
 
 /* AddRelu and SumReluGrad against the unfused kernels they replace (Add then Relu then relu_mask; the
- * Sum's left-to-right additions then ReluGrad reading Y, or dropout_bwd{ratio 0} reading the mask):
- * the same bits, at 1 and 2 threads, and the same bits as their plain references. */
+ * Sum's left-to-right additions then ReluGrad reading Y or gated by the bit mask): the same bits, at 1
+ * and 2 threads, AVX-512 and plain C, and the same bits as their plain references. */
 static void check_fused_residual(void) {
   const int64_t sizes[] = {1, 17, 1000, 200003};
   for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
@@ -399,7 +414,8 @@ static void check_fused_residual(void) {
     size_t fb = sizeof(float) * (size_t)n;
     float *a = talloc(fb), *b = talloc(fb), *c = talloc(fb), *s = talloc(fb), *y0 = talloc(fb), *y1 = talloc(fb),
           *y2 = talloc(fb), *dx0 = talloc(fb), *dx1 = talloc(fb), *dx2 = talloc(fb), *cp = talloc(fb), *ip = talloc(fb);
-    uint8_t *m0 = talloc((size_t)n), *m1 = talloc((size_t)n), *m2 = talloc((size_t)n);
+    size_t mb = (size_t)(n + 7) / 8;
+    uint8_t *m0 = talloc(mb), *m1 = talloc(mb), *m2 = talloc(mb);
     kshape sh = kshape_make(1, &n);
     act_desc relu = {.kind = ACT_RELU};
     char what[96];
@@ -408,26 +424,29 @@ static void check_fused_residual(void) {
     binop_fwd(BIN_ADD, &sh, a, &sh, b, &sh, s, 2);
     act_fwd(&relu, n, s, y0, 2);
     relu_mask(n, y0, m0, 2);
-    for (int T = 1; T <= 2; T++) {
-      memset(y1, 0x55, fb), memset(m1, 0x55, (size_t)n);
-      add_relu(n, a, b, y1, m1, T);
+    for (int T = 1; T <= 4; T++) { /* T 3, 4: plain C */
+      eltwise_use_portable(T > 2);
+      memset(y1, 0x55, fb), memset(m1, 0x55, mb);
+      add_relu(n, a, b, y1, m1, 2 - T % 2);
       snprintf(what, sizeof what, "add_relu y == Add, Relu (n %lld, T%d)", (long long)n, T);
       tcheck_same(what, y1, y0, fb);
       snprintf(what, sizeof what, "add_relu mask == relu_mask (n %lld, T%d)", (long long)n, T);
-      tcheck_same(what, m1, m0, (size_t)n);
+      tcheck_same(what, m1, m0, mb);
       memset(y1, 0x55, fb);
-      add_relu(n, a, b, y1, NULL, T);
+      add_relu(n, a, b, y1, NULL, 2 - T % 2);
       snprintf(what, sizeof what, "add_relu without mask (n %lld, T%d)", (long long)n, T);
       tcheck_same(what, y1, y0, fb);
+      eltwise_use_portable(0);
     }
     add_relu_ref(n, a, b, y2, m2);
     tcheck_same("add_relu_ref y", y2, y0, fb);
-    tcheck_same("add_relu_ref mask", m2, m0, (size_t)n);
+    tcheck_same("add_relu_ref mask", m2, m0, mb);
     for (int64_t i = 0; i < n; i++) { /* the semantics themselves: Relu'(0) = 0, NaN off */
       float v = a[i] + b[i];
       int on = v > 0.0f;
-      if (m0[i] != on || (on && y0[i] != v) || (!on && !isnan(v) && y0[i] != 0.0f) || (isnan(v) && !isnan(y0[i]))) {
-        tfail("add_relu semantics at %lld: a %g b %g y %g mask %d", (long long)i, a[i], b[i], y0[i], m0[i]);
+      int bit = (m0[i / 8] >> (i % 8)) & 1;
+      if (bit != on || (on && y0[i] != v) || (!on && !isnan(v) && y0[i] != 0.0f) || (isnan(v) && !isnan(y0[i]))) {
+        tfail("add_relu semantics at %lld: a %g b %g y %g mask bit %d", (long long)i, a[i], b[i], y0[i], bit);
         break;
       }
     }
@@ -443,13 +462,16 @@ static void check_fused_residual(void) {
         dx1[i] = v;
       }
       act_bwd(&relu, n, y0, NULL, dx1, dx0, 2); /* ReluGrad(G, Y) */
-      dropout_bwd(n, 0.0f, m0, dx1, dx2, 2);   /* DropoutGrad{ratio=0}(G, M) */
-      snprintf(what, sizeof what, "ReluGrad == DropoutGrad{0} (n %lld, k %d)", (long long)n, k);
+      const float *g1[1] = {dx1};
+      sum_relu_grad(n, 1, g1, NULL, m0, dx2, 2); /* SumReluGrad(M, G) */
+      snprintf(what, sizeof what, "ReluGrad == SumReluGrad(M, G) (n %lld, k %d)", (long long)n, k);
       tcheck_same(what, dx2, dx0, fb);
-      for (int T = 1; T <= 2; T++)
+      for (int T = 1; T <= 4; T++) /* T 3, 4: plain C */
         for (int gm = 0; gm < 2; gm++) {
+          eltwise_use_portable(T > 2);
           memset(dx1, 0x55, fb);
-          sum_relu_grad(n, k, (const float *const *)g, gm ? NULL : y0, gm ? m0 : NULL, dx1, T);
+          sum_relu_grad(n, k, (const float *const *)g, gm ? NULL : y0, gm ? m0 : NULL, dx1, 2 - T % 2);
+          eltwise_use_portable(0);
           snprintf(what, sizeof what, "sum_relu_grad (%s gate, n %lld, k %d, T%d)", gm ? "mask" : "Y", (long long)n, k, T);
           tcheck_same(what, dx1, dx0, fb);
         }
@@ -467,7 +489,7 @@ static void check_fused_residual(void) {
       tcheck_same(what, ip, dx0, fb);
     }
     for (int64_t i = 0; i < n; i++) /* masked off: +0 even for a NaN or infinite sum */
-      if (!m0[i] && (dx0[i] != 0.0f || signbit(dx0[i]))) {
+      if (!((m0[i / 8] >> (i % 8)) & 1) && (dx0[i] != 0.0f || signbit(dx0[i]))) {
         tfail("masked-off gradient at %lld is %g", (long long)i, dx0[i]);
         break;
       }
