@@ -120,6 +120,7 @@ static const float *topk_state_of(rt_program *p, const ir_value *v) {
 }
 
 static const void *topk_packed_of(const rt_program *p, const ir_value *v);
+static double topk_room_of(const rt_program *p, const ir_value *v);
 
 /* ---- Conv ---- */
 
@@ -133,6 +134,7 @@ typedef struct conv_ctx {
   size_t pack_bytes;         /* weight gradient: bytes of the packed X_s at the front of the scratch */
   int64_t numel_x;
   const void *packed;        /* weight gradient: X_s held compact by its Top-K op (else read from in[1]) */
+  int never_dense;           /* weight gradient: X_s never dense enough for the dense kernel (no scratch for it) */
 } conv_ctx;
 
 /* The 2-D window of a Conv/pooling node (a 1-D one as height 1): input size, kernel, strides, pads, dilations. */
@@ -194,6 +196,7 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
     if (c->wg && c->st[1] < c->cross) {
       spwgrad_conv(c->wg, c->packed, op->in[0], op->out[0], op->out[1], p->scratch);
     } else {
+      SW_ASSERT(!c->never_dense);
       spact_unpack(c->packed, p->scratch);
       conv_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
     }
@@ -229,7 +232,9 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->N, d->C, d->H, d->W, c->numel_x));
     rt_plan_entry *pe = sparse_kernels && d->dil_h == 1 && d->dil_w == 1 ? sparse_plan_get(p, RT_PLAN_SPWGRAD, d, NULL) : NULL;
-    if (c->packed) rt_need_scratch(p, c->pack_bytes + conv_plan_scratch(c->plan, CONV_BWD_WEIGHT));
+    /* a compact X_s never holds more than its room: below the crossover, the dense kernel never runs */
+    c->never_dense = c->packed && pe && topk_room_of(p, n->in[1]) < spwgrad_plan_crossover(&pe->plan.wc);
+    if (c->packed && !c->never_dense) rt_need_scratch(p, c->pack_bytes + conv_plan_scratch(c->plan, CONV_BWD_WEIGHT));
     if (!pe) {
       if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
       return SW_OK;
@@ -238,6 +243,11 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     c->cross = spwgrad_plan_crossover(c->wg);
     rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_plan_scratch(c->wg));
     spwgrad_plan_describe(c->wg, sparse, sizeof sparse);
+    if (c->never_dense) {
+      snprintf(op->impl, sizeof op->impl, "%s (X_s at most %.1f%% dense: below the crossover %.2f)", sparse,
+               100.0 * topk_room_of(p, n->in[1]), c->cross);
+      return SW_OK;
+    }
   } else {
     if (!sparse_kernels || d->groups != 1 || d->dil_h != 1 || d->dil_w != 1) return SW_OK;
     rt_plan_entry *pe = sparse_plan_get(p, RT_PLAN_SPCONV, d, NULL);
@@ -747,6 +757,17 @@ static int run_topk(rt_program *p, const rt_op *op) {
   st[1] = (float)((double)nnz / (double)c->n);
   if (op->out[1] && op->out[1] != st) memcpy(op->out[1], st, 2 * sizeof(float));
   return SW_OK;
+}
+
+/* The largest density the compact selection of value v can have (its room: entries / elements). */
+static double topk_room_of(const rt_program *p, const ir_value *v) {
+  for (int i = 0; i < p->n_ops; i++)
+    if (p->ops[i].node == v->producer) {
+      const topk_ctx *c = p->ops[i].ctx;
+      return (double)c->cap / (double)c->n;
+    }
+  SW_ASSERT(!"topk_room_of: v has no Top-K op in this program");
+  return 1.0;
 }
 
 /* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one. */
