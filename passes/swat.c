@@ -216,6 +216,19 @@ static int index_of(const ir_graph *g, const ir_node *n) {
   return -1;
 }
 
+/* The activation Top-K an earlier layer inserted on x at sparsity s, or NULL. Layers that read one
+ * activation at one budget (a ResNet block's first conv and its projection shortcut) share their X_s:
+ * their selections would be equal, step for step. */
+static ir_node *shared_topk_x(const ir_graph *g, const ir_value *x, double s) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    ir_node *t = g->nodes[i];
+    if (!strcmp(t->op->name, "TopKSparsify") && t->in[0] == x && !strcmp(ir_attr_string(t, "kind"), "activation") &&
+        ir_attr_float(t, "sparsity") == s)
+      return t;
+  }
+  return NULL;
+}
+
 /* 1 when every reader of X_s is a weight-gradient op, which can read the compact form. */
 static int compact_ok(const ir_graph *g, const ir_value *xs) {
   for (int i = 0; i < g->n_nodes; i++) {
@@ -256,7 +269,7 @@ int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e) {
     if (!tw) break;
     ir_value *ws = tw->out[0];
     f->in[1] = ws;
-    ir_node *tx = NULL;
+    ir_node *tx = NULL, *shared = NULL;
     for (int j = 0; j < g->n_nodes; j++) {
       ir_node *b = g->nodes[j];
       if (b->fwd != f) continue;
@@ -269,6 +282,8 @@ int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e) {
           !strcmp(op, "Transpose")) {
         for (int k = 0; k < b->n_in; k++) {
           if (b->in[k] != x) continue;
+          /* SWAT-M moves each layer's budget on its own: no sharing there */
+          if (!tx && so->budget != SWAT_MOMENTUM && (tx = shared_topk_x(g, x, l[i].sparsity)) != NULL) shared = tx;
           if (!tx) { /* X_s: computed in the forward pass, right after the layer, kept for its weight gradient */
             snprintf(name, sizeof name, "%s/topk_x", f->name);
             snprintf(sname, sizeof sname, "swat.%s.x", f->name);
@@ -289,7 +304,10 @@ int pass_swat(ir_graph *g, const pass_opts *o, sw_err *e) {
       ir_attr_set_float(g, tx, "compact", room > 1.0 ? 1.0 : room);
     }
     sparse++;
-    ir_graph_note(g, "swat: %s weight%s at sparsity %.4f", f->name, tx ? " and saved activation" : "", l[i].sparsity);
+    if (shared)
+      ir_graph_note(g, "swat: %s weight at sparsity %.4f, saved activation shared with %s", f->name, l[i].sparsity, shared->name);
+    else
+      ir_graph_note(g, "swat: %s weight%s at sparsity %.4f", f->name, tx ? " and saved activation" : "", l[i].sparsity);
   }
   free(l);
   if (!e->code)

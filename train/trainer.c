@@ -63,6 +63,8 @@ static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const tra
     r->w_state[i] = rt_state_find(st, name);
     snprintf(name, sizeof name, "swat.%s.x", r->l[i].node->name);
     r->x_state[i] = rt_state_find(st, name);
+    for (int j = 0; j < i && !r->x_state[i]; j++) /* an X_s shared with an earlier layer on the same input (swat pass) */
+      if (r->l[j].node->in[0] == r->l[i].node->in[0] && r->l[j].sparsity == r->l[i].sparsity) r->x_state[i] = r->x_state[j];
     r->weight[i] = rt_state_find(st, r->l[i].weight->name);
     r->w_index[i] = r->weight[i] ? (int)(r->weight[i] - st->t) : -1;
   }

@@ -429,6 +429,35 @@ static void pooled(void) {
   ir_graph_free(g);
 }
 
+/* ResNet-20: a block's first conv and its projection shortcut read one activation; at one budget they
+ * share one X_s (one Top-K, whose output both weight gradients read), under SWAT-M each keeps its own. */
+static void shared_xs(swat_budget budget) {
+  ir_graph *g = load("resnet20");
+  if (!g) return;
+  sw_err e = {0};
+  swat_opts so = {.sparsity = 0.9, .budget = budget, .period = 10};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
+  pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
+  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  int topk_x = 0, wgrads = 0, shared = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const ir_node *n = g->nodes[i];
+    if (!strcmp(n->op->name, "TopKSparsify") && !strcmp(ir_attr_string(n, "kind"), "activation")) topk_x++;
+    if (strcmp(n->op->name, "ConvGradWeight") || !n->in[1]->producer || strcmp(n->in[1]->producer->op->name, "TopKSparsify"))
+      continue;
+    wgrads++;
+    for (int j = 0; j < g->n_nodes; j++)
+      shared += j != i && !strcmp(g->nodes[j]->op->name, "ConvGradWeight") && g->nodes[j]->in[1] == n->in[1];
+  }
+  /* 20 sparse convs (the stem conv stays dense under the uniform budget; SWAT-M sparsifies it) and the
+   * fc layer, whose X_s has its own Top-K */
+  int want_w = budget == SWAT_MOMENTUM ? 21 : 20, want_shared = budget == SWAT_MOMENTUM ? 0 : 4;
+  CHECK(wgrads == want_w && shared == want_shared && topk_x == want_w - want_shared / 2 + 1,
+        "%s: %d weight gradients on X_s (want %d), %d reading a shared one (want %d), %d activation Top-Ks",
+        budget == SWAT_MOMENTUM ? "SWAT-M" : "uniform", wgrads, want_w, shared, want_shared, topk_x);
+  ir_graph_free(g);
+}
+
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   sw_quiet = 1;
@@ -443,6 +472,8 @@ int main(int argc, char **argv) {
   compact_xs(SWAT_UNIFORM, 0.9);
   compact_xs(SWAT_MOMENTUM, 0.9);
   compact_xs(SWAT_UNIFORM, 0.3);
+  shared_xs(SWAT_UNIFORM);
+  shared_xs(SWAT_MOMENTUM);
   kernels_ab();
   pooled();
   printf("Compact X_s: weight gradients equal the dense X_s's; the arena shrinks\n");
