@@ -1,7 +1,9 @@
 /* memory-plan: places every activation (node output) in one arena, reusing the bytes of values
  * that are dead. A value lives from the node that writes it to the last node that reads it; graph
  * outputs (loss, logits, gradients) and state updates live to the end of the step. Reshape and
- * Flatten outputs are views: they share their input's storage and extend its lifetime. A compact
+ * Flatten outputs are views: they share their input's storage and extend its lifetime. So does the
+ * output of an elementwise op whose kernel may write over an input (AddRelu over A or B, SumReluGrad
+ * over one of its gradients) when that input of the same size dies there: it is written in place. A compact
  * Top-K selection (SWAT's saved X_s) is held by the runtime as a list of entries, not here. Offsets
  * are chosen greedily by size (as TensorFlow Lite's arena planner does): the largest values first,
  * each at the lowest 64-byte aligned offset clear of the values already placed whose lifetimes
@@ -21,6 +23,31 @@ static int is_view(const ir_node *n) {
 static ir_value *root(ir_value *v) {
   while (v->alias_of) v = v->alias_of;
   return v;
+}
+
+/* The inputs [*k0, *k1) node n's kernel may overwrite with its output 0 (elementwise, same index read
+ * before written; see eltwise.h); none for other ops. */
+static void in_place_inputs(const ir_node *n, int *k0, int *k1) {
+  *k0 = *k1 = 0;
+  if (strcmp(n->op->name, "AddRelu") == 0) *k0 = 0, *k1 = 2;
+  else if (strcmp(n->op->name, "SumReluGrad") == 0) *k0 = 1, *k1 = n->n_in;
+}
+
+/* last[root id] = the last node that reads each value (nn for graph outputs and state updates). */
+static void lifetimes(ir_graph *g, int *last) {
+  int nv = g->n_values, nn = g->n_nodes;
+  for (int i = 0; i < nv; i++) last[i] = -1;
+  for (int i = 0; i < nn; i++) {
+    ir_node *n = g->nodes[i];
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k]) last[root(n->in[k])->id] = i;
+    for (int k = 0; k < n->n_out; k++)
+      if (n->out[k] && last[root(n->out[k])->id] < i) last[root(n->out[k])->id] = i;
+  }
+  for (int i = 0; i < nv; i++) {
+    ir_value *v = g->values[i];
+    if (v->kind == IR_VAL_NODE && (v->is_output || v->updates)) last[root(v)->id] = nn;
+  }
 }
 
 typedef struct placed {
@@ -57,16 +84,25 @@ int pass_memory_plan(ir_graph *g, const pass_opts *o, sw_err *e) {
     ir_node *n = g->nodes[i];
     if (is_view(n) && n->in[0]->kind == IR_VAL_NODE) n->out[0]->alias_of = n->in[0];
   }
+  lifetimes(g, last);
+  /* in place: the output takes the bytes of an input that dies at its node (the first such, in
+   * node order, so a chain of in-place ops runs in one buffer) */
   for (int i = 0; i < nn; i++) {
     ir_node *n = g->nodes[i];
-    for (int k = 0; k < n->n_in; k++)
-      if (n->in[k]) last[root(n->in[k])->id] = i;
-    for (int k = 0; k < n->n_out; k++)
-      if (n->out[k] && last[root(n->out[k])->id] < i) last[root(n->out[k])->id] = i;
-  }
-  for (int i = 0; i < nv; i++) {
-    ir_value *v = g->values[i];
-    if (v->kind == IR_VAL_NODE && (v->is_output || v->updates)) last[root(v)->id] = nn;
+    ir_value *y = n->n_out > 0 ? n->out[0] : NULL;
+    int k0, k1;
+    in_place_inputs(n, &k0, &k1);
+    for (int k = k0; k < k1 && y && !y->alias_of; k++) {
+      ir_value *x = n->in[k];
+      if (!x || x->kind != IR_VAL_NODE || ir_value_compact(root(x)) || last[root(x)->id] != i || x->dtype != y->dtype ||
+          !ir_shape_eq(&x->shape, &y->shape))
+        continue;
+      int twice = 0; /* an input read twice by this node is still read after the first write */
+      for (int j = 0; j < n->n_in; j++) twice += j != k && n->in[j] && root(n->in[j]) == root(x);
+      if (twice) continue;
+      y->alias_of = x;
+      lifetimes(g, last); /* x's bytes now live as long as y */
+    }
   }
   /* each stored value's lifetime [first, last] in node order and its size */
   placed *pl = sw_xmalloc(sizeof *pl * (size_t)(nv + 1));
