@@ -1,7 +1,8 @@
 /* Sparse-weight Conv and Gemm (spconv.h) against the dense references, on the shipped models' layer
  * shapes (small batches) and random shapes: odd sizes, channel counts off multiples of 16, batches
  * off multiples of 16 (and 1), strides 1-3, asymmetric padding, 1x1 to 5x5, non-square kernels;
- * weight densities 0 (all zero), 1%, 10%, 50%, 100%; 1 and 2 threads (both thread schedules);
+ * weight densities 0 (all zero), 1%, 10%, 50%, 100%, and whole R x S kernels kept (structured-channel
+ * SWAT) at 0/30/100% on every path; 1 and 2 threads (both thread schedules);
  * scratch and outputs poisoned with NaN; one plan and scratch reused while the zero pattern changes.
  * Also: results identical for 1 and 2 threads and run to run; unsupported descriptors rejected.
  * Stride-1 shapes wide enough for the NCHW-direct path (odd widths 13-47, pads 0-2, kernels up to
@@ -20,8 +21,13 @@
 
 #define TOL 1e-5
 
-static const double densities[] = {0.0, 0.01, 0.1, 0.5, 1.0};
-#define NDENS ((int)(sizeof densities / sizeof densities[0]))
+static const double dens_elem[] = {0.0, 0.01, 0.1, 0.5, 1.0};
+/* Whole-kernel pattern (structured-channel SWAT): none, about 30% and every (output, input) kernel kept. */
+static const double dens_kern[] = {0.0, 0.3, 1.0};
+/* The conv checks' densities and weight pattern: per element (default) or whole R x S kernels. */
+static const double *densities = dens_elem;
+static int NDENS = (int)(sizeof dens_elem / sizeof dens_elem[0]);
+static int kernel_pattern;
 
 static size_t xsize(const conv_desc *d) { return (size_t)d->N * d->C * d->H * d->W; }
 static size_t ysize(const conv_desc *d) { return (size_t)d->N * d->K * d->P * d->Q; }
@@ -31,6 +37,25 @@ static size_t wsize(const conv_desc *d) { return (size_t)d->K * d->C * d->R * d-
 static void sparsify(float *w, size_t n, double density) {
   for (size_t i = 0; i < n; i++)
     if (trng_unit() >= density) w[i] = 0.0f;
+}
+
+/* Sparsifies a conv weight by the current pattern: per element, or whole R x S kernels kept with
+ * probability density (all their taps) and the others zeroed. */
+static void sparsify_conv(float *w, const conv_desc *d, double density) {
+  if (!kernel_pattern) {
+    sparsify(w, wsize(d), density);
+    return;
+  }
+  size_t rs = (size_t)d->R * d->S;
+  for (size_t i = 0; i < wsize(d); i += rs)
+    if (trng_unit() >= density) memset(w + i, 0, sizeof(float) * rs);
+}
+
+/* Switches the conv checks to the whole-kernel pattern at 0/30/100% (on) or back to per element. */
+static void use_kernel_pattern(int on) {
+  kernel_pattern = on;
+  densities = on ? dens_kern : dens_elem;
+  NDENS = on ? (int)(sizeof dens_kern / sizeof dens_kern[0]) : (int)(sizeof dens_elem / sizeof dens_elem[0]);
 }
 
 static void desc_str(const conv_desc *d, char *buf, size_t n) {
@@ -109,7 +134,7 @@ static void check_conv_path(const conv_desc *d, int path, int portable) {
   spconv_use_portable(portable);
   for (int di = 0; di < NDENS; di++) {
     memcpy(w, w0, sizeof(float) * wsize(d));
-    sparsify(w, wsize(d), densities[di]);
+    sparsify_conv(w, d, densities[di]);
     const float *bias = di % 2 ? NULL : b; /* with and without bias */
     conv_fwd_ref(d, x, w, bias, y_ref);
     conv_bwd_data_ref(d, dy, w, dx_ref);
@@ -174,7 +199,7 @@ static void check_paths_identical(const conv_desc *d) {
   float *scr = talloc_nan(ss / sizeof(float) + 1);
   for (int di = 0; di < NDENS; di++) {
     memcpy(w, w0, sizeof(float) * wsize(d));
-    sparsify(w, wsize(d), densities[di]);
+    sparsify_conv(w, d, densities[di]);
     for (int path = 0; path < 2; path++) {
       spconv_plan_set_path(&p, path);
       spconv_plan_fwd(&p, x, w, b, y[path], scr);
@@ -409,6 +434,22 @@ int main(void) {
     check_conv_path(&d, 1, 1);
   }
   check_path_choice();
+  tgroup_end();
+
+  tgroup_begin("spconv whole-kernel pattern (structured channel: each 3x3 kernel kept or dropped whole) at 0/30/100%, every path");
+  use_kernel_pattern(1);
+  conv_desc kern[] = {
+      make_desc(17, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), /* ResNet-20 stage 1, N off 16 */
+      make_desc(19, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), /* stage 2 */
+      make_desc(5, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1),    /* stage 3 */
+      make_desc(3, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 2 entry (strided: packed only) */
+      make_desc(2, 5, 13, 31, 7, 3, 5, 1, 1, 1, 2, 1, 2),    /* odd sizes, 3x5 kernels */
+  };
+  for (size_t i = 0; i < sizeof kern / sizeof kern[0]; i++) {
+    check_conv(&kern[i]);
+    check_conv_all_paths(&kern[i]);
+  }
+  use_kernel_pattern(0);
   tgroup_end();
 
   tgroup_begin("spgemm shapes (LeNet/MLP fc layers, odd sizes, M=1)");
