@@ -2,8 +2,11 @@
  * fc layer shape of the shipped LeNet-5 and ResNet-20 (Fashion-MNIST 1x28x28, batch 128), forward and
  * backward-data, at weight densities 50/20/10/5% (sparsity 50/80/90/95%; -d picks others).
  *
- *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [NAME-SUBSTRING ...]
+ *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-k] [NAME-SUBSTRING ...]
  *
+ * -k keeps or drops whole R x S conv kernels (each (output, input) channel pair with probability
+ * density, all its taps kept), the pattern of structured-channel SWAT (--structured channel); by
+ * default each weight is kept on its own (unstructured SWAT).
  * Dense and sparse runs alternate (the machine is shared: both see the same interference); times are
  * the medians of RUNS (default 21) runs each after two warm-ups; the "min" columns are the fastest
  * run of each (the least disturbed). "eff GF/s" counts only the
@@ -20,7 +23,7 @@
 #include "bench/kernels/bench_util.h"
 #include "runtime/kernels/spconv.h"
 
-static int g_threads = 2, g_runs = 21;
+static int g_threads = 2, g_runs = 21, g_kernels = 0;
 
 static double peak(void) { return bench_peak(g_threads); }
 
@@ -39,6 +42,20 @@ static double sparsify(const float *w0, float *w, size_t n, double density) {
   for (size_t i = 0; i < n; i++) {
     w[i] = urand() < density ? w0[i] : 0.0f;
     nz += w[i] != 0.0f;
+  }
+  return (double)nz / (double)n;
+}
+
+/* Copies w0 into w keeping each run of rs consecutive weights (one conv kernel) with probability
+ * density, dropping the others whole; returns the realised density. */
+static double sparsify_kernels(const float *w0, float *w, size_t n, size_t rs, double density) {
+  size_t nz = 0;
+  for (size_t i = 0; i < n; i += rs) {
+    int keep = urand() < density;
+    for (size_t j = i; j < i + rs && j < n; j++) {
+      w[j] = keep ? w0[j] : 0.0f;
+      nz += w[j] != 0.0f;
+    }
   }
   return (double)nz / (double)n;
 }
@@ -151,7 +168,8 @@ static void bench_conv(const char *name, conv_desc d) {
   for (int pass = 0; pass < 2; pass++)
     for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
       for (int i = 0; i < NDENS; i++) {
-        double dens = sparsify(w0, c.w, ws, densities[i]);
+        double dens = g_kernels ? sparsify_kernels(w0, c.w, ws, (size_t)d.R * d.S, densities[i])
+                                : sparsify(w0, c.w, ws, densities[i]);
         spconv_plan_set_path(&c.sp, -1);
         int chosen = spconv_plan_uses_nchw(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA, dens);
         double xover = spconv_plan_crossover(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA);
@@ -253,8 +271,10 @@ int main(int argc, char **argv) {
       for (char *tok = strtok(argv[++i], ","); tok && NDENS < 16; tok = strtok(NULL, ","))
         densities[NDENS++] = atof(tok);
     }
+    else if (!strcmp(argv[i], "-k"))
+      g_kernels = 1;
     else if (argv[i][0] == '-') {
-      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [NAME-SUBSTRING ...]\n");
+      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-k] [NAME-SUBSTRING ...]\n");
       return 2;
     } else if (nsel < 64)
       sel[nsel++] = argv[i];
@@ -263,8 +283,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_spconv: threads, batch and runs must be positive\n");
     return 2;
   }
-  printf("bench_spconv: %d thread(s), batch %d, median of %d runs; peak %.0f GFLOP/s\n", g_threads, N, g_runs,
-         peak());
+  printf("bench_spconv: %d thread(s), batch %d, median of %d runs; peak %.0f GFLOP/s; conv weights kept %s\n",
+         g_threads, N, g_runs, peak(), g_kernels ? "as whole kernels (-k)" : "one by one");
   print_header();
   struct {
     const char *name;
