@@ -544,6 +544,7 @@ typedef struct bn_ctx {
   bn_desc d;
   int training;
   int relu;
+  size_t stats_bytes; /* training forward: the front of the scratch holds the statistics no output takes */
 } bn_ctx;
 
 static int run_bn(rt_program *p, const rt_op *op) {
@@ -555,7 +556,8 @@ static int run_bn(rt_program *p, const rt_op *op) {
   }
   float *sm = op->out[3] ? op->out[3] : (float *)p->scratch, *si = op->out[4] ? op->out[4] : (float *)p->scratch + c->d.C;
   /* the running statistics are state: updated in place, then published as outputs 1 and 2 */
-  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, c->relu, p->nthreads);
+  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, c->relu, (char *)p->scratch + c->stats_bytes,
+               p->nthreads);
   if (op->out[1] && op->out[1] != mean) memcpy(op->out[1], mean, sizeof(float) * (size_t)c->d.C);
   if (op->out[2] && op->out[2] != var) memcpy(op->out[2], var, sizeof(float) * (size_t)c->d.C);
   return SW_OK;
@@ -564,7 +566,7 @@ static int run_bn(rt_program *p, const rt_op *op) {
 static int run_bn_grad(rt_program *p, const rt_op *op) {
   const bn_ctx *c = op->ctx;
   bn_bwd(&c->d, op->in[1], c->relu ? op->in[5] : NULL, op->in[0], op->in[2], op->in[3], op->in[4], op->out[0], op->out[1],
-         op->out[2], c->relu, p->nthreads); /* in[5]: the bias, read by the fused ReLU's mask */
+         op->out[2], c->relu, p->scratch, p->nthreads); /* in[5]: the bias, read by the fused ReLU's mask */
   return SW_OK;
 }
 
@@ -955,7 +957,8 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     c->training = is(n, "BatchNormalization") && ir_attr_int(n, "training_mode");
     c->relu = (int)ir_attr_int(n, "relu");
     if (c->relu) snprintf(op->impl, sizeof op->impl, "fused ReLU");
-    if (c->training) rt_need_scratch(p, 2 * sizeof(float) * (size_t)c->d.C);
+    if (c->training) c->stats_bytes = kern_align_up(2 * sizeof(float) * (size_t)c->d.C);
+    if (c->training || is(n, "BatchNormalizationGrad")) rt_need_scratch(p, c->stats_bytes + bn_scratch_bytes(&c->d));
     op->run = is(n, "BatchNormalization") ? run_bn : run_bn_grad;
     return SW_OK;
   }

@@ -259,6 +259,7 @@ typedef struct mem_bench {
   int64_t n;
   float *x, *y, *dy, *dx, *scale, *bias, *rm, *rv, *mean, *invstd, *ds, *db;
   int32_t *am;
+  void *bn_scratch;
   int ref;
 } mem_bench;
 
@@ -267,14 +268,14 @@ static void mb_bn_fwd(void *c) {
   if (m->ref)
     bn_fwd_train_ref(&m->bn, m->x, m->scale, m->bias, m->y, m->rm, m->rv, m->mean, m->invstd, 1);
   else
-    bn_fwd_train(&m->bn, m->x, m->scale, m->bias, m->y, m->rm, m->rv, m->mean, m->invstd, 1, g_threads);
+    bn_fwd_train(&m->bn, m->x, m->scale, m->bias, m->y, m->rm, m->rv, m->mean, m->invstd, 1, m->bn_scratch, g_threads);
 }
 static void mb_bn_bwd(void *c) {
   mem_bench *m = c;
   if (m->ref)
     bn_bwd_ref(&m->bn, m->x, m->bias, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1);
   else
-    bn_bwd(&m->bn, m->x, m->bias, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1, g_threads);
+    bn_bwd(&m->bn, m->x, m->bias, m->dy, m->scale, m->mean, m->invstd, m->dx, m->ds, m->db, 1, m->bn_scratch, g_threads);
 }
 static void mb_relu_fwd(void *c) {
   mem_bench *m = c;
@@ -332,6 +333,7 @@ static void run_other(void) {
   m.am = bench_alloc(n * 4);
   for (int i = 0; i < 64; i++) m.rv[i] = 1.0f;
   m.bn = (bn_desc){N, C, HW, 1e-5f, 0.9f};
+  m.bn_scratch = bench_alloc(bn_scratch_bytes(&m.bn));
   double fb = 4.0 * n;
   mem_row("batchnorm+relu 128x16x32x32", "fwd", 3 * fb, mb_bn_fwd, &m);   /* read x twice, write y */
   mem_row("batchnorm+relu 128x16x32x32", "bwd", 5 * fb, mb_bn_bwd, &m);   /* x, dy twice; write dx */

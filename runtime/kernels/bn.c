@@ -2,6 +2,7 @@
 #include "runtime/kernels/bn.h"
 
 #include <math.h>
+#include <omp.h>
 
 #include "runtime/kernels/kern_internal.h"
 
@@ -137,64 +138,126 @@ KERN_CLONES static void dx_run(int64_t n, const float *restrict x, float ra, flo
     for (int64_t i = 0; i < n; i++) dx[i] = a * dy[i] - k * (x[i] - mean) + c0;
 }
 
+size_t bn_scratch_bytes(const bn_desc *d) {
+  return kern_align_up(sizeof(float) * (2 * (size_t)d->N * (size_t)d->C + 4 * (size_t)d->C));
+}
+
+/* The scratch of one call: per-plane partial sums [N*C] twice, then per-channel constants [C] x 4. */
+typedef struct bn_scratch {
+  float *p1, *p2, *k0, *k1, *k2, *k3;
+} bn_scratch;
+
+static bn_scratch bn_scratch_of(const bn_desc *d, void *scratch) {
+  size_t P = (size_t)d->N * d->C;
+  float *f = scratch;
+  return (bn_scratch){f, f + P, f + 2 * P, f + 2 * P + d->C, f + 2 * P + 2 * d->C, f + 2 * P + 3 * d->C};
+}
+
+/* Threads for a pass over n floats: one below a few planes' worth of work. */
+static int bn_threads(const bn_desc *d, int nthreads) {
+  return (double)d->N * d->C * (double)d->HW < 32768 ? 1 : nthreads;
+}
+
+/* Both passes stream the tensor in memory order: worker t of T takes a contiguous range of the N*C
+ * planes (image-major), so every thread reads long sequential runs whatever HW is (channel-major
+ * order read one HW-float plane per image, 50 KB apart, and fell to half the bandwidth; with 7x7
+ * planes to a quarter). The reduction stays the fixed one: each plane's partial sums are stored,
+ * then each channel adds its planes in image order in double, so results do not depend on the split. */
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
-                  int nthreads) {
+                  void *scratch, int nthreads) {
   double M = (double)d->N * d->HW;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && d->C > 1)
-  for (int c = 0; c < d->C; c++) {
+  int C = d->C;
+  int64_t P = (int64_t)d->N * C, HW = d->HW;
+  bn_scratch s = bn_scratch_of(d, scratch);
+  float *mean_f = s.k0, *a_f = s.k1;
+#pragma omp parallel num_threads(bn_threads(d, nthreads))
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    int64_t lo, hi;
+    kern_split(P, t, T, &lo, &hi);
     /* Shifted sums: with the shift near the mean, sum(v^2) - sum(v)^2/M does not cancel badly. */
-    float shift = x[AT(0, c, 0)];
-    double s1 = 0.0, s2 = 0.0;
-    for (int n = 0; n < d->N; n++) {
-      float a, b;
-      stats_run(d->HW, x + AT(n, c, 0), shift, &a, &b);
-      s1 += a;
-      s2 += b;
+    for (int64_t q = lo; q < hi; q++) stats_run(HW, x + q * HW, x[(q % C) * HW], s.p1 + q, s.p2 + q);
+#pragma omp barrier
+    int64_t c0, c1;
+    kern_split(C, t, T, &c0, &c1);
+    for (int64_t c = c0; c < c1; c++) {
+      double s1 = 0.0, s2 = 0.0;
+      for (int n = 0; n < d->N; n++) {
+        s1 += s.p1[(int64_t)n * C + c];
+        s2 += s.p2[(int64_t)n * C + c];
+      }
+      double m1 = s1 / M, var = s2 / M - m1 * m1;
+      if (var < 0.0) var = 0.0;
+      double mean = x[c * HW] + m1, invstd = 1.0 / sqrt(var + d->eps);
+      mean_f[c] = (float)mean;
+      a_f[c] = bn_relu_scale(scale[c], (float)invstd); /* what the backward recomputes from save_invstd */
+      if (save_mean) save_mean[c] = (float)mean;
+      if (save_invstd) save_invstd[c] = (float)invstd;
+      update_running(d, (int)c, mean, var, running_mean, running_var);
     }
-    double m1 = s1 / M, var = s2 / M - m1 * m1;
-    if (var < 0.0) var = 0.0;
-    double mean = shift + m1, invstd = 1.0 / sqrt(var + d->eps);
-    float a = bn_relu_scale(scale[c], (float)invstd); /* what the backward recomputes from save_invstd */
-    for (int n = 0; n < d->N; n++) affine_run(d->HW, x + AT(n, c, 0), (float)mean, a, bias[c], relu, y + AT(n, c, 0));
-    if (save_mean) save_mean[c] = (float)mean;
-    if (save_invstd) save_invstd[c] = (float)invstd;
-    update_running(d, c, mean, var, running_mean, running_var);
+#pragma omp barrier
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      affine_run(HW, x + q * HW, mean_f[c], a_f[c], bias[c], relu, y + q * HW);
+    }
   }
 }
 
 void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
-            int nthreads) {
+            void *scratch, int nthreads) {
   double M = (double)d->N * d->HW;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && d->C > 1)
-  for (int c = 0; c < d->C; c++) {
-    float mean = save_mean[c];
-    float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
-    double invstd = save_invstd[c], sg = 0.0, sgxm = 0.0;
-    for (int n = 0; n < d->N; n++) {
-      float a, b;
-      grad_sums_run(d->HW, x + AT(n, c, 0), ra, rb, dy + AT(n, c, 0), mean, relu, &a, &b);
-      sg += a;
-      sgxm += b;
+  int C = d->C;
+  int64_t P = (int64_t)d->N * C, HW = d->HW;
+  bn_scratch s = bn_scratch_of(d, scratch);
+  float *a_f = s.k0, *k_f = s.k1, *c0_f = s.k2;
+#pragma omp parallel num_threads(bn_threads(d, nthreads))
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    int64_t lo, hi;
+    kern_split(P, t, T, &lo, &hi);
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
+      grad_sums_run(HW, x + q * HW, ra, rb, dy + q * HW, save_mean[c], relu, s.p1 + q, s.p2 + q);
     }
-    double ds = sgxm * invstd; /* dscale = sum g * xhat */
-    /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
-    double a = scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
-    for (int n = 0; n < d->N; n++)
-      dx_run(d->HW, x + AT(n, c, 0), ra, rb, dy + AT(n, c, 0), mean, (float)a, (float)k, (float)c0, relu,
-             dx + AT(n, c, 0));
-    if (dbias) dbias[c] = (float)sg;
-    if (dscale) dscale[c] = (float)ds;
+#pragma omp barrier
+    int64_t cl, ch;
+    kern_split(C, t, T, &cl, &ch);
+    for (int64_t c = cl; c < ch; c++) {
+      double invstd = save_invstd[c], sg = 0.0, sgxm = 0.0;
+      for (int n = 0; n < d->N; n++) {
+        sg += s.p1[(int64_t)n * C + c];
+        sgxm += s.p2[(int64_t)n * C + c];
+      }
+      double ds = sgxm * invstd; /* dscale = sum g * xhat */
+      /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
+      double a = scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
+      a_f[c] = (float)a;
+      k_f[c] = (float)k;
+      c0_f[c] = (float)c0;
+      if (dbias) dbias[c] = (float)sg;
+      if (dscale) dscale[c] = (float)ds;
+    }
+#pragma omp barrier
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
+      dx_run(HW, x + q * HW, ra, rb, dy + q * HW, save_mean[c], a_f[c], k_f[c], c0_f[c], relu, dx + q * HW);
+    }
   }
 }
 
 void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                   const float *var, float *y, int relu, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && d->C > 1)
-  for (int c = 0; c < d->C; c++) {
+  int C = d->C;
+  int64_t P = (int64_t)d->N * C, HW = d->HW;
+#pragma omp parallel for num_threads(bn_threads(d, nthreads)) schedule(static)
+  for (int64_t q = 0; q < P; q++) {
+    int64_t c = q % C;
     double invstd = 1.0 / sqrt((double)var[c] + d->eps);
     float a = (float)(scale[c] * invstd);
-    for (int n = 0; n < d->N; n++) affine_run(d->HW, x + AT(n, c, 0), mean[c], a, bias[c], relu, y + AT(n, c, 0));
+    affine_run(HW, x + q * HW, mean[c], a, bias[c], relu, y + q * HW);
   }
 }

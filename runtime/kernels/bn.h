@@ -8,13 +8,15 @@
  * recomputes the ReLU's decision from x and the saved statistics (bn_relu_keep), so the forward
  * output need not be kept for it.
  *
- * The reference sums in double, two passes; the fast version is vectorised, threads split over
- * channels, and uses a shifted one-pass variance. Each channel is reduced by one thread in a fixed
- * order, so results do not depend on the thread count. */
+ * The reference sums in double, two passes; the fast version is vectorised, streams the tensor in
+ * memory order (threads split the N*C planes), and uses a shifted one-pass variance. Each plane's
+ * partial sums go to the caller's scratch and each channel adds them in image order, so results do
+ * not depend on the thread count. */
 #ifndef SWATC_RUNTIME_KERNELS_BN_H
 #define SWATC_RUNTIME_KERNELS_BN_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct bn_desc {
@@ -40,14 +42,16 @@ void bn_bwd_ref(const bn_desc *d, const float *x, const float *bias, const float
 void bn_fwd_infer_ref(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                       const float *var, float *y, int relu);
 
+/* Scratch bytes bn_fwd_train and bn_bwd need (KERN_ALIGN-aligned caller memory): 2*N*C + 4*C floats. */
+size_t bn_scratch_bytes(const bn_desc *d);
 /* Fast training forward (same contract as the reference). */
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
-                  int nthreads);
+                  void *scratch, int nthreads);
 /* Fast backward (same contract as the reference). */
 void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
-            int nthreads);
+            void *scratch, int nthreads);
 /* Fast inference forward (same contract as the reference). */
 void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                   const float *var, float *y, int relu, int nthreads);

@@ -52,10 +52,11 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
   bn_fwd_train_ref(&d, x, scale, bias, y0, rm0, rv0, m0, is0, relu);
   bn_bwd_ref(&d, x, bias, g, scale, m0, is0, dx0, ds0, db0, relu);
   char what[128];
+  void *scr = talloc(bn_scratch_bytes(&d));
   snprintf(what, sizeof what, "bn N%d C%d HW%lld relu%d", d.N, d.C, (long long)d.HW, relu);
   for (int t = 1; t <= 2; t++) {
     memcpy(rm, rm_start, 4 * d.C), memcpy(rv, rv_start, 4 * d.C);
-    bn_fwd_train(&d, x, scale, bias, y, rm, rv, m, is, relu, t);
+    bn_fwd_train(&d, x, scale, bias, y, rm, rv, m, is, relu, scr, t);
     tcheck_close(what, y, y0, n, 2e-5);
     tcheck_close(what, m, m0, d.C, 2e-6);
     tcheck_close(what, is, is0, d.C, 2e-5);
@@ -69,7 +70,7 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
       }
       if (off) tfail("%s: the recomputed ReLU mask differs from the forward's on %zu elements", what, off);
     }
-    bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, t);
+    bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, scr, t);
     tcheck_close(what, dx, dx0, n, 2e-5);
     tcheck_close(what, ds, ds0, d.C, 2e-5);
     tcheck_close(what, db, db0, d.C, 2e-5);
@@ -83,14 +84,20 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
     tcheck_close("running mean by hand", &rm0[c], &want_m, 1, 1e-6);
     tcheck_close("running var by hand (unbiased)", &rv0[c], &want_v, 1, 1e-4);
   }
-  /* Same results whatever the thread count. */
-  float *y2 = talloc(4 * n), *dx2 = talloc(4 * n);
-  bn_fwd_train(&d, x, scale, bias, y, NULL, NULL, m, is, relu, 1);
-  bn_fwd_train(&d, x, scale, bias, y2, NULL, NULL, m, is, relu, 2);
-  tcheck_same("bn fwd T1 == T2", y, y2, 4 * n);
-  bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, 1);
-  bn_bwd(&d, x, bias, g, scale, m, is, dx2, ds, db, relu, 2);
-  tcheck_same("bn bwd T1 == T2", dx, dx2, 4 * n);
+  /* Same results whatever the thread count (3: a split that cuts images unevenly). */
+  float *y2 = talloc(4 * n), *dx2 = talloc(4 * n), m2[64], is2[64], ds2[64], db2[64];
+  bn_fwd_train(&d, x, scale, bias, y, NULL, NULL, m, is, relu, scr, 1);
+  bn_bwd(&d, x, bias, g, scale, m, is, dx, ds, db, relu, scr, 1);
+  for (int t = 2; t <= 3; t++) {
+    bn_fwd_train(&d, x, scale, bias, y2, NULL, NULL, m2, is2, relu, scr, t);
+    tcheck_same("bn fwd T1 == T2, T3", y, y2, 4 * n);
+    tcheck_same("bn fwd statistics T1 == T2, T3", m, m2, 4 * d.C);
+    tcheck_same("bn fwd statistics T1 == T2, T3", is, is2, 4 * d.C);
+    bn_bwd(&d, x, bias, g, scale, m, is, dx2, ds2, db2, relu, scr, t);
+    tcheck_same("bn bwd T1 == T2, T3", dx, dx2, 4 * n);
+    tcheck_same("bn bwd dscale T1 == T2, T3", ds, ds2, 4 * d.C);
+    tcheck_same("bn bwd dbias T1 == T2, T3", db, db2, 4 * d.C);
+  }
   if (fd) {
     bn_ctx c = {d, x, scale, bias, y, m, is, g, relu};
     snprintf(what, sizeof what, "bn dx N%d C%d HW%lld relu%d", d.N, d.C, (long long)d.HW, relu);
@@ -109,7 +116,7 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
   tcheck_close("bn inference fast vs ref", y, y2, n, 2e-6);
   free(var), free(y2), free(dx2);
   free(x), free(scale), free(bias), free(g), free(y0), free(y), free(dx0), free(dx), free(m0), free(is0), free(m);
-  free(is), free(rm0), free(rv0), free(rm), free(rv), free(ds0), free(db0), free(ds), free(db);
+  free(is), free(rm0), free(rv0), free(rm), free(rv), free(ds0), free(db0), free(ds), free(db), free(scr);
 }
 
 static void check_bn(void) {
