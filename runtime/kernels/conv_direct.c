@@ -3,7 +3,9 @@
  *
  * Stride 1: each plane is copied, zero-padded, into a per-thread scratch plane of pitch Wp, and
  * every tap (r, s) becomes one long vector loop over the flattened plane, out[i] += w * in[i + off]
- * (i runs over P rows of pitch Wp; the Wp - Q columns past each row end are discarded). Strided
+ * (i runs over P rows of pitch Wp; the Wp - Q columns past each row end are discarded). With
+ * AVX-512 the forward keeps each row's sums in registers for four filters at a time instead (the
+ * same sums, bit for bit), and writes the output once. Strided
  * convolutions run row by row with bounds worked out per tap.
  *
  * Every output element is owned by one thread and summed in a fixed order, so the results do not
@@ -143,6 +145,52 @@ KERN_CLONES static void flat_dots(int n, const float *restrict in, int Wp, const
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* KB output planes (filters wk[0..KB)) from one padded input plane, AVX-512: per output row and
+ * 16-column vector, bias then the taps in (r, s) order, each added as acc + w*x rounded twice, the
+ * sums flat_taps makes (no FMA: ISO C does not contract), kept in registers and stored straight to
+ * the planes yp[k]. Every loaded input vector feeds the KB filters. */
+static inline __attribute__((target("avx512f"), always_inline)) void planes_fwd_kb(const conv_desc *d,
+                                                                                   const float *xpad, int Wp,
+                                                                                   const float *const *wk,
+                                                                                   const float *bias, float *const *yp,
+                                                                                   const int KB) {
+  for (int oh = 0; oh < d->P; oh++)
+    for (int q0 = 0; q0 < d->Q; q0 += 16) {
+      __mmask16 m = d->Q - q0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d->Q - q0)) - 1);
+      __m512 acc[4];
+      for (int k = 0; k < KB; k++) acc[k] = _mm512_set1_ps(bias[k]);
+      for (int r = 0; r < d->R; r++) {
+        const float *row = xpad + (size_t)(oh + r * d->dil_h) * Wp + q0;
+        for (int s = 0; s < d->S; s++) {
+          __m512 x = _mm512_maskz_loadu_ps(m, row + s * d->dil_w);
+          for (int k = 0; k < KB; k++)
+            acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_set1_ps(wk[k][r * d->S + s]), x));
+        }
+      }
+      for (int k = 0; k < KB; k++) _mm512_mask_storeu_ps(yp[k] + (size_t)oh * d->Q + q0, m, acc[k]);
+    }
+}
+
+__attribute__((target("avx512f"))) static void planes_fwd4_avx512(const conv_desc *d, const float *xpad, int Wp,
+                                                                  const float *const *wk, const float *bias,
+                                                                  float *const *yp) {
+  planes_fwd_kb(d, xpad, Wp, wk, bias, yp, 4);
+}
+
+__attribute__((target("avx512f"))) static void planes_fwd1_avx512(const conv_desc *d, const float *xpad, int Wp,
+                                                                  const float *const *wk, const float *bias,
+                                                                  float *const *yp) {
+  planes_fwd_kb(d, xpad, Wp, wk, bias, yp, 1);
+}
+#endif
+
+static int direct_portable; /* tests: 1 runs the plain C loops even where AVX-512 is there */
+
+void conv_direct_use_portable(int on) { direct_portable = on; }
+
 /* Stride-1 geometry: forward input plane padded to Hp x Wp; bwd-data dY plane padded to Hq x Wq. */
 static int flat_ok(const conv_desc *d) { return d->stride_h == 1 && d->stride_w == 1; }
 static int fwd_Hp(const conv_desc *d) { return d->H + d->pad_t + d->pad_b; }
@@ -170,7 +218,8 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
   int Kg = d->K / d->groups, nt = p->nthreads, flat = flat_ok(d);
   int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
   int64_t planes = (int64_t)d->N * d->C; /* one input plane per group */
-  int qr[2 * d->S];
+  int qr[2 * d->S], simd = !direct_portable && kern_cpu_avx512();
+  (void)simd;
   q_ranges(d, qr);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t pl = 0; pl < planes; pl++) {
@@ -178,7 +227,26 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
     const float *xp = x + (size_t)pl * d->H * d->W;
     float *xpad = flat ? thread_buf(p, scratch) : NULL, *acc = flat ? xpad + (size_t)Hp * Wp : NULL;
     if (flat) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
-    for (int kl = 0; kl < Kg; kl++) {
+    int kl = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (flat && simd) /* register tiles, four filters per pass over the input plane, then one at a time */
+      for (; kl < Kg; kl += kl + 4 <= Kg ? 4 : 1) {
+        const float *wk[4];
+        float *yp[4], bias[4];
+        int kb = kl + 4 <= Kg ? 4 : 1;
+        for (int j = 0; j < kb; j++) {
+          int k = g * Kg + kl + j;
+          wk[j] = w + (size_t)k * d->R * d->S;
+          yp[j] = y + ((size_t)n * d->K + k) * d->P * d->Q;
+          bias[j] = b ? b[k] : 0.0f;
+        }
+        if (kb == 4)
+          planes_fwd4_avx512(d, xpad, Wp, wk, bias, yp);
+        else
+          planes_fwd1_avx512(d, xpad, Wp, wk, bias, yp);
+      }
+#endif
+    for (; kl < Kg; kl++) {
       int k = g * Kg + kl;
       const float *wk = w + (size_t)k * d->R * d->S;
       float *yp = y + ((size_t)n * d->K + k) * d->P * d->Q, bias = b ? b[k] : 0.0f;
@@ -225,6 +293,9 @@ void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, f
   }
 }
 
+/* Filters a worker of conv_direct_bwd_weight sums at once: each input plane is padded once for them. */
+#define DW_KCHUNK 32
+
 void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db,
                             void *scratch) {
   const conv_desc *d = &p->d;
@@ -232,25 +303,38 @@ void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy,
   int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
   int qr[2 * d->S];
   q_ranges(d, qr);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int k = 0; k < d->K; k++) {
-    int g = k / Kg;
-    double acc[RS];
-    float part[RS];
-    for (int i = 0; i < RS; i++) acc[i] = 0.0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int64_t k0, k1;
+    kern_split(d->K, omp_get_thread_num(), omp_get_num_threads(), &k0, &k1);
     float *xpad = flat ? thread_buf(p, scratch) : NULL, *gy = flat ? xpad + (size_t)Hp * Wp : NULL;
-    for (int n = 0; n < d->N; n++) {
-      const float *xp = x + ((size_t)n * d->C + g) * d->H * d->W, *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q;
-      if (!flat) {
-        plane_bwd_weight(d, qr, xp, dyp, part);
-      } else {
-        pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
-        pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
-        flat_dots(nflat, xpad, Wp, d, gy, part);
+    double acc[DW_KCHUNK][RS];
+    float part[RS];
+    for (int64_t kc = k0; kc < k1; kc += DW_KCHUNK) {
+      int nk = k1 - kc < DW_KCHUNK ? (int)(k1 - kc) : DW_KCHUNK;
+      for (int j = 0; j < nk; j++)
+        for (int i = 0; i < RS; i++) acc[j][i] = 0.0;
+      /* images outer, so that an input plane is padded once for all the filters of its group here;
+       * each filter still adds its images' partial sums in image order */
+      for (int n = 0; n < d->N; n++) {
+        int padded = -1;
+        for (int j = 0; j < nk; j++) {
+          int k = (int)kc + j, g = k / Kg;
+          const float *xp = x + ((size_t)n * d->C + g) * d->H * d->W, *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q;
+          if (!flat) {
+            plane_bwd_weight(d, qr, xp, dyp, part);
+          } else {
+            if (padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
+            padded = g;
+            pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
+            flat_dots(nflat, xpad, Wp, d, gy, part);
+          }
+          for (int i = 0; i < RS; i++) acc[j][i] += part[i];
+        }
       }
-      for (int i = 0; i < RS; i++) acc[i] += part[i];
+      for (int j = 0; j < nk; j++)
+        for (int i = 0; i < RS; i++) dw[(size_t)(kc + j) * RS + i] = (float)acc[j][i];
     }
-    for (int i = 0; i < RS; i++) dw[(size_t)k * RS + i] = (float)acc[i];
   }
   if (db) conv_bias_grad(d, dy, db, nt);
 }

@@ -30,6 +30,8 @@ extern conv_prof conv_brgemm_prof;
 /* Vectorised direct loops for one input channel per group (conv_direct.c); the scratch (the same
  * size for every pass) holds one padded plane per thread. */
 size_t conv_direct_scratch(const conv_desc *d, int nthreads);
+/* Tests: 1 runs the direct kernel's plain C loops even where AVX-512 is there; 0 (default): the best. */
+void conv_direct_use_portable(int on);
 void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch);
 void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, float *dx, void *scratch);
 void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db,

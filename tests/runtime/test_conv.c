@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "runtime/kernels/conv.h"
+#include "runtime/kernels/conv_internal.h"
 #include "runtime/kernels/kern_internal.h"
 
 #define TOL_FAST 1e-5
@@ -138,6 +139,27 @@ static void check_plan(const conv_case *c, conv_impl impl, int nthreads) {
   conv_plan_free(&p);
 }
 
+/* The direct forward's AVX-512 register tiles give the bits of its plain C loops. */
+static void check_direct_simd(const conv_case *c, int nthreads) {
+  const conv_desc *d = &c->d;
+  conv_plan p;
+  sw_err e;
+  sw_err_clear(&e);
+  if (conv_plan_init(&p, d, nthreads, CONV_IMPL_DIRECT, &e)) return;
+  float *scratch = talloc_nan(conv_plan_scratch(&p, CONV_FWD) / sizeof(float) + 1);
+  float *y0 = talloc_nan(ysize(d)), *y1 = talloc_nan(ysize(d));
+  conv_direct_use_portable(1);
+  conv_plan_fwd(&p, c->x, c->w, c->b, y0, scratch);
+  conv_direct_use_portable(0);
+  conv_plan_fwd(&p, c->x, c->w, c->b, y1, scratch);
+  char ds[160], what[256];
+  desc_str(d, ds, sizeof ds);
+  snprintf(what, sizeof what, "direct fwd SIMD == plain C %s T=%d", ds, nthreads);
+  tcheck_same(what, y1, y0, sizeof(float) * ysize(d));
+  free(scratch), free(y0), free(y1);
+  conv_plan_free(&p);
+}
+
 static void check_case(const conv_desc *d) {
   conv_case c;
   case_init(&c, d);
@@ -145,6 +167,7 @@ static void check_case(const conv_desc *d) {
   for (int t = 1; t <= 2; t++) {
     check_plan(&c, CONV_IMPL_BRGEMM, t);
     if (one_in) check_plan(&c, CONV_IMPL_DIRECT, t);
+    if (one_in) check_direct_simd(&c, t);
   }
   check_plan(&c, CONV_IMPL_REF, 1);
   case_free(&c);
@@ -282,6 +305,9 @@ int main(void) {
       make_desc(2, 8, 11, 10, 8, 3, 3, 1, 1, 0, 2, 3, 1, 2, 2, 1),    /* asymmetric pads, dilation */
       make_desc(2, 8, 11, 10, 8, 3, 3, 1, 1, 5, 0, 4, 6, 1, 1, 1),    /* pads > kernel: negative gather pads */
       make_desc(2, 12, 7, 9, 12, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 12),   /* depthwise, anisotropic stride */
+      make_desc(3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* ResNet-20 stem on 28x28 (direct, 4 filters a pass) */
+      make_desc(2, 6, 19, 35, 30, 3, 5, 1, 1, 1, 2, 0, 3, 2, 1, 6),   /* 5 filters per group, dilated, 36-wide rows: 4 + 1 a pass */
+      make_desc(2, 5, 9, 17, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5),    /* depthwise x2: one filter at a time */
       make_desc(3, 36, 40, 40, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),  /* several weight-gradient chunks */
       make_desc(2, 12, 6, 6, 18, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3),    /* grouped */
       make_desc(1, 5, 1, 1, 7, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1),      /* 1x1 image */
