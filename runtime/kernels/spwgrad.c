@@ -260,7 +260,28 @@ static inline __attribute__((always_inline)) void write_image_t(const float *xi,
     const float *pl = xi + (size_t)c * HW;
     const uint16_t *b = bm + (size_t)c * 4 * t->nw;
     prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
-    uint32_t cur[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
+    const uint32_t base[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
+    if (HW < 65536) {
+      /* the four cursors as 16-bit fields of one register (a class never holds more than HW - 1
+       * entries before its last): a cursor kept in memory made each entry wait on the store of the
+       * entry before it in the same class */
+      uint64_t ctr = 0;
+      for (int w = 0; w < t->nw; w++) {
+        uint64_t m = bm_word(b, w);
+        while (m) {
+          int j = 64 * w + __builtin_ctzll(m);
+          m &= m - 1;
+          int sh = t->clsof[j] * 16;
+          uint32_t o = base[sh >> 4] + (uint32_t)((ctr >> sh) & 0xffffu);
+          ctr += 1ull << sh;
+          if (pos16) pos16[o] = (uint16_t)j;
+          else pos32[o] = j;
+          val[o] = pl[j];
+        }
+      }
+      continue;
+    }
+    uint32_t cur[4] = {base[0], base[1], base[2], base[3]};
     for (int w = 0; w < t->nw; w++) {
       uint64_t m = bm_word(b, w);
       while (m) {
