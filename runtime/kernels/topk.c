@@ -275,7 +275,7 @@ int64_t topk_apply(const float *x, float *y, int64_t n, float thr, int nthreads)
 
 void topk_group_scores(const float *x, int64_t n, int64_t group, float *scores, int nthreads) {
   int64_t ng = n / group;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(n < 65536 ? 1 : nthreads) schedule(static) /* as topk_apply */
   for (int64_t j = 0; j < ng; j++) {
     double s = 0;
     for (int64_t i = 0; i < group; i++) s += fabsf(x[j * group + i]);
@@ -285,7 +285,7 @@ void topk_group_scores(const float *x, int64_t n, int64_t group, float *scores, 
 
 int64_t topk_apply_groups(const float *x, float *y, int64_t n, int64_t group, const float *scores, float thr, int nthreads) {
   int64_t ng = n / group, nnz = 0;
-#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : nnz)
+#pragma omp parallel for num_threads(n < 65536 ? 1 : nthreads) schedule(static) reduction(+ : nnz)
   for (int64_t j = 0; j < ng; j++) {
     int keep = scores[j] >= thr;
     for (int64_t i = 0; i < group; i++) {
