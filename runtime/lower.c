@@ -119,8 +119,7 @@ static const float *topk_state_of(rt_program *p, const ir_value *v) {
   return rt_buf_of(p, v->producer->in[1])->data;
 }
 
-static const void *topk_packed_of(const rt_program *p, const ir_value *v);
-static double topk_room_of(const rt_program *p, const ir_value *v);
+static const void *topk_packed_of(const rt_program *p, const ir_value *v, double *room);
 
 /* ---- Conv ---- */
 
@@ -226,14 +225,15 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
   conv_plan_describe(c->plan, dense, sizeof dense);
   c->st = st;
   if (wgrad) {
-    c->packed = topk_packed_of(p, n->in[1]);
+    double room = 1.0; /* the most X_s can keep */
+    c->packed = topk_packed_of(p, n->in[1], &room);
     c->numel_x = (int64_t)d->N * d->C * d->H * d->W;
     /* the front of the scratch: X_s packed here (dense X_s) or unpacked here (compact X_s, dense kernel) */
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->N, d->C, d->H, d->W, c->numel_x));
     rt_plan_entry *pe = sparse_kernels && d->dil_h == 1 && d->dil_w == 1 ? sparse_plan_get(p, RT_PLAN_SPWGRAD, d, NULL) : NULL;
     /* a compact X_s never holds more than its room: below the crossover, the dense kernel never runs */
-    c->never_dense = c->packed && pe && topk_room_of(p, n->in[1]) < spwgrad_plan_crossover(&pe->plan.wc);
+    c->never_dense = c->packed && pe && room < spwgrad_plan_crossover(&pe->plan.wc);
     if (c->packed && !c->never_dense) rt_need_scratch(p, c->pack_bytes + conv_plan_scratch(c->plan, CONV_BWD_WEIGHT));
     if (!pe) {
       if (c->packed) snprintf(op->impl, sizeof op->impl, "%s on X_s unpacked from its compact list", dense);
@@ -245,7 +245,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     spwgrad_plan_describe(c->wg, sparse, sizeof sparse);
     if (c->never_dense) {
       snprintf(op->impl, sizeof op->impl, "%s (X_s at most %.1f%% dense: below the crossover %.2f)", sparse,
-               100.0 * topk_room_of(p, n->in[1]), c->cross);
+               100.0 * room, c->cross);
       return SW_OK;
     }
   } else {
@@ -321,7 +321,7 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
   gemm_plan_describe(c->plan, dense, sizeof dense);
   const gemm_desc *d = &c->plan->d;
   if (pass == GEMM_BWD_WEIGHT) {
-    c->packed = topk_packed_of(p, n->in[1]);
+    c->packed = topk_packed_of(p, n->in[1], NULL);
     c->numel_x = (int64_t)d->M * d->K;
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->M, d->K, 1, 1, c->numel_x));
@@ -761,22 +761,16 @@ static int run_topk(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
-/* The largest density the compact selection of value v can have (its room: entries / elements). */
-static double topk_room_of(const rt_program *p, const ir_value *v) {
+/* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one; room
+ * (may be NULL) gets the largest density it can have (entries it has room for / elements). */
+static const void *topk_packed_of(const rt_program *p, const ir_value *v, double *room) {
+  if (!ir_value_compact(v)) return NULL;
   for (int i = 0; i < p->n_ops; i++)
     if (p->ops[i].node == v->producer) {
       const topk_ctx *c = p->ops[i].ctx;
-      return (double)c->cap / (double)c->n;
+      if (room) *room = (double)c->cap / (double)c->n;
+      return c->packed;
     }
-  SW_ASSERT(!"topk_room_of: v has no Top-K op in this program");
-  return 1.0;
-}
-
-/* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one. */
-static const void *topk_packed_of(const rt_program *p, const ir_value *v) {
-  if (!ir_value_compact(v)) return NULL;
-  for (int i = 0; i < p->n_ops; i++)
-    if (p->ops[i].node == v->producer) return ((const topk_ctx *)p->ops[i].ctx)->packed;
   return NULL;
 }
 
