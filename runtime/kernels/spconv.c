@@ -632,25 +632,8 @@ static void conv_stage2(const conv_run *r, int t, int T) {
     conv_plane(r, (int)(i / cout), (int)(i % cout), run_slot(r, (int)(i / cout)), plane);
 }
 
-/* Runs stage1 on every worker, a barrier, then stage2; workers are 0..T-1 whatever team OpenMP gives. */
-static void run_two_stages(int T, void (*s1)(const void *, int, int), void (*s2)(const void *, int, int),
-                           const void *ctx) {
-  if (T <= 1) {
-    s1(ctx, 0, 1);
-    s2(ctx, 0, 1);
-    return;
-  }
-#pragma omp parallel num_threads(T)
-  {
-    int team = omp_get_num_threads(), me = omp_get_thread_num();
-    for (int t = me; t < T; t += team) s1(ctx, t, T);
-#pragma omp barrier
-    for (int t = me; t < T; t += team) s2(ctx, t, T);
-  }
-}
-
-static void conv_s1(const void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
-static void conv_s2(const void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
+static void conv_s1(void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
+static void conv_s2(void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
 
 /* ---------------------------------------------------------------------------------------------
  * NCHW-direct path (stride 1, chosen per call by weight density, see nt_below_model): no layout
@@ -1023,7 +1006,7 @@ typedef struct nt_run {
 } nt_run;
 
 /* Stage 1: the lists of the outputs this worker owns. */
-static void nt_s1(const void *ctx, int t, int T) {
+static void nt_s1(void *ctx, int t, int T) {
   const nt_run *r = ctx;
   int64_t lo, hi;
   kern_split(r->g.Cout, t, T, &lo, &hi);
@@ -1033,7 +1016,7 @@ static void nt_s1(const void *ctx, int t, int T) {
 
 /* Stage 2: the (image, output) planes this worker owns (a contiguous range in image-major order),
  * one image at a time. */
-static void nt_s2(const void *ctx, int t, int T) {
+static void nt_s2(void *ctx, int t, int T) {
   const nt_run *r = ctx;
   const nt_geom *g = &r->g;
   size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
@@ -1104,7 +1087,7 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   r.cap = (size_t)r.g.Cin * r.g.R * r.g.S;
   r.bufs = (char *)scratch + off_counts + ibytes((size_t)r.g.Cout);
   r.bufsz = nt_bufsz(p);
-  run_two_stages(p->nthreads, nt_s1, nt_s2, &r);
+  kern_parallel2(p->nthreads, nt_s1, nt_s2, &r);
 }
 
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
@@ -1129,7 +1112,7 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
   r.out = out;
   r.scratch = scratch;
   r.blocked = blocked_schedule(p->nb, p->nthreads);
-  run_two_stages(p->nthreads, conv_s1, conv_s2, &r);
+  kern_parallel2(p->nthreads, conv_s1, conv_s2, &r);
 }
 
 void spconv_plan_fwd(const spconv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
@@ -1215,7 +1198,7 @@ SPC_HOT static void gemm_rows(const gemm_run *r, int o0, int o1) {
     }
 }
 
-static void gemm_stage1(const void *ctx, int t, int T) {
+static void gemm_stage1(void *ctx, int t, int T) {
   const gemm_run *r = ctx;
   const gemm_layout *l = &r->l;
   int M = r->p->d.M, nin = l->nin, nout = l->nout;
@@ -1242,7 +1225,7 @@ static void gemm_stage1(const void *ctx, int t, int T) {
   }
 }
 
-static void gemm_stage2(const void *ctx, int t, int T) {
+static void gemm_stage2(void *ctx, int t, int T) {
   const gemm_run *r = ctx;
   const gemm_layout *l = &r->l;
   int M = r->p->d.M, nout = l->nout;
@@ -1270,7 +1253,7 @@ static void gemm_exec(const spgemm_plan *p, gemm_pass pass, const float *in, con
   r.b = b;
   r.out = out;
   r.scratch = scratch;
-  run_two_stages(p->nthreads, gemm_stage1, gemm_stage2, &r);
+  kern_parallel2(p->nthreads, gemm_stage1, gemm_stage2, &r);
 }
 
 void spgemm_plan_fwd(const spgemm_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {

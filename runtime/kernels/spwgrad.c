@@ -984,8 +984,7 @@ void spwgrad_conv(const spwgrad_plan *p, const void *xs_packed, const float *dy,
   k.parts = scratch;
   k.ycl = k.parts + p->part_floats * (size_t)p->Tn;
   k.dbpart = (double *)(k.ycl + p->ycl_floats * (size_t)p->nthreads);
-  kern_parallel(p->nthreads, conv_worker, &k);
-  kern_parallel(p->nthreads, conv_reduce, &k);
+  kern_parallel2(p->nthreads, conv_worker, conv_reduce, &k);
 }
 
 /* ---- Gemm ---------------------------------------------------------------------------------------- */
