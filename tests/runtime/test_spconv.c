@@ -33,6 +33,29 @@ static size_t xsize(const conv_desc *d) { return (size_t)d->N * d->C * d->H * d-
 static size_t ysize(const conv_desc *d) { return (size_t)d->N * d->K * d->P * d->Q; }
 static size_t wsize(const conv_desc *d) { return (size_t)d->K * d->C * d->R * d->S; }
 
+/* One test's operands: random x, dY, dense weight w0 (w: its sparsified copy) and bias, references,
+ * and NaN-poisoned outputs y[2], dx[2] (one per thread count or path). */
+typedef struct operands {
+  float *x, *dy, *w0, *w, *b, *y_ref, *dx_ref, *y[2], *dx[2];
+} operands;
+
+static operands operands_new(size_t xs, size_t ys, size_t ws, size_t nb) {
+  operands o = {talloc(sizeof(float) * xs), talloc(sizeof(float) * ys), talloc(sizeof(float) * ws),
+                talloc(sizeof(float) * ws), talloc(sizeof(float) * nb), talloc(sizeof(float) * ys),
+                talloc(sizeof(float) * xs), {NULL, NULL}, {NULL, NULL}};
+  for (int i = 0; i < 2; i++) o.y[i] = talloc_nan(ys), o.dx[i] = talloc_nan(xs);
+  trng_fill(o.x, xs, -1, 1);
+  trng_fill(o.dy, ys, -1, 1);
+  trng_fill(o.w0, ws, -1, 1);
+  trng_fill(o.b, nb, -1, 1);
+  return o;
+}
+
+static void operands_free(operands *o) {
+  free(o->x), free(o->dy), free(o->w0), free(o->w), free(o->b), free(o->y_ref), free(o->dx_ref);
+  for (int i = 0; i < 2; i++) free(o->y[i]), free(o->dx[i]);
+}
+
 /* Keeps each entry of w with probability density (the others become exactly zero). */
 static void sparsify(float *w, size_t n, double density) {
   for (size_t i = 0; i < n; i++)
@@ -105,16 +128,8 @@ static conv_desc random_desc(void) {
 static void check_conv_path(const conv_desc *d, int path, int portable) {
   char ds[160], what[512], pd[200];
   desc_str(d, ds, sizeof ds);
-  float *x = talloc(sizeof(float) * xsize(d)), *dy = talloc(sizeof(float) * ysize(d));
-  float *w0 = talloc(sizeof(float) * wsize(d)), *w = talloc(sizeof(float) * wsize(d));
-  float *b = talloc(sizeof(float) * d->K);
-  float *y_ref = talloc(sizeof(float) * ysize(d)), *dx_ref = talloc(sizeof(float) * xsize(d));
-  float *y[2], *dx[2];
-  for (int i = 0; i < 2; i++) y[i] = talloc_nan(ysize(d)), dx[i] = talloc_nan(xsize(d));
-  trng_fill(x, xsize(d), -1, 1);
-  trng_fill(dy, ysize(d), -1, 1);
-  trng_fill(w0, wsize(d), -1, 1);
-  trng_fill(b, d->K, -1, 1);
+  operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
+  float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, *y_ref = o.y_ref, *dx_ref = o.dx_ref, **y = o.y, **dx = o.dx;
   spconv_plan p[2];
   float *scratch[2];
   for (int t = 0; t < 2; t++) {
@@ -122,6 +137,8 @@ static void check_conv_path(const conv_desc *d, int path, int portable) {
     sw_err_clear(&e);
     if (spconv_plan_init(&p[t], d, t + 1, &e)) {
       tfail("%s: plan init failed: %s", ds, e.msg);
+      for (int u = 0; u < t; u++) free(scratch[u]), spconv_plan_free(&p[u]);
+      operands_free(&o);
       return;
     }
     spconv_plan_set_path(&p[t], path);
@@ -158,8 +175,8 @@ static void check_conv_path(const conv_desc *d, int path, int portable) {
   snprintf(what, sizeof what, "fwd rerun %s [%s]", ds, pd);
   tcheck_same(what, y[0], y[1], sizeof(float) * ysize(d));
   spconv_use_portable(0);
-  for (int t = 0; t < 2; t++) free(scratch[t]), spconv_plan_free(&p[t]), free(y[t]), free(dx[t]);
-  free(x), free(dy), free(w0), free(w), free(b), free(y_ref), free(dx_ref);
+  for (int t = 0; t < 2; t++) free(scratch[t]), spconv_plan_free(&p[t]);
+  operands_free(&o);
 }
 
 /* The plan's own choice of path. */
@@ -175,19 +192,14 @@ static void check_paths_identical(const conv_desc *d) {
   if (!__builtin_cpu_supports("avx512f")) return;
   char ds[160], what[300];
   desc_str(d, ds, sizeof ds);
-  float *x = talloc(sizeof(float) * xsize(d)), *dy = talloc(sizeof(float) * ysize(d));
-  float *w0 = talloc(sizeof(float) * wsize(d)), *w = talloc(sizeof(float) * wsize(d)), *b = talloc(sizeof(float) * d->K);
-  float *y[2], *dx[2];
-  for (int i = 0; i < 2; i++) y[i] = talloc_nan(ysize(d)), dx[i] = talloc_nan(xsize(d));
-  trng_fill(x, xsize(d), -1, 1);
-  trng_fill(dy, ysize(d), -1, 1);
-  trng_fill(w0, wsize(d), -1, 1);
-  trng_fill(b, d->K, -1, 1);
+  operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
+  float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, **y = o.y, **dx = o.dx;
   spconv_plan p;
   sw_err e;
   sw_err_clear(&e);
   if (spconv_plan_init(&p, d, 2, &e)) {
     tfail("%s: plan init failed: %s", ds, e.msg);
+    operands_free(&o);
     return;
   }
   size_t ss = 0;
@@ -211,8 +223,8 @@ static void check_paths_identical(const conv_desc *d) {
     tcheck_same(what, dx[0], dx[1], sizeof(float) * xsize(d));
   }
   spconv_plan_free(&p);
-  for (int i = 0; i < 2; i++) free(y[i]), free(dx[i]);
-  free(x), free(dy), free(w0), free(w), free(b), free(scr);
+  free(scr);
+  operands_free(&o);
 }
 
 /* Every path a stride-1 shape can take: 16-image-packed, NCHW-direct with AVX-512 and in plain C. */
@@ -299,15 +311,8 @@ static void check_path_choice(void) {
 static void check_gemm(const gemm_desc *d) {
   char what[256], pd[128];
   size_t xs = (size_t)d->M * d->K, ys = (size_t)d->M * d->N, ws = (size_t)d->N * d->K;
-  float *x = talloc(sizeof(float) * xs), *dy = talloc(sizeof(float) * ys), *w0 = talloc(sizeof(float) * ws);
-  float *w = talloc(sizeof(float) * ws), *b = talloc(sizeof(float) * d->N);
-  float *y_ref = talloc(sizeof(float) * ys), *dx_ref = talloc(sizeof(float) * xs);
-  float *y[2], *dx[2];
-  for (int i = 0; i < 2; i++) y[i] = talloc_nan(ys), dx[i] = talloc_nan(xs);
-  trng_fill(x, xs, -1, 1);
-  trng_fill(dy, ys, -1, 1);
-  trng_fill(w0, ws, -1, 1);
-  trng_fill(b, d->N, -1, 1);
+  operands o = operands_new(xs, ys, ws, (size_t)d->N);
+  float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, *y_ref = o.y_ref, *dx_ref = o.dx_ref, **y = o.y, **dx = o.dx;
   spgemm_plan p[2];
   float *scratch[2];
   for (int t = 0; t < 2; t++) {
@@ -315,6 +320,8 @@ static void check_gemm(const gemm_desc *d) {
     sw_err_clear(&e);
     if (spgemm_plan_init(&p[t], d, t + 1, &e)) {
       tfail("gemm M%d N%d K%d: plan init failed: %s", d->M, d->N, d->K, e.msg);
+      for (int u = 0; u < t; u++) free(scratch[u]), spgemm_plan_free(&p[u]);
+      operands_free(&o);
       return;
     }
     size_t ss = spgemm_plan_scratch(&p[t], GEMM_FWD);
@@ -342,8 +349,8 @@ static void check_gemm(const gemm_desc *d) {
     tcheck_same(what, y[0], y[1], sizeof(float) * ys);
     tcheck_same(what, dx[0], dx[1], sizeof(float) * xs);
   }
-  for (int t = 0; t < 2; t++) free(scratch[t]), spgemm_plan_free(&p[t]), free(y[t]), free(dx[t]);
-  free(x), free(dy), free(w0), free(w), free(b), free(y_ref), free(dx_ref);
+  for (int t = 0; t < 2; t++) free(scratch[t]), spgemm_plan_free(&p[t]);
+  operands_free(&o);
 }
 
 /* Descriptors the sparse kernels do not serve come back as SW_EINPUT with a message. */
