@@ -153,7 +153,7 @@ static bn_scratch bn_scratch_of(const bn_desc *d, void *scratch) {
   return (bn_scratch){f, f + P, f + 2 * P, f + 2 * P + d->C, f + 2 * P + 2 * d->C, f + 2 * P + 3 * d->C};
 }
 
-/* Threads for a pass over n floats: one below a few planes' worth of work. */
+/* Threads for one call: a single thread below 32768 elements, where waking a second costs more than it saves. */
 static int bn_threads(const bn_desc *d, int nthreads) {
   return (double)d->N * d->C * (double)d->HW < 32768 ? 1 : nthreads;
 }
