@@ -42,6 +42,18 @@ static void swat_run_free(swat_run *r) {
   free(r->m_numel);
 }
 
+/* The Top-K state of the X_s layer f's weight gradient reads, or NULL when it reads a dense X: for a
+ * layer whose X_s the swat pass shares with another layer's (the state is named after that one). */
+static rt_tensor *x_state_of(const ir_graph *g, rt_state *st, const ir_node *f) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const ir_node *n = g->nodes[i];
+    if (n->fwd != f || (strcmp(n->op->name, "ConvGradWeight") && strcmp(n->op->name, "GemmGradWeight"))) continue;
+    const ir_node *tk = n->in[1] ? n->in[1]->producer : NULL;
+    if (tk && !strcmp(tk->op->name, "TopKSparsify")) return rt_state_find(st, tk->in[1]->name);
+  }
+  return NULL;
+}
+
 /* The layers SWAT considers (also for a dense run: the export reports their sparsity) and their state. */
 static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const trainer_opts *o, sw_err *e) {
   memset(r, 0, sizeof *r);
@@ -63,8 +75,7 @@ static int swat_run_init(swat_run *r, const ir_graph *g, rt_state *st, const tra
     r->w_state[i] = rt_state_find(st, name);
     snprintf(name, sizeof name, "swat.%s.x", r->l[i].node->name);
     r->x_state[i] = rt_state_find(st, name);
-    for (int j = 0; j < i && !r->x_state[i]; j++) /* an X_s shared with an earlier layer on the same input (swat pass) */
-      if (r->l[j].node->in[0] == r->l[i].node->in[0] && r->l[j].sparsity == r->l[i].sparsity) r->x_state[i] = r->x_state[j];
+    if (!r->x_state[i]) r->x_state[i] = x_state_of(g, st, r->l[i].node); /* an X_s shared with another layer */
     r->weight[i] = rt_state_find(st, r->l[i].weight->name);
     r->w_index[i] = r->weight[i] ? (int)(r->weight[i] - st->t) : -1;
   }
