@@ -14,9 +14,10 @@
  * Packing takes whole images per thread: one read of the image (AVX-512: 16-wide compares) builds
  * a keep bitmap per channel plane and the class counts (popcounts against fixed class patterns), the
  * image's range is reserved with one atomic add on a shared cursor (so ranges never overlap and an
- * overflow is detected exactly), then the write visits only the set bits, reading the kept values
- * back from L1/L2, each to the cursor of its class. Image ranges land in scheduling order, which the
- * kernels never depend on.
+ * overflow is detected exactly), then the write reads the image back from L1/L2 and appends each
+ * kept entry to the cursor of its class: bit by bit over the set bits, or (AVX-512, images with
+ * many kept entries) by windows of 32 elements, one permute and two compresses per class. Image
+ * ranges land in scheduling order, which the kernels never depend on.
  *
  * Conv: see spwgrad.h. The register kernel for a class with nr x ns valid taps and nkb K-blocks
  * holds nr*ns*nkb accumulators (<= 28 zmm); each entry costs one table lookup (offtab: the dY
@@ -165,14 +166,23 @@ static inline void prefetch_l2(const void *p, size_t bytes) {
 /* A channel plane's keep bitmap: bit j of word j/64 is set when plane element j (h*W + w) is kept.
  * The count step builds an image's bitmaps (one read of x, from memory) and takes the class counts
  * from them with popcounts against the class patterns; the write step walks the set bits only and
- * reads just the kept values back (from L1/L2). At SWAT densities that is a tenth of the elements,
- * with no per-row or per-vector work. */
+ * reads just the kept values back (from L1/L2). At SWAT-U densities that is a tenth of the elements,
+ * with no per-row or per-vector work; from about 15-20% kept (ERK's and structured-channel's layers)
+ * the branch misses of the walk cost more than vector work on every element (write_image_avx). */
 
 /* Read-only tables shared by the packing threads for planes of H x W (H*W > 1). */
 typedef struct pack_tab {
   int nw;          /* 64-bit words per plane bitmap */
   uint64_t *pat;   /* [4][nw] bit j of pattern k set when plane element j is of class k */
   uint8_t *clsof;  /* [H*W] class 2*(h%2) + (w%2) of plane element j */
+  /* The AVX-512 write walks a plane in windows of at most 32 elements: `wrows` whole rows when
+   * W <= 32, else 32-column pieces of one row (starting at even columns). A window's classes depend
+   * only on the parity of its first row (par): win[par][k] lists, in plane order, the window lanes
+   * of class k (win_n[par][k] of them, at most 16; the rest of the 16 are 0 and masked off). */
+  int wrows;
+  int32_t win[2][4][16];
+  int win_n[2][4];
+  int wslots;      /* (window, class) pairs with lanes in a plane: the vector write's cost in units */
 } pack_tab;
 
 static void pack_tab_init(pack_tab *t, int H, int W) {
@@ -185,6 +195,18 @@ static void pack_tab_init(pack_tab *t, int H, int W) {
     t->clsof[j] = (uint8_t)k;
     t->pat[(size_t)k * t->nw + j / 64] |= 1ull << (j % 64);
   }
+  int wf = W <= 32 ? W : 32; /* a window's width: the row, or a 32-column piece of it */
+  t->wrows = W <= 32 ? 32 / W : 1;
+  memset(t->win, 0, sizeof t->win);
+  memset(t->win_n, 0, sizeof t->win_n);
+  for (int par = 0; par < 2; par++)
+    for (int i = 0; i < t->wrows * wf; i++) {
+      int k = 2 * ((par + i / wf) & 1) + ((i % wf) & 1);
+      t->win[par][k][t->win_n[par][k]++] = i; /* at most 16: a class takes every other row and column */
+    }
+  t->wslots = 0;
+  for (int h = 0; h < H; h += t->wrows)
+    for (int k = 0; k < 4; k++) t->wslots += (t->win_n[h & 1][k] > 0) * (W <= 32 ? 1 : (W + 31) / 32);
 }
 
 static void pack_tab_free(pack_tab *t) {
@@ -249,50 +271,57 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
   return tot;
 }
 
-/* Writes image xi's kept entries from its bitmaps: per channel, each set bit goes to the cursor of
- * its class (the order inside a class is the plane order, as the layout requires), with its in-plane
- * position j as uint16 (pos16) or int32 (pos32: the other is NULL). */
-static inline __attribute__((always_inline)) void write_image_t(const float *xi, int C, int HW, const pack_tab *t,
-                                                                const uint16_t *bm, const uint32_t *cls,
-                                                                uint16_t *pos16, int32_t *pos32, float *val,
-                                                                const float *next) {
-  for (int c = 0; c < C; c++) {
-    const float *pl = xi + (size_t)c * HW;
-    const uint16_t *b = bm + (size_t)c * 4 * t->nw;
-    prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
-    const uint32_t base[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
-    if (HW < 65536) {
-      /* the four cursors as 16-bit fields of one register (a class never holds more than HW - 1
-       * entries before its last): a cursor kept in memory made each entry wait on the store of the
-       * entry before it in the same class */
-      uint64_t ctr = 0;
-      for (int w = 0; w < t->nw; w++) {
-        uint64_t m = bm_word(b, w);
-        while (m) {
-          int j = 64 * w + __builtin_ctzll(m);
-          m &= m - 1;
-          int sh = t->clsof[j] * 16;
-          uint32_t o = base[sh >> 4] + (uint32_t)((ctr >> sh) & 0xffffu);
-          ctr += 1ull << sh;
-          if (pos16) pos16[o] = (uint16_t)j;
-          else pos32[o] = j;
-          val[o] = pl[j];
-        }
-      }
-      continue;
-    }
-    uint32_t cur[4] = {base[0], base[1], base[2], base[3]};
+/* Writes one channel plane's kept entries from its bitmap b: each set bit goes to the cursor of its
+ * class, starting at start[class] (the order inside a class is the plane order, as the layout
+ * requires), with its in-plane position j as uint16 (pos16) or int32 (pos32: the other is NULL). */
+static inline __attribute__((always_inline)) void write_plane_bits(const float *pl, int HW, const pack_tab *t,
+                                                                   const uint16_t *b, const uint32_t *start,
+                                                                   uint16_t *pos16, int32_t *pos32, float *val) {
+  const uint32_t base[4] = {start[0], start[1], start[2], start[3]};
+  if (HW < 65536) {
+    /* the four cursors as 16-bit fields of one register (a class never holds more than HW - 1
+     * entries before its last): a cursor kept in memory made each entry wait on the store of the
+     * entry before it in the same class. (Walking class by class, bits under each class pattern,
+     * was 2.5x slower at 10% kept: four times the loop exits, each a branch miss.) */
+    uint64_t ctr = 0;
     for (int w = 0; w < t->nw; w++) {
       uint64_t m = bm_word(b, w);
       while (m) {
         int j = 64 * w + __builtin_ctzll(m);
         m &= m - 1;
-        uint32_t o = cur[t->clsof[j]]++;
+        int sh = t->clsof[j] * 16;
+        uint32_t o = base[sh >> 4] + (uint32_t)((ctr >> sh) & 0xffffu);
+        ctr += 1ull << sh;
         if (pos16) pos16[o] = (uint16_t)j;
         else pos32[o] = j;
         val[o] = pl[j];
       }
     }
+    return;
+  }
+  uint32_t cur[4] = {base[0], base[1], base[2], base[3]};
+  for (int w = 0; w < t->nw; w++) {
+    uint64_t m = bm_word(b, w);
+    while (m) {
+      int j = 64 * w + __builtin_ctzll(m);
+      m &= m - 1;
+      uint32_t o = cur[t->clsof[j]]++;
+      if (pos16) pos16[o] = (uint16_t)j;
+      else pos32[o] = j;
+      val[o] = pl[j];
+    }
+  }
+}
+
+/* Writes image xi's kept entries from its bitmaps, plane by plane (write_plane_bits). */
+static inline __attribute__((always_inline)) void write_image_t(const float *xi, int C, int HW, const pack_tab *t,
+                                                                const uint16_t *bm, const uint32_t *cls,
+                                                                uint16_t *pos16, int32_t *pos32, float *val,
+                                                                const float *next) {
+  for (int c = 0; c < C; c++) {
+    prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    const uint32_t base[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
+    write_plane_bits(xi + (size_t)c * HW, HW, t, bm + (size_t)c * 4 * t->nw, base, pos16, pos32, val);
   }
 }
 
@@ -363,6 +392,69 @@ static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float 
   cls[4 * C] = (uint32_t)tot;
   return tot;
 }
+
+/* One class of one window of write_image_avx: the lanes iv (the class's lanes of the window's 32
+ * elements v0:v1, in plane order; n of them) gathered by one permute, the keep test as
+ * count_image_avx's (so the counts agree), values and positions (j0 + lane) compressed in registers
+ * and stored under a mask at cursor cur (Zen's compress to memory is slow); returns the new cursor. */
+static inline SPW_TARGET __attribute__((always_inline)) uint32_t
+write_class_avx(__m512 v0, __m512 v1, __m512i base, const int32_t *lanes, int n, __m512i lo, __m512i span,
+                uint16_t *pos, float *val, uint32_t cur) {
+  __m512i iv = _mm512_loadu_si512(lanes);
+  __m512 v = _mm512_permutex2var_ps(v0, iv, v1);
+  __m512i u = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+  __mmask16 m = _mm512_mask_cmple_epu32_mask((__mmask16)((1u << n) - 1u), _mm512_sub_epi32(u, lo), span);
+  unsigned c = (unsigned)__builtin_popcount(m);
+  __mmask16 sm = (__mmask16)((1u << c) - 1u);
+  _mm512_mask_storeu_ps(val + cur, sm, _mm512_maskz_compress_ps(m, v));
+  _mm512_mask_cvtepi32_storeu_epi16(pos + cur, sm, _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iv, base)));
+  return cur + c;
+}
+
+/* One window of write_image_avx: the kept entries among plane elements [j0, j0 + len) (len <= 32,
+ * first row parity par) appended to their classes' cursors c0..c3. */
+#define WRITE_WINDOW_AVX(j0_, len_, par_)                                                                        \
+  do {                                                                                                        \
+    int wj = (j0_), wl = (len_), wp = (par_);                                                                  \
+    __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)((1u << (wl < 16 ? wl : 16)) - 1u), pl + wj);               \
+    __m512 v1 = wl > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (wl - 16)) - 1u), pl + wj + 16)            \
+                        : _mm512_setzero_ps();                                                                \
+    __m512i base = _mm512_set1_epi32(wj);                                                                      \
+    if (t->win_n[wp][0]) c0 = write_class_avx(v0, v1, base, t->win[wp][0], t->win_n[wp][0], lo, span, pos, val, c0); \
+    if (t->win_n[wp][1]) c1 = write_class_avx(v0, v1, base, t->win[wp][1], t->win_n[wp][1], lo, span, pos, val, c1); \
+    if (t->win_n[wp][2]) c2 = write_class_avx(v0, v1, base, t->win[wp][2], t->win_n[wp][2], lo, span, pos, val, c2); \
+    if (t->win_n[wp][3]) c3 = write_class_avx(v0, v1, base, t->win[wp][3], t->win_n[wp][3], lo, span, pos, val, c3); \
+  } while (0)
+
+/* write_image for uint16 positions with AVX-512: the same bytes, by windows of up to 32 elements
+ * (see pack_tab) instead of bit by bit; its cost per element does not grow with the density. */
+static SPW_TARGET void write_image_avx(const float *xi, int C, int H, int W, float thr, const pack_tab *t,
+                                          const uint16_t *bm, const uint32_t *cls, uint16_t *pos, float *val,
+                                          const float *next) {
+  keep_bits kb = keep_bits_of(thr);
+  const __m512i lo = _mm512_set1_epi32((int)kb.lo), span = _mm512_set1_epi32((int)kb.span);
+  int HW = H * W;
+  for (int c = 0; c < C; c++) {
+    const float *pl = xi + (size_t)c * HW;
+    prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    /* a sparse plane walks its set bits instead: a kept entry there costs about as much as two
+     * (window, class) steps of the vector write (bench_topk, Zen 5: 28x28 breaks even near 13%
+     * kept, 14x14 near 25%, 7x7 near 35%) */
+    if (cls[4 * c + 4] - cls[4 * c] < 2u * (uint32_t)t->wslots) {
+      write_plane_bits(pl, HW, t, bm + (size_t)c * 4 * t->nw, cls + 4 * c, pos, NULL, val);
+      continue;
+    }
+    uint32_t c0 = cls[4 * c], c1 = cls[4 * c + 1], c2 = cls[4 * c + 2], c3 = cls[4 * c + 3];
+    if (W <= 32) {
+      int step = t->wrows * W;
+      for (int h = 0, j0 = 0; h < H; h += t->wrows, j0 += step) WRITE_WINDOW_AVX(j0, HW - j0 < step ? HW - j0 : step, h & 1);
+    } else {
+      for (int h = 0; h < H; h++)
+        for (int w0 = 0; w0 < W; w0 += 32) WRITE_WINDOW_AVX(h * W + w0, W - w0 < 32 ? W - w0 : 32, h & 1);
+    }
+  }
+}
+#undef WRITE_WINDOW_AVX
 #endif
 
 typedef struct pack_ctx {
@@ -410,6 +502,12 @@ static void pack_worker(void *arg, int t, int T) {
     k->v.img_cnt[n] = cnt;
     int pb = k->v.h->pbytes;
     void *pos = (char *)k->v.pos + (size_t)off * pb;
+#ifdef SPW_X86
+    /* the vector write where most planes take it (see write_image_avx), else the bit walk */
+    if (cls && k->simd && pb == 2 && cnt >= 2 * (int64_t)k->tab.wslots * k->C)
+      write_image_avx(xi, k->C, k->H, k->W, k->thr, &k->tab, bm, cls, pos, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+    else
+#endif
     if (cls)
       write_image(xi, k->C, HW, &k->tab, bm, cls, pos, pb, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
 #ifdef SPW_X86
@@ -431,7 +529,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
   h->cap = cap_of(N, C, H, W, max_nnz);
   h->ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
   h->pbytes = spact_pos_bytes(C, H, W);
-  pack_ctx k = {x, N, C, H, W, thr, spact_map(buf), 0, 0, simd, {0, NULL, NULL}, NULL};
+  pack_ctx k = {.x = x, .N = N, .C = C, .H = H, .W = W, .thr = thr, .v = spact_map(buf), .simd = simd};
   /* Small tensors on one thread: waking a second costs more than it saves. The kept entries do
    * not depend on the thread count, only where each image's range sits. */
   int64_t numel = (int64_t)N * C * H * W;
