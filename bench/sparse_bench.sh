@@ -91,6 +91,6 @@ for name, dv in d.items():
     print("  %-36s %s %s %s" % (name[:36], cell(dv[0], sv[0]), cell(dv[1], sv[1]), cell(dv[2], sv[2])))
 PY
   echo
-  echo "== $m, SWAT-U 0.9: per-layer profile of the training step (all runs, first one included) =="
+  echo "== $m, SWAT-U 0.9: per-layer profile of the training step (every run but the first) =="
   sed -n '/^profile:/,$p' "$tmp/$m.swat-u-0.9.err" | grep -v '^[0-9.]*$'
 done

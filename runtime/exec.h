@@ -69,6 +69,7 @@ struct rt_program {
   sw_err *err;               /* during run */
   double *prof_seconds;
   int prof_runs;
+  int prof_warm; /* the first run (plans, JIT-compiles, first touches of memory) has been left out */
 };
 
 void *rt_alloc(size_t bytes);

@@ -250,7 +250,11 @@ int rt_program_run(rt_program *p, uint64_t step, sw_err *e) {
     if (op->run(p, op)) return e->code;
     if (p->prof_seconds) p->prof_seconds[i] += now() - t0;
   }
-  if (p->prof_seconds) p->prof_runs++;
+  if (p->prof_seconds) { /* the profile is of steady-state runs: the first one's times are dropped */
+    if (p->prof_warm) p->prof_runs++;
+    else memset(p->prof_seconds, 0, sizeof *p->prof_seconds * ((size_t)p->n_ops + 1));
+    p->prof_warm = 1;
+  }
   return SW_OK;
 }
 
@@ -280,6 +284,7 @@ void rt_program_profile(rt_program *p, int on) {
   free(p->prof_seconds);
   p->prof_seconds = on ? sw_xcalloc((size_t)p->n_ops + 1, sizeof *p->prof_seconds) : NULL;
   p->prof_runs = 0;
+  p->prof_warm = 0;
 }
 
 /* The part of a training step an op belongs to, for the per-layer profile. */
@@ -357,10 +362,16 @@ static void profile_layers(const rt_program *p, FILE *f, double total) {
 }
 
 void rt_program_profile_print(const rt_program *p, FILE *f) {
-  if (!p->prof_seconds || !p->prof_runs) return;
+  if (!p->prof_seconds || !p->prof_warm) return;
+  if (!p->prof_runs) {
+    fprintf(f, "profile: nothing to show: the program ran once, and its first run (planning, JIT, first touches "
+               "of memory) is left out\n");
+    return;
+  }
   double total = 0;
   for (int i = 0; i < p->n_ops; i++) total += p->prof_seconds[i];
-  fprintf(f, "profile: %.3f ms per run over %d runs\n", 1e3 * total / p->prof_runs, p->prof_runs);
+  fprintf(f, "profile: %.3f ms per run over %d runs (the first run, which plans and first touches memory, left out)\n",
+          1e3 * total / p->prof_runs, p->prof_runs);
   /* per op kind */
   const char *kinds[128];
   double ks[128];

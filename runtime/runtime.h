@@ -90,7 +90,7 @@ int rt_program_find_nonfinite(rt_program *p, uint64_t step, const char **node_na
 
 /* Per-op timing, when enabled: accumulated seconds per node and the number of runs. */
 void rt_program_profile(rt_program *p, int on);
-/* Prints the accumulated profile (per op kind and the heaviest nodes) to f. */
+/* Prints the accumulated profile (per op kind and the heaviest nodes) of the runs after the first to f. */
 void rt_program_profile_print(const rt_program *p, FILE *f);
 
 #endif

@@ -64,7 +64,18 @@ else
   bad "inspect --sparsity --erk: $(tail -3 "$tmp/b.out")"
 fi
 
-# 5. Bad input: a clear message and the right exit code
+# 5. --profile: the per-op and per-layer profile of the runs after the first (8 steps: 7 counted)
+if "$swatc" train "$models/lenet5.onnx" --epochs 1 --limit-train 1024 --limit-test 128 --batch 128 --threads 2 -q \
+     --sparsity 0.9 --profile > "$tmp/p.out" 2>&1 &&
+   grep -q '^profile: [0-9.]* ms per run over 7 runs (the first run' "$tmp/p.out" &&
+   grep -q '^  ConvGradWeight ' "$tmp/p.out" && grep -q '^  TopKSparsify ' "$tmp/p.out" &&
+   grep -Eq '^  /conv2/Conv +[0-9.]+ \( *[0-9]+\) +[0-9.]+ \( *[0-9]+\) +[0-9.]+ \( *[0-9]+\) +[0-9.]+$' "$tmp/p.out"; then
+  ok "--profile reports op kinds and per-layer forward / backward-data / weight-gradient / top-k times"
+else
+  bad "--profile output: $(head -c 600 "$tmp/p.out")"
+fi
+
+# 6. Bad input: a clear message and the right exit code
 expect "missing data folder" 2 "fashion" "$swatc" train "$models/lenet5.onnx" --data "$tmp/nothing-here" --epochs 1
 expect "unknown option" 1 "unknown option" "$swatc" train "$models/lenet5.onnx" --frobnicate
 expect "bad number" 1 "--lr" "$swatc" train "$models/lenet5.onnx" --lr fast
