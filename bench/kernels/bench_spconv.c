@@ -11,9 +11,10 @@
  * the medians of RUNS (default 21) runs each after two warm-ups; the "min" columns are the fastest
  * run of each (the least disturbed). "eff GF/s" counts only the
  * nonzero FLOPs (density * dense FLOPs) of the sparse pass; "%peak" is against 413 GFLOP/s for two
- * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Stride-1
- * convs and unpadded strided 1x1 convs are timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the
- * plan picks by itself at that density); xover is always the plan's own (both paths). */
+ * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Convs with
+ * an NCHW-direct path (stride 1, unpadded strided 1x1, strided e.g. 3x3 stride 2 polyphase) are timed
+ * on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the plan picks by
+ * itself at that density); xover is always the plan's own (both paths). */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -162,9 +163,12 @@ static void bench_conv(const char *name, conv_desc d) {
   char desc[200];
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
-  /* Stride-1 layers and unpadded strided 1x1 convs are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the
-   * plan's own choice at that density is marked with '*'; xover is the plan's (both paths). */
-  int both = (d.stride_h == 1 && d.stride_w == 1) || c.sp.sub;
+  /* Convs that have an NCHW-direct path (forcing it takes: stride 1, unpadded strided 1x1, strided
+   * polyphase) are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the plan's
+   * own choice at that density is marked with '*'; xover is the plan's (both paths). */
+  spconv_plan_set_path(&c.sp, 1);
+  int both = spconv_plan_uses_nchw(&c.sp, CONV_FWD, 0.5);
+  spconv_plan_set_path(&c.sp, -1);
   for (int pass = 0; pass < 2; pass++)
     for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
       for (int i = 0; i < NDENS; i++) {

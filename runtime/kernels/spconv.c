@@ -25,7 +25,8 @@
  * one thread in list order, so results do not depend on the thread count.
  *
  * Stride-1 convs also have an NCHW-direct path without any layout transform (section "NCHW-direct
- * path" below), which an execute takes when the weight density is below the plan's nchw_below. */
+ * path" below), strided convs a polyphase one (section "NCHW-direct strided path"), which an execute
+ * takes when the weight density is below the plan's nchw_below. */
 #include "runtime/kernels/spconv.h"
 
 #include <omp.h>
@@ -344,10 +345,11 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
 }
 
 static double nt_below_model(const spconv_plan *p, conv_pass pass);
+static int ps_eligible(const spconv_plan *p);
 
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   const conv_desc *d = &p->d;
-  int s1 = (d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256) || p->sub;
+  int s1 = (d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256) || p->sub || ps_eligible(p);
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
     p->nchw_below[pass] = !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
 }
@@ -397,29 +399,31 @@ static spc_layout conv_layout(const spconv_plan *p, conv_pass pass) {
 }
 
 static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts);
+static size_t ps_scratch(const spconv_plan *p, conv_pass pass, size_t *off_counts, size_t *off_threads);
 
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
   size_t pk = conv_layout(p, pass).total, off_taps, off_counts;
   if (p->nchw_below[pass] > 0) {
-    size_t nt = nt_scratch(p, pass, &off_taps, &off_counts);
+    size_t nt = ps_eligible(p) ? ps_scratch(p, pass, &off_taps, &off_counts) : nt_scratch(p, pass, &off_taps, &off_counts);
     return nt > pk ? nt : pk;
   }
   return pk;
 }
 
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
-  char f[160], b[160];
+  char f[200], b[200];
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
-  char nf[48] = "", nb[48] = "";
+  char nf[64] = "", nb[64] = "";
+  const char *kind = ps_eligible(p) ? "NCHW-direct polyphase" : "NCHW-direct";
   if (p->nchw_below[CONV_FWD] > 1)
-    snprintf(nf, sizeof nf, "NCHW-direct");
+    snprintf(nf, sizeof nf, "%s", kind);
   else if (p->nchw_below[CONV_FWD] > 0)
-    snprintf(nf, sizeof nf, "NCHW-direct below %.0f%% density, else ", 100 * p->nchw_below[CONV_FWD]);
+    snprintf(nf, sizeof nf, "%s below %.0f%% density, else ", kind, 100 * p->nchw_below[CONV_FWD]);
   if (p->nchw_below[CONV_BWD_DATA] > 1)
-    snprintf(nb, sizeof nb, "NCHW-direct");
+    snprintf(nb, sizeof nb, "%s", kind);
   else if (p->nchw_below[CONV_BWD_DATA] > 0)
-    snprintf(nb, sizeof nb, "NCHW-direct below %.0f%% density, else ", 100 * p->nchw_below[CONV_BWD_DATA]);
+    snprintf(nb, sizeof nb, "%s below %.0f%% density, else ", kind, 100 * p->nchw_below[CONV_BWD_DATA]);
   if (p->nchw_below[CONV_FWD] > 1)
     snprintf(f, sizeof f, "fwd %s", nf);
   else
@@ -1090,6 +1094,567 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   kern_parallel2(p->nthreads, nt_s1, nt_s2, &r);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * NCHW-direct strided path (stride > 1 in either direction, except the unpadded 1x1 case above):
+ * polyphase, no layout transforms of the caller's tensors.
+ * Forward: the input pixel of output (p, q) and tap (r, s) is x[sh*p + r - pt][sw*q + s - pl]; with
+ * u = r - pt = sh*dh + a (0 <= a < sh) and v = s - pl = sw*dw + b it is x_ab[p + dh][q + dw] of the phase
+ * plane x_ab[h'][w'] = x[sh*h' + a][sw*w' + b]. So each image's x is split (in a per-thread buffer) into
+ * C*sh*sw phase planes, and the conv becomes a stride-1 correlation over them with one (plane, dh, dw)
+ * per tap: ResNet-20's 3x3 stride-2 pad-1 taps read the 4 phases at offsets -1 / 0.
+ * Backward-data: dX position (h, w) of phase (ph, pw) = ((h + pt) % sh, (w + pl) % sw) is the phase
+ * plane Z_(ph,pw)[i][j] (h = h0 + sh*i) = sum over the taps r = ph, s = pw (mod stride) of
+ * w * dY[a0 + i - (r - ph)/sh][b0 + j - (s - pw)/sw] (the packed path's gather form): each image's dY
+ * is copied into the buffer, the sh*sw phase planes of every input channel computed into a per-thread
+ * buffer as stride-1 correlations, then interleaved into the dX planes (stride-2 columns with
+ * permutex2var).
+ * Buffer planes carry a zero halo (top/left rows and columns before the data, zero columns after it,
+ * zero rows below), wide enough that every tap of every output position lands inside its plane:
+ * a plane is a flat array with row pitch `pitch`, and an output plane (Hz rows) is computed over the
+ * flat positions j in [0, Hz*pitch): a tap is one element offset, no masks, and the positions at
+ * columns >= the output width (at most pitch - width per row) are computed and dropped. Small planes
+ * (ResNet-20's 7x7 outputs, pitch 8) fill the vectors much better than one row per vector would.
+ * A register tile is NO lists (1-3) x TV vectors of 16 flat positions of one image (NO*TV <= 24):
+ * the lists run side by side up to the shortest one (per entry of each, one broadcast and TV unaligned
+ * loads + FMAs: NO*TV independent chains over the same input planes), then each one's rest. Output
+ * vectors go in bands of at most 8 (the input rows a band reads stay in L1 across the lists).
+ * Forward stores compress the valid columns of each vector (vcompressps) straight into the NCHW y
+ * plane (consecutive there); backward-data stores the phase planes and interleaves them afterwards.
+ * The lists hold each output's nonzeros in the packed path's order (forward c, r, s; backward-data per
+ * phase k, r, s), the accumulators start at the bias (0 for backward-data) and taps in the halo add
+ * w * 0, as the packed path's zero padding: bit-identical to the packed path.
+ * Threads own contiguous ranges of (image group, output channel) items, as the stride-1 path. */
+
+/* Accumulators (zmm) of a strided NCHW-direct tile. */
+#define SPC_PS_ACC 24
+
+static int fdiv_floor(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static int fmod_floor(int a, int b) { return a - b * fdiv_floor(a, b); }
+
+/* Prefetch distance (floats) of the strided path's sequential sweeps over the caller's tensors (the
+ * split / copy reading x or dY, the expansion writing dX): 8 KiB ahead, a few hundred rows. */
+static int ps_pf_dist(void) { return 2048; }
+
+/* Geometry of a strided NCHW-direct pass. */
+typedef struct ps_geom {
+  conv_pass pass;
+  int sh, sw;
+  int G;          /* input planes per image in the buffer: fwd C*sh*sw phase planes, bwd K dY planes */
+  int Hb, pitch;  /* rows and row pitch (floats) of one buffer plane, zero halo included */
+  int top, left;  /* where the data starts in a buffer plane */
+  int Hz, Wz;     /* rows and valid columns of one output plane (fwd P x Q; bwd the largest phase) */
+  int nvec;       /* vectors of 16 flat positions that cover Hz*pitch */
+  int nout;       /* lists: fwd K, bwd C*sh*sw */
+  int nph;        /* lists per work item: fwd 1, bwd sh*sw (the phases of one input channel) */
+  int nitem;      /* work items per image: fwd K, bwd C */
+  int NO;         /* lists per tile */
+  int tvmax;      /* vectors per tile at most */
+  size_t cap;     /* entries per list */
+  size_t plane;   /* floats of one buffer plane (Hb*pitch rounded up to 16) */
+  size_t img;     /* floats of one image in the input buffer */
+  size_t zimg;    /* bwd: floats of one image's output phase planes (nout of nvec*16); fwd 0 */
+} ps_geom;
+
+/* Strided NCHW-direct path available for this plan (stride > 1, not the subsampled 1x1)? */
+static int ps_eligible(const spconv_plan *p) {
+  const conv_desc *d = &p->d;
+  return !p->sub && (d->stride_h > 1 || d->stride_w > 1) && d->S <= SPC_NT_MAXS && d->R < 256;
+}
+
+/* Widest band (vectors) and lists per tile (NO) for planes of nvec vectors. */
+static void ps_tiling(conv_pass pass, int nvec, int *no, int *tvmax) {
+  /* measured (bench_spconv, 2 threads, ResNet-20's stride-2 layers at 10%): forward bands of <= 8
+   * vectors (7 + 7 for 14x14 outputs: the band's input rows stay in L1) with 2-3 lists a tile; backward-
+   * data whole planes up to 16 vectors (1.45x faster than two bands on the 28x28 layer) with fewer lists */
+  int cap = pass == CONV_FWD ? 8 : 16;
+  *tvmax = kern_cdiv(nvec, kern_cdiv(nvec, cap));
+  *no = imin(3, imax(1, (pass == CONV_FWD ? 16 : 8) / *tvmax));
+}
+
+static ps_geom ps_geom_of(const spconv_plan *p, conv_pass pass) {
+  const conv_desc *d = &p->d;
+  ps_geom g;
+  memset(&g, 0, sizeof g);
+  int sh = d->stride_h, sw = d->stride_w;
+  g.pass = pass, g.sh = sh, g.sw = sw;
+  if (pass == CONV_FWD) {
+    int Hph = kern_cdiv(d->H, sh), Wph = kern_cdiv(d->W, sw);
+    int dhmin = fdiv_floor(-d->pad_t, sh), dhmax = fdiv_floor(d->R - 1 - d->pad_t, sh);
+    int dwmin = fdiv_floor(-d->pad_l, sw), dwmax = fdiv_floor(d->S - 1 - d->pad_l, sw);
+    g.top = imax(0, -dhmin), g.left = imax(0, -dwmin);
+    g.Hb = g.top + imax(Hph, d->P + dhmax);
+    g.pitch = g.left + imax(Wph, d->Q + dwmax);
+    g.Hz = d->P, g.Wz = d->Q;
+    g.G = d->C * sh * sw, g.nout = d->K, g.nph = 1, g.nitem = d->K;
+    g.cap = (size_t)d->C * d->R * d->S;
+  } else {
+    int umin = 0, umax = 0, vmin = 0, vmax = 0;
+    for (int ph = 0; ph < sh; ph++) {
+      int h0 = fmod_floor(ph - d->pad_t, sh), a0 = (h0 + d->pad_t) / sh;
+      int dr = ph < d->R ? (d->R - 1 - ph) / sh : 0;
+      umin = imin(umin, a0 - dr), umax = imax(umax, a0);
+      if (h0 < d->H) g.Hz = imax(g.Hz, (d->H - h0 + sh - 1) / sh);
+    }
+    for (int pw = 0; pw < sw; pw++) {
+      int w0 = fmod_floor(pw - d->pad_l, sw), b0 = (w0 + d->pad_l) / sw;
+      int ds = pw < d->S ? (d->S - 1 - pw) / sw : 0;
+      vmin = imin(vmin, b0 - ds), vmax = imax(vmax, b0);
+      if (w0 < d->W) g.Wz = imax(g.Wz, (d->W - w0 + sw - 1) / sw);
+    }
+    g.top = -umin, g.left = -vmin;
+    g.Hb = g.top + imax(d->P, g.Hz + umax);
+    g.pitch = g.left + imax(d->Q, g.Wz + vmax);
+    g.G = d->K, g.nout = d->C * sh * sw, g.nph = sh * sw, g.nitem = d->C;
+    g.cap = (size_t)p->bwd_cap;
+  }
+  g.nvec = kern_cdiv(g.Hz * g.pitch, SPC_V);
+  /* planes start 64-byte aligned: a tap at an offset that is a multiple of 16 floats then loads aligned
+   * (with pitch 15, as ResNet-20's 28x28 stride-2 layer, 5 of the 9 taps of a 3x3 kernel) */
+  g.plane = ((size_t)g.Hb * g.pitch + SPC_V - 1) / SPC_V * SPC_V;
+  /* a tap reads at most pitch + 15 floats past the last plane (see the halo bounds above) */
+  g.img = ((size_t)g.G * g.plane + (size_t)g.pitch + 2 * SPC_V - 1) / SPC_V * SPC_V;
+  g.zimg = pass == CONV_FWD ? 0 : (size_t)g.nout * g.nvec * SPC_V;
+  ps_tiling(pass, g.nvec, &g.NO, &g.tvmax);
+  return g;
+}
+
+/* Per-thread scratch of the strided path: one image's input planes, (bwd) its output phase planes,
+ * (fwd) each vector's compress mask and destination offset. */
+static size_t ps_thread_bytes(const ps_geom *g) {
+  return fbytes(g->img) + fbytes(g->zimg) +
+         kern_align_up(sizeof(uint16_t) * g->nvec) + ibytes((size_t)g->nvec);
+}
+
+/* Scratch of the strided path: the lists, their lengths, then the per-thread buffers. */
+static size_t ps_scratch(const spconv_plan *p, conv_pass pass, size_t *off_counts, size_t *off_threads) {
+  ps_geom g = ps_geom_of(p, pass);
+  *off_counts = ebytes((size_t)g.nout * g.cap);
+  *off_threads = *off_counts + ibytes((size_t)g.nout);
+  return *off_threads + ps_thread_bytes(&g) * (size_t)p->nthreads;
+}
+
+/* Forward list of output channel k (c, r, s ascending) as offsets into one image's phase planes. */
+static int ps_build_fwd(const spconv_plan *p, const ps_geom *g, const float *restrict wk, spc_ent *restrict L) {
+  const conv_desc *d = &p->d;
+  int n = 0;
+  for (int c = 0; c < d->C; c++)
+    for (int r = 0; r < d->R; r++) {
+      int u = r - d->pad_t, a = fmod_floor(u, g->sh), dh = fdiv_floor(u, g->sh);
+      for (int s = 0; s < d->S; s++) {
+        int v = s - d->pad_l, b = fmod_floor(v, g->sw), dw = fdiv_floor(v, g->sw);
+        float wv = wk[((size_t)c * d->R + r) * d->S + s];
+        L[n].off = (int32_t)(((size_t)c * g->sh * g->sw + (size_t)a * g->sw + b) * g->plane +
+                             (size_t)(g->top + dh) * g->pitch + (size_t)(g->left + dw));
+        L[n].w = wv;
+        n += wv != 0.0f; /* NaN counts as nonzero */
+      }
+    }
+  return n;
+}
+
+/* Backward-data lists of input channel c, one per phase (ph, pw) (k, r, s ascending as the packed
+ * path), as offsets into one image's dY planes relative to the phase plane's position (0, 0). */
+static void ps_build_bwd(const spconv_plan *p, const ps_geom *g, const float *restrict w, int c,
+                         spc_ent *restrict L0, int *restrict cnt) {
+  const conv_desc *d = &p->d;
+  int sh = g->sh, sw = g->sw;
+  size_t kstride = (size_t)d->C * d->R * d->S;
+  for (int ph = 0; ph < sh; ph++) {
+    int a0 = (fmod_floor(ph - d->pad_t, sh) + d->pad_t) / sh;
+    for (int pw = 0; pw < sw; pw++) {
+      int b0 = (fmod_floor(pw - d->pad_l, sw) + d->pad_l) / sw;
+      spc_ent *L = L0 + (size_t)(ph * sw + pw) * g->cap;
+      int n = 0;
+      for (int k = 0; k < d->K; k++) {
+        const float *wk = w + k * kstride + (size_t)c * d->R * d->S;
+        for (int r = ph; r < d->R; r += sh) {
+          size_t row = (size_t)k * g->plane + (size_t)(g->top + a0 - (r - ph) / sh) * g->pitch;
+          for (int s = pw; s < d->S; s += sw) {
+            float v = wk[r * d->S + s];
+            L[n].off = (int32_t)(row + (size_t)(g->left + b0 - (s - pw) / sw));
+            L[n].w = v;
+            n += v != 0.0f;
+          }
+        }
+      }
+      cnt[ph * sw + pw] = n;
+    }
+  }
+}
+
+/* Compress table of the forward output: for vector v (flat positions 16v..16v+15), the lanes at
+ * valid positions (row < Hz, column < Wz) and the NCHW offset of the first of them. */
+static void ps_compress_table(const ps_geom *g, uint16_t *restrict cm, int32_t *restrict co) {
+  int end = g->Hz * g->pitch;
+  for (int v = 0; v < g->nvec; v++) {
+    int j0 = v * SPC_V;
+    unsigned m = 0;
+    for (int l = 0; l < SPC_V; l++)
+      if (j0 + l < end && (j0 + l) % g->pitch < g->Wz) m |= 1u << l;
+    cm[v] = (uint16_t)m;
+    co[v] = (j0 / g->pitch) * g->Wz + imin(j0 % g->pitch, g->Wz);
+  }
+}
+
+/* Plain C tile: tv vectors at flat position b for each of the no lists Ls[o] (lengths ns[o], start
+ * values inits[o]); mode 0 stores the vectors at outs[o], mode 1 compresses their valid lanes (cm, co)
+ * into the NCHW plane outs[o]. */
+SPC_HOT static void ps_tile_c(int no, int tv, int mode, const float *restrict b, const spc_ent *const *Ls,
+                              const int *ns, const float *inits, float *const *outs, const uint16_t *restrict cm,
+                              const int32_t *restrict co) {
+  float acc[SPC_PS_ACC * SPC_V];
+  int np = tv * SPC_V;
+  for (int o = 0; o < no; o++) {
+    const spc_ent *restrict L = Ls[o];
+    float *restrict out = outs[o];
+    for (int j = 0; j < np; j++) acc[j] = inits[o];
+    for (int e = 0; e < ns[o]; e++) {
+      const float *restrict x = b + L[e].off;
+      float wv = L[e].w;
+      for (int j = 0; j < np; j++) acc[j] += wv * x[j];
+    }
+    if (mode == 0) {
+      memcpy(out, acc, sizeof(float) * np);
+      continue;
+    }
+    for (int v = 0; v < tv; v++)
+      for (int l = 0, k = 0; l < SPC_V; l++)
+        if (cm[v] >> l & 1) out[co[v] + k++] = acc[v * SPC_V + l];
+  }
+}
+
+#ifdef SPC_X86
+/* AVX-512 tile (ps_tile_c with compile-time NO lists, TV vectors and store mode): the lists run side by
+ * side up to the shortest one (NO*TV independent FMA chains over one input), then each one's rest. */
+SPC_AVX_INLINE void ps_tile(const int NO, const int TV, const int MODE, const float *restrict b,
+                            const spc_ent *const *Ls, const int *ns, const float *inits, float *const *outs,
+                            const uint16_t *restrict cm, const int32_t *restrict co) {
+  __m512 acc[SPC_PS_ACC];
+  int nmin = ns[0];
+_Pragma("GCC unroll 3")
+  for (int o = 0; o < NO; o++) {
+    nmin = imin(nmin, ns[o]);
+_Pragma("GCC unroll 24")
+    for (int v = 0; v < TV; v++) acc[o * TV + v] = _mm512_set1_ps(inits[o]);
+  }
+  const spc_ent *restrict L0 = Ls[0], *restrict L1 = Ls[NO > 1 ? 1 : 0], *restrict L2 = Ls[NO > 2 ? 2 : 0];
+  for (int e = 0; e < nmin; e++) {
+_Pragma("GCC unroll 3")
+    for (int o = 0; o < NO; o++) {
+      const spc_ent *L = o == 0 ? L0 : o == 1 ? L1 : L2;
+      const float *x = b + L[e].off;
+      __m512 w = _mm512_set1_ps(L[e].w);
+_Pragma("GCC unroll 24")
+      for (int v = 0; v < TV; v++) acc[o * TV + v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + v * SPC_V), acc[o * TV + v]);
+    }
+  }
+_Pragma("GCC unroll 3")
+  for (int o = 0; o < NO; o++) {
+    const spc_ent *L = o == 0 ? L0 : o == 1 ? L1 : L2;
+    for (int e = nmin; e < ns[o]; e++) {
+      const float *x = b + L[e].off;
+      __m512 w = _mm512_set1_ps(L[e].w);
+_Pragma("GCC unroll 24")
+      for (int v = 0; v < TV; v++) acc[o * TV + v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + v * SPC_V), acc[o * TV + v]);
+    }
+  }
+_Pragma("GCC unroll 3")
+  for (int o = 0; o < NO; o++)
+_Pragma("GCC unroll 24")
+    for (int v = 0; v < TV; v++) {
+      if (MODE == 0) {
+        _mm512_storeu_ps(outs[o] + v * SPC_V, acc[o * TV + v]);
+      } else {
+        __mmask16 m = cm[v];
+        __mmask16 st = (__mmask16)((1u << __builtin_popcount(m)) - 1u);
+        _mm512_mask_storeu_ps(outs[o] + co[v], st, _mm512_maskz_compress_ps(m, acc[o * TV + v]));
+      }
+    }
+}
+
+__attribute__((target("avx512f"))) static void ps_tile_any(int no, int tv, int mode, const float *restrict b,
+                                                           const spc_ent *const *Ls, const int *ns,
+                                                           const float *inits, float *const *outs,
+                                                           const uint16_t *restrict cm, const int32_t *restrict co) {
+#define PS_CASE(O, V)                                                                                              \
+  case (O) * 32 + (V):                                                                                             \
+    if (mode)                                                                                                      \
+      ps_tile(O, V, 1, b, Ls, ns, inits, outs, cm, co);                                                            \
+    else                                                                                                           \
+      ps_tile(O, V, 0, b, Ls, ns, inits, outs, cm, co);                                                            \
+    return;
+  switch (no * 32 + tv) {
+    PS_CASE(1, 1) PS_CASE(1, 2) PS_CASE(1, 3) PS_CASE(1, 4) PS_CASE(1, 5) PS_CASE(1, 6) PS_CASE(1, 7)
+    PS_CASE(1, 8) PS_CASE(1, 9) PS_CASE(1, 10) PS_CASE(1, 11) PS_CASE(1, 12) PS_CASE(1, 13) PS_CASE(1, 14)
+    PS_CASE(1, 15) PS_CASE(1, 16)
+    PS_CASE(2, 1) PS_CASE(2, 2) PS_CASE(2, 3) PS_CASE(2, 4) PS_CASE(2, 5) PS_CASE(2, 6) PS_CASE(2, 7)
+    PS_CASE(2, 8) PS_CASE(2, 9) PS_CASE(2, 10) PS_CASE(2, 11) PS_CASE(2, 12)
+    PS_CASE(3, 1) PS_CASE(3, 2) PS_CASE(3, 3) PS_CASE(3, 4) PS_CASE(3, 5) PS_CASE(3, 6) PS_CASE(3, 7)
+    PS_CASE(3, 8)
+  default: break;
+  }
+#undef PS_CASE
+  SW_ASSERT(!"spconv: strided NCHW tile out of range");
+}
+
+/* Forward split with stride-2 columns: rows of channels' phase planes from two masked loads of 32
+ * input columns and one permutex2var per phase. */
+__attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc *d, const ps_geom *g,
+                                                                const float *restrict x, float *restrict buf) {
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  int sh = g->sh, W = d->W, n0 = (W + 1) / 2, n1 = W / 2, pfd = ps_pf_dist();
+  /* every row's chunks are full but the last one (columns ql.. of the phase rows): its masks once */
+  int ql = (n0 - 1) / 16 * 16;
+  __mmask16 ml0 = (__mmask16)nt_mask(2 * ql, 0, W, W), ml1 = (__mmask16)nt_mask(2 * ql + 16, 0, W, W);
+  __mmask16 ms0 = (__mmask16)nt_mask(ql, 0, n0, n0), ms1 = (__mmask16)nt_mask(ql, 0, n1, n1);
+  for (int c = 0; c < d->C; c++) {
+    const float *sc = x + (size_t)c * d->H * W;
+    float *bc = buf + (size_t)c * sh * 2 * g->plane + (size_t)g->top * g->pitch + g->left;
+    size_t aplane = 2 * g->plane;
+    /* rows in memory order (the hardware prefetcher follows); h = hh * sh + a, counted without divisions */
+    for (int h = 0, a = 0, hh = 0; h < d->H; h++, a = a + 1 == sh ? 0 : a + 1, hh += a == 0) {
+      const float *sr = sc + (size_t)h * W;
+      float *r0 = bc + (size_t)a * aplane + (size_t)hh * g->pitch, *r1 = r0 + g->plane;
+      for (int k = 0; k < W; k += SPC_V) __builtin_prefetch(sr + pfd + k, 0, 2);
+      for (int q = 0; q < ql; q += 16) {
+        __m512 lo = _mm512_loadu_ps(sr + 2 * q), hi = _mm512_loadu_ps(sr + 2 * q + 16);
+        _mm512_storeu_ps(r0 + q, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(r1 + q, _mm512_permutex2var_ps(lo, od, hi));
+      }
+      __m512 lo = _mm512_maskz_loadu_ps(ml0, sr + 2 * ql), hi = _mm512_maskz_loadu_ps(ml1, sr + 2 * ql + 16);
+      _mm512_mask_storeu_ps(r0 + ql, ms0, _mm512_permutex2var_ps(lo, ev, hi));
+      _mm512_mask_storeu_ps(r1 + ql, ms1, _mm512_permutex2var_ps(lo, od, hi));
+    }
+  }
+}
+
+/* Backward-data expansion with stride-2 columns: each dX row interleaves the row of its two column
+ * phases (permutex2var). */
+__attribute__((target("avx512f"))) static void ps_expand2_avx512(const conv_desc *d, const ps_geom *g,
+                                                                 const float *restrict z, int c0, int c1,
+                                                                 float *restrict dx) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  int sh = g->sh, W = d->W, f = d->pad_l % 2, nz = (W + 1) / 2, pfd = ps_pf_dist();
+  size_t zpl = (size_t)g->nvec * SPC_V;
+  /* every row's chunks of 32 columns are full but the last one (columns xl..): its masks once */
+  int xl = (W - 1) / 32 * 32;
+  __mmask16 lml = (__mmask16)nt_mask(xl / 2, 0, nz, nz);
+  __mmask16 sl0 = (__mmask16)nt_mask(xl, 0, W, W), sl1 = (__mmask16)nt_mask(xl + 16, 0, W, W);
+  int pts = d->pad_t % sh;
+  for (int c = c0; c < c1; c++)
+    /* dX row h = i * sh + hm is row i of its phase ph = (h + pad_t) % sh; counted without divisions */
+    for (int h = 0, hm = 0, i = 0; h < d->H; h++, hm = hm + 1 == sh ? 0 : hm + 1, i += hm == 0) {
+      int ph = hm + pts >= sh ? hm + pts - sh : hm + pts;
+      const float *zf = z + ((size_t)c * g->nph + (size_t)ph * 2 + f) * zpl + (size_t)i * g->pitch;
+      const float *zg = z + ((size_t)c * g->nph + (size_t)ph * 2 + 1 - f) * zpl + (size_t)i * g->pitch;
+      float *dr = dx + ((size_t)c * d->H + h) * W;
+      for (int k = 0; k < W; k += SPC_V) __builtin_prefetch(dr + pfd + k, 1, 2);
+      for (int xx = 0; xx < xl; xx += 32) {
+        __m512 a = _mm512_loadu_ps(zf + xx / 2), b = _mm512_loadu_ps(zg + xx / 2);
+        _mm512_storeu_ps(dr + xx, _mm512_permutex2var_ps(a, lo, b));
+        _mm512_storeu_ps(dr + xx + 16, _mm512_permutex2var_ps(a, hi, b));
+      }
+      __m512 a = _mm512_maskz_loadu_ps(lml, zf + xl / 2), b = _mm512_maskz_loadu_ps(lml, zg + xl / 2);
+      _mm512_mask_storeu_ps(dr + xl, sl0, _mm512_permutex2var_ps(a, lo, b));
+      _mm512_mask_storeu_ps(dr + xl + 16, sl1, _mm512_permutex2var_ps(a, hi, b));
+    }
+}
+#endif
+
+#ifdef SPC_X86
+/* Backward-data: one image's dY rows into the buffer planes (masked 16-float chunks, no library
+ * call per short row). */
+__attribute__((target("avx512f"))) static void ps_copy_dy_avx512(const conv_desc *d, const ps_geom *g,
+                                                                 const float *restrict dy, float *restrict buf) {
+  int Q = d->Q, ql = (Q - 1) / 16 * 16, pfd = ps_pf_dist();
+  __mmask16 ml = (__mmask16)nt_mask(ql, 0, Q, Q);
+  for (int k = 0; k < d->K; k++)
+    for (int pp = 0; pp < d->P; pp++) {
+      float *dr = buf + (size_t)k * g->plane + (size_t)(g->top + pp) * g->pitch + g->left;
+      const float *sr = dy + ((size_t)k * d->P + pp) * Q;
+      __builtin_prefetch(sr + pfd, 0, 2);
+      for (int q = 0; q < ql; q += 16) _mm512_storeu_ps(dr + q, _mm512_loadu_ps(sr + q));
+      _mm512_mask_storeu_ps(dr + ql, ml, _mm512_maskz_loadu_ps(ml, sr + ql));
+    }
+}
+#endif
+
+/* Forward: one image's x into its C*sh*sw phase planes in buf (the halo stays as it is: zero). */
+static void ps_split(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict x, float *restrict buf) {
+#ifdef SPC_X86
+  if (avx512 && g->sw == 2) {
+    ps_split2_avx512(d, g, x, buf);
+    return;
+  }
+#endif
+  (void)avx512;
+  int sh = g->sh, sw = g->sw;
+  for (int c = 0; c < d->C; c++)
+    for (int a = 0; a < sh; a++)
+      for (int b = 0; b < sw; b++) {
+        float *dp = buf + ((size_t)c * sh * sw + (size_t)a * sw + b) * g->plane + (size_t)g->top * g->pitch + g->left;
+        for (int hh = 0, h = a; h < d->H; hh++, h += sh) {
+          const float *sr = x + ((size_t)c * d->H + h) * d->W;
+          for (int ww = 0, w = b; w < d->W; ww++, w += sw) dp[(size_t)hh * g->pitch + ww] = sr[w];
+        }
+      }
+}
+
+/* Backward-data: one image's dY into its K planes in buf (inside the zero halo). */
+static void ps_copy_dy(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict dy,
+                       float *restrict buf) {
+#ifdef SPC_X86
+  if (avx512) {
+    ps_copy_dy_avx512(d, g, dy, buf);
+    return;
+  }
+#endif
+  (void)avx512;
+  int Q = d->Q, pfd = ps_pf_dist();
+  for (int k = 0; k < d->K; k++)
+    for (int pp = 0; pp < d->P; pp++) {
+      float *restrict dr = buf + (size_t)k * g->plane + (size_t)(g->top + pp) * g->pitch + g->left;
+      const float *restrict sr = dy + ((size_t)k * d->P + pp) * Q;
+      for (int q = 0; q < Q; q += SPC_V) __builtin_prefetch(sr + pfd + q, 0, 2);
+      for (int q = 0; q < Q; q++) dr[q] = sr[q];
+    }
+}
+
+/* Backward-data: the phase planes z of input channels [c0, c1) of one image into the dX planes dx. */
+static void ps_expand(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict z, int c0, int c1,
+                      float *restrict dx) {
+#ifdef SPC_X86
+  if (avx512 && g->sw == 2) {
+    ps_expand2_avx512(d, g, z, c0, c1, dx);
+    return;
+  }
+#endif
+  (void)avx512;
+  int sh = g->sh, sw = g->sw;
+  size_t zpl = (size_t)g->nvec * SPC_V;
+  for (int c = c0; c < c1; c++)
+    for (int h = 0; h < d->H; h++) {
+      int ph = (h + d->pad_t) % sh, i = (h + d->pad_t) / sh - (fmod_floor(ph - d->pad_t, sh) + d->pad_t) / sh;
+      float *dr = dx + ((size_t)c * d->H + h) * d->W;
+      for (int w = 0; w < d->W; w++) {
+        int pw = (w + d->pad_l) % sw, j = (w + d->pad_l) / sw - (fmod_floor(pw - d->pad_l, sw) + d->pad_l) / sw;
+        dr[w] = z[((size_t)c * g->nph + (size_t)ph * sw + pw) * zpl + (size_t)i * g->pitch + j];
+      }
+    }
+}
+
+/* Everything one strided NCHW-direct execute needs. */
+typedef struct ps_run {
+  const spconv_plan *p;
+  ps_geom g;
+  int avx512;
+  const float *in, *w, *b;
+  float *out;
+  spc_ent *lists;
+  int *counts;
+  char *threads; /* per-thread buffers, ps_thread_bytes each */
+} ps_run;
+
+/* Stage 1: the lists of the work items this worker owns (fwd: output channels; bwd: input channels). */
+static void ps_s1(void *ctx, int t, int T) {
+  const ps_run *r = ctx;
+  const conv_desc *d = &r->p->d;
+  int64_t lo, hi;
+  kern_split(r->g.nitem, t, T, &lo, &hi);
+  for (int64_t o = lo; o < hi; o++) {
+    if (r->g.pass == CONV_FWD)
+      r->counts[o] = ps_build_fwd(r->p, &r->g, r->w + (size_t)o * d->C * d->R * d->S, r->lists + (size_t)o * r->g.cap);
+    else
+      ps_build_bwd(r->p, &r->g, r->w, (int)o, r->lists + (size_t)o * r->g.nph * r->g.cap,
+                   r->counts + (size_t)o * r->g.nph);
+  }
+}
+
+/* Stage 2: the (image, item) pairs this worker owns, a contiguous range in image-major order: per image
+ * its input planes into the buffer, then band by band of output vectors the tiles of every list of the
+ * items (NO lists a tile), then (bwd) the expansion into dX. */
+static void ps_s2(void *ctx, int t, int T) {
+  const ps_run *r = ctx;
+  const ps_geom *g = &r->g;
+  const conv_desc *d = &r->p->d;
+  char *tb = r->threads + ps_thread_bytes(g) * (size_t)t;
+  float *buf = (float *)tb, *z = (float *)(tb + fbytes(g->img));
+  uint16_t *cm = (uint16_t *)(tb + fbytes(g->img) + fbytes(g->zimg));
+  int32_t *co = (int32_t *)((char *)cm + kern_align_up(sizeof(uint16_t) * g->nvec));
+  int fwd = g->pass == CONV_FWD;
+  size_t x_img = fwd ? (size_t)d->C * d->H * d->W : (size_t)d->K * d->P * d->Q;
+  size_t y_img = fwd ? (size_t)d->K * d->P * d->Q : (size_t)d->C * d->H * d->W;
+  size_t y_pl = fwd ? (size_t)d->P * d->Q : (size_t)d->H * d->W, zpl = (size_t)g->nvec * SPC_V;
+  int64_t lo, hi;
+  kern_split((int64_t)d->N * g->nitem, t, T, &lo, &hi);
+  if (lo >= hi) return;
+  memset(buf, 0, sizeof(float) * g->img); /* the halo; the data parts are rewritten per image */
+  if (fwd) ps_compress_table(g, cm, co);
+  int nbands = kern_cdiv(g->nvec, g->tvmax);
+  for (int64_t it = lo; it < hi;) {
+    int n = (int)(it / g->nitem), o0 = (int)(it % g->nitem);
+    int o1 = (int)imin(g->nitem, (int)(hi - (int64_t)n * g->nitem));
+    int l0 = o0 * g->nph, l1 = o1 * g->nph; /* lists [l0, l1) */
+    if (fwd)
+      ps_split(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
+    else
+      ps_copy_dy(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
+    for (int v0 = 0, bnd = 0; v0 < g->nvec; bnd++) {
+      int tv = kern_cdiv(g->nvec - v0, nbands - bnd);
+      for (int lst = l0; lst < l1; lst += g->NO) {
+        int no = imin(g->NO, l1 - lst);
+        const spc_ent *Ls[3];
+        int ns[3];
+        float inits[3];
+        float *outs[3];
+        for (int k = 0; k < no; k++) {
+          Ls[k] = r->lists + (size_t)(lst + k) * g->cap;
+          ns[k] = r->counts[lst + k];
+          inits[k] = fwd && r->b ? r->b[lst + k] : 0.0f;
+          outs[k] = fwd ? r->out + (size_t)n * y_img + (size_t)(lst + k) * y_pl
+                        : z + (size_t)(lst + k) * zpl + (size_t)v0 * SPC_V;
+        }
+        if (fwd && bnd == 0) /* the output planes two tiles ahead, for writing (write-allocate) */
+          for (int k = lst + 2 * g->NO; k < imin(l1, lst + 3 * g->NO); k++)
+            for (size_t e = 0; e < y_pl; e += SPC_V) __builtin_prefetch(r->out + (size_t)n * y_img + (size_t)k * y_pl + e, 1, 3);
+#ifdef SPC_X86
+        if (r->avx512)
+          ps_tile_any(no, tv, fwd, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
+        else
+#endif
+          ps_tile_c(no, tv, fwd, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
+      }
+      v0 += tv;
+    }
+    if (!fwd) ps_expand(d, g, r->avx512, z, o0, o1, r->out + (size_t)n * y_img);
+    it = (int64_t)n * g->nitem + o1;
+  }
+}
+
+static void ps_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
+                    float *out, void *scratch) {
+  ps_run r;
+  size_t off_counts, off_threads;
+  ps_scratch(p, pass, &off_counts, &off_threads);
+  r.p = p;
+  r.g = ps_geom_of(p, pass);
+#ifdef SPC_X86
+  r.avx512 = !spc_portable && __builtin_cpu_supports("avx512f");
+#else
+  r.avx512 = 0;
+#endif
+  r.in = in;
+  r.w = w;
+  r.b = b;
+  r.out = out;
+  r.lists = (spc_ent *)scratch;
+  r.counts = (int *)((char *)scratch + off_counts);
+  r.threads = (char *)scratch + off_threads;
+  kern_parallel2(p->nthreads, ps_s1, ps_s2, &r);
+}
+
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                       float *out, void *scratch) {
   SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
@@ -1098,7 +1663,10 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
     size_t nw = (size_t)d->K * d->C * d->R * d->S, nz = 0;
     for (size_t i = 0; i < nw; i++) nz += w[i] != 0.0f; /* NaN counts as nonzero */
     if (spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
-      nt_exec(p, pass, in, w, b, out, scratch);
+      if (ps_eligible(p))
+        ps_exec(p, pass, in, w, b, out, scratch);
+      else
+        nt_exec(p, pass, in, w, b, out, scratch);
       return;
     }
   }
@@ -1328,8 +1896,64 @@ static double nt_calls(const nt_geom *g, double *lane_use) {
   return (double)bands * kern_cdiv(vec, 2) * g->Cout;
 }
 
+/* Strided NCHW-direct (polyphase) model, per thread, fitted to bench_spconv on ResNet-20's stride-2 3x3
+ * layers (16-32 28x28 and 32-64 14x14, forward and backward-data, densities 5/10/20/30%, 2 threads,
+ * fastest of 201 runs; README.md):
+ *   time = N * lists * (bands * SPC_PS_BAND_S + vectors * (SPC_PS_VEC_S, + SPC_PS_CVEC_S forward))
+ *        + density * flops * (1 + SPC_PS_MISALIGN * misaligned) / (SPC_PS_RATE * lane use)
+ * The fixed part is per (image, list): a tile's set-up per band, and per output vector its start value,
+ * store (and the output stream; forward's compress + masked store costs more), the input split / copy /
+ * expansion amortised over the lists (it did not follow the bytes: the two layers' backward-data passes
+ * cost the same with 2x different bytes); fitted within 0..+14%. The nonzero work's slope grows with the share of taps whose loads are not 64-byte
+ * aligned ("misaligned", from the geometry: 4/9 on the 28x28 layer with pitch 15, 8/9 forward on the 14x14
+ * one with pitch 8; 10.0 / 10.9 / 13.5 ps per lane-FLOP at 4/9, 5/9, 8/9). lane use = useful output
+ * positions / computed flat positions (forward P*Q / (16*nvec), backward-data H*W over all phases). */
+#define SPC_PS_BAND_S 27e-9   /* s per (image, list, band) */
+#define SPC_PS_VEC_S 3.2e-9   /* s per (image, list, output vector) */
+#define SPC_PS_CVEC_S 1.9e-9  /* forward: extra s per (image, list, output vector) (compressing store) */
+#define SPC_PS_RATE 151e9     /* nonzero FLOP/s per thread, all lanes used, all loads aligned */
+#define SPC_PS_MISALIGN 1.18  /* extra nonzero cost of a tap whose loads cross cache lines */
+
+/* Share of taps (weights of a dense kernel) whose loads in the strided path are not 64-byte aligned. */
+static double ps_misaligned(const spconv_plan *p, const ps_geom *g) {
+  const conv_desc *d = &p->d;
+  int n = 0, mis = 0;
+  if (g->pass == CONV_FWD) {
+    for (int r = 0; r < d->R; r++)
+      for (int s = 0; s < d->S; s++) {
+        int u = r - d->pad_t, v = s - d->pad_l;
+        int off = (g->top + fdiv_floor(u, g->sh)) * g->pitch + g->left + fdiv_floor(v, g->sw);
+        n++, mis += off % SPC_V != 0;
+      }
+  } else {
+    for (int r = 0; r < d->R; r++)
+      for (int s = 0; s < d->S; s++) {
+        int ph = r % g->sh, pw = s % g->sw;
+        int a0 = (fmod_floor(ph - d->pad_t, g->sh) + d->pad_t) / g->sh;
+        int b0 = (fmod_floor(pw - d->pad_l, g->sw) + d->pad_l) / g->sw;
+        int off = (g->top + a0 - r / g->sh) * g->pitch + g->left + b0 - s / g->sw;
+        n++, mis += off % SPC_V != 0;
+      }
+  }
+  return (double)mis / n;
+}
+
+static void ps_model(const spconv_plan *p, conv_pass pass, double *t0, double *t1) {
+  const conv_desc *d = &p->d;
+  ps_geom g = ps_geom_of(p, pass);
+  double lanes = pass == CONV_FWD ? (double)d->P * d->Q / (16.0 * g.nvec)
+                                  : (double)d->H * d->W / (16.0 * g.nvec * g.nph);
+  double vec_s = SPC_PS_VEC_S + (pass == CONV_FWD ? SPC_PS_CVEC_S : 0.0);
+  *t0 = (double)d->N * g.nout * (kern_cdiv(g.nvec, g.tvmax) * SPC_PS_BAND_S + g.nvec * vec_s);
+  *t1 = conv_desc_flops(d) * (1.0 + SPC_PS_MISALIGN * ps_misaligned(p, &g)) / (SPC_PS_RATE * lanes);
+}
+
 /* NCHW-direct time model per thread: fixed part (*t0) and per unit of density (*t1). */
 static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t1) {
+  if (ps_eligible(p)) {
+    ps_model(p, pass, t0, t1);
+    return;
+  }
   nt_geom g = nt_geom_of(p, pass);
   double lanes, calls = nt_calls(&g, &lanes) * p->d.N;
   *t0 = calls * SPC_NT_CALL_S;
@@ -1339,10 +1963,19 @@ static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t
   *t1 = conv_desc_flops(&p->d) / (SPC_NT_RATE * lanes);
 }
 
+/* The packed backward-data of a strided conv (sh*sw phases, each its own short lists and tiles) took
+ * 1.1-1.6x its model's time (bench_spconv, 2 threads, ResNet-20's 16-32 28x28 and 32-64 14x14 stride-2
+ * layers at 5-100% density; its forward matched within 0.94-1.22x): the path choice scales it by this. */
+#define SPC_PK_PHASES 1.3
+
 /* Density below which NCHW-direct beats 16-image-packed for pass (both models per thread: the
  * thread count cancels, so the path never depends on nthreads); > 1 when it always wins. */
 static double nt_below_model(const spconv_plan *p, conv_pass pass) {
   double n0, n1, k0 = pk_bytes(p, pass) / SPC_BW, k1 = conv_desc_flops(&p->d) / SPC_SPARSE_RATE;
+  if (ps_eligible(p) && pass == CONV_BWD_DATA) { /* the packed strided backward-data, as measured */
+    k0 *= SPC_PK_PHASES;
+    k1 *= SPC_PK_PHASES;
+  }
   nt_model(p, pass, &n0, &n1);
   if (n1 <= k1) return n0 <= k0 ? 2.0 : 0.0;
   double dstar = (k0 - n0) / (n1 - k1);

@@ -9,6 +9,9 @@
  * 5x5, N = 1 and off multiples of 16) run on every path: 16-image-packed, NCHW-direct with AVX-512,
  * NCHW-direct in plain C; the plans must pick NCHW-direct for ResNet-20's 28x28 layers at 10% density
  * (and run it: the plan's result equals the forced path's bits) and the packed path at 50%.
+ * Strided convs (3x3 stride 2 pad 1 as ResNet-20's stage entries, odd sizes, even and 5x5 kernels,
+ * asymmetric pads, strides 2x1 / 1x2 / 3, N = 1 and off multiples of 16, random shapes) run on the
+ * same three paths (the NCHW-direct one being the polyphase path), bit-identical to packed with AVX-512.
  *
  * Tolerance: max|got-ref| <= 1e-5 * max(max|ref|, 1), as test_conv.c (fp32 sums of at most a few
  * thousand products, with FMA, against a reference that sums in double). */
@@ -227,7 +230,8 @@ static void check_paths_identical(const conv_desc *d) {
   operands_free(&o);
 }
 
-/* Every path a stride-1 shape can take: 16-image-packed, NCHW-direct with AVX-512 and in plain C. */
+/* Every path a stride-1 or strided shape can take: 16-image-packed, NCHW-direct with AVX-512 and in
+ * plain C, and the bit-identity of the first two. */
 static void check_conv_all_paths(const conv_desc *d) {
   check_conv_path(d, 0, 0);
   check_conv_path(d, 1, 0);
@@ -250,9 +254,25 @@ static conv_desc random_nchw_desc(void) {
   }
 }
 
-/* At 90% sparsity the plans pick the NCHW-direct path for ResNet-20's 28x28 layers and keep the others
- * (14x14 and 7x7 measured slower NCHW-direct, strided) on the packed path, at 50% every layer packed;
- * the description names the path. */
+/* A random strided conv for the polyphase NCHW-direct path: stride 2 (sometimes 3, or 2 in one
+ * direction only), kernels 1x1 to 5x5 (odd and even, non-square), pads 0-2 (asymmetric too), odd and
+ * even sizes, batches of 1 and off multiples of 16. */
+static conv_desc random_strided_desc(void) {
+  for (;;) {
+    int R = trng_int(1, 5), S = trng_int(0, 2) ? R : trng_int(1, 5);
+    int sh = trng_int(0, 7) ? 2 : trng_int(1, 3), sw = trng_int(0, 3) ? sh : trng_int(1, 3);
+    conv_desc d = {trng_int(0, 3) ? trng_int(2, 21) : 1, trng_int(1, 12), trng_int(2, 31), trng_int(2, 40),
+                   trng_int(1, 12), R, S, 0, 0, sh, sw, trng_int(0, 2), trng_int(0, 2), trng_int(0, 2),
+                   trng_int(0, 2), 1, 1, 1};
+    if ((sh == 1 && sw == 1) || conv_desc_resolve(&d, NULL) != SW_OK) continue;
+    return d;
+  }
+}
+
+/* At 90% sparsity the plans pick the NCHW-direct path for ResNet-20's 28x28 layers (the stride-2 3x3 one
+ * polyphase, forward up to 76% density) and keep the others (14x14 and 7x7, and the 32-64 stride-2 one,
+ * measured slower NCHW-direct) on the packed path, at 50% every layer but the 28x28 stride-2 forward and
+ * shortcut packed; the description names the path (and "polyphase" for the strided 3x3). */
 static void check_path_choice(void) {
   struct {
     conv_desc d;
@@ -261,7 +281,8 @@ static void check_path_choice(void) {
       {make_desc(128, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), 1, 0},
       {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 0, 0},
       {make_desc(128, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1), 0, 0},
-      {make_desc(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), 0, 0},
+      {make_desc(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), 1, 1},
+      {make_desc(128, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1), 0, 0},
       /* shortcuts 1x1 s2: 28x28 NCHW-direct (measured faster up to 100%), 14x14 packed (NCHW slower at 10%) */
       {make_desc(128, 16, 28, 28, 32, 1, 1, 2, 2, 0, 0, 0, 0), 1, 1},
       {make_desc(128, 32, 14, 14, 64, 1, 1, 2, 2, 0, 0, 0, 0), 0, 0},
@@ -278,6 +299,8 @@ static void check_path_choice(void) {
     }
     spconv_plan_describe(&p, pd, sizeof pd);
     int named = strstr(pd, "fwd NCHW-direct") && strstr(pd, "bwd-data NCHW-direct");
+    int strided3 = cases[i].d.R > 1 && (cases[i].d.stride_h > 1 || cases[i].d.stride_w > 1);
+    if (named && strided3 && !strstr(pd, "polyphase")) tfail("%s: strided NCHW-direct not named polyphase [%s]", ds, pd);
     int f = spconv_plan_uses_nchw(&p, CONV_FWD, 0.1), b = spconv_plan_uses_nchw(&p, CONV_BWD_DATA, 0.1);
     int f5 = spconv_plan_uses_nchw(&p, CONV_FWD, 0.5);
     if (f != cases[i].nchw || b != cases[i].nchw || named != cases[i].nchw || f5 != cases[i].nchw50)
@@ -443,13 +466,39 @@ int main(void) {
   check_path_choice();
   tgroup_end();
 
+  tgroup_begin("spconv NCHW-direct strided (polyphase) path on every path (packed, NCHW AVX-512, NCHW plain C)");
+  conv_desc strided[] = {
+      make_desc(17, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), /* ResNet-20 stage 2 entry, N off 16 */
+      make_desc(1, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 3 entry, N = 1 */
+      make_desc(16, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1), /* stage 3 entry, N = 16 */
+      make_desc(3, 5, 13, 13, 7, 3, 3, 2, 2, 1, 1, 1, 1),    /* odd H and W */
+      make_desc(2, 4, 27, 9, 3, 3, 3, 2, 2, 1, 1, 1, 1),     /* odd, tall */
+      make_desc(2, 3, 15, 70, 4, 3, 3, 2, 2, 1, 1, 1, 1),    /* Q = 35: several vectors a row */
+      make_desc(3, 3, 12, 12, 5, 2, 2, 2, 2, 0, 0, 0, 0),    /* even kernel */
+      make_desc(2, 4, 11, 10, 3, 4, 4, 2, 2, 1, 2, 2, 1),    /* even kernel, asymmetric pads */
+      make_desc(2, 3, 17, 17, 4, 5, 5, 2, 2, 2, 2, 2, 2),    /* 5x5 pad 2 */
+      make_desc(2, 3, 9, 12, 4, 3, 5, 2, 2, 0, 2, 1, 0),     /* non-square, asymmetric pads */
+      make_desc(3, 3, 10, 11, 4, 3, 3, 3, 3, 1, 1, 1, 1),    /* stride 3 */
+      make_desc(2, 3, 9, 16, 5, 3, 3, 2, 1, 1, 1, 1, 1),     /* stride 2x1 */
+      make_desc(2, 3, 9, 16, 5, 3, 3, 1, 2, 1, 1, 1, 1),     /* stride 1x2 */
+      make_desc(3, 2, 6, 6, 3, 3, 3, 2, 2, 2, 2, 2, 2),      /* pads >= kernel-1 */
+      make_desc(2, 3, 8, 8, 4, 1, 1, 2, 2, 1, 1, 0, 0),      /* padded 1x1 stride 2 */
+      make_desc(2, 2, 3, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1),      /* 2x2 output */
+  };
+  for (size_t i = 0; i < sizeof strided / sizeof strided[0]; i++) check_conv_all_paths(&strided[i]);
+  for (int i = 0; i < 25; i++) {
+    conv_desc d = random_strided_desc();
+    check_conv_all_paths(&d);
+  }
+  tgroup_end();
+
   tgroup_begin("spconv whole-kernel pattern (structured channel: each 3x3 kernel kept or dropped whole) at 0/30/100%, every path");
   use_kernel_pattern(1);
   conv_desc kern[] = {
       make_desc(17, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), /* ResNet-20 stage 1, N off 16 */
       make_desc(19, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), /* stage 2 */
       make_desc(5, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1),    /* stage 3 */
-      make_desc(3, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 2 entry (strided: packed only) */
+      make_desc(3, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1),  /* stage 2 entry (strided: polyphase) */
       make_desc(2, 5, 13, 31, 7, 3, 5, 1, 1, 1, 2, 1, 2),    /* odd sizes, 3x5 kernels */
   };
   for (size_t i = 0; i < sizeof kern / sizeof kern[0]; i++) {
