@@ -1408,6 +1408,23 @@ __attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc 
   int ql = (n0 - 1) / 16 * 16;
   __mmask16 ml0 = (__mmask16)nt_mask(2 * ql, 0, W, W), ml1 = (__mmask16)nt_mask(2 * ql + 16, 0, W, W);
   __mmask16 ms0 = (__mmask16)nt_mask(ql, 0, n0, n0), ms1 = (__mmask16)nt_mask(ql, 0, n1, n1);
+  if (W <= 32 && sh <= 8) { /* one chunk a row (ResNet-20's 28x28 and 14x14): pointers stepped, no loop */
+    const float *sr = x;
+    for (int c = 0; c < d->C; c++) {
+      float *row[8]; /* the next row of phase a's (b = 0) plane */
+      for (int a = 0; a < sh; a++)
+        row[a] = buf + ((size_t)c * sh * 2 + (size_t)a * 2) * g->plane + (size_t)g->top * g->pitch + g->left;
+      for (int h = 0, a = 0; h < d->H; h++, sr += W) {
+        __builtin_prefetch(sr + pfd, 0, 2);
+        __m512 lo = _mm512_maskz_loadu_ps(ml0, sr), hi = _mm512_maskz_loadu_ps(ml1, sr + 16);
+        _mm512_mask_storeu_ps(row[a], ms0, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_mask_storeu_ps(row[a] + g->plane, ms1, _mm512_permutex2var_ps(lo, od, hi));
+        row[a] += g->pitch;
+        if (++a == sh) a = 0;
+      }
+    }
+    return;
+  }
   for (int c = 0; c < d->C; c++) {
     const float *sc = x + (size_t)c * d->H * W;
     float *bc = buf + (size_t)c * sh * 2 * g->plane + (size_t)g->top * g->pitch + g->left;
@@ -1443,6 +1460,24 @@ __attribute__((target("avx512f"))) static void ps_expand2_avx512(const conv_desc
   __mmask16 lml = (__mmask16)nt_mask(xl / 2, 0, nz, nz);
   __mmask16 sl0 = (__mmask16)nt_mask(xl, 0, W, W), sl1 = (__mmask16)nt_mask(xl + 16, 0, W, W);
   int pts = d->pad_t % sh;
+  if (W <= 32 && sh <= 8) { /* one chunk a row (ResNet-20's 28x28 and 14x14): pointers stepped, no loop */
+    size_t of[8], og[8];
+    for (int ph = 0; ph < sh; ph++) of[ph] = ((size_t)ph * 2 + f) * zpl, og[ph] = ((size_t)ph * 2 + 1 - f) * zpl;
+    for (int c = c0; c < c1; c++) {
+      const float *zc = z + (size_t)c * g->nph * zpl;
+      float *dr = dx + (size_t)c * d->H * W;
+      size_t zi = 0; /* i * pitch */
+      for (int h = 0, hm = 0; h < d->H; h++, dr += W) {
+        int ph = hm + pts >= sh ? hm + pts - sh : hm + pts;
+        __m512 a = _mm512_maskz_loadu_ps(lml, zc + of[ph] + zi), b = _mm512_maskz_loadu_ps(lml, zc + og[ph] + zi);
+        __builtin_prefetch(dr + pfd, 1, 2);
+        _mm512_mask_storeu_ps(dr, sl0, _mm512_permutex2var_ps(a, lo, b));
+        if (W > 16) _mm512_mask_storeu_ps(dr + 16, sl1, _mm512_permutex2var_ps(a, hi, b));
+        if (++hm == sh) hm = 0, zi += (size_t)g->pitch;
+      }
+    }
+    return;
+  }
   for (int c = c0; c < c1; c++)
     /* dX row h = i * sh + hm is row i of its phase ph = (h + pad_t) % sh; counted without divisions */
     for (int h = 0, hm = 0, i = 0; h < d->H; h++, hm = hm + 1 == sh ? 0 : hm + 1, i += hm == 0) {
@@ -1470,14 +1505,15 @@ __attribute__((target("avx512f"))) static void ps_copy_dy_avx512(const conv_desc
                                                                  const float *restrict dy, float *restrict buf) {
   int Q = d->Q, ql = (Q - 1) / 16 * 16, pfd = ps_pf_dist();
   __mmask16 ml = (__mmask16)nt_mask(ql, 0, Q, Q);
-  for (int k = 0; k < d->K; k++)
-    for (int pp = 0; pp < d->P; pp++) {
-      float *dr = buf + (size_t)k * g->plane + (size_t)(g->top + pp) * g->pitch + g->left;
-      const float *sr = dy + ((size_t)k * d->P + pp) * Q;
+  const float *sr = dy;
+  for (int k = 0; k < d->K; k++) {
+    float *dr = buf + (size_t)k * g->plane + (size_t)g->top * g->pitch + g->left;
+    for (int pp = 0; pp < d->P; pp++, sr += Q, dr += g->pitch) {
       __builtin_prefetch(sr + pfd, 0, 2);
       for (int q = 0; q < ql; q += 16) _mm512_storeu_ps(dr + q, _mm512_loadu_ps(sr + q));
       _mm512_mask_storeu_ps(dr + ql, ml, _mm512_maskz_loadu_ps(ml, sr + ql));
     }
+  }
 }
 #endif
 
@@ -1898,20 +1934,23 @@ static double nt_calls(const nt_geom *g, double *lane_use) {
 
 /* Strided NCHW-direct (polyphase) model, per thread, fitted to bench_spconv on ResNet-20's stride-2 3x3
  * layers (16-32 28x28 and 32-64 14x14, forward and backward-data, densities 5/10/20/30%, 2 threads,
- * fastest of 201 runs; README.md):
- *   time = N * lists * (bands * SPC_PS_BAND_S + vectors * (SPC_PS_VEC_S, + SPC_PS_CVEC_S forward))
+ * fastest of 151 runs; README.md):
+ *   time = N * (sweep chunks * (SPC_PS_SPLIT_S forward, SPC_PS_COPY_S backward-data)
+ *               + lists * (bands * SPC_PS_BAND_S + vectors * SPC_PS_VEC_S))
  *        + density * flops * (1 + SPC_PS_MISALIGN * misaligned) / (SPC_PS_RATE * lane use)
- * The fixed part is per (image, list): a tile's set-up per band, and per output vector its start value,
- * store (and the output stream; forward's compress + masked store costs more), the input split / copy /
- * expansion amortised over the lists (it did not follow the bytes: the two layers' backward-data passes
- * cost the same with 2x different bytes); fitted within 0..+14%. The nonzero work's slope grows with the share of taps whose loads are not 64-byte
- * aligned ("misaligned", from the geometry: 4/9 on the 28x28 layer with pitch 15, 8/9 forward on the 14x14
- * one with pitch 8; 10.0 / 10.9 / 13.5 ps per lane-FLOP at 4/9, 5/9, 8/9). lane use = useful output
- * positions / computed flat positions (forward P*Q / (16*nvec), backward-data H*W over all phases). */
-#define SPC_PS_BAND_S 27e-9   /* s per (image, list, band) */
-#define SPC_PS_VEC_S 3.2e-9   /* s per (image, list, output vector) */
-#define SPC_PS_CVEC_S 1.9e-9  /* forward: extra s per (image, list, output vector) (compressing store) */
-#define SPC_PS_RATE 151e9     /* nonzero FLOP/s per thread, all lanes used, all loads aligned */
+ * sweep chunks: forward C*H*ceil(W/32) (the split: a chunk = 32 input columns), backward-data
+ * K*P*ceil(Q/16) + C*H*ceil(W/32) (the dY copy and the dX expansion); they carry the caller's
+ * tensors in and out, and were most of the fixed time (the per-image intercepts of all four passes were
+ * 2.7-3.2 us). The nonzero work's slope grows with the share of taps whose loads are not 64-byte aligned
+ * ("misaligned", from the geometry: 4/9 on the 28x28 layer with pitch 15, 8/9 forward on the 14x14
+ * one with pitch 8; slopes 2.3-2.4 / 3.2 / 3.8 ms per unit density single-thread-equivalent at 4/9, 5/9,
+ * 8/9). lane use = useful output positions / computed flat positions (forward P*Q / (16*nvec),
+ * backward-data H*W over all phases). */
+#define SPC_PS_SPLIT_S 5e-9   /* s per split chunk (forward) */
+#define SPC_PS_COPY_S 2.5e-9  /* s per dY copy or dX expansion chunk (backward-data) */
+#define SPC_PS_BAND_S 5e-9    /* s per (image, list, band) */
+#define SPC_PS_VEC_S 0.7e-9   /* s per (image, list, output vector) */
+#define SPC_PS_RATE 165e9     /* nonzero FLOP/s per thread, all lanes used, all loads aligned */
 #define SPC_PS_MISALIGN 1.18  /* extra nonzero cost of a tap whose loads cross cache lines */
 
 /* Share of taps (weights of a dense kernel) whose loads in the strided path are not 64-byte aligned. */
@@ -1943,8 +1982,9 @@ static void ps_model(const spconv_plan *p, conv_pass pass, double *t0, double *t
   ps_geom g = ps_geom_of(p, pass);
   double lanes = pass == CONV_FWD ? (double)d->P * d->Q / (16.0 * g.nvec)
                                   : (double)d->H * d->W / (16.0 * g.nvec * g.nph);
-  double vec_s = SPC_PS_VEC_S + (pass == CONV_FWD ? SPC_PS_CVEC_S : 0.0);
-  *t0 = (double)d->N * g.nout * (kern_cdiv(g.nvec, g.tvmax) * SPC_PS_BAND_S + g.nvec * vec_s);
+  double xrows = (double)d->C * d->H * kern_cdiv(d->W, 32), yrows = (double)d->K * d->P * kern_cdiv(d->Q, 16);
+  double sweep = pass == CONV_FWD ? xrows * SPC_PS_SPLIT_S : (xrows + yrows) * SPC_PS_COPY_S;
+  *t0 = (double)d->N * (sweep + g.nout * (kern_cdiv(g.nvec, g.tvmax) * SPC_PS_BAND_S + g.nvec * SPC_PS_VEC_S));
   *t1 = conv_desc_flops(d) * (1.0 + SPC_PS_MISALIGN * ps_misaligned(p, &g)) / (SPC_PS_RATE * lanes);
 }
 
@@ -1963,19 +2003,10 @@ static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t
   *t1 = conv_desc_flops(&p->d) / (SPC_NT_RATE * lanes);
 }
 
-/* The packed backward-data of a strided conv (sh*sw phases, each its own short lists and tiles) took
- * 1.1-1.6x its model's time (bench_spconv, 2 threads, ResNet-20's 16-32 28x28 and 32-64 14x14 stride-2
- * layers at 5-100% density; its forward matched within 0.94-1.22x): the path choice scales it by this. */
-#define SPC_PK_PHASES 1.3
-
 /* Density below which NCHW-direct beats 16-image-packed for pass (both models per thread: the
  * thread count cancels, so the path never depends on nthreads); > 1 when it always wins. */
 static double nt_below_model(const spconv_plan *p, conv_pass pass) {
   double n0, n1, k0 = pk_bytes(p, pass) / SPC_BW, k1 = conv_desc_flops(&p->d) / SPC_SPARSE_RATE;
-  if (ps_eligible(p) && pass == CONV_BWD_DATA) { /* the packed strided backward-data, as measured */
-    k0 *= SPC_PK_PHASES;
-    k1 *= SPC_PK_PHASES;
-  }
   nt_model(p, pass, &n0, &n1);
   if (n1 <= k1) return n0 <= k0 ? 2.0 : 0.0;
   double dstar = (k0 - n0) / (n1 - k1);
