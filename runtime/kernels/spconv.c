@@ -1116,14 +1116,16 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
  * (ResNet-20's 7x7 outputs, pitch 8) fill the vectors much better than one row per vector would.
  * A register tile is NO lists (1-3) x TV vectors of 16 flat positions of one image (NO*TV <= 24):
  * the lists run side by side up to the shortest one (per entry of each, one broadcast and TV unaligned
- * loads + FMAs: NO*TV independent chains over the same input planes), then each one's rest. Output
- * vectors go in bands of at most 8 (the input rows a band reads stay in L1 across the lists).
+ * loads + FMAs: NO*TV independent chains over the same input planes), then each one's rest. Forward
+ * output vectors go in bands of at most 8 (the input rows a band reads stay in L1 across the lists),
+ * backward-data planes whole up to 16 vectors (ps_tiling).
  * Forward stores compress the valid columns of each vector (vcompressps) straight into the NCHW y
  * plane (consecutive there); backward-data stores the phase planes and interleaves them afterwards.
  * The lists hold each output's nonzeros in the packed path's order (forward c, r, s; backward-data per
  * phase k, r, s), the accumulators start at the bias (0 for backward-data) and taps in the halo add
  * w * 0, as the packed path's zero padding: bit-identical to the packed path.
- * Threads own contiguous ranges of (image group, output channel) items, as the stride-1 path. */
+ * Threads own contiguous ranges of (image, item) pairs (item: forward an output channel, backward-data
+ * an input channel with its phases), as the stride-1 path; results do not depend on the thread count. */
 
 /* Accumulators (zmm) of a strided NCHW-direct tile. */
 #define SPC_PS_ACC 24
@@ -1155,7 +1157,8 @@ typedef struct ps_geom {
   size_t zimg;    /* bwd: floats of one image's output phase planes (nout of nvec*16); fwd 0 */
 } ps_geom;
 
-/* Strided NCHW-direct path available for this plan (stride > 1, not the subsampled 1x1)? */
+/* Strided NCHW-direct path available for this plan (stride > 1, not the subsampled 1x1; the stride-1
+ * path's kernel limits)? */
 static int ps_eligible(const spconv_plan *p) {
   const conv_desc *d = &p->d;
   return !p->sub && (d->stride_h > 1 || d->stride_w > 1) && d->S <= SPC_NT_MAXS && d->R < 256;
