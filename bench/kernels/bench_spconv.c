@@ -93,6 +93,36 @@ static pair_times time_pair(bench_fn dense, bench_fn sparse, void *ctx) {
   return r;
 }
 
+/* The dense run and each of np sparse paths interleaved (dense, path 0, path 1, ..., dense, ...: all see
+ * the same load) after two warm-ups; medians and minima per path. setp(ctx, i) switches to path i. */
+#define MAXP 4
+static void time_multi(bench_fn dense, bench_fn sparse, void (*setp)(void *ctx, int i), int np, void *ctx,
+                       pair_times *out) {
+  static double td[256], ts[MAXP][256];
+  int n = g_runs < 256 ? g_runs : 256;
+  for (int i = 0; i < 2; i++) {
+    dense(ctx);
+    for (int k = 0; k < np; k++) setp(ctx, k), sparse(ctx);
+  }
+  for (int i = 0; i < n; i++) {
+    double t0 = omp_get_wtime();
+    dense(ctx);
+    td[i] = omp_get_wtime() - t0;
+    for (int k = 0; k < np; k++) {
+      setp(ctx, k);
+      double t1 = omp_get_wtime();
+      sparse(ctx);
+      ts[k][i] = omp_get_wtime() - t1;
+    }
+  }
+  qsort(td, (size_t)n, sizeof td[0], cmp_double);
+  for (int k = 0; k < np; k++) {
+    qsort(ts[k], (size_t)n, sizeof ts[k][0], cmp_double);
+    pair_times r = {td[n / 2], ts[k][n / 2], td[0], ts[k][0]};
+    out[k] = r;
+  }
+}
+
 static double densities[16] = {0.5, 0.2, 0.1, 0.05};
 static int NDENS = 4;
 
@@ -120,6 +150,13 @@ static void conv_sparse_bwd(void *c) {
   spconv_plan_bwd_data(&b->sp, b->dy, b->w, b->dx, b->scratch);
 }
 
+/* Paths timed for convs with an NCHW-direct path (spconv_plan_set_path values) and their labels. */
+static int g_paths[] = {0, 1, 2};
+static const char *const g_path_names[] = {"pk", "nt", "ps"};
+static int NPATHS = 3;
+
+static void conv_setp(void *c, int i) { spconv_plan_set_path(&((conv_ctx *)c)->sp, g_paths[i]); }
+
 static void print_header(void) {
   printf("%-24s %-9s %5s | %9s %9s %8s %8s %6s | %8s %8s %8s %8s | %5s\n", "layer", "pass", "dens", "dense ms",
          "sparse ms", "speedup", "eff GF/s", "%peak", "min: dns", "sparse", "speedup", "eff GF/s", "xover");
@@ -146,7 +183,7 @@ static void bench_conv(const char *name, conv_desc d) {
   d = c.sp.d;
   size_t xs = (size_t)d.N * d.C * d.H * d.W, ys = (size_t)d.N * d.K * d.P * d.Q, ws = (size_t)d.K * d.C * d.R * d.S;
   size_t ss = 0;
-  for (int path = 0; path < 2; path++) {
+  for (int path = 0; path < 3; path++) {
     spconv_plan_set_path(&c.sp, path);
     for (int i = 0; i < 2; i++) {
       if (conv_plan_scratch(&c.dense, i) > ss) ss = conv_plan_scratch(&c.dense, i);
@@ -170,21 +207,25 @@ static void bench_conv(const char *name, conv_desc d) {
   int both = spconv_plan_uses_nchw(&c.sp, CONV_FWD, 0.5);
   spconv_plan_set_path(&c.sp, -1);
   for (int pass = 0; pass < 2; pass++)
-    for (int path = both ? 0 : -1; path < (both ? 2 : 0); path++) {
-      for (int i = 0; i < NDENS; i++) {
-        double dens = g_kernels ? sparsify_kernels(w0, c.w, ws, (size_t)d.R * d.S, densities[i])
-                                : sparsify(w0, c.w, ws, densities[i]);
-        spconv_plan_set_path(&c.sp, -1);
-        int chosen = spconv_plan_uses_nchw(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA, dens);
-        double xover = spconv_plan_crossover(&c.sp, pass == 0 ? CONV_FWD : CONV_BWD_DATA);
-        spconv_plan_set_path(&c.sp, path);
+    for (int i = 0; i < NDENS; i++) {
+      double dens = g_kernels ? sparsify_kernels(w0, c.w, ws, (size_t)d.R * d.S, densities[i])
+                              : sparsify(w0, c.w, ws, densities[i]);
+      spconv_plan_set_path(&c.sp, -1);
+      conv_pass cp = pass == 0 ? CONV_FWD : CONV_BWD_DATA;
+      int chosen = spconv_plan_uses_nchw(&c.sp, cp, dens);
+      double xover = spconv_plan_crossover(&c.sp, cp);
+      bench_fn df = pass == 0 ? conv_dense_fwd : conv_dense_bwd, sf = pass == 0 ? conv_sparse_fwd : conv_sparse_bwd;
+      if (!both) {
+        print_row(name, pass == 0 ? "fwd" : "bwd", dens, flops, time_pair(df, sf, &c), xover);
+        continue;
+      }
+      pair_times t[MAXP];
+      time_multi(df, sf, conv_setp, NPATHS, &c, t);
+      for (int k = 0; k < NPATHS; k++) {
         char label[32];
-        snprintf(label, sizeof label, "%s%s%s", pass == 0 ? "fwd" : "bwd", path < 0 ? "" : path ? " nchw" : " pk",
-                 path >= 0 && path == chosen ? "*" : "");
-        print_row(name, label, dens, flops,
-                  time_pair(pass == 0 ? conv_dense_fwd : conv_dense_bwd, pass == 0 ? conv_sparse_fwd : conv_sparse_bwd,
-                            &c),
-                  xover);
+        snprintf(label, sizeof label, "%s %s%s", pass == 0 ? "fwd" : "bwd", g_path_names[g_paths[k]],
+                 g_paths[k] == chosen ? "*" : "");
+        print_row(name, label, dens, flops, t[k], xover);
       }
     }
   spconv_plan_set_path(&c.sp, -1);
@@ -274,6 +315,11 @@ int main(int argc, char **argv) {
       NDENS = 0;
       for (char *tok = strtok(argv[++i], ","); tok && NDENS < 16; tok = strtok(NULL, ","))
         densities[NDENS++] = atof(tok);
+    }
+    else if (!strcmp(argv[i], "-p") && i + 1 < argc) {
+      NPATHS = 0;
+      for (char *tok = strtok(argv[++i], ","); tok && NPATHS < 3; tok = strtok(NULL, ","))
+        g_paths[NPATHS++] = atoi(tok);
     }
     else if (!strcmp(argv[i], "-k"))
       g_kernels = 1;

@@ -349,9 +349,10 @@ static int ps_eligible(const spconv_plan *p);
 
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   const conv_desc *d = &p->d;
+  p->nchw_below[0] = p->nchw_below[1] = 0.0;
   int s1 = (d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256) || p->sub || ps_eligible(p);
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
-    p->nchw_below[pass] = !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
+    p->nchw_below[pass] = nchw == 2 ? 3.0 : !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
 }
 
 int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density) {
@@ -1133,6 +1134,11 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
 static int fdiv_floor(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 static int fmod_floor(int a, int b) { return a - b * fdiv_floor(a, b); }
 
+/* Is forward row phase a (column phase b: pass pad_l) read by any tap? Tap r reads phase
+ * (r - pad_t) mod sh, so phase a is read iff its smallest tap row (a + pad_t) mod sh is < R. */
+static int ps_phase_used(int a, int pad, int stride, int R) { return fmod_floor(a + pad, stride) < R; }
+
+
 /* Prefetch distance (floats) of the strided path's sequential sweeps over the caller's tensors (the
  * split / copy reading x or dY, the expansion writing dX): 8 KiB ahead, a few hundred rows. */
 static int ps_pf_dist(void) { return 2048; }
@@ -1148,6 +1154,8 @@ typedef struct ps_geom {
   int nvec;       /* vectors of 16 flat positions that cover Hz*pitch */
   int nout;       /* lists: fwd K, bwd C*sh*sw */
   int nph;        /* lists per work item: fwd 1, bwd sh*sw (the phases of one input channel) */
+  int direct;     /* tiles store into the NCHW output planes (fwd; bwd at stride 1, one phase) */
+  int vert;       /* fwd: the input planes are the caller's rows unchanged (stride 1): a plain copy */
   int nitem;      /* work items per image: fwd K, bwd C */
   int NO;         /* lists per tile */
   int tvmax;      /* vectors per tile at most */
@@ -1161,17 +1169,19 @@ typedef struct ps_geom {
  * path's kernel limits)? */
 static int ps_eligible(const spconv_plan *p) {
   const conv_desc *d = &p->d;
-  return !p->sub && (d->stride_h > 1 || d->stride_w > 1) && d->S <= SPC_NT_MAXS && d->R < 256;
+  return p->nchw_below[0] >= 3.0 ||
+         (!p->sub && (d->stride_h > 1 || d->stride_w > 1) && d->S <= SPC_NT_MAXS && d->R < 256);
 }
 
 /* Widest band (vectors) and lists per tile (NO) for planes of nvec vectors. */
-static void ps_tiling(conv_pass pass, int nvec, int *no, int *tvmax) {
+static void ps_tiling(int direct, int nvec, int *no, int *tvmax) {
   /* measured (bench_spconv, 2 threads, ResNet-20's stride-2 layers at 10%): forward bands of <= 8
    * vectors (7 + 7 for 14x14 outputs: the band's input rows stay in L1) with 2-3 lists a tile; backward-
-   * data whole planes up to 16 vectors (1.45x faster than two bands on the 28x28 layer) with fewer lists */
-  int cap = pass == CONV_FWD ? 8 : 16;
+   * data phase planes whole up to 16 vectors (1.45x faster than two bands on the 28x28 layer) with fewer
+   * lists */
+  int cap = direct ? 8 : 16, acc = direct ? 16 : 8;
   *tvmax = kern_cdiv(nvec, kern_cdiv(nvec, cap));
-  *no = imin(3, imax(1, (pass == CONV_FWD ? 16 : 8) / *tvmax));
+  *no = imin(3, imax(1, acc / *tvmax));
 }
 
 static ps_geom ps_geom_of(const spconv_plan *p, conv_pass pass) {
@@ -1210,14 +1220,16 @@ static ps_geom ps_geom_of(const spconv_plan *p, conv_pass pass) {
     g.G = d->K, g.nout = d->C * sh * sw, g.nph = sh * sw, g.nitem = d->C;
     g.cap = (size_t)p->bwd_cap;
   }
+  g.direct = pass == CONV_FWD || g.nph == 1;
+  g.vert = pass == CONV_FWD && sh == 1 && sw == 1;
   g.nvec = kern_cdiv(g.Hz * g.pitch, SPC_V);
   /* planes start 64-byte aligned: a tap at an offset that is a multiple of 16 floats then loads aligned
    * (with pitch 15, as ResNet-20's 28x28 stride-2 layer, 5 of the 9 taps of a 3x3 kernel) */
   g.plane = ((size_t)g.Hb * g.pitch + SPC_V - 1) / SPC_V * SPC_V;
   /* a tap reads at most pitch + 15 floats past the last plane (see the halo bounds above) */
   g.img = ((size_t)g.G * g.plane + (size_t)g.pitch + 2 * SPC_V - 1) / SPC_V * SPC_V;
-  g.zimg = pass == CONV_FWD ? 0 : (size_t)g.nout * g.nvec * SPC_V;
-  ps_tiling(pass, g.nvec, &g.NO, &g.tvmax);
+  g.zimg = g.direct ? 0 : (size_t)g.nout * g.nvec * SPC_V;
+  ps_tiling(g.direct, g.nvec, &g.NO, &g.tvmax);
   return g;
 }
 
@@ -1413,15 +1425,19 @@ __attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc 
   __mmask16 ms0 = (__mmask16)nt_mask(ql, 0, n0, n0), ms1 = (__mmask16)nt_mask(ql, 0, n1, n1);
   if (W <= 32 && sh <= 8) { /* one chunk a row (ResNet-20's 28x28 and 14x14): pointers stepped, no loop */
     const float *sr = x;
+    int used[8]; /* row phases some tap reads (the others are skipped) */
+    for (int a = 0; a < sh; a++) used[a] = ps_phase_used(a, d->pad_t, sh, d->R);
     for (int c = 0; c < d->C; c++) {
       float *row[8]; /* the next row of phase a's (b = 0) plane */
       for (int a = 0; a < sh; a++)
         row[a] = buf + ((size_t)c * sh * 2 + (size_t)a * 2) * g->plane + (size_t)g->top * g->pitch + g->left;
       for (int h = 0, a = 0; h < d->H; h++, sr += W) {
         __builtin_prefetch(sr + pfd, 0, 2);
-        __m512 lo = _mm512_maskz_loadu_ps(ml0, sr), hi = _mm512_maskz_loadu_ps(ml1, sr + 16);
-        _mm512_mask_storeu_ps(row[a], ms0, _mm512_permutex2var_ps(lo, ev, hi));
-        _mm512_mask_storeu_ps(row[a] + g->plane, ms1, _mm512_permutex2var_ps(lo, od, hi));
+        if (used[a]) {
+          __m512 lo = _mm512_maskz_loadu_ps(ml0, sr), hi = _mm512_maskz_loadu_ps(ml1, sr + 16);
+          _mm512_mask_storeu_ps(row[a], ms0, _mm512_permutex2var_ps(lo, ev, hi));
+          _mm512_mask_storeu_ps(row[a] + g->plane, ms1, _mm512_permutex2var_ps(lo, od, hi));
+        }
         row[a] += g->pitch;
         if (++a == sh) a = 0;
       }
@@ -1434,6 +1450,7 @@ __attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc 
     size_t aplane = 2 * g->plane;
     /* rows in memory order (the hardware prefetcher follows); h = hh * sh + a, counted without divisions */
     for (int h = 0, a = 0, hh = 0; h < d->H; h++, a = a + 1 == sh ? 0 : a + 1, hh += a == 0) {
+      if (!ps_phase_used(a, d->pad_t, sh, d->R)) continue;
       const float *sr = sc + (size_t)h * W;
       float *r0 = bc + (size_t)a * aplane + (size_t)hh * g->pitch, *r1 = r0 + g->plane;
       for (int k = 0; k < W; k += SPC_V) __builtin_prefetch(sr + pfd + k, 0, 2);
@@ -1502,16 +1519,16 @@ __attribute__((target("avx512f"))) static void ps_expand2_avx512(const conv_desc
 #endif
 
 #ifdef SPC_X86
-/* Backward-data: one image's dY rows into the buffer planes (masked 16-float chunks, no library
- * call per short row). */
-__attribute__((target("avx512f"))) static void ps_copy_dy_avx512(const conv_desc *d, const ps_geom *g,
-                                                                 const float *restrict dy, float *restrict buf) {
-  int Q = d->Q, ql = (Q - 1) / 16 * 16, pfd = ps_pf_dist();
-  __mmask16 ml = (__mmask16)nt_mask(ql, 0, Q, Q);
-  const float *sr = dy;
-  for (int k = 0; k < d->K; k++) {
-    float *dr = buf + (size_t)k * g->plane + (size_t)g->top * g->pitch + g->left;
-    for (int pp = 0; pp < d->P; pp++, sr += Q, dr += g->pitch) {
+/* n planes of rows x cols floats (consecutive at src) into the buffer planes at dst (plane and row
+ * pitch of the buffer): masked 16-float chunks, no library call per short row. */
+__attribute__((target("avx512f"))) static void ps_copy_avx512(int n, int rows, int cols, const float *restrict src,
+                                                              float *restrict dst, size_t plane, int pitch) {
+  int ql = (cols - 1) / 16 * 16, pfd = ps_pf_dist();
+  __mmask16 ml = (__mmask16)nt_mask(ql, 0, cols, cols);
+  const float *sr = src;
+  for (int k = 0; k < n; k++) {
+    float *dr = dst + (size_t)k * plane;
+    for (int pp = 0; pp < rows; pp++, sr += cols, dr += pitch) {
       __builtin_prefetch(sr + pfd, 0, 2);
       for (int q = 0; q < ql; q += 16) _mm512_storeu_ps(dr + q, _mm512_loadu_ps(sr + q));
       _mm512_mask_storeu_ps(dr + ql, ml, _mm512_maskz_loadu_ps(ml, sr + ql));
@@ -1520,19 +1537,48 @@ __attribute__((target("avx512f"))) static void ps_copy_dy_avx512(const conv_desc
 }
 #endif
 
-/* Forward: one image's x into its C*sh*sw phase planes in buf (the halo stays as it is: zero). */
-static void ps_split(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict x, float *restrict buf) {
+/* n planes of rows x cols floats (consecutive at src) into the buffer planes at dst (plain C). */
+static void ps_copy_c(int n, int rows, int cols, const float *restrict src, float *restrict dst, size_t plane,
+                      int pitch) {
+  int pfd = ps_pf_dist();
+  for (int k = 0; k < n; k++)
+    for (int pp = 0; pp < rows; pp++) {
+      float *restrict dr = dst + (size_t)k * plane + (size_t)pp * pitch;
+      const float *restrict sr = src + ((size_t)k * rows + pp) * cols;
+      for (int q = 0; q < cols; q += SPC_V) __builtin_prefetch(sr + pfd + q, 0, 2);
+      for (int q = 0; q < cols; q++) dr[q] = sr[q];
+    }
+}
+
+static void ps_copy(int avx512, int n, int rows, int cols, const float *src, float *dst, size_t plane, int pitch) {
 #ifdef SPC_X86
-  if (avx512 && g->sw == 2) {
-    ps_split2_avx512(d, g, x, buf);
+  if (avx512) {
+    ps_copy_avx512(n, rows, cols, src, dst, plane, pitch);
     return;
   }
 #endif
   (void)avx512;
+  ps_copy_c(n, rows, cols, src, dst, plane, pitch);
+}
+
+/* Forward: one image's x into its C*sh*sw phase planes in buf (the halo stays as it is: zero). Phases no
+ * tap reads (e.g. all but (0, 0) of an unpadded strided 1x1 conv) are skipped. */
+static void ps_split(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict x, float *restrict buf) {
   int sh = g->sh, sw = g->sw;
+  if (g->vert) {
+    ps_copy(avx512, d->C, d->H, d->W, x, buf + (size_t)g->top * g->pitch + g->left, g->plane, g->pitch);
+    return;
+  }
+#ifdef SPC_X86
+  if (avx512 && sw == 2) {
+    ps_split2_avx512(d, g, x, buf);
+    return;
+  }
+#endif
   for (int c = 0; c < d->C; c++)
     for (int a = 0; a < sh; a++)
       for (int b = 0; b < sw; b++) {
+        if (!ps_phase_used(a, d->pad_t, sh, d->R) || !ps_phase_used(b, d->pad_l, sw, d->S)) continue;
         float *dp = buf + ((size_t)c * sh * sw + (size_t)a * sw + b) * g->plane + (size_t)g->top * g->pitch + g->left;
         for (int hh = 0, h = a; h < d->H; hh++, h += sh) {
           const float *sr = x + ((size_t)c * d->H + h) * d->W;
@@ -1544,21 +1590,7 @@ static void ps_split(const conv_desc *d, const ps_geom *g, int avx512, const flo
 /* Backward-data: one image's dY into its K planes in buf (inside the zero halo). */
 static void ps_copy_dy(const conv_desc *d, const ps_geom *g, int avx512, const float *restrict dy,
                        float *restrict buf) {
-#ifdef SPC_X86
-  if (avx512) {
-    ps_copy_dy_avx512(d, g, dy, buf);
-    return;
-  }
-#endif
-  (void)avx512;
-  int Q = d->Q, pfd = ps_pf_dist();
-  for (int k = 0; k < d->K; k++)
-    for (int pp = 0; pp < d->P; pp++) {
-      float *restrict dr = buf + (size_t)k * g->plane + (size_t)(g->top + pp) * g->pitch + g->left;
-      const float *restrict sr = dy + ((size_t)k * d->P + pp) * Q;
-      for (int q = 0; q < Q; q += SPC_V) __builtin_prefetch(sr + pfd + q, 0, 2);
-      for (int q = 0; q < Q; q++) dr[q] = sr[q];
-    }
+  ps_copy(avx512, d->K, d->P, d->Q, dy, buf + (size_t)g->top * g->pitch + g->left, g->plane, g->pitch);
 }
 
 /* Backward-data: the phase planes z of input channels [c0, c1) of one image into the dX planes dx. */
@@ -1630,7 +1662,7 @@ static void ps_s2(void *ctx, int t, int T) {
   kern_split((int64_t)d->N * g->nitem, t, T, &lo, &hi);
   if (lo >= hi) return;
   memset(buf, 0, sizeof(float) * g->img); /* the halo; the data parts are rewritten per image */
-  if (fwd) ps_compress_table(g, cm, co);
+  if (g->direct) ps_compress_table(g, cm, co);
   int nbands = kern_cdiv(g->nvec, g->tvmax);
   for (int64_t it = lo; it < hi;) {
     int n = (int)(it / g->nitem), o0 = (int)(it % g->nitem);
@@ -1652,22 +1684,22 @@ static void ps_s2(void *ctx, int t, int T) {
           Ls[k] = r->lists + (size_t)(lst + k) * g->cap;
           ns[k] = r->counts[lst + k];
           inits[k] = fwd && r->b ? r->b[lst + k] : 0.0f;
-          outs[k] = fwd ? r->out + (size_t)n * y_img + (size_t)(lst + k) * y_pl
-                        : z + (size_t)(lst + k) * zpl + (size_t)v0 * SPC_V;
+          outs[k] = g->direct ? r->out + (size_t)n * y_img + (size_t)(lst + k) * y_pl
+                              : z + (size_t)(lst + k) * zpl + (size_t)v0 * SPC_V;
         }
-        if (fwd && bnd == 0) /* the output planes two tiles ahead, for writing (write-allocate) */
+        if (g->direct && bnd == 0) /* the output planes two tiles ahead, for writing (write-allocate) */
           for (int k = lst + 2 * g->NO; k < imin(l1, lst + 3 * g->NO); k++)
             for (size_t e = 0; e < y_pl; e += SPC_V) __builtin_prefetch(r->out + (size_t)n * y_img + (size_t)k * y_pl + e, 1, 3);
 #ifdef SPC_X86
         if (r->avx512)
-          ps_tile_any(no, tv, fwd, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
+          ps_tile_any(no, tv, g->direct, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
         else
 #endif
-          ps_tile_c(no, tv, fwd, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
+          ps_tile_c(no, tv, g->direct, buf + (size_t)v0 * SPC_V, Ls, ns, inits, outs, cm + v0, co + v0);
       }
       v0 += tv;
     }
-    if (!fwd) ps_expand(d, g, r->avx512, z, o0, o1, r->out + (size_t)n * y_img);
+    if (!g->direct) ps_expand(d, g, r->avx512, z, o0, o1, r->out + (size_t)n * y_img);
     it = (int64_t)n * g->nitem + o1;
   }
 }

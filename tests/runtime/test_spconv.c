@@ -187,6 +187,7 @@ static void check_conv(const conv_desc *d) { check_conv_path(d, -1, 0); }
 
 /* With AVX-512 the NCHW-direct path sums every output in the packed path's order: bit-identical
  * forward and backward-data at every density (so the per-call path choice changes no result). */
+static int ps_path = 1;
 static void check_paths_identical(const conv_desc *d) {
 #if defined(__SANITIZE_ADDRESS__)
   (void)d;
@@ -206,7 +207,7 @@ static void check_paths_identical(const conv_desc *d) {
     return;
   }
   size_t ss = 0;
-  for (int path = 0; path < 2; path++) {
+  for (int path = 0; path < 3; path++) {
     spconv_plan_set_path(&p, path);
     for (int pass = 0; pass < 2; pass++)
       if (spconv_plan_scratch(&p, pass ? CONV_BWD_DATA : CONV_FWD) > ss) ss = spconv_plan_scratch(&p, pass ? CONV_BWD_DATA : CONV_FWD);
@@ -216,7 +217,7 @@ static void check_paths_identical(const conv_desc *d) {
     memcpy(w, w0, sizeof(float) * wsize(d));
     sparsify_conv(w, d, densities[di]);
     for (int path = 0; path < 2; path++) {
-      spconv_plan_set_path(&p, path);
+      spconv_plan_set_path(&p, path ? ps_path : 0);
       spconv_plan_fwd(&p, x, w, b, y[path], scr);
       spconv_plan_bwd_data(&p, dy, w, dx[path], scr);
     }
@@ -236,6 +237,11 @@ static void check_conv_all_paths(const conv_desc *d) {
   check_conv_path(d, 0, 0);
   check_conv_path(d, 1, 0);
   check_conv_path(d, 1, 1);
+  check_conv_path(d, 2, 0);
+  check_conv_path(d, 2, 1);
+  ps_path = 1;
+  check_paths_identical(d);
+  ps_path = 2;
   check_paths_identical(d);
 }
 
