@@ -2,8 +2,9 @@
  * fc layer shape of the shipped LeNet-5 and ResNet-20 (Fashion-MNIST 1x28x28, batch 128), forward and
  * backward-data, at weight densities 50/20/10/5% (sparsity 50/80/90/95%; -d picks others).
  *
- *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-k] [NAME-SUBSTRING ...]
+ *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1] [-k] [NAME-SUBSTRING ...]
  *
+ * -p picks the sparse paths timed (0: 16-image-packed "pk", 1: NCHW-direct "nchw"; default both).
  * -k keeps or drops whole R x S conv kernels (each (output, input) channel pair with probability
  * density, all its taps kept), the pattern of structured-channel SWAT (--structured channel); by
  * default each weight is kept on its own (unstructured SWAT).
@@ -11,10 +12,10 @@
  * the medians of RUNS (default 21) runs each after two warm-ups; the "min" columns are the fastest
  * run of each (the least disturbed). "eff GF/s" counts only the
  * nonzero FLOPs (density * dense FLOPs) of the sparse pass; "%peak" is against 413 GFLOP/s for two
- * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Convs with
- * an NCHW-direct path (stride 1, unpadded strided 1x1, strided e.g. 3x3 stride 2 polyphase) are timed
- * on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct; '*' = the path the plan picks by
- * itself at that density); xover is always the plan's own (both paths). */
+ * cores (213 per core). "xover" is spconv_plan_crossover's predicted break-even density. Convs are
+ * timed on both sparse paths ("pk": 16-image-packed, "nchw": NCHW-direct polyphase; '*' = the path the
+ * plan picks by itself at that density), the dense run and each path interleaved in one loop (same
+ * dense times in their rows); xover is always the plan's own (both paths). */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,9 +152,9 @@ static void conv_sparse_bwd(void *c) {
 }
 
 /* Paths timed for convs with an NCHW-direct path (spconv_plan_set_path values) and their labels. */
-static int g_paths[] = {0, 1, 2};
-static const char *const g_path_names[] = {"pk", "nt", "ps"};
-static int NPATHS = 3;
+static int g_paths[] = {0, 1};
+static const char *const g_path_names[] = {"pk", "nchw"};
+static int NPATHS = 2;
 
 static void conv_setp(void *c, int i) { spconv_plan_set_path(&((conv_ctx *)c)->sp, g_paths[i]); }
 
@@ -183,7 +184,7 @@ static void bench_conv(const char *name, conv_desc d) {
   d = c.sp.d;
   size_t xs = (size_t)d.N * d.C * d.H * d.W, ys = (size_t)d.N * d.K * d.P * d.Q, ws = (size_t)d.K * d.C * d.R * d.S;
   size_t ss = 0;
-  for (int path = 0; path < 3; path++) {
+  for (int path = 0; path < 2; path++) {
     spconv_plan_set_path(&c.sp, path);
     for (int i = 0; i < 2; i++) {
       if (conv_plan_scratch(&c.dense, i) > ss) ss = conv_plan_scratch(&c.dense, i);
@@ -200,9 +201,9 @@ static void bench_conv(const char *name, conv_desc d) {
   char desc[200];
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
-  /* Convs that have an NCHW-direct path (forcing it takes: stride 1, unpadded strided 1x1, strided
-   * polyphase) are timed on both sparse paths (16-image-packed "pk", NCHW-direct "nchw"); the plan's
-   * own choice at that density is marked with '*'; xover is the plan's (both paths). */
+  /* Convs that have an NCHW-direct path (all do now) are timed on the sparse paths of -p (16-image-packed
+   * "pk", NCHW-direct "nchw"), interleaved with the dense run in one loop; the plan's own choice at that
+   * density is marked with '*'; xover is the plan's (both paths). */
   spconv_plan_set_path(&c.sp, 1);
   int both = spconv_plan_uses_nchw(&c.sp, CONV_FWD, 0.5);
   spconv_plan_set_path(&c.sp, -1);
@@ -318,13 +319,13 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(argv[i], "-p") && i + 1 < argc) {
       NPATHS = 0;
-      for (char *tok = strtok(argv[++i], ","); tok && NPATHS < 3; tok = strtok(NULL, ","))
-        g_paths[NPATHS++] = atoi(tok);
+      for (char *tok = strtok(argv[++i], ","); tok && NPATHS < 2; tok = strtok(NULL, ","))
+        g_paths[NPATHS++] = atoi(tok) ? 1 : 0;
     }
     else if (!strcmp(argv[i], "-k"))
       g_kernels = 1;
     else if (argv[i][0] == '-') {
-      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-k] [NAME-SUBSTRING ...]\n");
+      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1] [-k] [NAME-SUBSTRING ...]\n");
       return 2;
     } else if (nsel < 64)
       sel[nsel++] = argv[i];

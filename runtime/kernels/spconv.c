@@ -24,9 +24,9 @@
  * are always built first, split over output rows, before a barrier. Each output element is summed by
  * one thread in list order, so results do not depend on the thread count.
  *
- * Stride-1 convs also have an NCHW-direct path without any layout transform (section "NCHW-direct
- * path" below), strided convs a polyphase one (section "NCHW-direct strided path"), which an execute
- * takes when the weight density is below the plan's nchw_below. */
+ * Every conv also has an NCHW-direct (polyphase) path without these layout transforms (section
+ * "NCHW-direct path" below), which an execute takes when the weight density is below the plan's
+ * nchw_below. */
 #include "runtime/kernels/spconv.h"
 
 #include <omp.h>
@@ -36,12 +36,6 @@
 #include <string.h>
 
 #include "runtime/kernels/kern_internal.h"
-
-/* Widest kernel (S) the NCHW-direct path takes (its column masks live on the stack). */
-#define SPC_NT_MAXS 32
-/* Accumulators of an NCHW-direct register tile (of the 32 zmm registers); also what the cost model
- * assumes on CPUs without AVX-512. */
-#define SPC_NT_ACC_MODEL 24
 
 /* Images (batch rows) per vector. */
 #define SPC_V 16
@@ -344,15 +338,11 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
   return SW_OK;
 }
 
-static double nt_below_model(const spconv_plan *p, conv_pass pass);
-static int ps_eligible(const spconv_plan *p);
+static double nchw_below_model(const spconv_plan *p, conv_pass pass);
 
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
-  const conv_desc *d = &p->d;
-  p->nchw_below[0] = p->nchw_below[1] = 0.0;
-  int s1 = (d->stride_h == 1 && d->stride_w == 1 && d->S <= SPC_NT_MAXS && d->R < 256) || p->sub || ps_eligible(p);
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
-    p->nchw_below[pass] = nchw == 2 ? 3.0 : !s1 || nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nt_below_model(p, (conv_pass)pass);
+    p->nchw_below[pass] = nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nchw_below_model(p, (conv_pass)pass);
 }
 
 int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density) {
@@ -399,15 +389,14 @@ static spc_layout conv_layout(const spconv_plan *p, conv_pass pass) {
                      (size_t)d->C * p->nph, (size_t)p->bwd_cap);
 }
 
-static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts);
 static size_t ps_scratch(const spconv_plan *p, conv_pass pass, size_t *off_counts, size_t *off_threads);
 
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   if (pass != CONV_FWD && pass != CONV_BWD_DATA) return 0;
-  size_t pk = conv_layout(p, pass).total, off_taps, off_counts;
+  size_t pk = conv_layout(p, pass).total, off_counts, off_threads;
   if (p->nchw_below[pass] > 0) {
-    size_t nt = ps_eligible(p) ? ps_scratch(p, pass, &off_taps, &off_counts) : nt_scratch(p, pass, &off_taps, &off_counts);
-    return nt > pk ? nt : pk;
+    size_t ps = ps_scratch(p, pass, &off_counts, &off_threads);
+    return ps > pk ? ps : pk;
   }
   return pk;
 }
@@ -416,7 +405,7 @@ const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
   char f[200], b[200];
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
   char nf[64] = "", nb[64] = "";
-  const char *kind = ps_eligible(p) ? "NCHW-direct polyphase" : "NCHW-direct";
+  const char *kind = p->d.stride_h > 1 || p->d.stride_w > 1 ? "NCHW-direct polyphase" : "NCHW-direct";
   if (p->nchw_below[CONV_FWD] > 1)
     snprintf(nf, sizeof nf, "%s", kind);
   else if (p->nchw_below[CONV_FWD] > 0)
@@ -640,475 +629,37 @@ static void conv_stage2(const conv_run *r, int t, int T) {
 static void conv_s1(void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
 static void conv_s2(void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
 
-/* ---------------------------------------------------------------------------------------------
- * NCHW-direct path (stride 1, chosen per call by weight density, see nt_below_model): no layout
- * transforms at all.
- * Both passes are one stride-1 correlation out[n][o][h][q] = init + sum over the list of o of
- * w * in[n][ci][h + r - pt][q + s - pl] (zero outside the input): forward with in = x, o = k, taps
- * (c, r, s), pads (pad_t, pad_l); backward-data with in = dY, o = c, taps (k, r', s') of the flipped
- * weight w[k][c][R-1-r'][S-1-s'], pads (R-1-pad_t, S-1-pad_l). The list of o holds its nonzeros in
- * exactly the packed path's order (forward: c, r, s ascending; backward-data: k, then the weight's
- * r and s ascending), entries (ci*Hin*Win + (r-pt)*Win + (s-pl), value) with the tap (r << 8 | s) in
- * a parallel array. An output row tile of tr rows x cv vectors of 16 columns sits in zmm registers,
- * starting from init (the bias, as in the packed path); per entry one broadcast and tr*cv unaligned
- * loads, masked to the columns whose input is inside the row (the masked-off lanes load 0, as the
- * packed path's zero padding), and FMAs; stores go straight to the NCHW output (masked at the row
- * end). Rows whose taps all fall inside the input run in tiles of up to 12/cv rows; the other rows
- * (top and bottom, at most R-1 of them) run one at a time, a tap row outside the input adding w * 0
- * as the padding does. So every output element gets the same FMAs in the same order as on the
- * packed path: the two paths give bit-identical results, and the path choice changes no number.
- * Strided 1x1 convs without padding (plan->sub) run the same 1x1 stride-1 correlation on the P x Q
- * grid: forward subsamples each image's x into a per-thread compact buffer [C][P][Q] first,
- * backward-data computes dx on the grid into that buffer and expands it into the full dx planes
- * (+0.0 off the grid, as the packed path's tap-less phases); stride-2 columns with permutex2var.
- * Threads own contiguous ranges of (image, output channel) planes; results are identical for any
- * thread count. */
-
-/* Geometry of the correlation one pass runs. */
-typedef struct nt_geom {
-  int Cin, Hin, Win, Cout, Hout, Wout, R, S, pt, pl;
-  /* strided 1x1 without padding (plan->sub): the correlation runs on the P x Q grid (compact planes in
-   * per-thread scratch); H x W the full planes of x / dx, sh x sw the strides */
-  int sub, H, W, sh, sw;
-} nt_geom;
-
-static nt_geom nt_geom_of(const spconv_plan *p, conv_pass pass) {
-  const conv_desc *d = &p->d;
-  nt_geom g;
-  g.R = d->R;
-  g.S = d->S;
-  g.sub = p->sub, g.H = d->H, g.W = d->W, g.sh = d->stride_h, g.sw = d->stride_w;
-  if (p->sub) {
-    g.Cin = pass == CONV_FWD ? d->C : d->K, g.Cout = pass == CONV_FWD ? d->K : d->C;
-    g.Hin = g.Hout = d->P, g.Win = g.Wout = d->Q, g.pt = g.pl = 0;
-    return g;
-  }
-  if (pass == CONV_FWD) {
-    g.Cin = d->C, g.Hin = d->H, g.Win = d->W, g.Cout = d->K, g.Hout = d->P, g.Wout = d->Q;
-    g.pt = d->pad_t, g.pl = d->pad_l;
-  } else {
-    g.Cin = d->K, g.Hin = d->P, g.Win = d->Q, g.Cout = d->C, g.Hout = d->H, g.Wout = d->W;
-    g.pt = d->R - 1 - d->pad_t, g.pl = d->S - 1 - d->pad_l;
-  }
-  return g;
-}
-
-static int spc_portable; /* tests: 1 runs the plain C NCHW kernel even where AVX-512 is there */
+static int spc_portable; /* tests: 1 runs the plain C NCHW-direct kernels even where AVX-512 is there */
 
 void spconv_use_portable(int on) { spc_portable = on; }
 
-/* The list of output o (the packed path's order, see above) from the dense weight, its taps in tp;
- * returns its length. */
-static int nt_build(const nt_geom *g, conv_pass pass, const float *restrict w, int o, spc_ent *restrict L,
-                    uint16_t *restrict tp) {
-  int R = g->R, S = g->S, n = 0;
-  int32_t plane = g->Hin * g->Win;
-  for (int ci = 0; ci < g->Cin; ci++)
-    for (int wr = 0; wr < R; wr++)
-      for (int ws = 0; ws < S; ws++) {
-        /* forward: w[o][ci][r][s], r = wr; backward-data: w[ci][o][wr][ws], tap r = R-1-wr */
-        float v = pass == CONV_FWD ? w[(((size_t)o * g->Cin + ci) * R + wr) * S + ws]
-                                   : w[(((size_t)ci * g->Cout + o) * R + wr) * S + ws];
-        int r = pass == CONV_FWD ? wr : R - 1 - wr, s = pass == CONV_FWD ? ws : S - 1 - ws;
-        L[n].off = ci * plane + (r - g->pt) * g->Win + (s - g->pl);
-        L[n].w = v;
-        tp[n] = (uint16_t)(r << 8 | s);
-        n += v != 0.0f; /* NaN counts as nonzero */
-      }
-  return n;
-}
-
-/* Valid tap rows [*r0, *r1] of output row h (empty when *r0 > *r1). */
-static void nt_rows(const nt_geom *g, int h, int *r0, int *r1) {
-  *r0 = imax(0, g->pt - h);
-  *r1 = imin(g->R - 1, g->Hin - 1 - h + g->pt);
-}
-
-/* Plain C plane: out plane yo (Hout x Wout) of one (image, o) from the input image xi, row by row,
- * in list order, taps outside the input adding w * 0. */
-SPC_HOT static void nt_plane_c(const nt_geom *g, const float *restrict xi, const spc_ent *restrict L,
-                               const uint16_t *restrict tp, int n, float init, float *restrict yo) {
-  int W = g->Wout;
-  for (int h = 0; h < g->Hout; h++) {
-    float *restrict yr = yo + (size_t)h * W;
-    for (int q = 0; q < W; q++) yr[q] = init;
-    int r0, r1;
-    nt_rows(g, h, &r0, &r1);
-    for (int e = 0; e < n; e++) {
-      int r = tp[e] >> 8, s = tp[e] & 0xff;
-      int qa = r < r0 || r > r1 ? W : imax(0, g->pl - s), qb = imin(W, g->Win + g->pl - s);
-      ptrdiff_t base = (ptrdiff_t)h * g->Win + L[e].off;
-      float wv = L[e].w;
-      for (int q = 0; q < W; q++) yr[q] += wv * (q >= qa && q < qb ? xi[base + q] : 0.0f);
-    }
-  }
-}
-
 #ifdef SPC_X86
-#define SPC_NT_ACC SPC_NT_ACC_MODEL
 #define SPC_AVX_INLINE static inline __attribute__((always_inline, target("avx512f")))
 
-/* Lanes j of the vector at output column q with 0 <= q+j < Wout and 0 <= q+j+dq < Win. */
-static unsigned nt_mask(int q, int dq, int Wout, int Win) {
-  int lo = imax(0, -(q + dq)), hi = imin(16, imin(Wout - q, Win - q - dq));
-  if (hi <= lo) return 0;
-  return ((hi >= 16 ? 0xffffu : (1u << hi) - 1u) >> lo) << lo;
-}
-
-/* Interior tile: TR rows x CV vectors at output (h, q) (yb, row pitch Wout) from input xb = image +
- * h*Win + q; every tap row of these rows is inside the input. ms[s*2+v] are the load masks of tap
- * column s, st[v] the store masks. Rows are addressed from one pointer per 3 rows (+0, +Win, +2*Win fit
- * x86 addressing), so the entry loop needs no per-row registers. */
-SPC_AVX_INLINE void nt_tile(const int TR, const int CV, const float *restrict xb, ptrdiff_t win, int n,
-                            const spc_ent *restrict L, const uint16_t *restrict tp, const __mmask16 *restrict ms,
-                            float init, float *restrict yb, ptrdiff_t wout, const __mmask16 *restrict st) {
-  __m512 acc[SPC_NT_ACC];
-  const ptrdiff_t w3 = 3 * win;
-_Pragma("GCC unroll 48")
-  for (int i = 0; i < TR * CV; i++) acc[i] = _mm512_set1_ps(init);
-  for (int e = 0; e < n; e++) {
-    int s = tp[e] & 0xff;
-    __mmask16 m0 = ms[2 * s], m1 = ms[2 * s + 1];
-    const float *b = xb + L[e].off;
-    __m512 w = _mm512_set1_ps(L[e].w);
-_Pragma("GCC unroll 24")
-    for (int i = 0; i < TR; i++) {
-      const float *row = b + (i / 3) * w3 + (i % 3) * win;
-      acc[i * CV] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, row), acc[i * CV]);
-      if (CV == 2) acc[i * CV + 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, row + 16), acc[i * CV + 1]);
-    }
-  }
-_Pragma("GCC unroll 24")
-  for (int i = 0; i < TR; i++) {
-    _mm512_mask_storeu_ps(yb + i * wout, st[0], acc[i * CV]);
-    if (CV == 2) _mm512_mask_storeu_ps(yb + i * wout + 16, st[1], acc[i * CV + 1]);
-  }
-}
-
-__attribute__((target("avx512f"))) static void nt_tile_any(int tr, int cv, const float *restrict xb, ptrdiff_t win,
-                                                           int n, const spc_ent *restrict L,
-                                                           const uint16_t *restrict tp, const __mmask16 *restrict ms,
-                                                           float init, float *restrict yb, ptrdiff_t wout,
-                                                           const __mmask16 *restrict st) {
-#define NT_CASE(T, C)                                                                                              \
-  case (T) * 4 + (C): nt_tile(T, C, xb, win, n, L, tp, ms, init, yb, wout, st); return;
-  switch (tr * 4 + cv) {
-    NT_CASE(1, 1) NT_CASE(2, 1) NT_CASE(3, 1) NT_CASE(4, 1) NT_CASE(5, 1) NT_CASE(6, 1) NT_CASE(7, 1)
-    NT_CASE(8, 1) NT_CASE(9, 1) NT_CASE(10, 1) NT_CASE(11, 1) NT_CASE(12, 1) NT_CASE(13, 1) NT_CASE(14, 1)
-    NT_CASE(15, 1) NT_CASE(16, 1) NT_CASE(17, 1) NT_CASE(18, 1) NT_CASE(19, 1) NT_CASE(20, 1) NT_CASE(21, 1)
-    NT_CASE(22, 1) NT_CASE(23, 1) NT_CASE(24, 1)
-    NT_CASE(1, 2) NT_CASE(2, 2) NT_CASE(3, 2) NT_CASE(4, 2) NT_CASE(5, 2) NT_CASE(6, 2) NT_CASE(7, 2)
-    NT_CASE(8, 2) NT_CASE(9, 2) NT_CASE(10, 2) NT_CASE(11, 2) NT_CASE(12, 2)
-  default: break;
-  }
-#undef NT_CASE
-  SW_ASSERT(!"spconv: NCHW tile out of range");
-}
-
-/* Border row: one output row (CV vectors) in list order, a tap row outside the input [r0, r1]
- * adding w * 0 (one FMA chain per vector, as the packed path sums; border rows are few). */
-__attribute__((target("avx512f"))) static void nt_row(int cv, const float *restrict xb, int r0, int r1, int n,
-                                                      const spc_ent *restrict L, const uint16_t *restrict tp,
-                                                      const __mmask16 *restrict ms, float init, float *restrict yb,
-                                                      const __mmask16 *restrict st) {
-  __m512 a0 = _mm512_set1_ps(init), a1 = a0;
-  for (int e = 0; e < n; e++) {
-    int r = tp[e] >> 8, s = tp[e] & 0xff;
-    __m512 w = _mm512_set1_ps(L[e].w);
-    __mmask16 m0 = r < r0 || r > r1 ? 0 : ms[2 * s], m1 = r < r0 || r > r1 ? 0 : ms[2 * s + 1];
-    const float *b = xb + L[e].off;
-    a0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, b), a0);
-    if (cv == 2) a1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, b + 16), a1);
-  }
-  _mm512_mask_storeu_ps(yb, st[0], a0);
-  if (cv == 2) _mm512_mask_storeu_ps(yb + 16, st[1], a1);
-}
-
-/* AVX-512: outputs o0..o1-1 of one image (input image xi, output image yi), band by band of output
- * rows so that the input rows a band reads stay in L1 while every output channel's tile runs over
- * them: interior rows (all tap rows inside the input) in balanced bands of up to 24/cv rows, the
- * border rows one at a time; column chunks of up to 2 vectors inside a band. */
-__attribute__((target("avx512f"))) static void nt_image_avx512(const nt_geom *g, const float *restrict xi,
-                                                               const spc_ent *restrict lists,
-                                                               const uint16_t *restrict taps, size_t cap,
-                                                               const int *restrict counts, int o0, int o1,
-                                                               const float *restrict bias, float *restrict yi,
-                                                               const float *xnext, size_t xnext_n,
-                                                               const float *ynext, size_t ynext_n) {
-  int S = g->S, W = g->Wout;
-  /* The next image's input (xnext, may be NULL) and the part of its output this worker writes (ynext_n
-   * floats at ynext) are prefetched into L2 bit by bit, spread over the tiles. The output too: a store
-   * to a line that is in no cache waits for the line to be read first (write-allocate), and an output
-   * buffer last used long before (e.g. in the previous step's backward) is in none: without this,
-   * 1.5x the time (measured, 16-16 28x28 in SWAT ResNet-20 training). */
-  size_t nlines = xnext ? xnext_n / 16 + 1 : 0, pf = 0;
-  size_t ylines = ynext ? (ynext_n + 15) / 16 : 0, pfy = 0;
-  size_t steps = (size_t)(o1 - o0) * g->Hout, step = 0;
-  size_t out_pl = (size_t)g->Hout * W;
-  __mmask16 ms[2 * SPC_NT_MAXS], st[2];
-  int TR = SPC_NT_ACC / imin(2, kern_cdiv(W, 16));
-  /* interior rows [hi0, hi1) */
-  int hi0 = imin(g->Hout, imax(0, g->pt)), hi1 = imax(hi0, imin(g->Hout, g->Hin - g->R + 1 + g->pt));
-  for (int h = 0; h < g->Hout;) {
-    int interior = h >= hi0 && h < hi1, tr = 1, r0 = 0, r1 = 0;
-    if (interior) {
-      int left = hi1 - h;
-      tr = kern_cdiv(left, kern_cdiv(left, TR));
-    } else {
-      nt_rows(g, h, &r0, &r1);
-    }
-    for (int q0 = 0; q0 < W;) {
-      int cv = imin(2, kern_cdiv(W - q0, 16));
-      for (int s = 0; s < S; s++)
-        for (int v = 0; v < 2; v++)
-          ms[2 * s + v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, s - g->pl, W, g->Win) : 0);
-      for (int v = 0; v < 2; v++) st[v] = (__mmask16)(v < cv ? nt_mask(q0 + 16 * v, 0, W, 1 << 30) : 0);
-      const float *xb = xi + (ptrdiff_t)h * g->Win + q0;
-      for (int o = o0; o < o1; o++) {
-        if (q0 == 0) { /* lines [pf, end) of the next image for this (rows, o) step */
-          size_t end = nlines * (step += (size_t)tr) / steps;
-          for (; pf < end; pf++) _mm_prefetch((const char *)(xnext + pf * 16), _MM_HINT_T1);
-          size_t yend = ylines * step / steps;
-          for (; pfy < yend; pfy++) _mm_prefetch((const char *)(ynext + pfy * 16), _MM_HINT_T1);
-        }
-        const spc_ent *L = lists + (size_t)o * cap;
-        const uint16_t *tp = taps + (size_t)o * cap;
-        float *yb = yi + o * out_pl + (size_t)h * W + q0;
-        float init = bias ? bias[o] : 0.0f;
-        if (interior)
-          nt_tile_any(tr, cv, xb, g->Win, counts[o], L, tp, ms, init, yb, W, st);
-        else
-          nt_row(cv, xb, r0, r1, counts[o], L, tp, ms, init, yb, st);
-      }
-      q0 += 16 * cv;
-    }
-    h += tr;
-  }
-}
-
-static int nt_use_avx512(const nt_geom *g) {
-  return !spc_portable && g->S <= SPC_NT_MAXS && __builtin_cpu_supports("avx512f");
-}
-#else
-static int nt_use_avx512(const nt_geom *g) {
-  (void)g;
-  return 0;
+/* Lanes j of the vector at column q with 0 <= q+j < n (a row of n floats). */
+static unsigned lane_mask(int q, int n) {
+  int hi = imin(16, n - q);
+  if (hi <= 0) return 0;
+  return hi >= 16 ? 0xffffu : (1u << hi) - 1u;
 }
 #endif
-
-/* Strided 1x1 (g->sub): channels [c0, c1) of the full image src (H x W planes) sampled every sh rows and
- * sw columns into the compact planes dst[c][P][Q]. */
-SPC_HOT static void nt_subsample_c(const nt_geom *g, const float *restrict src, int c0, int c1, float *restrict dst) {
-  int P = g->Hin, Q = g->Win;
-  for (int c = c0; c < c1; c++)
-    for (int p = 0; p < P; p++) {
-      const float *restrict sr = src + ((size_t)c * g->H + (size_t)p * g->sh) * g->W;
-      float *restrict dr = dst + ((size_t)c * P + p) * Q;
-      for (int q = 0; q < Q; q++) dr[q] = sr[(size_t)q * g->sw];
-    }
-}
-
-/* Strided 1x1 backward-data: compact planes src[c][P][Q], channels [c0, c1), into the full dx planes
- * dst (H x W): the values at rows and columns multiple of the stride, +0.0 elsewhere (what the packed
- * path's tap-less phases give). */
-SPC_HOT static void nt_expand_c(const nt_geom *g, const float *restrict src, int c0, int c1, float *restrict dst) {
-  int P = g->Hout, Q = g->Wout, W = g->W;
-  for (int c = c0; c < c1; c++)
-    for (int h = 0; h < g->H; h++) {
-      float *restrict dr = dst + ((size_t)c * g->H + h) * W;
-      int p = h / g->sh;
-      if (h % g->sh || p >= P) {
-        memset(dr, 0, sizeof(float) * W);
-        continue;
-      }
-      const float *restrict sr = src + ((size_t)c * P + p) * Q;
-      for (int x = 0; x < W; x++) dr[x] = x % g->sw || x / g->sw >= Q ? 0.0f : sr[x / g->sw];
-    }
-}
-
-#ifdef SPC_X86
-/* Stride-2 columns with AVX-512: 32 input columns (two masked loads) to 16 outputs by one
- * permutex2var; expansion the other way, interleaving with zeros. */
-__attribute__((target("avx512f"))) static void nt_subsample2_avx512(const nt_geom *g, const float *restrict src,
-                                                                    int c0, int c1, float *restrict dst) {
-  int P = g->Hin, Q = g->Win, W = g->W;
-  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  for (int c = c0; c < c1; c++)
-    for (int p = 0; p < P; p++) {
-      const float *restrict sr = src + ((size_t)c * g->H + (size_t)p * g->sh) * W;
-      float *restrict dr = dst + ((size_t)c * P + p) * Q;
-      for (int q = 0; q < Q; q += 16) {
-        int x = 2 * q;
-        __mmask16 m0 = (__mmask16)nt_mask(x, 0, W, W), m1 = (__mmask16)nt_mask(x + 16, 0, W, W);
-        __m512 a = _mm512_maskz_loadu_ps(m0, sr + x), b = _mm512_maskz_loadu_ps(m1, sr + x + 16);
-        _mm512_mask_storeu_ps(dr + q, (__mmask16)nt_mask(q, 0, Q, Q), _mm512_permutex2var_ps(a, ev, b));
-      }
-    }
-}
-
-__attribute__((target("avx512f"))) static void nt_expand2_avx512(const nt_geom *g, const float *restrict src,
-                                                                 int c0, int c1, float *restrict dst) {
-  int P = g->Hout, Q = g->Wout, W = g->W;
-  /* lane j even: value j/2 (lo) or 8 + j/2 (hi) of the compact vector; odd: lane 0 of the zero vector */
-  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
-  const __m512i hi = _mm512_setr_epi32(8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
-  const __m512 z = _mm512_setzero_ps();
-  for (int c = c0; c < c1; c++)
-    for (int h = 0; h < g->H; h++) {
-      float *restrict dr = dst + ((size_t)c * g->H + h) * W;
-      int p = h / g->sh;
-      if (h % g->sh || p >= P) {
-        for (int x = 0; x < W; x += 16) _mm512_mask_storeu_ps(dr + x, (__mmask16)nt_mask(x, 0, W, W), z);
-        continue;
-      }
-      const float *restrict sr = src + ((size_t)c * P + p) * Q;
-      for (int x = 0; x < W; x += 32) {
-        /* columns x..x+31 from compact q = x/2 .. x/2+15; lanes past Q read 0 (W may exceed 2Q-1 by 1) */
-        int q = x / 2;
-        __m512 v = _mm512_maskz_loadu_ps((__mmask16)nt_mask(q, 0, Q, Q), sr + q);
-        _mm512_mask_storeu_ps(dr + x, (__mmask16)nt_mask(x, 0, W, W), _mm512_permutex2var_ps(v, lo, z));
-        _mm512_mask_storeu_ps(dr + x + 16, (__mmask16)nt_mask(x + 16, 0, W, W), _mm512_permutex2var_ps(v, hi, z));
-      }
-    }
-}
-#endif
-
-static void nt_subsample(const nt_geom *g, int avx512, const float *src, int c0, int c1, float *dst) {
-#ifdef SPC_X86
-  if (avx512 && g->sw == 2) {
-    nt_subsample2_avx512(g, src, c0, c1, dst);
-    return;
-  }
-#endif
-  (void)avx512;
-  nt_subsample_c(g, src, c0, c1, dst);
-}
-
-static void nt_expand(const nt_geom *g, int avx512, const float *src, int c0, int c1, float *dst) {
-#ifdef SPC_X86
-  if (avx512 && g->sw == 2) {
-    nt_expand2_avx512(g, src, c0, c1, dst);
-    return;
-  }
-#endif
-  (void)avx512;
-  nt_expand_c(g, src, c0, c1, dst);
-}
-
-/* Everything one NCHW-direct execute needs. */
-typedef struct nt_run {
-  nt_geom g;
-  conv_pass pass;
-  int N, avx512;
-  const float *in, *w, *b;
-  float *out;
-  spc_ent *lists;
-  uint16_t *taps;
-  int *counts;
-  size_t cap; /* entries per list (Cin*R*S) */
-  char *bufs; /* strided 1x1: per-thread compact planes (bufsz bytes each) */
-  size_t bufsz;
-} nt_run;
-
-/* Stage 1: the lists of the outputs this worker owns. */
-static void nt_s1(void *ctx, int t, int T) {
-  const nt_run *r = ctx;
-  int64_t lo, hi;
-  kern_split(r->g.Cout, t, T, &lo, &hi);
-  for (int64_t o = lo; o < hi; o++)
-    r->counts[o] = nt_build(&r->g, r->pass, r->w, (int)o, r->lists + (size_t)o * r->cap, r->taps + (size_t)o * r->cap);
-}
-
-/* Stage 2: the (image, output) planes this worker owns (a contiguous range in image-major order),
- * one image at a time. */
-static void nt_s2(void *ctx, int t, int T) {
-  const nt_run *r = ctx;
-  const nt_geom *g = &r->g;
-  size_t in_img = (size_t)g->Cin * g->Hin * g->Win, out_pl = (size_t)g->Hout * g->Wout;
-  /* strided 1x1: the caller's images have full H x W planes on the strided side (forward input,
-   * backward-data output), compacted into / expanded from buf */
-  int sub_in = g->sub && r->pass == CONV_FWD, sub_out = g->sub && r->pass == CONV_BWD_DATA;
-  size_t full = (size_t)g->H * g->W;
-  size_t x_img = sub_in ? (size_t)g->Cin * full : in_img, y_pl = sub_out ? full : out_pl;
-  float *buf = g->sub ? (float *)(r->bufs + r->bufsz * (size_t)t) : NULL;
-  int64_t lo, hi;
-  kern_split((int64_t)r->N * g->Cout, t, T, &lo, &hi);
-  for (int64_t i = lo; i < hi;) {
-    int n = (int)(i / g->Cout), o0 = (int)(i % g->Cout);
-    int o1 = (int)imin(g->Cout, (int)(hi - (int64_t)n * g->Cout));
-    const float *xi = r->in + n * x_img;
-    float *yi = r->out + (size_t)n * g->Cout * y_pl, *yc = sub_out ? buf : yi;
-    if (sub_in) {
-      nt_subsample(g, r->avx512, xi, 0, g->Cin, buf);
-      xi = buf;
-    }
-#ifdef SPC_X86
-    if (r->avx512) {
-      int more = (int64_t)(n + 1) * g->Cout < hi; /* the next image's planes [0, o1n) are this worker's */
-      int o1n = more ? (int)imin(g->Cout, (int)(hi - (int64_t)(n + 1) * g->Cout)) : 0;
-      nt_image_avx512(g, xi, r->lists, r->taps, r->cap, r->counts, o0, o1, r->b, yc,
-                      more ? r->in + (n + 1) * x_img : NULL, x_img, more ? yi + (size_t)g->Cout * y_pl : NULL,
-                      (size_t)o1n * y_pl);
-    } else
-#endif
-      for (int o = o0; o < o1; o++)
-        nt_plane_c(g, xi, r->lists + (size_t)o * r->cap, r->taps + (size_t)o * r->cap, r->counts[o],
-                   r->b ? r->b[o] : 0.0f, yc + o * out_pl);
-    if (sub_out) nt_expand(g, r->avx512, buf, o0, o1, yi);
-    i = (int64_t)n * g->Cout + o1;
-  }
-}
-
-/* Strided 1x1: bytes of one thread's compact planes (C x P x Q, the forward input or the
- * backward-data output); 0 otherwise. */
-static size_t nt_bufsz(const spconv_plan *p) { return p->sub ? fbytes((size_t)p->d.C * p->d.P * p->d.Q) : 0; }
-
-/* Scratch of the NCHW-direct pass: the lists, their taps, their lengths, then (strided 1x1) the
- * per-thread compact planes. */
-static size_t nt_scratch(const spconv_plan *p, conv_pass pass, size_t *off_taps, size_t *off_counts) {
-  nt_geom g = nt_geom_of(p, pass);
-  size_t cap = (size_t)g.Cin * g.R * g.S;
-  *off_taps = ebytes((size_t)g.Cout * cap);
-  *off_counts = *off_taps + kern_align_up(sizeof(uint16_t) * (size_t)g.Cout * cap);
-  return *off_counts + ibytes((size_t)g.Cout) + nt_bufsz(p) * (size_t)p->nthreads;
-}
-
-static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
-                    float *out, void *scratch) {
-  nt_run r;
-  size_t off_taps, off_counts;
-  nt_scratch(p, pass, &off_taps, &off_counts);
-  r.g = nt_geom_of(p, pass);
-  r.pass = pass;
-  r.N = p->d.N;
-  r.avx512 = nt_use_avx512(&r.g);
-  r.in = in;
-  r.w = w;
-  r.b = b;
-  r.out = out;
-  r.lists = (spc_ent *)scratch;
-  r.taps = (uint16_t *)((char *)scratch + off_taps);
-  r.counts = (int *)((char *)scratch + off_counts);
-  r.cap = (size_t)r.g.Cin * r.g.R * r.g.S;
-  r.bufs = (char *)scratch + off_counts + ibytes((size_t)r.g.Cout);
-  r.bufsz = nt_bufsz(p);
-  kern_parallel2(p->nthreads, nt_s1, nt_s2, &r);
-}
 
 /* ---------------------------------------------------------------------------------------------
- * NCHW-direct strided path (stride > 1 in either direction, except the unpadded 1x1 case above):
- * polyphase, no layout transforms of the caller's tensors.
+ * NCHW-direct path (every conv; chosen per call by weight density, see nchw_below_model): polyphase,
+ * no layout transforms of the caller's tensors. At stride 1 the phase split is a plain bordered copy of
+ * each image's x (or dY) and backward-data has one phase, whose plane is dX itself.
  * Forward: the input pixel of output (p, q) and tap (r, s) is x[sh*p + r - pt][sw*q + s - pl]; with
  * u = r - pt = sh*dh + a (0 <= a < sh) and v = s - pl = sw*dw + b it is x_ab[p + dh][q + dw] of the phase
  * plane x_ab[h'][w'] = x[sh*h' + a][sw*w' + b]. So each image's x is split (in a per-thread buffer) into
  * C*sh*sw phase planes, and the conv becomes a stride-1 correlation over them with one (plane, dh, dw)
- * per tap: ResNet-20's 3x3 stride-2 pad-1 taps read the 4 phases at offsets -1 / 0.
+ * per tap: ResNet-20's 3x3 stride-2 pad-1 taps read the 4 phases at offsets -1 / 0. Phases no tap reads
+ * are not split (an unpadded strided 1x1 conv, ResNet-20's shortcuts, reads only phase (0, 0)).
  * Backward-data: dX position (h, w) of phase (ph, pw) = ((h + pt) % sh, (w + pl) % sw) is the phase
  * plane Z_(ph,pw)[i][j] (h = h0 + sh*i) = sum over the taps r = ph, s = pw (mod stride) of
  * w * dY[a0 + i - (r - ph)/sh][b0 + j - (s - pw)/sw] (the packed path's gather form): each image's dY
  * is copied into the buffer, the sh*sw phase planes of every input channel computed into a per-thread
  * buffer as stride-1 correlations, then interleaved into the dX planes (stride-2 columns with
- * permutex2var).
+ * permutex2var); at stride 1 (one phase) the tiles store into dX directly, as the forward ones into y.
  * Buffer planes carry a zero halo (top/left rows and columns before the data, zero columns after it,
  * zero rows below), wide enough that every tap of every output position lands inside its plane:
  * a plane is a flat array with row pitch `pitch`, and an output plane (Hz rows) is computed over the
@@ -1120,15 +671,19 @@ static void nt_exec(const spconv_plan *p, conv_pass pass, const float *in, const
  * loads + FMAs: NO*TV independent chains over the same input planes), then each one's rest. Forward
  * output vectors go in bands of at most 8 (the input rows a band reads stay in L1 across the lists),
  * backward-data planes whole up to 16 vectors (ps_tiling).
- * Forward stores compress the valid columns of each vector (vcompressps) straight into the NCHW y
- * plane (consecutive there); backward-data stores the phase planes and interleaves them afterwards.
+ * Forward (and stride-1 backward-data) stores compress the valid columns of each vector (vcompressps)
+ * straight into the NCHW output plane (consecutive there); strided backward-data stores the phase planes
+ * and interleaves them afterwards.
  * The lists hold each output's nonzeros in the packed path's order (forward c, r, s; backward-data per
  * phase k, r, s), the accumulators start at the bias (0 for backward-data) and taps in the halo add
  * w * 0, as the packed path's zero padding: bit-identical to the packed path.
  * Threads own contiguous ranges of (image, item) pairs (item: forward an output channel, backward-data
- * an input channel with its phases), as the stride-1 path; results do not depend on the thread count. */
+ * an input channel with its phases); results do not depend on the thread count.
+ * (This path replaced a stride-1 kernel that loaded masked input rows straight from NCHW; measured with
+ * bench_spconv at 5-50% it was slower on every layer SWAT runs sparse, except ResNet-20 16-16 28x28
+ * forward at 5% density, by about 10%; README.md.) */
 
-/* Accumulators (zmm) of a strided NCHW-direct tile. */
+/* Accumulators (zmm) of an NCHW-direct tile. */
 #define SPC_PS_ACC 24
 
 static int fdiv_floor(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -1143,7 +698,7 @@ static int ps_phase_used(int a, int pad, int stride, int R) { return fmod_floor(
  * split / copy reading x or dY, the expansion writing dX): 8 KiB ahead, a few hundred rows. */
 static int ps_pf_dist(void) { return 2048; }
 
-/* Geometry of a strided NCHW-direct pass. */
+/* Geometry of an NCHW-direct pass. */
 typedef struct ps_geom {
   conv_pass pass;
   int sh, sw;
@@ -1164,14 +719,6 @@ typedef struct ps_geom {
   size_t img;     /* floats of one image in the input buffer */
   size_t zimg;    /* bwd: floats of one image's output phase planes (nout of nvec*16); fwd 0 */
 } ps_geom;
-
-/* Strided NCHW-direct path available for this plan (stride > 1, not the subsampled 1x1; the stride-1
- * path's kernel limits)? */
-static int ps_eligible(const spconv_plan *p) {
-  const conv_desc *d = &p->d;
-  return p->nchw_below[0] >= 3.0 ||
-         (!p->sub && (d->stride_h > 1 || d->stride_w > 1) && d->S <= SPC_NT_MAXS && d->R < 256);
-}
 
 /* Widest band (vectors) and lists per tile (NO) for planes of nvec vectors. */
 static void ps_tiling(int direct, int nvec, int *no, int *tvmax) {
@@ -1421,8 +968,8 @@ __attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc 
   int sh = g->sh, W = d->W, n0 = (W + 1) / 2, n1 = W / 2, pfd = ps_pf_dist();
   /* every row's chunks are full but the last one (columns ql.. of the phase rows): its masks once */
   int ql = (n0 - 1) / 16 * 16;
-  __mmask16 ml0 = (__mmask16)nt_mask(2 * ql, 0, W, W), ml1 = (__mmask16)nt_mask(2 * ql + 16, 0, W, W);
-  __mmask16 ms0 = (__mmask16)nt_mask(ql, 0, n0, n0), ms1 = (__mmask16)nt_mask(ql, 0, n1, n1);
+  __mmask16 ml0 = (__mmask16)lane_mask(2 * ql, W), ml1 = (__mmask16)lane_mask(2 * ql + 16, W);
+  __mmask16 ms0 = (__mmask16)lane_mask(ql, n0), ms1 = (__mmask16)lane_mask(ql, n1);
   if (W <= 32 && sh <= 8) { /* one chunk a row (ResNet-20's 28x28 and 14x14): pointers stepped, no loop */
     const float *sr = x;
     int used[8]; /* row phases some tap reads (the others are skipped) */
@@ -1477,8 +1024,8 @@ __attribute__((target("avx512f"))) static void ps_expand2_avx512(const conv_desc
   size_t zpl = (size_t)g->nvec * SPC_V;
   /* every row's chunks of 32 columns are full but the last one (columns xl..): its masks once */
   int xl = (W - 1) / 32 * 32;
-  __mmask16 lml = (__mmask16)nt_mask(xl / 2, 0, nz, nz);
-  __mmask16 sl0 = (__mmask16)nt_mask(xl, 0, W, W), sl1 = (__mmask16)nt_mask(xl + 16, 0, W, W);
+  __mmask16 lml = (__mmask16)lane_mask(xl / 2, nz);
+  __mmask16 sl0 = (__mmask16)lane_mask(xl, W), sl1 = (__mmask16)lane_mask(xl + 16, W);
   int pts = d->pad_t % sh;
   if (W <= 32 && sh <= 8) { /* one chunk a row (ResNet-20's 28x28 and 14x14): pointers stepped, no loop */
     size_t of[8], og[8];
@@ -1524,7 +1071,7 @@ __attribute__((target("avx512f"))) static void ps_expand2_avx512(const conv_desc
 __attribute__((target("avx512f"))) static void ps_copy_avx512(int n, int rows, int cols, const float *restrict src,
                                                               float *restrict dst, size_t plane, int pitch) {
   int ql = (cols - 1) / 16 * 16, pfd = ps_pf_dist();
-  __mmask16 ml = (__mmask16)nt_mask(ql, 0, cols, cols);
+  __mmask16 ml = (__mmask16)lane_mask(ql, cols);
   const float *sr = src;
   for (int k = 0; k < n; k++) {
     float *dr = dst + (size_t)k * plane;
@@ -1616,7 +1163,7 @@ static void ps_expand(const conv_desc *d, const ps_geom *g, int avx512, const fl
     }
 }
 
-/* Everything one strided NCHW-direct execute needs. */
+/* Everything one NCHW-direct execute needs. */
 typedef struct ps_run {
   const spconv_plan *p;
   ps_geom g;
@@ -1734,10 +1281,7 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
     size_t nw = (size_t)d->K * d->C * d->R * d->S, nz = 0;
     for (size_t i = 0; i < nw; i++) nz += w[i] != 0.0f; /* NaN counts as nonzero */
     if (spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
-      if (ps_eligible(p))
-        ps_exec(p, pass, in, w, b, out, scratch);
-      else
-        nt_exec(p, pass, in, w, b, out, scratch);
+      ps_exec(p, pass, in, w, b, out, scratch);
       return;
     }
   }
@@ -1941,40 +1485,17 @@ static double pk_bytes(const spconv_plan *p, conv_pass pass) {
   return 4.0 * (src + 2 * packed + 2 * dst) + 4.0 * d->K * d->C * d->R * d->S;
 }
 
-/* NCHW-direct model, per thread (calibrated with bench_spconv at 2 threads, ResNet-20 16-16 28x28,
- * 32-32 14x14 and 64-64 7x7 at densities 5-50%, fastest of 93 runs; README.md):
- *   time = tile calls * SPC_NT_CALL_S + density * flops / (SPC_NT_RATE * lane use)
- * The fixed part is the per-tile work (accumulator set-up, group walk, stores, the output and input
- * streams): 0.20-0.25 ms for 10-12 k tile calls on 2 threads. The nonzero work ran at ~61 GFLOP/s
- * per thread on 28 of 32 lanes (split unaligned loads, about one per FMA); lane use = Wout / (16 *
- * vectors per row). Against the packed model (SPC_BW, SPC_SPARSE_RATE) this puts the path switch
- * of the 16-16 28x28 layer at ~16% density (measured: NCHW-direct faster at 5-20%, slower at 50%)
- * and keeps the 14x14 and 7x7 layers packed (measured slower there at every density). */
-#define SPC_NT_CALL_S 40e-9 /* s per tile call (one output channel x row band x column chunk) */
-#define SPC_NT_RATE 70e9    /* nonzero FLOP/s per thread with all 16 lanes used */
-
-/* Tile calls of one pass (the loop of nt_image_avx512) and the share of vector lanes used. */
-static double nt_calls(const nt_geom *g, double *lane_use) {
-  int vec = kern_cdiv(g->Wout, 16), TR = SPC_NT_ACC_MODEL / imin(2, vec);
-  int hi0 = imin(g->Hout, imax(0, g->pt)), hi1 = imax(hi0, imin(g->Hout, g->Hin - g->R + 1 + g->pt)), bands = 0;
-  for (int h = 0; h < g->Hout;) {
-    int tr = 1;
-    if (h >= hi0 && h < hi1) tr = kern_cdiv(hi1 - h, kern_cdiv(hi1 - h, TR));
-    bands++;
-    h += tr;
-  }
-  *lane_use = (double)g->Wout / (16.0 * vec);
-  return (double)bands * kern_cdiv(vec, 2) * g->Cout;
-}
-
-/* Strided NCHW-direct (polyphase) model, per thread, fitted to bench_spconv on ResNet-20's stride-2 3x3
+/* NCHW-direct (polyphase) model, per thread, fitted to bench_spconv on ResNet-20's stride-2 3x3
  * layers (16-32 28x28 and 32-64 14x14, forward and backward-data, densities 5/10/20/30%, 2 threads,
- * fastest of 151 runs; README.md):
- *   time = N * (sweep chunks * (SPC_PS_SPLIT_S forward, SPC_PS_COPY_S backward-data)
- *               + lists * (bands * SPC_PS_BAND_S + vectors * SPC_PS_VEC_S))
+ * fastest of 151 runs; README.md), then checked on every stride-1 and 1x1 layer of ResNet-20 and LeNet-5
+ * at 5-50% (the memory floor and the stride-1 copy added then):
+ *   time = max(N * (sweep chunks * (SPC_PS_SPLIT_S split, SPC_PS_COPY_S copy or expansion)
+ *                   + lists * (bands * SPC_PS_BAND_S + vectors * SPC_PS_VEC_S)),
+ *              bytes of x and y (or dY and dX) / SPC_PS_BW)
  *        + density * flops * (1 + SPC_PS_MISALIGN * misaligned) / (SPC_PS_RATE * lane use)
- * sweep chunks: forward C*H*ceil(W/32) (the split: a chunk = 32 input columns), backward-data
- * K*P*ceil(Q/16) + C*H*ceil(W/32) (the dY copy and the dX expansion); they carry the caller's
+ * sweep chunks: forward strided C*(rows split)*ceil(W/32) (the split: a chunk = 32 input columns), stride
+ * 1 C*H*ceil(W/16) (the copy), backward-data K*P*ceil(Q/16) + (strided) C*H*ceil(W/32) (the dY copy and
+ * the dX expansion); they carry the caller's
  * tensors in and out, and were most of the fixed time (the per-image intercepts of all four passes were
  * 2.7-3.2 us). The nonzero work's slope grows with the share of taps whose loads are not 64-byte aligned
  * ("misaligned", from the geometry: 4/9 on the 28x28 layer with pitch 15, 8/9 forward on the 14x14
@@ -1987,6 +1508,7 @@ static double nt_calls(const nt_geom *g, double *lane_use) {
 #define SPC_PS_VEC_S 0.7e-9   /* s per (image, list, output vector) */
 #define SPC_PS_RATE 165e9     /* nonzero FLOP/s per thread, all lanes used, all loads aligned */
 #define SPC_PS_MISALIGN 1.18  /* extra nonzero cost of a tap whose loads cross cache lines */
+#define SPC_PS_BW 30e9        /* bytes/s per thread of the caller's input read and output written */
 
 /* Share of taps (weights of a dense kernel) whose loads in the strided path are not 64-byte aligned. */
 static double ps_misaligned(const spconv_plan *p, const ps_geom *g) {
@@ -2017,32 +1539,23 @@ static void ps_model(const spconv_plan *p, conv_pass pass, double *t0, double *t
   ps_geom g = ps_geom_of(p, pass);
   double lanes = pass == CONV_FWD ? (double)d->P * d->Q / (16.0 * g.nvec)
                                   : (double)d->H * d->W / (16.0 * g.nvec * g.nph);
+  int hused = 0; /* input rows the forward split reads (rows of row phases no tap reads are skipped) */
+  for (int h = 0; h < d->H; h++) hused += ps_phase_used(h % g.sh, d->pad_t, g.sh, d->R);
   double xrows = (double)d->C * d->H * kern_cdiv(d->W, 32), yrows = (double)d->K * d->P * kern_cdiv(d->Q, 16);
-  double sweep = pass == CONV_FWD ? xrows * SPC_PS_SPLIT_S : (xrows + yrows) * SPC_PS_COPY_S;
+  double sweep = pass == CONV_BWD_DATA ? (yrows + (g.direct ? 0.0 : xrows)) * SPC_PS_COPY_S
+                 : g.vert ? (double)d->C * d->H * kern_cdiv(d->W, 16) * SPC_PS_COPY_S
+                          : (double)d->C * hused * kern_cdiv(d->W, 32) * SPC_PS_SPLIT_S;
   *t0 = (double)d->N * (sweep + g.nout * (kern_cdiv(g.nvec, g.tvmax) * SPC_PS_BAND_S + g.nvec * SPC_PS_VEC_S));
+  double bytes = 4.0 * d->N * ((double)d->C * d->H * d->W + (double)d->K * d->P * d->Q);
+  if (bytes / SPC_PS_BW > *t0) *t0 = bytes / SPC_PS_BW; /* small layers: the caller's tensors' traffic */
   *t1 = conv_desc_flops(d) * (1.0 + SPC_PS_MISALIGN * ps_misaligned(p, &g)) / (SPC_PS_RATE * lanes);
-}
-
-/* NCHW-direct time model per thread: fixed part (*t0) and per unit of density (*t1). */
-static void nt_model(const spconv_plan *p, conv_pass pass, double *t0, double *t1) {
-  if (ps_eligible(p)) {
-    ps_model(p, pass, t0, t1);
-    return;
-  }
-  nt_geom g = nt_geom_of(p, pass);
-  double lanes, calls = nt_calls(&g, &lanes) * p->d.N;
-  *t0 = calls * SPC_NT_CALL_S;
-  /* strided 1x1: the full-resolution planes (x read, or dx written) and the compact planes in and out
-   * of the per-thread buffer, at the transforms' rate */
-  if (p->sub) *t0 += 4.0 * p->d.N * p->d.C * (double)p->d.H * p->d.W / SPC_BW;
-  *t1 = conv_desc_flops(&p->d) / (SPC_NT_RATE * lanes);
 }
 
 /* Density below which NCHW-direct beats 16-image-packed for pass (both models per thread: the
  * thread count cancels, so the path never depends on nthreads); > 1 when it always wins. */
-static double nt_below_model(const spconv_plan *p, conv_pass pass) {
+static double nchw_below_model(const spconv_plan *p, conv_pass pass) {
   double n0, n1, k0 = pk_bytes(p, pass) / SPC_BW, k1 = conv_desc_flops(&p->d) / SPC_SPARSE_RATE;
-  nt_model(p, pass, &n0, &n1);
+  ps_model(p, pass, &n0, &n1);
   if (n1 <= k1) return n0 <= k0 ? 2.0 : 0.0;
   double dstar = (k0 - n0) / (n1 - k1);
   return dstar <= 0 ? 0.0 : dstar > 1 ? 2.0 : dstar;
@@ -2058,7 +1571,7 @@ double spconv_plan_crossover(const spconv_plan *p, conv_pass pass) {
   /* the NCHW-direct path runs below `below`: if it meets the dense time there, that is the crossover */
   int T = p->nthreads;
   double n0, n1;
-  nt_model(p, pass, &n0, &n1);
+  ps_model(p, pass, &n0, &n1);
   double t_dense = SPC_FIXED_S + flops / (rate * T);
   double x_nt = (t_dense - SPC_FIXED_S - n0 / T) / (n1 / T);
   x_nt = x_nt < 0 ? 0 : x_nt > 1 ? 1 : x_nt;

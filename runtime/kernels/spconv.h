@@ -10,11 +10,11 @@
  * FMA; there is no im2col. Outputs are transposed back to NCHW (or row-major for Gemm) per plane.
  * The work per call is the list build (O(K*C*R*S) scan, threaded), the two layout transforms
  * (O(activations)) and 2 FLOPs per nonzero weight per output position and image.
- * Stride-1 convs have a second, NCHW-direct path without the transforms (unaligned loads of input
- * rows, one register tile of output rows per nonzero list); strided convs a polyphase one (each image's
- * x split into stride-phase planes, or dX assembled from its phase planes, in a per-thread buffer); the
- * plan picks it per call when the weight density is below a threshold from its cost model
- * (nchw_below), e.g. ResNet-20's 28x28 layers (the stride-2 3x3 one too) at 90% sparsity.
+ * Every conv has a second, NCHW-direct (polyphase) path without the transforms: each image's x is
+ * copied (stride 1) or split into stride-phase planes (strided) in a per-thread buffer with a zero halo,
+ * or dX assembled from its phase planes, and register tiles of a few output lists run over flat
+ * positions of those planes; the plan picks it per call when the weight density is below a threshold
+ * from its cost model (nchw_below), e.g. ResNet-20's 28x28 and 14x14 layers at 90% sparsity.
  *
  * Layouts as everywhere in the runtime: x [N][C][H][W], w [K][C][R][S] (OIHW), y [N][K][P][Q];
  * Gemm Y[M,N] = X[M,K] W[N,K]^T + b, dX = dY W. Conv needs groups == 1 and dilation 1.
@@ -45,8 +45,7 @@ typedef struct spconv_plan {
   int bwd_tr, bwd_tc;          /* dX rows (of one phase) x columns per register tile */
   int32_t *fwd_offs;           /* [C*R*S] element offsets of the forward taps (owned) */
   /* [CONV_FWD], [CONV_BWD_DATA]: an execute whose weight density (nonzeros / size, counted per call)
-   * is below this runs NCHW-direct (stride 1, 1x1 strided without padding, or strided polyphase; no
-   * layout transforms), else 16-image-packed. 0: never; > 1: always. Set from the cost model in
+   * is below this runs NCHW-direct (polyphase; no layout transforms), else 16-image-packed. 0: never; > 1: always. Set from the cost model in
    * spconv.c (does not depend on nthreads). */
   double nchw_below[2];
 } spconv_plan;
@@ -54,9 +53,8 @@ typedef struct spconv_plan {
 /* Prepares a plan for d (resolved by this call) on nthreads threads; SW_EINPUT with a message for a
  * bad descriptor or one the sparse kernels do not serve (groups > 1, dilation > 1). */
 int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e);
-/* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs every pass that
- * can (stride 1, strided 1x1 without padding, other strided convs polyphase: all with kernels up to 32
- * wide) NCHW-direct at any density, -1 restores the plan's own choice (spconv_plan_init).
+/* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs both NCHW-direct
+ * at any density, -1 restores the plan's own choice (spconv_plan_init).
  * The scratch size (spconv_plan_scratch) follows the setting. */
 void spconv_plan_set_path(spconv_plan *p, int nchw);
 /* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed. */

@@ -187,7 +187,6 @@ static void check_conv(const conv_desc *d) { check_conv_path(d, -1, 0); }
 
 /* With AVX-512 the NCHW-direct path sums every output in the packed path's order: bit-identical
  * forward and backward-data at every density (so the per-call path choice changes no result). */
-static int ps_path = 1;
 static void check_paths_identical(const conv_desc *d) {
 #if defined(__SANITIZE_ADDRESS__)
   (void)d;
@@ -207,7 +206,7 @@ static void check_paths_identical(const conv_desc *d) {
     return;
   }
   size_t ss = 0;
-  for (int path = 0; path < 3; path++) {
+  for (int path = 0; path < 2; path++) {
     spconv_plan_set_path(&p, path);
     for (int pass = 0; pass < 2; pass++)
       if (spconv_plan_scratch(&p, pass ? CONV_BWD_DATA : CONV_FWD) > ss) ss = spconv_plan_scratch(&p, pass ? CONV_BWD_DATA : CONV_FWD);
@@ -217,7 +216,7 @@ static void check_paths_identical(const conv_desc *d) {
     memcpy(w, w0, sizeof(float) * wsize(d));
     sparsify_conv(w, d, densities[di]);
     for (int path = 0; path < 2; path++) {
-      spconv_plan_set_path(&p, path ? ps_path : 0);
+      spconv_plan_set_path(&p, path);
       spconv_plan_fwd(&p, x, w, b, y[path], scr);
       spconv_plan_bwd_data(&p, dy, w, dx[path], scr);
     }
@@ -237,11 +236,6 @@ static void check_conv_all_paths(const conv_desc *d) {
   check_conv_path(d, 0, 0);
   check_conv_path(d, 1, 0);
   check_conv_path(d, 1, 1);
-  check_conv_path(d, 2, 0);
-  check_conv_path(d, 2, 1);
-  ps_path = 1;
-  check_paths_identical(d);
-  ps_path = 2;
   check_paths_identical(d);
 }
 
@@ -275,17 +269,17 @@ static conv_desc random_strided_desc(void) {
   }
 }
 
-/* At 90% sparsity the plans pick the NCHW-direct path for ResNet-20's 28x28 layers (the stride-2 3x3 one
- * polyphase, forward up to 76% density) and keep the others (14x14 and 7x7, and the 32-64 stride-2 one,
- * measured slower NCHW-direct) on the packed path, at 50% every layer but the 28x28 stride-2 forward and
- * shortcut packed; the description names the path (and "polyphase" for the strided 3x3). */
+/* At 90% sparsity the plans pick the NCHW-direct path for ResNet-20's 28x28 and 14x14 stride-1 layers and
+ * the 28x28 stride-2 ones, and keep the 7x7 layer and the 32-64 stride-2 ones on the packed path (measured
+ * slower NCHW-direct there, or within noise: the shortcut); at 50% every layer but the 28x28 stride-2
+ * ones packed; the description names the path (and "polyphase" for the strided 3x3). */
 static void check_path_choice(void) {
   struct {
     conv_desc d;
     int nchw, nchw50; /* expected at 10% (fwd and bwd-data) and at 50% (fwd) */
   } cases[] = {
       {make_desc(128, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), 1, 0},
-      {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 0, 0},
+      {make_desc(128, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1), 1, 0},
       {make_desc(128, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1), 0, 0},
       {make_desc(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), 1, 1},
       {make_desc(128, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1), 0, 0},
@@ -309,7 +303,7 @@ static void check_path_choice(void) {
     if (named && strided3 && !strstr(pd, "polyphase")) tfail("%s: strided NCHW-direct not named polyphase [%s]", ds, pd);
     int f = spconv_plan_uses_nchw(&p, CONV_FWD, 0.1), b = spconv_plan_uses_nchw(&p, CONV_BWD_DATA, 0.1);
     int f5 = spconv_plan_uses_nchw(&p, CONV_FWD, 0.5);
-    if (f != cases[i].nchw || b != cases[i].nchw || named != cases[i].nchw || f5 != cases[i].nchw50)
+    if (f != cases[i].nchw || b != cases[i].nchw || (cases[i].nchw && !named) || f5 != cases[i].nchw50)
       tfail("%s: NCHW-direct at 10%% density fwd %d bwd %d, at 50%% %d [%s], expected %d at 10%%, %d at 50%%", ds, f,
             b, f5, pd, cases[i].nchw, cases[i].nchw50);
     /* the plan as run: a 10% weight goes through the path it reports (same bits as that path forced) */
