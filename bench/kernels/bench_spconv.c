@@ -213,7 +213,8 @@ static void bench_conv(const char *name, conv_desc d) {
                               : sparsify(w0, c.w, ws, densities[i]);
       spconv_plan_set_path(&c.sp, -1);
       conv_pass cp = pass == 0 ? CONV_FWD : CONV_BWD_DATA;
-      int chosen = spconv_plan_uses_nchw(&c.sp, cp, dens);
+      /* whole R x S kernels (-k) run packed whatever the density (spconv_plan_uses_nchw) */
+      int chosen = spconv_plan_uses_nchw(&c.sp, cp, dens) && !(g_kernels && d.R * d.S > 1);
       double xover = spconv_plan_crossover(&c.sp, cp);
       bench_fn df = pass == 0 ? conv_dense_fwd : conv_dense_bwd, sf = pass == 0 ? conv_sparse_fwd : conv_sparse_bwd;
       if (!both) {

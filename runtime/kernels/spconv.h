@@ -57,7 +57,8 @@ int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e
  * at any density, -1 restores the plan's own choice (spconv_plan_init).
  * The scratch size (spconv_plan_scratch) follows the setting. */
 void spconv_plan_set_path(spconv_plan *p, int nchw);
-/* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed. */
+/* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed (for
+ * unstructured weights; with nonzeros in whole R x S kernels, R*S > 1, the plan's own choice is packed). */
 int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density);
 /* Releases the plan's tap-offset table (safe on a zeroed or failed plan). */
 void spconv_plan_free(spconv_plan *p);
