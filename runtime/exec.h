@@ -27,7 +27,7 @@ typedef struct rt_op {
   void *ctx;                 /* op-specific parameters, made at build time */
   void (*free_ctx)(void *);  /* NULL: free() */
   void *in[RT_MAX_ARGS], *out[RT_MAX_ARGS]; /* resolved buffers (NULL for absent optional ones) */
-  char impl[600];            /* the kernel chosen, for dumps */
+  char impl[1024];           /* the kernel chosen, for dumps */
   double flops;              /* floating-point operations per run (Conv/Gemm families), for the profile */
 } rt_op;
 

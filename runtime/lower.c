@@ -221,7 +221,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
   const float *st = topk_state_of(p, n->in[1]); /* W (forward, backward-data) or X_s (weight gradient) */
   if (!st) return SW_OK;
   const conv_desc *d = &c->plan->d;
-  char dense[256], sparse[256];
+  char dense[256], sparse[512];
   conv_plan_describe(c->plan, dense, sizeof dense);
   c->st = st;
   if (wgrad) {
@@ -317,7 +317,7 @@ static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
 static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx *c, int pass) {
   const float *st = topk_state_of(p, n->in[1]);
   if (!st) return SW_OK;
-  char dense[256], sparse[256];
+  char dense[256], sparse[512];
   gemm_plan_describe(c->plan, dense, sizeof dense);
   const gemm_desc *d = &c->plan->d;
   if (pass == GEMM_BWD_WEIGHT) {

@@ -402,28 +402,23 @@ size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
 }
 
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
-  char f[200], b[200];
+  char f[300], b[300];
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
-  char nf[64] = "", nb[64] = "";
   const char *kind = p->d.stride_h > 1 || p->d.stride_w > 1 ? "NCHW-direct polyphase" : "NCHW-direct";
-  if (p->nchw_below[CONV_FWD] > 1)
-    snprintf(nf, sizeof nf, "%s", kind);
-  else if (p->nchw_below[CONV_FWD] > 0)
-    snprintf(nf, sizeof nf, "%s below %.0f%% density, else ", kind, 100 * p->nchw_below[CONV_FWD]);
-  if (p->nchw_below[CONV_BWD_DATA] > 1)
-    snprintf(nb, sizeof nb, "%s", kind);
-  else if (p->nchw_below[CONV_BWD_DATA] > 0)
-    snprintf(nb, sizeof nb, "%s below %.0f%% density, else ", kind, 100 * p->nchw_below[CONV_BWD_DATA]);
-  if (p->nchw_below[CONV_FWD] > 1)
-    snprintf(f, sizeof f, "fwd %s", nf);
-  else
-    snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s", nf, p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
-             p->sub ? " (subsampled 1x1)" : "", sched);
-  if (p->nchw_below[CONV_BWD_DATA] > 1)
-    snprintf(b, sizeof b, "bwd-data %s", nb);
-  else
-    snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s", nb, p->nph, p->bwd_tr, p->bwd_tc,
-             sched);
+  /* "NCHW-direct [below X% density][ unless whole kernels], else " or "" when the path is never taken */
+  char nx[2][128] = {"", ""};
+  for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++) {
+    double below = p->nchw_below[pass];
+    char at[40] = "";
+    if (below <= 0) continue;
+    if (below <= 1) snprintf(at, sizeof at, " below %.0f%% density", 100 * below);
+    snprintf(nx[pass == CONV_FWD ? 0 : 1], sizeof nx[0], "%s%s%s, else ", kind, at,
+             p->d.R * p->d.S > 1 ? " unless the nonzeros fill whole kernels" : "");
+  }
+  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+           p->sub ? " (subsampled 1x1)" : "", sched);
+  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s", nx[1], p->nph, p->bwd_tr, p->bwd_tc,
+           sched);
   snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
   return buf;
 }
