@@ -21,6 +21,13 @@
 
 static const char *src;
 
+/* Runs the training passes up to SWAT (train-mode, add-loss, autodiff, dce, swat) on g with po. */
+static void train_passes(ir_graph *g, const pass_opts *po) {
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
+  sw_err e = {0};
+  CHECK(passes_run(g, passes, 5, po, &e) == SW_OK, "%s", e.msg);
+}
+
 static ir_graph *load(const char *model) {
   char path[4096];
   snprintf(path, sizeof path, "%s/models/%s.onnx", src, model);
@@ -95,13 +102,12 @@ static void rewiring(void) {
   if (!g) return;
   sw_err e = {0};
   swat_opts so = {.sparsity = 0.9, .budget = SWAT_UNIFORM, .period = 1};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
   pass_opts po = {.verify = 1, .batch = 16, .swat = &so};
   ir_value *conv2_in = ir_value_find(g, "/MaxPool_output_0");
   CHECK(conv2_in != NULL, "conv2's input value");
   if (!conv2_in) return;
   ir_graph_add_output(g, conv2_in); /* keep the dense X alive to the end of the step, to compare with X_s */
-  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  train_passes(g, &po);
   /* IR: conv2 */
   ir_node *fwd = NULL, *gd = NULL, *gw = NULL;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -235,9 +241,8 @@ static void structured(swat_structure mode) {
   if (!g) return;
   sw_err e = {0};
   swat_opts so = {.sparsity = 0.5, .budget = SWAT_UNIFORM, .structure = mode, .period = 1};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
   pass_opts po = {.verify = 1, .batch = 4, .swat = &so};
-  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  train_passes(g, &po);
   ir_node *conv2 = NULL, *fc1 = NULL;
   for (int i = 0; i < g->n_nodes; i++) {
     if (!strcmp(g->nodes[i]->name, "/conv2/Conv")) conv2 = g->nodes[i];
@@ -290,9 +295,8 @@ static rt_program *swat_step(int keep_dense, int budget, double sparsity, ir_gra
   if (!g) return NULL;
   sw_err e = {0};
   swat_opts so = {.sparsity = sparsity, .budget = (swat_budget)budget, .period = 1};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
   pass_opts po = {.verify = 1, .batch = 16, .swat = &so};
-  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  train_passes(g, &po);
   int compact = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     ir_node *n = g->nodes[i];
@@ -385,9 +389,8 @@ static void pooled(void) {
   if (!g) return;
   sw_err e = {0};
   swat_opts so = {.sparsity = 0.9, .budget = SWAT_UNIFORM, .period = 3};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
   pass_opts po = {.verify = 1, .batch = 16, .swat = &so};
-  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  train_passes(g, &po);
   const int batches[3] = {16, 8, 32};
   rt_state st[2];
   rt_program *p[2][3] = {{NULL}};
@@ -434,11 +437,9 @@ static void pooled(void) {
 static void shared_xs(swat_budget budget) {
   ir_graph *g = load("resnet20");
   if (!g) return;
-  sw_err e = {0};
   swat_opts so = {.sparsity = 0.9, .budget = budget, .period = 10};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat"};
   pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
-  CHECK(passes_run(g, passes, 5, &po, &e) == SW_OK, "%s", e.msg);
+  train_passes(g, &po);
   int topk_x = 0, wgrads = 0, shared = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
