@@ -343,6 +343,7 @@ static double nchw_below_model(const spconv_plan *p, conv_pass pass);
 void spconv_plan_set_path(spconv_plan *p, int nchw) {
   for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++)
     p->nchw_below[pass] = nchw == 0 ? 0.0 : nchw > 0 ? 2.0 : nchw_below_model(p, (conv_pass)pass);
+  p->forced = nchw >= 0;
 }
 
 int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density) {
@@ -1283,7 +1284,7 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
      * has any) run packed: a list then reads 9 taps of one channel in a row, which the packed path's
      * aligned tiles turn into 1.2-1.6x the NCHW-direct speed at 10-30% density (ResNet-20's 3x3 layers,
      * bench_spconv -k; README.md). */
-    int whole = rs > 1 && nz >= 0.9 * (double)nkern * (double)rs;
+    int whole = !p->forced && rs > 1 && nz >= 0.9 * (double)nkern * (double)rs;
     if (!whole && spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
       ps_exec(p, pass, in, w, b, out, scratch);
       return;

@@ -48,13 +48,14 @@ typedef struct spconv_plan {
    * is below this runs NCHW-direct (polyphase; no layout transforms), else 16-image-packed. 0: never; > 1: always. Set from the cost model in
    * spconv.c (does not depend on nthreads). */
   double nchw_below[2];
+  int forced;                  /* spconv_plan_set_path chose the path: it holds for every weight pattern */
 } spconv_plan;
 
 /* Prepares a plan for d (resolved by this call) on nthreads threads; SW_EINPUT with a message for a
  * bad descriptor or one the sparse kernels do not serve (groups > 1, dilation > 1). */
 int spconv_plan_init(spconv_plan *p, const conv_desc *d, int nthreads, sw_err *e);
 /* Tests and benchmarks: nchw = 0 runs both passes on the 16-image-packed path, 1 runs both NCHW-direct
- * at any density, -1 restores the plan's own choice (spconv_plan_init).
+ * at any density and weight pattern, -1 restores the plan's own choice (spconv_plan_init).
  * The scratch size (spconv_plan_scratch) follows the setting. */
 void spconv_plan_set_path(spconv_plan *p, int nchw);
 /* 1 if an execute of pass at this weight density runs the NCHW-direct path, 0 if 16-image-packed (for
