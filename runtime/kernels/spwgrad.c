@@ -412,7 +412,9 @@ write_class_avx(__m512 v0, __m512 v1, __m512i base, const int32_t *lanes, int n,
 }
 
 /* One window of write_image_avx: the kept entries among plane elements [j0, j0 + len) (len <= 32,
- * first row parity par) appended to their classes' cursors c0..c3. */
+ * first row parity par) appended to their classes' cursors c0..c3. A macro over the caller's four
+ * scalar cursors: with the cursors in an array handed to an inline function, perf showed every
+ * cursor update going through the stack (a load and a store per class and window). */
 #define WRITE_WINDOW_AVX(j0_, len_, par_)                                                                        \
   do {                                                                                                        \
     int wj = (j0_), wl = (len_), wp = (par_);                                                                  \
