@@ -2,7 +2,6 @@
 #include "runtime/kernels/bn.h"
 
 #include <math.h>
-#include <omp.h>
 
 #include "runtime/kernels/kern_internal.h"
 
@@ -163,101 +162,157 @@ static int bn_threads(const bn_desc *d, int nthreads) {
  * order read one HW-float plane per image, 50 KB apart, and fell to half the bandwidth; with 7x7
  * planes to a quarter). The reduction stays the fixed one: each plane's partial sums are stored,
  * then each channel adds its planes in image order in double, so results do not depend on the split. */
+/* One training call's operands, shared by the stages of its job (kern_parallel_stages). */
+typedef struct bn_job {
+  const bn_desc *d;
+  const float *x, *scale, *bias, *dy, *save_mean_in, *save_invstd_in;
+  const float *mean, *var; /* inference: the running statistics */
+  float *y, *dx, *running_mean, *running_var, *save_mean, *save_invstd, *dscale, *dbias;
+  int relu;
+  bn_scratch s;
+} bn_job;
+
+/* Forward stage 1: each plane's shifted sums (with the shift near the mean, sum(v^2) - sum(v)^2/M
+ * does not cancel badly). */
+static void fwd_sums(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  for (int64_t q = lo; q < hi; q++) stats_run(HW, j->x + q * HW, j->x[(q % C) * HW], j->s.p1 + q, j->s.p2 + q);
+}
+
+/* Forward stage 2: per channel, the planes' sums in image order: mean, invstd, running statistics. */
+static void fwd_channels(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  const bn_desc *d = j->d;
+  int64_t C = d->C, HW = d->HW, c0, c1;
+  double M = (double)d->N * d->HW;
+  kern_split(C, t, T, &c0, &c1);
+  for (int64_t c = c0; c < c1; c++) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int n = 0; n < d->N; n++) {
+      s1 += j->s.p1[(int64_t)n * C + c];
+      s2 += j->s.p2[(int64_t)n * C + c];
+    }
+    double m1 = s1 / M, var = s2 / M - m1 * m1;
+    if (var < 0.0) var = 0.0;
+    double mean = j->x[c * HW] + m1, invstd = 1.0 / sqrt(var + d->eps);
+    j->s.k0[c] = (float)mean;
+    j->s.k1[c] = bn_relu_scale(j->scale[c], (float)invstd); /* what the backward recomputes from save_invstd */
+    if (j->save_mean) j->save_mean[c] = (float)mean;
+    if (j->save_invstd) j->save_invstd[c] = (float)invstd;
+    update_running(d, (int)c, mean, var, j->running_mean, j->running_var);
+  }
+}
+
+/* Forward stage 3: y = a * (x - mean) + bias (then ReLU), plane by plane. */
+static void fwd_affine(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  for (int64_t q = lo; q < hi; q++) {
+    int64_t c = q % C;
+    affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
+  }
+}
+
+/* Both passes stream the tensor in memory order: worker t of T takes a contiguous range of the N*C
+ * planes (image-major), so every thread reads long sequential runs whatever HW is (channel-major
+ * order read one HW-float plane per image, 50 KB apart, and fell to half the bandwidth; with 7x7
+ * planes to a quarter). The reduction stays the fixed one: each plane's partial sums are stored,
+ * then each channel adds its planes in image order in double, so results do not depend on the split. */
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
                   void *scratch, int nthreads) {
+  bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .y = y, .running_mean = running_mean,
+              .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .relu = relu,
+              .s = bn_scratch_of(d, scratch)};
+  void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine};
+  kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
+}
+
+/* The ReLU's gate parameters of channel c for the backward (ra = 0, rb = 0 without ReLU). */
+static void bwd_gate(const bn_job *j, int64_t c, float *ra, float *rb) {
+  *ra = j->relu ? bn_relu_scale(j->scale[c], j->save_invstd_in[c]) : 0.0f;
+  *rb = j->relu ? j->bias[c] : 0.0f;
+}
+
+/* Backward stage 1: each plane's sums of g and g * (x - mean) (g = dy, gated by the ReLU). */
+static void bwd_sums(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  for (int64_t q = lo; q < hi; q++) {
+    int64_t c = q % C;
+    float ra, rb;
+    bwd_gate(j, c, &ra, &rb);
+    grad_sums_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->relu, j->s.p1 + q, j->s.p2 + q);
+  }
+}
+
+/* Backward stage 2: per channel, dscale, dbias and the constants of dx. */
+static void bwd_channels(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  const bn_desc *d = j->d;
+  int64_t C = d->C, cl, ch;
   double M = (double)d->N * d->HW;
-  int C = d->C;
-  int64_t P = (int64_t)d->N * C, HW = d->HW;
-  bn_scratch s = bn_scratch_of(d, scratch);
-  float *mean_f = s.k0, *a_f = s.k1;
-#pragma omp parallel num_threads(bn_threads(d, nthreads))
-  {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    int64_t lo, hi;
-    kern_split(P, t, T, &lo, &hi);
-    /* Shifted sums: with the shift near the mean, sum(v^2) - sum(v)^2/M does not cancel badly. */
-    for (int64_t q = lo; q < hi; q++) stats_run(HW, x + q * HW, x[(q % C) * HW], s.p1 + q, s.p2 + q);
-#pragma omp barrier
-    int64_t c0, c1;
-    kern_split(C, t, T, &c0, &c1);
-    for (int64_t c = c0; c < c1; c++) {
-      double s1 = 0.0, s2 = 0.0;
-      for (int n = 0; n < d->N; n++) {
-        s1 += s.p1[(int64_t)n * C + c];
-        s2 += s.p2[(int64_t)n * C + c];
-      }
-      double m1 = s1 / M, var = s2 / M - m1 * m1;
-      if (var < 0.0) var = 0.0;
-      double mean = x[c * HW] + m1, invstd = 1.0 / sqrt(var + d->eps);
-      mean_f[c] = (float)mean;
-      a_f[c] = bn_relu_scale(scale[c], (float)invstd); /* what the backward recomputes from save_invstd */
-      if (save_mean) save_mean[c] = (float)mean;
-      if (save_invstd) save_invstd[c] = (float)invstd;
-      update_running(d, (int)c, mean, var, running_mean, running_var);
+  kern_split(C, t, T, &cl, &ch);
+  for (int64_t c = cl; c < ch; c++) {
+    double invstd = j->save_invstd_in[c], sg = 0.0, sgxm = 0.0;
+    for (int n = 0; n < d->N; n++) {
+      sg += j->s.p1[(int64_t)n * C + c];
+      sgxm += j->s.p2[(int64_t)n * C + c];
     }
-#pragma omp barrier
-    for (int64_t q = lo; q < hi; q++) {
-      int64_t c = q % C;
-      affine_run(HW, x + q * HW, mean_f[c], a_f[c], bias[c], relu, y + q * HW);
-    }
+    double ds = sgxm * invstd; /* dscale = sum g * xhat */
+    /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
+    double a = j->scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
+    j->s.k0[c] = (float)a;
+    j->s.k1[c] = (float)k;
+    j->s.k2[c] = (float)c0;
+    if (j->dbias) j->dbias[c] = (float)sg;
+    if (j->dscale) j->dscale[c] = (float)ds;
+  }
+}
+
+/* Backward stage 3: dx, plane by plane. */
+static void bwd_dx(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  for (int64_t q = lo; q < hi; q++) {
+    int64_t c = q % C;
+    float ra, rb;
+    bwd_gate(j, c, &ra, &rb);
+    dx_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->s.k0[c], j->s.k1[c], j->s.k2[c],
+           j->relu, j->dx + q * HW);
   }
 }
 
 void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,
             void *scratch, int nthreads) {
-  double M = (double)d->N * d->HW;
-  int C = d->C;
-  int64_t P = (int64_t)d->N * C, HW = d->HW;
-  bn_scratch s = bn_scratch_of(d, scratch);
-  float *a_f = s.k0, *k_f = s.k1, *c0_f = s.k2;
-#pragma omp parallel num_threads(bn_threads(d, nthreads))
-  {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    int64_t lo, hi;
-    kern_split(P, t, T, &lo, &hi);
-    for (int64_t q = lo; q < hi; q++) {
-      int64_t c = q % C;
-      float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
-      grad_sums_run(HW, x + q * HW, ra, rb, dy + q * HW, save_mean[c], relu, s.p1 + q, s.p2 + q);
-    }
-#pragma omp barrier
-    int64_t cl, ch;
-    kern_split(C, t, T, &cl, &ch);
-    for (int64_t c = cl; c < ch; c++) {
-      double invstd = save_invstd[c], sg = 0.0, sgxm = 0.0;
-      for (int n = 0; n < d->N; n++) {
-        sg += s.p1[(int64_t)n * C + c];
-        sgxm += s.p2[(int64_t)n * C + c];
-      }
-      double ds = sgxm * invstd; /* dscale = sum g * xhat */
-      /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
-      double a = scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
-      a_f[c] = (float)a;
-      k_f[c] = (float)k;
-      c0_f[c] = (float)c0;
-      if (dbias) dbias[c] = (float)sg;
-      if (dscale) dscale[c] = (float)ds;
-    }
-#pragma omp barrier
-    for (int64_t q = lo; q < hi; q++) {
-      int64_t c = q % C;
-      float ra = relu ? bn_relu_scale(scale[c], save_invstd[c]) : 0.0f, rb = relu ? bias[c] : 0.0f;
-      dx_run(HW, x + q * HW, ra, rb, dy + q * HW, save_mean[c], a_f[c], k_f[c], c0_f[c], relu, dx + q * HW);
-    }
+  bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .dy = dy, .save_mean_in = save_mean,
+              .save_invstd_in = save_invstd, .dx = dx, .dscale = dscale, .dbias = dbias, .relu = relu,
+              .s = bn_scratch_of(d, scratch)};
+  void (*const stages[3])(void *, int, int) = {bwd_sums, bwd_channels, bwd_dx};
+  kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
+}
+
+/* Inference: y = a * (x - mean) + bias (then ReLU) from the running statistics, plane by plane. */
+static void infer_planes(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  for (int64_t q = lo; q < hi; q++) {
+    int64_t c = q % C;
+    double invstd = 1.0 / sqrt((double)j->var[c] + j->d->eps);
+    float a = (float)(j->scale[c] * invstd);
+    affine_run(HW, j->x + q * HW, j->mean[c], a, j->bias[c], j->relu, j->y + q * HW);
   }
 }
 
 void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                   const float *var, float *y, int relu, int nthreads) {
-  int C = d->C;
-  int64_t P = (int64_t)d->N * C, HW = d->HW;
-#pragma omp parallel for num_threads(bn_threads(d, nthreads)) schedule(static)
-  for (int64_t q = 0; q < P; q++) {
-    int64_t c = q % C;
-    double invstd = 1.0 / sqrt((double)var[c] + d->eps);
-    float a = (float)(scale[c] * invstd);
-    affine_run(HW, x + q * HW, mean[c], a, bias[c], relu, y + q * HW);
-  }
+  bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .mean = mean, .var = var, .y = y, .relu = relu};
+  kern_parallel(bn_threads(d, nthreads), infer_planes, &j);
 }

@@ -506,14 +506,27 @@ static void sum_gate_bits(int64_t n, int k, const float *const *dy, const uint8_
   sum_gate_bits_c(n, k, dy, bits, dx);
 }
 
+/* Operands of the bit-mask and fused residual kernels, shared by their workers. */
+typedef struct bits_job {
+  int64_t n;
+  int k;
+  const float *a, *b, *y;
+  const float *const *dy;
+  const uint8_t *gate;
+  uint8_t *bits;
+  float *out;
+} bits_job;
+
+static void relu_mask_part(void *ctx, int t, int T) {
+  const bits_job *j = ctx;
+  int64_t lo, hi;
+  bits_split(j->n, t, T, &lo, &hi);
+  pos_bits(hi - lo, j->y + lo, j->bits + lo / 8);
+}
+
 void relu_mask(int64_t n, const float *y, uint8_t *bits, int nthreads) {
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int64_t lo, hi;
-    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-    pos_bits(hi - lo, y + lo, bits + lo / 8);
-  }
+  bits_job j = {.n = n, .y = y, .bits = bits};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, relu_mask_part, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -540,18 +553,20 @@ KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, 
   }
 }
 
-void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads) {
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int64_t lo, hi;
-    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-    for (int64_t i = lo; i < hi; i += AR_BLOCK) {
-      int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
-      add_relu_run(m, a + i, b + i, y + i);
-      if (bits) pos_bits(m, y + i, bits + i / 8);
-    }
+static void add_relu_part(void *ctx, int t, int T) {
+  const bits_job *j = ctx;
+  int64_t lo, hi;
+  bits_split(j->n, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i += AR_BLOCK) {
+    int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
+    add_relu_run(m, j->a + i, j->b + i, j->out + i);
+    if (j->bits) pos_bits(m, j->out + i, j->bits + i / 8);
   }
+}
+
+void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads) {
+  bits_job j = {.n = n, .a = a, .b = b, .out = y, .bits = bits};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, add_relu_part, &j);
 }
 
 void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx) {
@@ -586,21 +601,23 @@ KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *
   }
 }
 
+static void sum_relu_grad_part(void *ctx, int t, int T) {
+  const bits_job *j = ctx;
+  int64_t lo, hi;
+  bits_split(j->n, t, T, &lo, &hi);
+  const float *part[64];
+  for (int i = 0; i < j->k; i++) part[i] = j->dy[i] + lo;
+  if (j->gate)
+    sum_gate_bits(hi - lo, j->k, part, j->gate + lo / 8, j->out + lo);
+  else
+    sum_relu_grad_run(hi - lo, j->k, part, j->y + lo, j->out + lo);
+}
+
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads) {
   SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int64_t lo, hi;
-    bits_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-    const float *part[64];
-    for (int j = 0; j < k; j++) part[j] = dy[j] + lo;
-    if (bits)
-      sum_gate_bits(hi - lo, k, part, bits + lo / 8, dx + lo);
-    else
-      sum_relu_grad_run(hi - lo, k, part, y + lo, dx + lo);
-  }
+  bits_job j = {.n = n, .k = k, .dy = dy, .y = y, .gate = bits, .out = dx};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, sum_relu_grad_part, &j);
 }
 
 void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {

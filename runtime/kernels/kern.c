@@ -77,33 +77,6 @@ int kern_threads_clamp(int nthreads) {
   return nthreads;
 }
 
-void kern_parallel(int T, void (*fn)(void *ctx, int t, int T), void *ctx) {
-  if (T <= 1) {
-    fn(ctx, 0, 1);
-    return;
-  }
-#pragma omp parallel num_threads(T)
-  {
-    int team = omp_get_num_threads(), me = omp_get_thread_num();
-    for (int t = me; t < T; t += team) fn(ctx, t, T);
-  }
-}
-
-void kern_parallel2(int T, void (*fn1)(void *ctx, int t, int T), void (*fn2)(void *ctx, int t, int T), void *ctx) {
-  if (T <= 1) {
-    fn1(ctx, 0, 1);
-    fn2(ctx, 0, 1);
-    return;
-  }
-#pragma omp parallel num_threads(T)
-  {
-    int team = omp_get_num_threads(), me = omp_get_thread_num();
-    for (int t = me; t < T; t += team) fn1(ctx, t, T);
-#pragma omp barrier
-    for (int t = me; t < T; t += team) fn2(ctx, t, T);
-  }
-}
-
 void kern_bcast_strides(const kshape *in, const kshape *out, int64_t *strides) {
   int64_t own[KERN_MAX_DIMS];
   kshape_strides(in, own);

@@ -20,12 +20,15 @@ static inline void kern_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi)
   *hi = n * (t + 1) / T;
 }
 
-/* Runs fn(ctx, t, T) for every worker t in [0, T) on up to T OpenMP threads. The work split depends
- * only on T, never on how many threads OpenMP actually grants, so results are reproducible. */
+/* Runs fn(ctx, t, T) for every part t in [0, T) on up to T threads of the kernels' team (team.c:
+ * waiting threads spin briefly, then yield, then sleep). The work split depends only on T, never on
+ * how many threads run it (one when called from inside a part or an OpenMP region), so results are
+ * reproducible. */
 void kern_parallel(int T, void (*fn)(void *ctx, int t, int T), void *ctx);
-/* kern_parallel of fn1, a barrier, then kern_parallel of fn2, in one OpenMP region (one fork/join,
- * about 26 us on a 2-vCPU VM, instead of two). */
+/* kern_parallel of fn1, a barrier, then kern_parallel of fn2, as one job of the team. */
 void kern_parallel2(int T, void (*fn1)(void *ctx, int t, int T), void (*fn2)(void *ctx, int t, int T), void *ctx);
+/* kern_parallel of fns[0], a barrier, fns[1], ... fns[nst - 1] (1 <= nst <= 4), as one job. */
+void kern_parallel_stages(int T, int nst, void (*const *fns)(void *ctx, int t, int T), void *ctx);
 
 /* Clamps a requested thread count to [1, 256]. */
 int kern_threads_clamp(int nthreads);
