@@ -2,13 +2,20 @@
 #include "runtime/kernels/eltwise.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "runtime/kernels/kern_internal.h"
 
 /* Elementwise loops are split into chunks of this many elements per thread task. */
 #define ELT_CHUNK 16384
+
+/* The half-open range [*lo, *hi) of n elements that worker t of T owns: whole ELT_CHUNK chunks. */
+static void chunk_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t chunks = (n + ELT_CHUNK - 1) / ELT_CHUNK, a, b;
+  kern_split(chunks, t, T, &a, &b);
+  *lo = a * ELT_CHUNK < n ? a * ELT_CHUNK : n;
+  *hi = b * ELT_CHUNK < n ? b * ELT_CHUNK : n;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Activations: reference. */
@@ -96,24 +103,44 @@ KERN_CLONES static void act_bwd_chunk(const act_desc *a, int64_t n, const float 
   }
 }
 
+/* Operands of act_fwd and act_bwd, shared by their workers. */
+typedef struct act_job {
+  const act_desc *a;
+  int64_t n;
+  const float *x, *y, *dy;
+  float *out;
+} act_job;
+
+static void act_fwd_part(void *ctx, int t, int T) {
+  const act_job *j = ctx;
+  int64_t lo, hi;
+  chunk_split(j->n, t, T, &lo, &hi);
+  for (int64_t c = lo; c < hi; c += ELT_CHUNK) {
+    int64_t len = hi - c < ELT_CHUNK ? hi - c : ELT_CHUNK;
+    act_fwd_chunk(j->a, len, j->x + c, j->out + c);
+  }
+}
+
 void act_fwd(const act_desc *a, int64_t n, const float *x, float *y, int nthreads) {
-  int64_t nchunks = (n + ELT_CHUNK - 1) / ELT_CHUNK;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nchunks > 1)
-  for (int64_t c = 0; c < nchunks; c++) {
-    int64_t lo = c * ELT_CHUNK, len = n - lo < ELT_CHUNK ? n - lo : ELT_CHUNK;
-    act_fwd_chunk(a, len, x + lo, y + lo);
+  act_job j = {.a = a, .n = n, .x = x, .out = y};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, act_fwd_part, &j);
+}
+
+static void act_bwd_part(void *ctx, int t, int T) {
+  const act_job *j = ctx;
+  int64_t lo, hi;
+  chunk_split(j->n, t, T, &lo, &hi);
+  for (int64_t c = lo; c < hi; c += ELT_CHUNK) {
+    int64_t len = hi - c < ELT_CHUNK ? hi - c : ELT_CHUNK;
+    act_bwd_chunk(j->a, len, j->x ? j->x + c : NULL, j->y ? j->y + c : NULL, j->dy + c, j->out + c);
   }
 }
 
 void act_bwd(const act_desc *a, int64_t n, const float *x, const float *y, const float *dy, float *dx, int nthreads) {
   int uses_y = a->kind == ACT_SIGMOID || a->kind == ACT_TANH;
   SW_ASSERT(uses_y ? y != NULL : x != NULL);
-  int64_t nchunks = (n + ELT_CHUNK - 1) / ELT_CHUNK;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nchunks > 1)
-  for (int64_t c = 0; c < nchunks; c++) {
-    int64_t lo = c * ELT_CHUNK, len = n - lo < ELT_CHUNK ? n - lo : ELT_CHUNK;
-    act_bwd_chunk(a, len, x ? x + lo : NULL, y ? y + lo : NULL, dy + lo, dx + lo);
-  }
+  act_job j = {.a = a, .n = n, .x = x, .y = y, .dy = dy, .out = dx};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, act_bwd_part, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -197,6 +224,27 @@ KERN_CLONES static void bin_row(binop_kind op, int64_t n, const float *a, int64_
 #undef BIN_LOOP
 }
 
+/* Operands of binop_fwd, shared by its workers. */
+typedef struct bin_job {
+  binop_kind op;
+  const bc_iter *it;
+  int64_t rows, per; /* rows of the iteration, rows per task */
+  const float *A, *B;
+  float *Y;
+} bin_job;
+
+/* Worker t's tasks (groups of `per` rows) of binop_fwd. */
+static void binop_fwd_part(void *ctx, int t, int T) {
+  const bin_job *j = ctx;
+  const bc_iter *it = j->it;
+  int64_t inner = it->d[it->nd - 1], sa = it->st[1][it->nd - 1], sb = it->st[2][it->nd - 1];
+  int64_t t0, t1;
+  kern_split((j->rows + j->per - 1) / j->per, t, T, &t0, &t1);
+  int64_t r1 = t1 * j->per < j->rows ? t1 * j->per : j->rows;
+  for (int64_t r = t0 * j->per; r < r1; r++)
+    bin_row(j->op, inner, j->A + bc_row_offset(it, 1, r), sa, j->B + bc_row_offset(it, 2, r), sb, j->Y + r * inner);
+}
+
 void binop_fwd(binop_kind op, const kshape *a, const float *A, const kshape *b, const float *B, const kshape *y,
                float *Y, int nthreads) {
   if (kshape_numel(y) == 0) return;
@@ -204,14 +252,11 @@ void binop_fwd(binop_kind op, const kshape *a, const float *A, const kshape *b, 
   bc_iter it;
   bc_iter_init(&it, y, 3, ops);
   int64_t inner = it.d[it.nd - 1], rows = kshape_numel(y) / inner;
-  int64_t sa = it.st[1][it.nd - 1], sb = it.st[2][it.nd - 1];
   /* Rows are grouped so that each task has a useful amount of work. */
   int64_t per = inner >= ELT_CHUNK ? 1 : ELT_CHUNK / inner;
   int64_t ntask = (rows + per - 1) / per;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && ntask > 1)
-  for (int64_t t = 0; t < ntask; t++)
-    for (int64_t r = t * per; r < rows && r < (t + 1) * per; r++)
-      bin_row(op, inner, A + bc_row_offset(&it, 1, r), sa, B + bc_row_offset(&it, 2, r), sb, Y + r * inner);
+  bin_job j = {.op = op, .it = &it, .rows = rows, .per = per, .A = A, .B = B, .Y = Y};
+  kern_parallel(ntask > 1 ? nthreads : 1, binop_fwd_part, &j);
 }
 
 /* g applied to the other operand inside a gradient sum. */
@@ -245,6 +290,49 @@ KERN_CLONES static float grad_run(int64_t n, const float *dy, int64_t sy, const 
   return acc;
 }
 
+/* reduce_grad's iteration (kept dimensions, then reduced ones) and operands, shared by its workers. */
+typedef struct grad_job {
+  int nk, nr; /* kept and reduced dimensions */
+  int64_t kd[KERN_MAX_DIMS], ksy[KERN_MAX_DIMS], kso[KERN_MAX_DIMS]; /* kept: sizes, dY and O strides */
+  int64_t rd[KERN_MAX_DIMS], rsy[KERN_MAX_DIMS], rso[KERN_MAX_DIMS]; /* reduced: the same */
+  int64_t nt, inner, outer_r; /* target elements, the last reduced size, the product of the others */
+  const float *dY, *O;
+  grad_g g;
+  float scale;
+  float *out;
+} grad_job;
+
+/* Worker t's target elements of reduce_grad, each summed alone in row-major order. */
+static void reduce_grad_part(void *ctx, int t, int T) {
+  const grad_job *j = ctx;
+  int nk = j->nk, nr = j->nr;
+  int64_t e0, e1;
+  kern_split(j->nt, t, T, &e0, &e1);
+  for (int64_t e = e0; e < e1; e++) {
+    /* Offsets of element e's block: e enumerates the kept dimensions in row-major order. */
+    int64_t oy = 0, oo = 0, rem = e;
+    for (int i = nk - 1; i >= 0; i--) {
+      int64_t ix = rem % j->kd[i];
+      rem /= j->kd[i];
+      oy += ix * j->ksy[i];
+      oo += ix * j->kso[i];
+    }
+    double acc = 0.0;
+    for (int64_t r = 0; r < j->outer_r; r++) {
+      int64_t py = oy, po = oo, rr = r;
+      for (int i = nr - 2; i >= 0; i--) {
+        int64_t ix = rr % j->rd[i];
+        rr /= j->rd[i];
+        py += ix * j->rsy[i];
+        po += ix * j->rso[i];
+      }
+      acc += grad_run(j->inner, j->dY + py, nr ? j->rsy[nr - 1] : 1, j->O ? j->O + po : NULL, nr ? j->rso[nr - 1] : 1,
+                      j->g);
+    }
+    j->out[e] = (float)(acc * j->scale);
+  }
+}
+
 /* out[e] = scale * sum over the output positions p that broadcast from element e of the target
  * shape `t` of dY[p] * g(O[p]) (O has shape `os`, may be NULL for G_ONE). The y dimensions are
  * reordered so the target's own dimensions come first and the reduced ones last; each target
@@ -260,43 +348,19 @@ static void reduce_grad(const kshape *y, const float *dY, const kshape *t, float
   bc_iter it;
   bc_iter_init(&it, y, 3, ops);
   /* Split into kept (target stride != 0) and reduced dimensions, keeping their order. */
-  int nk = 0, nr = 0;
-  int64_t kd[KERN_MAX_DIMS], rd[KERN_MAX_DIMS], rsy[KERN_MAX_DIMS], rso[KERN_MAX_DIMS];
-  int64_t ksy[KERN_MAX_DIMS], kso[KERN_MAX_DIMS];
+  grad_job j = {.dY = dY, .O = O, .g = g, .scale = scale, .out = out};
   for (int i = 0; i < it.nd; i++) {
     if (it.st[1][i] != 0) {
-      kd[nk] = it.d[i], ksy[nk] = it.st[0][i], kso[nk] = it.st[2][i];
-      nk++;
+      j.kd[j.nk] = it.d[i], j.ksy[j.nk] = it.st[0][i], j.kso[j.nk] = it.st[2][i];
+      j.nk++;
     } else {
-      rd[nr] = it.d[i], rsy[nr] = it.st[0][i], rso[nr] = it.st[2][i];
-      nr++;
+      j.rd[j.nr] = it.d[i], j.rsy[j.nr] = it.st[0][i], j.rso[j.nr] = it.st[2][i];
+      j.nr++;
     }
   }
-  int64_t nt = kshape_numel(t), inner = nr ? rd[nr - 1] : 1, outer_r = 1;
-  for (int i = 0; i < nr - 1; i++) outer_r *= rd[i];
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && nt > 1)
-  for (int64_t e = 0; e < nt; e++) {
-    /* Offsets of element e's block: e enumerates the kept dimensions in row-major order. */
-    int64_t oy = 0, oo = 0, rem = e;
-    for (int i = nk - 1; i >= 0; i--) {
-      int64_t ix = rem % kd[i];
-      rem /= kd[i];
-      oy += ix * ksy[i];
-      oo += ix * kso[i];
-    }
-    double acc = 0.0;
-    for (int64_t r = 0; r < outer_r; r++) {
-      int64_t py = oy, po = oo, rr = r;
-      for (int i = nr - 2; i >= 0; i--) {
-        int64_t ix = rr % rd[i];
-        rr /= rd[i];
-        py += ix * rsy[i];
-        po += ix * rso[i];
-      }
-      acc += grad_run(inner, dY + py, nr ? rsy[nr - 1] : 1, O ? O + po : NULL, nr ? rso[nr - 1] : 1, g);
-    }
-    out[e] = (float)(acc * scale);
-  }
+  j.nt = kshape_numel(t), j.inner = j.nr ? j.rd[j.nr - 1] : 1, j.outer_r = 1;
+  for (int i = 0; i < j.nr - 1; i++) j.outer_r *= j.rd[i];
+  kern_parallel(j.nt > 1 ? nthreads : 1, reduce_grad_part, &j);
 }
 
 /* dT for the operand of shape t: scale * sum of dY * g(O). */
@@ -364,17 +428,34 @@ static float uniform_of(uint64_t key, int64_t i) {
 
 float dropout_uniform(uint64_t seed, uint64_t step, int64_t i) { return uniform_of(dropout_key(seed, step), i); }
 
+/* Operands of dropout_fwd and dropout_bwd, shared by their workers. */
+typedef struct drop_job {
+  int64_t n;
+  float ratio, scale;
+  uint64_t key;
+  const float *x;      /* forward: x; backward: dy */
+  float *y;            /* forward: y; backward: dx */
+  uint8_t *mask;       /* forward: the mask made */
+  const uint8_t *keep; /* backward: the mask read */
+} drop_job;
+
+static void dropout_fwd_part(void *ctx, int t, int T) {
+  const drop_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->n, t, T, &lo, &hi);
+  for (int64_t i = lo; i < hi; i++) {
+    uint8_t keep = uniform_of(j->key, i) >= j->ratio;
+    j->mask[i] = keep;
+    j->y[i] = keep ? j->x[i] * j->scale : 0.0f;
+  }
+}
+
 void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const float *x, float *y, uint8_t *mask,
                  int nthreads) {
   SW_ASSERT(ratio >= 0.0f && ratio < 1.0f);
-  uint64_t key = dropout_key(seed, step);
-  float scale = 1.0f / (1.0f - ratio);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && n > ELT_CHUNK)
-  for (int64_t i = 0; i < n; i++) {
-    uint8_t keep = uniform_of(key, i) >= ratio;
-    mask[i] = keep;
-    y[i] = keep ? x[i] * scale : 0.0f;
-  }
+  drop_job j = {.n = n, .ratio = ratio, .scale = 1.0f / (1.0f - ratio), .key = dropout_key(seed, step), .x = x,
+                .y = y, .mask = mask};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, dropout_fwd_part, &j);
 }
 
 /* One thread's share of dropout_bwd, branch-free so it vectorises (the mask is a coin toss). */
@@ -389,16 +470,17 @@ KERN_CLONES static void dropout_bwd_run(int64_t n, float scale, const uint8_t *r
   }
 }
 
+static void dropout_bwd_part(void *ctx, int t, int T) {
+  const drop_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->n, t, T, &lo, &hi);
+  dropout_bwd_run(hi - lo, j->scale, j->keep + lo, j->x + lo, j->y + lo);
+}
+
 void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads) {
   SW_ASSERT(ratio >= 0.0f && ratio < 1.0f);
-  float scale = 1.0f / (1.0f - ratio);
-  int T = n > ELT_CHUNK ? nthreads : 1;
-#pragma omp parallel num_threads(T)
-  {
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-    dropout_bwd_run(hi - lo, scale, mask + lo, dy + lo, dx + lo);
-  }
+  drop_job j = {.n = n, .ratio = ratio, .scale = 1.0f / (1.0f - ratio), .x = dy, .y = dx, .keep = mask};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, dropout_bwd_part, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -618,6 +700,51 @@ void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, con
   SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));
   bits_job j = {.n = n, .k = k, .dy = dy, .y = y, .gate = bits, .out = dx};
   kern_parallel(n > ELT_CHUNK ? nthreads : 1, sum_relu_grad_part, &j);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sum of k tensors. */
+
+/* Elements per block of sum_n: the partial sums stay in L1. */
+#define SUM_BLOCK 512
+
+/* y[i] = (neg ? -x[0][i] : x[0][i]) + x[1][i] + ... for lo <= i < hi, block by block (y may be one of the x). */
+KERN_CLONES static void sum_n_run(int64_t lo, int64_t hi, int k, const float *const *x, int neg, float *y) {
+  float s[SUM_BLOCK];
+  for (int64_t b = lo; b < hi; b += SUM_BLOCK) {
+    int64_t m = hi - b < SUM_BLOCK ? hi - b : SUM_BLOCK;
+    const float *x0 = x[0] + b;
+    if (neg)
+      for (int64_t i = 0; i < m; i++) s[i] = -x0[i];
+    else
+      for (int64_t i = 0; i < m; i++) s[i] = x0[i];
+    for (int j = 1; j < k; j++) {
+      const float *xj = x[j] + b;
+      for (int64_t i = 0; i < m; i++) s[i] += xj[i];
+    }
+    for (int64_t i = 0; i < m; i++) y[b + i] = s[i];
+  }
+}
+
+/* Operands of sum_n, shared by its workers. */
+typedef struct sum_job {
+  int64_t n;
+  int k, neg;
+  const float *const *x;
+  float *y;
+} sum_job;
+
+static void sum_n_part(void *ctx, int t, int T) {
+  const sum_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->n, t, T, &lo, &hi);
+  sum_n_run(lo, hi, j->k, j->x, j->neg, j->y);
+}
+
+void sum_n(int64_t n, int k, const float *const *x, int neg, float *y, int nthreads) {
+  SW_ASSERT(k >= 1);
+  sum_job j = {.n = n, .k = k, .neg = neg, .x = x, .y = y};
+  kern_parallel(n > ELT_CHUNK ? nthreads : 1, sum_n_part, &j);
 }
 
 void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {

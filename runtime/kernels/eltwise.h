@@ -1,4 +1,4 @@
-/* Elementwise kernels: activations, broadcasting arithmetic, Dropout.
+/* Elementwise kernels: activations, broadcasting arithmetic, Sum, Dropout.
  *
  * Activations (Relu, LeakyRelu, Clip, Sigmoid, Tanh) have a reference and a fast (vectorised,
  * threaded) version. Their backward reads x for Relu, LeakyRelu and Clip and y for Sigmoid and Tanh
@@ -73,6 +73,8 @@ void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y,
 /* Fast summed ReLU backward (one pass), bit-identical to sum_relu_grad_ref. dx may be one of the dy. */
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads);
+/* Sum (and Neg: neg, k = 1): y[i] = (neg ? -x[0][i] : x[0][i]) + x[1][i] + ... + x[k-1][i], in that order. */
+void sum_n(int64_t n, int k, const float *const *x, int neg, float *y, int nthreads);
 /* Tests: 1 runs the plain C bit-mask kernels even where AVX-512 is there; 0 (default): the best the CPU has. */
 void eltwise_use_portable(int on);
 /* The uniform number in [0, 1) (a multiple of 2^-24) that decides element i of a step. */

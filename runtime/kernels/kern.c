@@ -1,7 +1,6 @@
 /* Shapes, broadcasting and the thread helper shared by all kernel families. */
 #include "runtime/kernels/kern.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 

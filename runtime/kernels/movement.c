@@ -48,22 +48,41 @@ int concat_shape(int n, const kshape *xs, int *axis, kshape *y, sw_err *e) {
   return SW_OK;
 }
 
-static void concat_copy(int n, const kshape *xs, int axis, const float *const *x, float *y, float *const *dx,
-                        const float *dy, int nthreads) {
-  int64_t outer = prod(&xs[0], 0, axis), inner = prod(&xs[0], axis + 1, xs[0].ndim), total = 0;
-  for (int i = 0; i < n; i++) total += xs[i].d[axis] * inner;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && outer > 1)
-  for (int64_t o = 0; o < outer; o++) {
-    int64_t off = o * total;
-    for (int i = 0; i < n; i++) {
-      int64_t len = xs[i].d[axis] * inner;
-      if (y)
-        memcpy(y + off, x[i] + o * len, sizeof(float) * len);
+/* Operands of concat_copy, shared by its workers. */
+typedef struct concat_job {
+  int n, axis;
+  const kshape *xs;
+  int64_t outer, inner, total; /* total: elements of one outer index in y */
+  const float *const *x;
+  float *y;
+  float *const *dx;
+  const float *dy;
+} concat_job;
+
+/* Worker t's outer indices of concat_copy. */
+static void concat_part(void *ctx, int t, int T) {
+  const concat_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->outer, t, T, &lo, &hi);
+  for (int64_t o = lo; o < hi; o++) {
+    int64_t off = o * j->total;
+    for (int i = 0; i < j->n; i++) {
+      int64_t len = j->xs[i].d[j->axis] * j->inner;
+      if (j->y)
+        memcpy(j->y + off, j->x[i] + o * len, sizeof(float) * len);
       else
-        memcpy(dx[i] + o * len, dy + off, sizeof(float) * len);
+        memcpy(j->dx[i] + o * len, j->dy + off, sizeof(float) * len);
       off += len;
     }
   }
+}
+
+static void concat_copy(int n, const kshape *xs, int axis, const float *const *x, float *y, float *const *dx,
+                        const float *dy, int nthreads) {
+  concat_job j = {.n = n, .axis = axis, .xs = xs, .outer = prod(&xs[0], 0, axis),
+                  .inner = prod(&xs[0], axis + 1, xs[0].ndim), .x = x, .y = y, .dx = dx, .dy = dy};
+  for (int i = 0; i < n; i++) j.total += xs[i].d[axis] * j.inner;
+  kern_parallel(j.outer > 1 ? nthreads : 1, concat_part, &j);
 }
 
 void concat_fwd(int n, const kshape *xs, const float *const *x, int axis, float *y, int nthreads) {
@@ -157,6 +176,37 @@ int transpose_shape(const kshape *x, const int *perm, kshape *y, sw_err *e) {
   return SW_OK;
 }
 
+/* Operands of a kernel that writes a tensor row by row (Transpose, Pad, ReduceMean's backward). */
+typedef struct rows_job {
+  const kshape *s;          /* the tensor written */
+  const int64_t *st;        /* strides of the tensor read, per dimension of s */
+  int64_t rows;
+  const float *X;
+  float *Y;
+  /* Pad */
+  const kshape *other;      /* the tensor read */
+  const int64_t *pads;
+  int64_t sign, b;          /* index in other = index in s + sign*begin; b: that shift in the last dimension */
+  float fill;
+  /* ReduceMean */
+  float g;
+} rows_job;
+
+/* Worker t's rows of transpose_fwd: Y's row r gathered from X. */
+static void transpose_part(void *ctx, int t, int T) {
+  const rows_job *j = ctx;
+  int nd = j->s->ndim;
+  int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
+  kern_split(j->rows, t, T, &lo, &hi);
+  for (int64_t r = lo; r < hi; r++) {
+    int64_t idx[KERN_MAX_DIMS], off = 0;
+    row_index(j->s, r, idx);
+    for (int k = 0; k < nd - 1; k++) off += idx[k] * j->st[k];
+    float *yr = j->Y + r * inner;
+    for (int64_t i = 0; i < inner; i++) yr[i] = j->X[off + i * sl];
+  }
+}
+
 void transpose_fwd(const kshape *x, const int *perm, const float *X, float *Y, int nthreads) {
   kshape y;
   SW_ASSERT(transpose_shape(x, perm, &y, NULL) == SW_OK);
@@ -168,15 +218,9 @@ void transpose_fwd(const kshape *x, const int *perm, const float *X, float *Y, i
   int64_t xst[KERN_MAX_DIMS], st[KERN_MAX_DIMS]; /* st[k]: x stride of y's dimension k */
   kshape_strides(x, xst);
   for (int k = 0; k < nd; k++) st[k] = xst[perm ? perm[k] : nd - 1 - k];
-  int64_t inner = y.d[nd - 1], rows = inner ? kshape_numel(&y) / inner : 0, sl = st[nd - 1];
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && rows > 64)
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t idx[KERN_MAX_DIMS], off = 0;
-    row_index(&y, r, idx);
-    for (int k = 0; k < nd - 1; k++) off += idx[k] * st[k];
-    float *yr = Y + r * inner;
-    for (int64_t j = 0; j < inner; j++) yr[j] = X[off + j * sl];
-  }
+  int64_t inner = y.d[nd - 1];
+  rows_job j = {.s = &y, .st = st, .rows = inner ? kshape_numel(&y) / inner : 0, .X = X, .Y = Y};
+  kern_parallel(j.rows > 64 ? nthreads : 1, transpose_part, &j);
 }
 
 void transpose_bwd(const kshape *x, const int *perm, const float *dY, float *dX, int nthreads) {
@@ -202,6 +246,37 @@ int pad_shape(const kshape *x, const int64_t *pads, kshape *y, sw_err *e) {
   return SW_OK;
 }
 
+/* Worker t's rows of pad_copy: each row of the tensor written is the fill, the other tensor's row shifted, or both. */
+static void pad_part(void *ctx, int t, int T) {
+  const rows_job *j = ctx;
+  const kshape *it = j->s, *other = j->other;
+  int nd = it->ndim;
+  int64_t inner = it->d[nd - 1], olen = other->d[nd - 1], b = j->b, lo, hi;
+  float fill = j->fill;
+  kern_split(j->rows, t, T, &lo, &hi);
+  for (int64_t r = lo; r < hi; r++) {
+    int64_t idx[KERN_MAX_DIMS], off = 0;
+    int inside = 1;
+    row_index(it, r, idx);
+    for (int k = 0; k < nd - 1 && inside; k++) {
+      int64_t o = idx[k] + j->pads[k] * j->sign;
+      inside = o >= 0 && o < other->d[k];
+      off += o * j->st[k];
+    }
+    float *dst = j->Y + r * inner;
+    const float *src = j->X;
+    /* Row positions i whose partner i + b lies inside the other row: [i0, i1). */
+    int64_t i0 = -b > 0 ? -b : 0, i1 = olen - b < inner ? olen - b : inner;
+    if (!inside || i1 <= i0) {
+      for (int64_t i = 0; i < inner; i++) dst[i] = fill;
+      continue;
+    }
+    for (int64_t i = 0; i < i0; i++) dst[i] = fill;
+    memcpy(dst + i0, src + off + i0 + b, sizeof(float) * (i1 - i0));
+    for (int64_t i = i1; i < inner; i++) dst[i] = fill;
+  }
+}
+
 /* Copies between x and y = pad(x): forward fills y (value outside x), backward fills dx from dy. */
 static void pad_copy(const kshape *x, const int64_t *pads, float value, const float *X, float *Y, const float *dY,
                      float *dX, int nthreads) {
@@ -219,31 +294,10 @@ static void pad_copy(const kshape *x, const int64_t *pads, float value, const fl
   int64_t sign = fwd ? -1 : 1;          /* index in `other` = index in `it` + sign*begin */
   int64_t ost[KERN_MAX_DIMS];
   kshape_strides(other, ost);
-  int64_t inner = it->d[nd - 1], rows = inner ? kshape_numel(it) / inner : 0;
-  int64_t b = pads[nd - 1] * sign, olen = other->d[nd - 1];
-  float fill = fwd ? value : 0.0f;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && rows > 64)
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t idx[KERN_MAX_DIMS], off = 0;
-    int inside = 1;
-    row_index(it, r, idx);
-    for (int k = 0; k < nd - 1 && inside; k++) {
-      int64_t o = idx[k] + pads[k] * sign;
-      inside = o >= 0 && o < other->d[k];
-      off += o * ost[k];
-    }
-    float *dst = fwd ? Y + r * inner : dX + r * inner;
-    const float *src = fwd ? X : dY;
-    /* Row positions j whose partner j + b lies inside the other row: [j0, j1). */
-    int64_t j0 = -b > 0 ? -b : 0, j1 = olen - b < inner ? olen - b : inner;
-    if (!inside || j1 <= j0) {
-      for (int64_t j = 0; j < inner; j++) dst[j] = fill;
-      continue;
-    }
-    for (int64_t j = 0; j < j0; j++) dst[j] = fill;
-    memcpy(dst + j0, src + off + j0 + b, sizeof(float) * (j1 - j0));
-    for (int64_t j = j1; j < inner; j++) dst[j] = fill;
-  }
+  int64_t inner = it->d[nd - 1];
+  rows_job j = {.s = it, .st = ost, .rows = inner ? kshape_numel(it) / inner : 0, .X = fwd ? X : dY, .Y = fwd ? Y : dX,
+                .other = other, .pads = pads, .sign = sign, .b = pads[nd - 1] * sign, .fill = fwd ? value : 0.0f};
+  kern_parallel(j.rows > 64 ? nthreads : 1, pad_part, &j);
 }
 
 void pad_fwd(const kshape *x, const int64_t *pads, float value, const float *X, float *Y, int nthreads) {
@@ -301,6 +355,20 @@ void reduce_mean_fwd(const kshape *x, int naxes, const int64_t *axes, const floa
   kern_reduce_sum(x, X, &k, Y, count ? 1.0f / (float)count : 0.0f, nthreads);
 }
 
+/* Worker t's rows of reduce_mean_bwd: dX's row r is dY broadcast, times g. */
+static void reduce_mean_bwd_part(void *ctx, int t, int T) {
+  const rows_job *j = ctx;
+  int nd = j->s->ndim;
+  int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
+  kern_split(j->rows, t, T, &lo, &hi);
+  for (int64_t r = lo; r < hi; r++) {
+    int64_t idx[KERN_MAX_DIMS], off = 0;
+    row_index(j->s, r, idx);
+    for (int i = 0; i < nd - 1; i++) off += idx[i] * j->st[i];
+    for (int64_t i = 0; i < inner; i++) j->Y[r * inner + i] = j->X[off + i * sl] * j->g;
+  }
+}
+
 void reduce_mean_bwd(const kshape *x, int naxes, const int64_t *axes, const float *dY, float *dX, int nthreads) {
   int64_t count;
   kshape k = kept_shape(x, naxes, axes, &count);
@@ -308,13 +376,8 @@ void reduce_mean_bwd(const kshape *x, int naxes, const int64_t *axes, const floa
   int nd = xs.ndim;
   int64_t st[KERN_MAX_DIMS];
   kern_bcast_strides(&ks, &xs, st);
-  float g = count ? 1.0f / (float)count : 0.0f;
-  int64_t inner = xs.d[nd - 1], rows = inner ? kshape_numel(&xs) / inner : 0, sl = st[nd - 1];
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && rows > 64)
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t idx[KERN_MAX_DIMS], off = 0;
-    row_index(&xs, r, idx);
-    for (int i = 0; i < nd - 1; i++) off += idx[i] * st[i];
-    for (int64_t j = 0; j < inner; j++) dX[r * inner + j] = dY[off + j * sl] * g;
-  }
+  int64_t inner = xs.d[nd - 1];
+  rows_job j = {.s = &xs, .st = st, .rows = inner ? kshape_numel(&xs) / inner : 0, .X = dY, .Y = dX,
+                .g = count ? 1.0f / (float)count : 0.0f};
+  kern_parallel(j.rows > 64 ? nthreads : 1, reduce_mean_bwd_part, &j);
 }

@@ -314,57 +314,90 @@ void pool_use_portable(int on) {
 #endif
 }
 
-void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
-  int64_t planes = (int64_t)d->N * d->C;
-  if (is_2x2(d)) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-    for (int64_t pl = 0; pl < planes; pl++) {
-      const float *xp = x + (size_t)pl * d->H * d->W;
-      float *yp = y + (size_t)pl * d->P * d->Q;
-      int32_t *ap = argmax + (size_t)pl * d->P * d->Q;
+/* Operands of a pooling pass, shared by its workers: every pass works plane by plane. */
+typedef struct pool_job {
+  const pool_desc *d;
+  int64_t planes, HW;                          /* N*C planes; GlobalAveragePool: elements per plane */
+  const int *rr, *qq;                          /* pool_bounds (MaxPool's general path) */
+  const float *x, *dy;
+  float *y, *dx;
+  int32_t *argmax;                             /* MaxPool forward: written */
+  const int32_t *am;                           /* MaxPool backward: read */
+  void (*plane)(const struct pool_job *j, int64_t pl); /* the pass on plane pl */
+} pool_job;
+
+/* Worker t's planes. */
+static void pool_part(void *ctx, int t, int T) {
+  const pool_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->planes, t, T, &lo, &hi);
+  for (int64_t pl = lo; pl < hi; pl++) j->plane(j, pl);
+}
+
+/* Runs j's pass on every plane, split over nthreads (one thread for a single plane). */
+static void pool_run(pool_job *j, int nthreads) { kern_parallel(j->planes > 1 ? nthreads : 1, pool_part, j); }
+
+static void maxpool2x2_fwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  const float *xp = j->x + (size_t)pl * d->H * d->W;
+  float *yp = j->y + (size_t)pl * d->P * d->Q;
+  int32_t *ap = j->argmax + (size_t)pl * d->P * d->Q;
 #ifdef POOL_X86
-      if (pool_avx512()) {
-        maxpool2x2_plane_avx512(xp, d->W, d->P, d->Q, yp, ap);
-        continue;
-      }
+  if (pool_avx512()) {
+    maxpool2x2_plane_avx512(xp, d->W, d->P, d->Q, yp, ap);
+    return;
+  }
 #endif
-      maxpool2x2_plane(xp, d->W, d->P, d->Q, yp, ap);
-    }
+  maxpool2x2_plane(xp, d->W, d->P, d->Q, yp, ap);
+}
+
+static void maxpool_fwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  maxpool_plane(d, j->rr, j->qq, j->x + (size_t)pl * d->H * d->W, j->y + (size_t)pl * d->P * d->Q,
+                j->argmax + (size_t)pl * d->P * d->Q);
+}
+
+void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads) {
+  pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .x = x, .y = y, .argmax = argmax};
+  if (is_2x2(d)) {
+    j.plane = maxpool2x2_fwd_pl;
+    pool_run(&j, nthreads);
     return;
   }
   int rr[2 * d->P], qq[2 * d->kw];
   pool_bounds(d, rr, qq);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++)
-    maxpool_plane(d, rr, qq, x + (size_t)pl * d->H * d->W, y + (size_t)pl * d->P * d->Q,
-                  argmax + (size_t)pl * d->P * d->Q);
+  j.rr = rr, j.qq = qq, j.plane = maxpool_fwd_pl;
+  pool_run(&j, nthreads);
+}
+
+static void maxpool2x2_bwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+#ifdef POOL_X86
+  if (pool_avx512()) {
+    maxpool2x2_bwd_plane_avx512(j->dy + (size_t)pl * pq, j->am + (size_t)pl * pq, d->H, d->W, d->P, d->Q,
+                                j->dx + (size_t)pl * hw);
+    return;
+  }
+#endif
+  maxpool2x2_bwd_plane(j->dy + (size_t)pl * pq, j->am + (size_t)pl * pq, d->H, d->W, d->P, d->Q, j->dx + (size_t)pl * hw);
+}
+
+static void maxpool_bwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+  float *dxp = j->dx + (size_t)pl * hw;
+  const float *dyp = j->dy + (size_t)pl * pq;
+  const int32_t *am = j->am + (size_t)pl * pq;
+  memset(dxp, 0, sizeof(float) * hw);
+  for (size_t i = 0; i < pq; i++)
+    if (am[i] >= 0) dxp[am[i]] += dyp[i];
 }
 
 void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads) {
-  int64_t planes = (int64_t)d->N * d->C;
-  size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
-  if (is_2x2(d)) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-    for (int64_t pl = 0; pl < planes; pl++) {
-#ifdef POOL_X86
-      if (pool_avx512()) {
-        maxpool2x2_bwd_plane_avx512(dy + (size_t)pl * pq, argmax + (size_t)pl * pq, d->H, d->W, d->P, d->Q, dx + (size_t)pl * hw);
-        continue;
-      }
-#endif
-      maxpool2x2_bwd_plane(dy + (size_t)pl * pq, argmax + (size_t)pl * pq, d->H, d->W, d->P, d->Q, dx + (size_t)pl * hw);
-    }
-    return;
-  }
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
-    float *dxp = dx + (size_t)pl * hw;
-    const float *dyp = dy + (size_t)pl * pq;
-    const int32_t *am = argmax + (size_t)pl * pq;
-    memset(dxp, 0, sizeof(float) * hw);
-    for (size_t i = 0; i < pq; i++)
-      if (am[i] >= 0) dxp[am[i]] += dyp[i];
-  }
+  pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .dy = dy, .am = argmax, .dx = dx,
+                .plane = is_2x2(d) ? maxpool2x2_bwd_pl : maxpool_bwd_pl};
+  pool_run(&j, nthreads);
 }
 
 /* The AveragePool divisor of an output from its window bounds. */
@@ -376,49 +409,53 @@ static int avg_div(const pool_desc *d, int bh, int bw, int r0, int r1, int s0, i
   return (a1 - a0) * (b1 - b0);
 }
 
+static void avgpool_fwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  const float *xp = j->x + (size_t)pl * d->H * d->W;
+  float *yp = j->y + (size_t)pl * d->P * d->Q;
+  for (int p = 0; p < d->P; p++) {
+    int bh = p * d->stride_h - d->pad_t, r0, r1;
+    tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+    for (int q = 0; q < d->Q; q++) {
+      int bw = q * d->stride_w - d->pad_l, s0, s1;
+      tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
+      float sum = 0.0f;
+      for (int r = r0; r < r1; r++)
+        for (int s = s0; s < s1; s++) sum += xp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w];
+      int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
+      yp[(size_t)p * d->Q + q] = cnt ? sum / (float)cnt : 0.0f;
+    }
+  }
+}
+
 void avgpool_fwd(const pool_desc *d, const float *x, float *y, int nthreads) {
-  int64_t planes = (int64_t)d->N * d->C;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
-    const float *xp = x + (size_t)pl * d->H * d->W;
-    float *yp = y + (size_t)pl * d->P * d->Q;
-    for (int p = 0; p < d->P; p++) {
-      int bh = p * d->stride_h - d->pad_t, r0, r1;
-      tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
-      for (int q = 0; q < d->Q; q++) {
-        int bw = q * d->stride_w - d->pad_l, s0, s1;
-        tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
-        float sum = 0.0f;
-        for (int r = r0; r < r1; r++)
-          for (int s = s0; s < s1; s++) sum += xp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w];
-        int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
-        yp[(size_t)p * d->Q + q] = cnt ? sum / (float)cnt : 0.0f;
-      }
+  pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .x = x, .y = y, .plane = avgpool_fwd_pl};
+  pool_run(&j, nthreads);
+}
+
+static void avgpool_bwd_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  float *dxp = j->dx + (size_t)pl * d->H * d->W;
+  const float *dyp = j->dy + (size_t)pl * d->P * d->Q;
+  memset(dxp, 0, sizeof(float) * d->H * d->W);
+  for (int p = 0; p < d->P; p++) {
+    int bh = p * d->stride_h - d->pad_t, r0, r1;
+    tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
+    for (int q = 0; q < d->Q; q++) {
+      int bw = q * d->stride_w - d->pad_l, s0, s1;
+      tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
+      int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
+      if (!cnt) continue;
+      float g = dyp[(size_t)p * d->Q + q] / (float)cnt;
+      for (int r = r0; r < r1; r++)
+        for (int s = s0; s < s1; s++) dxp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w] += g;
     }
   }
 }
 
 void avgpool_bwd(const pool_desc *d, const float *dy, float *dx, int nthreads) {
-  int64_t planes = (int64_t)d->N * d->C;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
-    float *dxp = dx + (size_t)pl * d->H * d->W;
-    const float *dyp = dy + (size_t)pl * d->P * d->Q;
-    memset(dxp, 0, sizeof(float) * d->H * d->W);
-    for (int p = 0; p < d->P; p++) {
-      int bh = p * d->stride_h - d->pad_t, r0, r1;
-      tap_range(bh, d->dil_h, d->kh, d->H, &r0, &r1);
-      for (int q = 0; q < d->Q; q++) {
-        int bw = q * d->stride_w - d->pad_l, s0, s1;
-        tap_range(bw, d->dil_w, d->kw, d->W, &s0, &s1);
-        int cnt = avg_div(d, bh, bw, r0, r1, s0, s1);
-        if (!cnt) continue;
-        float g = dyp[(size_t)p * d->Q + q] / (float)cnt;
-        for (int r = r0; r < r1; r++)
-          for (int s = s0; s < s1; s++) dxp[(size_t)(bh + r * d->dil_h) * d->W + bw + s * d->dil_w] += g;
-      }
-    }
-  }
+  pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .dy = dy, .dx = dx, .plane = avgpool_bwd_pl};
+  pool_run(&j, nthreads);
 }
 
 KERN_CLONES static float plane_sum(int64_t n, const float *restrict x) {
@@ -428,17 +465,21 @@ KERN_CLONES static float plane_sum(int64_t n, const float *restrict x) {
   return acc;
 }
 
+static void gap_fwd_pl(const pool_job *j, int64_t pl) {
+  j->y[pl] = (float)((double)plane_sum(j->HW, j->x + pl * j->HW) / (double)j->HW);
+}
+
 void global_avgpool_fwd(int N, int C, int64_t HW, const float *x, float *y, int nthreads) {
-  int64_t planes = (int64_t)N * C;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++) y[pl] = (float)((double)plane_sum(HW, x + pl * HW) / (double)HW);
+  pool_job j = {.planes = (int64_t)N * C, .HW = HW, .x = x, .y = y, .plane = gap_fwd_pl};
+  pool_run(&j, nthreads);
+}
+
+static void gap_bwd_pl(const pool_job *j, int64_t pl) {
+  float g = j->dy[pl] / (float)j->HW;
+  for (int64_t i = 0; i < j->HW; i++) j->dx[pl * j->HW + i] = g;
 }
 
 void global_avgpool_bwd(int N, int C, int64_t HW, const float *dy, float *dx, int nthreads) {
-  int64_t planes = (int64_t)N * C;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && planes > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
-    float g = dy[pl] / (float)HW;
-    for (int64_t i = 0; i < HW; i++) dx[pl * HW + i] = g;
-  }
+  pool_job j = {.planes = (int64_t)N * C, .HW = HW, .dy = dy, .dx = dx, .plane = gap_bwd_pl};
+  pool_run(&j, nthreads);
 }

@@ -34,23 +34,45 @@ static void line_bwd(int64_t len, int64_t st, int log_, const float *y, const fl
   }
 }
 
+/* Operands of softmax_fwd and softmax_bwd, shared by their workers. */
+typedef struct softmax_job {
+  int64_t len, inner, lines;
+  int log_;
+  const float *x, *y, *dy; /* forward: x; backward: y and dy */
+  float *out;              /* forward: y; backward: dx */
+} softmax_job;
+
+/* Worker t's lines of softmax_fwd. */
+static void softmax_fwd_part(void *ctx, int t, int T) {
+  const softmax_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->lines, t, T, &lo, &hi);
+  for (int64_t l = lo; l < hi; l++) {
+    int64_t o = l / j->inner, i = l % j->inner, off = o * j->len * j->inner + i;
+    line_fwd(j->len, j->inner, j->log_, j->x + off, j->out + off);
+  }
+}
+
 void softmax_fwd(int64_t outer, int64_t len, int64_t inner, int log_, const float *x, float *y, int nthreads) {
-  int64_t lines = outer * inner;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && lines > 1)
-  for (int64_t l = 0; l < lines; l++) {
-    int64_t o = l / inner, i = l % inner, off = o * len * inner + i;
-    line_fwd(len, inner, log_, x + off, y + off);
+  softmax_job j = {.len = len, .inner = inner, .lines = outer * inner, .log_ = log_, .x = x, .out = y};
+  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_fwd_part, &j);
+}
+
+/* Worker t's lines of softmax_bwd. */
+static void softmax_bwd_part(void *ctx, int t, int T) {
+  const softmax_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->lines, t, T, &lo, &hi);
+  for (int64_t l = lo; l < hi; l++) {
+    int64_t o = l / j->inner, i = l % j->inner, off = o * j->len * j->inner + i;
+    line_bwd(j->len, j->inner, j->log_, j->y + off, j->dy + off, j->out + off);
   }
 }
 
 void softmax_bwd(int64_t outer, int64_t len, int64_t inner, int log_, const float *y, const float *dy, float *dx,
                  int nthreads) {
-  int64_t lines = outer * inner;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && lines > 1)
-  for (int64_t l = 0; l < lines; l++) {
-    int64_t o = l / inner, i = l % inner, off = o * len * inner + i;
-    line_bwd(len, inner, log_, y + off, dy + off, dx + off);
-  }
+  softmax_job j = {.len = len, .inner = inner, .lines = outer * inner, .log_ = log_, .y = y, .dy = dy, .out = dx};
+  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_bwd_part, &j);
 }
 
 static int ignored(const sce_desc *d, int64_t label) { return d->has_ignore && label == d->ignore_index; }

@@ -1,6 +1,5 @@
 /* Magnitude Top-K selection and masking (see topk.h). */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,7 +156,7 @@ static float finish(uint32_t prefix) {
 }
 
 /* The work of one full pass over x, split into T logical parts (kern_parallel runs every part
- * whatever team size OpenMP grants, so the parts of the histogram and the compaction pass agree). */
+ * however many threads run them, so the parts of the histogram and the compaction pass agree). */
 typedef struct pass_ctx {
   const float *x;
   int64_t n;
@@ -261,40 +260,76 @@ KERN_CLONES static int64_t apply_range(const float *x, float *y, int64_t n, floa
   return nnz;
 }
 
+/* Operands of topk_apply, topk_group_scores and topk_apply_groups, shared by their workers. */
+typedef struct apply_job {
+  const float *x;
+  float *y;
+  int64_t n, group;    /* elements; topk_*groups: elements per group */
+  float thr;
+  const float *scores; /* topk_apply_groups: read */
+  float *out_scores;   /* topk_group_scores: written */
+  int64_t *nnz;        /* the nonzeros each part leaves, one count per part */
+} apply_job;
+
+static void apply_part(void *ctx, int t, int T) {
+  const apply_job *j = ctx;
+  int64_t lo, hi;
+  kern_split(j->n, t, T, &lo, &hi);
+  j->nnz[t] = apply_range(j->x + lo, j->y + lo, hi - lo, j->thr);
+}
+
+/* The sum of the parts' counts, in part order. */
+static int64_t nnz_total(const int64_t *nnz, int T) {
+  int64_t s = 0;
+  for (int t = 0; t < T; t++) s += nnz[t];
+  return s;
+}
+
 int64_t topk_apply(const float *x, float *y, int64_t n, float thr, int nthreads) {
-  int64_t nnz = 0;
-  int T = n < 65536 ? 1 : nthreads; /* a small weight is not worth waking threads for */
-#pragma omp parallel num_threads(T) reduction(+ : nnz)
-  {
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-    nnz += apply_range(x + lo, y + lo, hi - lo, thr);
+  int T = n < 65536 || nthreads < 1 ? 1 : nthreads; /* a small weight is not worth waking threads for */
+  int64_t nnz[T];
+  apply_job j = {.x = x, .y = y, .n = n, .thr = thr, .nnz = nnz};
+  kern_parallel(T, apply_part, &j);
+  return nnz_total(nnz, T);
+}
+
+static void group_scores_part(void *ctx, int t, int T) {
+  const apply_job *j = ctx;
+  int64_t g0, g1;
+  kern_split(j->n / j->group, t, T, &g0, &g1);
+  for (int64_t g = g0; g < g1; g++) {
+    double s = 0;
+    for (int64_t i = 0; i < j->group; i++) s += fabsf(j->x[g * j->group + i]);
+    j->out_scores[g] = (float)s;
   }
-  return nnz;
 }
 
 void topk_group_scores(const float *x, int64_t n, int64_t group, float *scores, int nthreads) {
-  int64_t ng = n / group;
-#pragma omp parallel for num_threads(n < 65536 ? 1 : nthreads) schedule(static) /* as topk_apply */
-  for (int64_t j = 0; j < ng; j++) {
-    double s = 0;
-    for (int64_t i = 0; i < group; i++) s += fabsf(x[j * group + i]);
-    scores[j] = (float)s;
-  }
+  apply_job j = {.x = x, .n = n, .group = group, .out_scores = scores};
+  kern_parallel(n < 65536 ? 1 : nthreads, group_scores_part, &j); /* as topk_apply */
 }
 
-int64_t topk_apply_groups(const float *x, float *y, int64_t n, int64_t group, const float *scores, float thr, int nthreads) {
-  int64_t ng = n / group, nnz = 0;
-#pragma omp parallel for num_threads(n < 65536 ? 1 : nthreads) schedule(static) reduction(+ : nnz)
-  for (int64_t j = 0; j < ng; j++) {
-    int keep = scores[j] >= thr;
-    for (int64_t i = 0; i < group; i++) {
-      float v = keep ? x[j * group + i] : 0.0f;
-      y[j * group + i] = v;
+static void apply_groups_part(void *ctx, int t, int T) {
+  const apply_job *j = ctx;
+  int64_t g0, g1, nnz = 0;
+  kern_split(j->n / j->group, t, T, &g0, &g1);
+  for (int64_t g = g0; g < g1; g++) {
+    int keep = j->scores[g] >= j->thr;
+    for (int64_t i = 0; i < j->group; i++) {
+      float v = keep ? j->x[g * j->group + i] : 0.0f;
+      j->y[g * j->group + i] = v;
       nnz += v != 0.0f;
     }
   }
-  return nnz;
+  j->nnz[t] = nnz;
+}
+
+int64_t topk_apply_groups(const float *x, float *y, int64_t n, int64_t group, const float *scores, float thr, int nthreads) {
+  int T = n < 65536 || nthreads < 1 ? 1 : nthreads; /* as topk_apply */
+  int64_t nnz[T];
+  apply_job j = {.x = x, .y = y, .n = n, .group = group, .thr = thr, .scores = scores, .nnz = nnz};
+  kern_parallel(T, apply_groups_part, &j);
+  return nnz_total(nnz, T);
 }
 
 static int cmp_desc(const void *a, const void *b) {

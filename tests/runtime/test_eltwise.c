@@ -1,7 +1,7 @@
 /* Elementwise kernels: activations (fast vs reference, finite differences away from the kinks),
  * broadcasting Add/Sub/Mul/Div (values and finite differences of the reducing backward), Softmax /
  * LogSoftmax, SoftmaxCrossEntropyLoss (ignore_index, class weights, reductions, bad labels) and
- * Dropout (mask statistics, independence from the thread count, reproducibility).
+ * Dropout (mask statistics, independence from the thread count, reproducibility), Sum/Neg (sum_n).
  *
  * Tolerances: fast vs reference 1e-6 relative (same formulas, different vectorisation); finite
  * differences with h = 1e-2 (smooth ops: |num-ana| <= 1e-3 + 1e-2*|ana|, the error of a central
@@ -456,7 +456,7 @@ static void check_fused_residual(void) {
     fill_edges(c, s, n);
     trng_fill(cp, (size_t)n, -3, 3);
     for (int k = 1; k <= 5; k++) {
-      for (int64_t i = 0; i < n; i++) { /* Sum as lower.c's run_sum adds */
+      for (int64_t i = 0; i < n; i++) { /* Sum as sum_n adds */
         float v = g[0][i];
         for (int j = 1; j < k; j++) v += g[j][i];
         dx1[i] = v;
@@ -498,6 +498,54 @@ static void check_fused_residual(void) {
   }
 }
 
+/* Replaces every NaN by the one NaN: which of two NaN operands an addition returns (their signs
+ * differ after Neg) is the compiler's choice of operand order, not the kernel's. */
+static void nan_canon(float *a, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (isnan(a[i])) a[i] = NAN;
+}
+
+/* sum_n (Sum, Neg) against the additions written out, on edge values (NaN, infinities, -0): the same
+ * bits (NaNs as NaN) at 1, 2 and 3 threads, and in place over its first input. */
+static void check_sum_n(void) {
+  const int64_t sizes[] = {1, 17, 1000, 200003};
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+    int64_t n = sizes[si];
+    size_t fb = sizeof(float) * (size_t)n;
+    float *x[4], *ref = talloc(fb), *y = talloc(fb), *ip = talloc(fb);
+    for (int j = 0; j < 4; j++) x[j] = talloc(fb);
+    fill_edges(x[0], x[1], n);
+    fill_edges(x[2], x[3], n);
+    char what[96];
+    for (int k = 1; k <= 4; k++)
+      for (int neg = 0; neg < 2; neg++) {
+        for (int64_t i = 0; i < n; i++) {
+          float v = neg ? -x[0][i] : x[0][i];
+          for (int j = 1; j < k; j++) v += x[j][i];
+          ref[i] = v;
+        }
+        nan_canon(ref, n);
+        for (int T = 1; T <= 3; T++) {
+          memset(y, 0x55, fb);
+          sum_n(n, k, (const float *const *)x, neg, y, T);
+          nan_canon(y, n);
+          snprintf(what, sizeof what, "sum_n (n %lld, k %d, neg %d, T%d)", (long long)n, k, neg, T);
+          tcheck_same(what, y, ref, fb);
+        }
+        memcpy(ip, x[0], fb);
+        float *keep = x[0];
+        x[0] = ip;
+        sum_n(n, k, (const float *const *)x, neg, ip, 2);
+        x[0] = keep;
+        nan_canon(ip, n);
+        snprintf(what, sizeof what, "sum_n in place (n %lld, k %d, neg %d)", (long long)n, k, neg);
+        tcheck_same(what, ip, ref, fb);
+      }
+    for (int j = 0; j < 4; j++) free(x[j]);
+    free(ref), free(y), free(ip);
+  }
+}
+
 int main(void) {
   trng_seed(3);
   tgroup_begin("activations fast vs ref, finite differences");
@@ -514,6 +562,9 @@ int main(void) {
   tgroup_end();
   tgroup_begin("dropout");
   check_dropout();
+  tgroup_end();
+  tgroup_begin("sum_n (Sum, Neg)");
+  check_sum_n();
   tgroup_end();
   tgroup_begin("fused residual Add + ReLU, Sum + ReLU backward");
   check_fused_residual();
