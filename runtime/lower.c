@@ -274,10 +274,7 @@ typedef struct gemm_ctx {
   size_t pack_bytes;
   int64_t numel_x;
   const void *packed;
-  /* general form */
-  int M, N, K, ta, tb;
-  float alpha, beta;
-  kshape c, y;
+  gemm_general_desc g; /* the ONNX Gemm's form */
 } gemm_ctx;
 
 static int run_fc(rt_program *p, const rt_op *op) {
@@ -353,51 +350,32 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
 /* Y = alpha op(A) op(B) + beta C, plain loops (Gemm forms other than Linear, and Gemm in backward graphs). */
 static int run_gemm_general(rt_program *p, const rt_op *op) {
   const gemm_ctx *c = op->ctx;
-  const float *A = op->in[0], *B = op->in[1], *C = op->in[2];
-  float *Y = op->out[0];
-#pragma omp parallel for num_threads(p->nthreads) schedule(static)
-  for (int i = 0; i < c->M; i++)
-    for (int j = 0; j < c->N; j++) {
-      double acc = 0;
-      for (int k = 0; k < c->K; k++) {
-        float a = c->ta ? A[(size_t)k * c->M + i] : A[(size_t)i * c->K + k];
-        float b = c->tb ? B[(size_t)j * c->K + k] : B[(size_t)k * c->N + j];
-        acc += (double)a * b;
-      }
-      float v = c->alpha * (float)acc;
-      if (C) { /* C broadcasts to [M, N]: a scalar, [N], [1|M, 1|N] */
-        int64_t ci = 0;
-        if (c->c.ndim == 2) ci = (c->c.d[0] == 1 ? 0 : (int64_t)i) * c->c.d[1] + (c->c.d[1] == 1 ? 0 : j);
-        else if (c->c.ndim == 1) ci = c->c.d[0] == 1 ? 0 : j;
-        v += c->beta * C[ci];
-      }
-      Y[(size_t)i * c->N + j] = v;
-    }
+  gemm_general_fwd(&c->g, op->in[0], op->in[1], op->in[2], op->out[0], p->nthreads);
   return SW_OK;
 }
 
 static int lower_gemm(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
   gemm_ctx *c = ctx_new(op, sizeof *c);
   const rt_buf *a = rt_buf_of(p, n->in[0]), *b = rt_buf_of(p, n->in[1]);
-  c->ta = (int)ir_attr_int(n, "transA");
-  c->tb = (int)ir_attr_int(n, "transB");
-  c->alpha = ir_attr_float(n, "alpha");
-  c->beta = ir_attr_float(n, "beta");
-  c->M = (int)(c->ta ? a->shape.d[1] : a->shape.d[0]);
-  c->K = (int)(c->ta ? a->shape.d[0] : a->shape.d[1]);
-  c->N = (int)(c->tb ? b->shape.d[0] : b->shape.d[1]);
+  gemm_general_desc *g = &c->g;
+  g->ta = (int)ir_attr_int(n, "transA");
+  g->tb = (int)ir_attr_int(n, "transB");
+  g->alpha = ir_attr_float(n, "alpha");
+  g->beta = ir_attr_float(n, "beta");
+  g->d.M = (int)(g->ta ? a->shape.d[1] : a->shape.d[0]);
+  g->d.K = (int)(g->ta ? a->shape.d[0] : a->shape.d[1]);
+  g->d.N = (int)(g->tb ? b->shape.d[0] : b->shape.d[1]);
   const rt_buf *cb = n->n_in > 2 && n->in[2] ? rt_buf_of(p, n->in[2]) : NULL;
-  int fc = !c->ta && c->tb && c->alpha == 1.0f && (!cb || (c->beta == 1.0f && cb->shape.rank == 1 && cb->shape.d[0] == c->N));
+  int fc = !g->ta && g->tb && g->alpha == 1.0f && (!cb || (g->beta == 1.0f && cb->shape.rank == 1 && cb->shape.d[0] == g->d.N));
   if (fc) {
-    gemm_desc d = {.M = c->M, .N = c->N, .K = c->K};
+    gemm_desc d = g->d;
     if (!(c->plan = gemm_plan_get(p, &d, e))) return e->code;
     gemm_plan_describe(c->plan, op->impl, sizeof op->impl);
     op->flops = gemm_desc_flops(&d);
     op->run = run_fc;
     return lower_fc_sparse(p, n, op, c, GEMM_FWD);
   }
-  if (cb) c->c = ks(cb);
-  c->y = ks(rt_buf_of(p, n->out[0]));
+  if (cb) g->c = ks(cb);
   snprintf(op->impl, sizeof op->impl, "c loops (general Gemm)");
   op->run = run_gemm_general;
   return SW_OK;
@@ -504,14 +482,9 @@ typedef struct sum_ctx {
 
 static int run_sum(rt_program *p, const rt_op *op) {
   const sum_ctx *c = op->ctx;
-  float *y = op->out[0];
-  const float *x0 = op->in[0];
-#pragma omp parallel for num_threads(p->nthreads) schedule(static)
-  for (int64_t i = 0; i < c->numel; i++) {
-    float s = c->neg ? -x0[i] : x0[i];
-    for (int k = 1; k < c->n_in; k++) s += ((const float *)op->in[k])[i];
-    y[i] = s;
-  }
+  const float *x[RT_MAX_ARGS];
+  for (int k = 0; k < c->n_in; k++) x[k] = op->in[k];
+  sum_n(c->numel, c->n_in, x, c->neg, op->out[0], p->nthreads);
   return SW_OK;
 }
 

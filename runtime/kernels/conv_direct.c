@@ -10,7 +10,6 @@
  *
  * Every output element is owned by one thread and summed in a fixed order, so the results do not
  * depend on the thread count. */
-#include <omp.h>
 #include <string.h>
 
 #include "runtime/kernels/conv_internal.h"
@@ -206,39 +205,50 @@ size_t conv_direct_scratch(const conv_desc *d, int nthreads) {
   return per * nthreads;
 }
 
-static float *thread_buf(const conv_plan *p, void *scratch) {
+/* Part t's scratch plane (parts run one at a time on a thread, so a part owns its slot). */
+static float *part_buf(const conv_plan *p, void *scratch, int t) {
   size_t per = conv_direct_scratch(&p->d, p->nthreads) / p->nthreads;
-  int t = omp_get_thread_num();
   SW_ASSERT(t < p->nthreads);
   return (float *)((char *)scratch + per * t);
 }
 
-void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
-  const conv_desc *d = &p->d;
-  int Kg = d->K / d->groups, nt = p->nthreads, flat = flat_ok(d);
+/* Operands of one direct-conv pass, shared by its workers. */
+typedef struct direct_job {
+  const conv_plan *p;       /* the plan (its scratch layout), NULL for conv_bias_grad */
+  const conv_desc *d;
+  const int *qr;            /* q_ranges */
+  const float *x, *w, *b, *dy;
+  float *y, *dx, *dw, *db;
+  void *scratch;
+  int simd;
+} direct_job;
+
+static void fwd_part(void *ctx, int t, int T) {
+  const direct_job *j = ctx;
+  const conv_desc *d = j->d;
+  const float *x = j->x, *w = j->w, *b = j->b;
+  float *y = j->y;
+  int Kg = d->K / d->groups, flat = flat_ok(d);
   int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
-  int64_t planes = (int64_t)d->N * d->C; /* one input plane per group */
-  int qr[2 * d->S], simd = !direct_portable && kern_cpu_avx512();
-  (void)simd;
-  q_ranges(d, qr);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
+  float *xpad = flat ? part_buf(j->p, j->scratch, t) : NULL, *acc = flat ? xpad + (size_t)Hp * Wp : NULL;
+  int64_t lo, hi;
+  kern_split((int64_t)d->N * d->C, t, T, &lo, &hi); /* one input plane per group */
+  for (int64_t pl = lo; pl < hi; pl++) {
     int n = (int)(pl / d->C), g = (int)(pl % d->C);
     const float *xp = x + (size_t)pl * d->H * d->W;
-    float *xpad = flat ? thread_buf(p, scratch) : NULL, *acc = flat ? xpad + (size_t)Hp * Wp : NULL;
     if (flat) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
     int kl = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (flat && simd) /* register tiles, four filters per pass over the input plane, then one at a time */
+    if (flat && j->simd) /* register tiles, four filters per pass over the input plane, then one at a time */
       for (; kl < Kg; kl += kl + 4 <= Kg ? 4 : 1) {
         const float *wk[4];
         float *yp[4], bias[4];
         int kb = kl + 4 <= Kg ? 4 : 1;
-        for (int j = 0; j < kb; j++) {
-          int k = g * Kg + kl + j;
-          wk[j] = w + (size_t)k * d->R * d->S;
-          yp[j] = y + ((size_t)n * d->K + k) * d->P * d->Q;
-          bias[j] = b ? b[k] : 0.0f;
+        for (int i = 0; i < kb; i++) {
+          int k = g * Kg + kl + i;
+          wk[i] = w + (size_t)k * d->R * d->S;
+          yp[i] = y + ((size_t)n * d->K + k) * d->P * d->Q;
+          bias[i] = b ? b[k] : 0.0f;
         }
         if (kb == 4)
           planes_fwd4_avx512(d, xpad, Wp, wk, bias, yp);
@@ -251,7 +261,7 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
       const float *wk = w + (size_t)k * d->R * d->S;
       float *yp = y + ((size_t)n * d->K + k) * d->P * d->Q, bias = b ? b[k] : 0.0f;
       if (!flat) {
-        plane_fwd(d, qr, xp, wk, bias, yp);
+        plane_fwd(d, j->qr, xp, wk, bias, yp);
         continue;
       }
       for (int i = 0; i < nflat; i++) acc[i] = bias;
@@ -261,27 +271,34 @@ void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const f
   }
 }
 
-void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
-  const conv_desc *d = &p->d;
-  int Kg = d->K / d->groups, nt = p->nthreads, flat = flat_ok(d);
+void conv_direct_fwd(const conv_plan *p, const float *x, const float *w, const float *b, float *y, void *scratch) {
+  int qr[2 * p->d.S];
+  q_ranges(&p->d, qr);
+  direct_job j = {.p = p, .d = &p->d, .qr = qr, .x = x, .w = w, .b = b, .y = y, .scratch = scratch,
+                  .simd = !direct_portable && kern_cpu_avx512()};
+  kern_parallel(p->nthreads, fwd_part, &j);
+}
+
+static void bwd_data_part(void *ctx, int t, int T) {
+  const direct_job *j = ctx;
+  const conv_desc *d = j->d;
+  int Kg = d->K / d->groups, flat = flat_ok(d);
   int Hq = bwd_Hq(d), Wq = bwd_Wq(d), nflat = (d->H - 1) * Wq + d->W;
-  int64_t planes = (int64_t)d->N * d->C; /* C == groups */
-  int qr[2 * d->S];
-  q_ranges(d, qr);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t pl = 0; pl < planes; pl++) {
+  float *dypad = flat ? part_buf(j->p, j->scratch, t) : NULL, *acc = flat ? dypad + (size_t)Hq * Wq : NULL;
+  int64_t lo, hi;
+  kern_split((int64_t)d->N * d->C, t, T, &lo, &hi); /* C == groups */
+  for (int64_t pl = lo; pl < hi; pl++) {
     int n = (int)(pl / d->C), g = (int)(pl % d->C);
-    float *dxp = dx + (size_t)pl * d->H * d->W;
-    float *dypad = flat ? thread_buf(p, scratch) : NULL, *acc = flat ? dypad + (size_t)Hq * Wq : NULL;
+    float *dxp = j->dx + (size_t)pl * d->H * d->W;
     if (flat)
       for (int i = 0; i < nflat; i++) acc[i] = 0.0f;
     else
       memset(dxp, 0, sizeof(float) * d->H * d->W);
     for (int kl = 0; kl < Kg; kl++) {
       int k = g * Kg + kl;
-      const float *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q, *wk = w + (size_t)k * d->R * d->S;
+      const float *dyp = j->dy + ((size_t)n * d->K + k) * d->P * d->Q, *wk = j->w + (size_t)k * d->R * d->S;
       if (!flat) {
-        plane_bwd_data(d, qr, dyp, wk, dxp);
+        plane_bwd_data(d, j->qr, dyp, wk, dxp);
         continue;
       }
       /* dX is the correlation of dY, padded by (R-1)*dil - pad, with the flipped filter. */
@@ -293,58 +310,78 @@ void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, f
   }
 }
 
+void conv_direct_bwd_data(const conv_plan *p, const float *dy, const float *w, float *dx, void *scratch) {
+  int qr[2 * p->d.S];
+  q_ranges(&p->d, qr);
+  direct_job j = {.p = p, .d = &p->d, .qr = qr, .w = w, .dy = dy, .dx = dx, .scratch = scratch};
+  kern_parallel(p->nthreads, bwd_data_part, &j);
+}
+
 /* Filters a worker of conv_direct_bwd_weight sums at once: each input plane is padded once for them. */
 #define DW_KCHUNK 32
 
+/* Worker t's filters of conv_direct_bwd_weight, DW_KCHUNK at a time. */
+static void bwd_weight_part(void *ctx, int t, int T) {
+  const direct_job *j = ctx;
+  const conv_desc *d = j->d;
+  int Kg = d->K / d->groups, RS = d->R * d->S, flat = flat_ok(d);
+  int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
+  int64_t k0, k1;
+  kern_split(d->K, t, T, &k0, &k1);
+  float *xpad = flat ? part_buf(j->p, j->scratch, t) : NULL, *gy = flat ? xpad + (size_t)Hp * Wp : NULL;
+  double acc[DW_KCHUNK][RS];
+  float part[RS];
+  for (int64_t kc = k0; kc < k1; kc += DW_KCHUNK) {
+    int nk = k1 - kc < DW_KCHUNK ? (int)(k1 - kc) : DW_KCHUNK;
+    for (int i = 0; i < nk; i++)
+      for (int r = 0; r < RS; r++) acc[i][r] = 0.0;
+    /* images outer, so that an input plane is padded once for all the filters of its group here;
+     * each filter still adds its images' partial sums in image order */
+    for (int n = 0; n < d->N; n++) {
+      int padded = -1;
+      for (int i = 0; i < nk; i++) {
+        int k = (int)kc + i, g = k / Kg;
+        const float *xp = j->x + ((size_t)n * d->C + g) * d->H * d->W;
+        const float *dyp = j->dy + ((size_t)n * d->K + k) * d->P * d->Q;
+        if (!flat) {
+          plane_bwd_weight(d, j->qr, xp, dyp, part);
+        } else {
+          if (padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
+          padded = g;
+          pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
+          flat_dots(nflat, xpad, Wp, d, gy, part);
+        }
+        for (int r = 0; r < RS; r++) acc[i][r] += part[r];
+      }
+    }
+    for (int i = 0; i < nk; i++)
+      for (int r = 0; r < RS; r++) j->dw[(size_t)(kc + i) * RS + r] = (float)acc[i][r];
+  }
+}
+
 void conv_direct_bwd_weight(const conv_plan *p, const float *x, const float *dy, float *dw, float *db,
                             void *scratch) {
-  const conv_desc *d = &p->d;
-  int Kg = d->K / d->groups, nt = p->nthreads, RS = d->R * d->S, flat = flat_ok(d);
-  int Hp = fwd_Hp(d), Wp = fwd_Wp(d), nflat = (d->P - 1) * Wp + d->Q;
-  int qr[2 * d->S];
-  q_ranges(d, qr);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    int64_t k0, k1;
-    kern_split(d->K, omp_get_thread_num(), omp_get_num_threads(), &k0, &k1);
-    float *xpad = flat ? thread_buf(p, scratch) : NULL, *gy = flat ? xpad + (size_t)Hp * Wp : NULL;
-    double acc[DW_KCHUNK][RS];
-    float part[RS];
-    for (int64_t kc = k0; kc < k1; kc += DW_KCHUNK) {
-      int nk = k1 - kc < DW_KCHUNK ? (int)(k1 - kc) : DW_KCHUNK;
-      for (int j = 0; j < nk; j++)
-        for (int i = 0; i < RS; i++) acc[j][i] = 0.0;
-      /* images outer, so that an input plane is padded once for all the filters of its group here;
-       * each filter still adds its images' partial sums in image order */
-      for (int n = 0; n < d->N; n++) {
-        int padded = -1;
-        for (int j = 0; j < nk; j++) {
-          int k = (int)kc + j, g = k / Kg;
-          const float *xp = x + ((size_t)n * d->C + g) * d->H * d->W, *dyp = dy + ((size_t)n * d->K + k) * d->P * d->Q;
-          if (!flat) {
-            plane_bwd_weight(d, qr, xp, dyp, part);
-          } else {
-            if (padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
-            padded = g;
-            pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
-            flat_dots(nflat, xpad, Wp, d, gy, part);
-          }
-          for (int i = 0; i < RS; i++) acc[j][i] += part[i];
-        }
-      }
-      for (int j = 0; j < nk; j++)
-        for (int i = 0; i < RS; i++) dw[(size_t)(kc + j) * RS + i] = (float)acc[j][i];
-    }
+  int qr[2 * p->d.S];
+  q_ranges(&p->d, qr);
+  direct_job j = {.p = p, .d = &p->d, .qr = qr, .x = x, .dy = dy, .dw = dw, .scratch = scratch};
+  kern_parallel(p->nthreads, bwd_weight_part, &j);
+  if (db) conv_bias_grad(&p->d, dy, db, p->nthreads);
+}
+
+/* Worker t's filters of conv_bias_grad. */
+static void bias_grad_part(void *ctx, int t, int T) {
+  const direct_job *j = ctx;
+  const conv_desc *d = j->d;
+  int64_t plane = (int64_t)d->P * d->Q, k0, k1;
+  kern_split(d->K, t, T, &k0, &k1);
+  for (int64_t k = k0; k < k1; k++) {
+    double acc = 0.0;
+    for (int n = 0; n < d->N; n++) acc += row_sum(plane, j->dy + ((size_t)n * d->K + k) * plane);
+    j->db[k] = (float)acc;
   }
-  if (db) conv_bias_grad(d, dy, db, nt);
 }
 
 void conv_bias_grad(const conv_desc *d, const float *dy, float *db, int nthreads) {
-  int64_t plane = (int64_t)d->P * d->Q;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int k = 0; k < d->K; k++) {
-    double acc = 0.0;
-    for (int n = 0; n < d->N; n++) acc += row_sum(plane, dy + ((size_t)n * d->K + k) * plane);
-    db[k] = (float)acc;
-  }
+  direct_job j = {.d = d, .dy = dy, .db = db};
+  kern_parallel(nthreads, bias_grad_part, &j);
 }

@@ -304,16 +304,31 @@ static void bwd_weight_worker(void *ctx, int t, int T) {
   }
 }
 
-/* db[n] = sum over m of dy[m][n], each column summed in row order by one thread. */
-static void bias_grad(const gemm_desc *d, const float *dy, float *db, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int n0 = 0; n0 < d->N; n0 += 16) {
+typedef struct bias_args {
+  const gemm_desc *d;
+  const float *dy;
+  float *db;
+} bias_args;
+
+/* Worker t's blocks of 16 columns of bias_grad. */
+static void bias_grad_worker(void *ctx, int t, int T) {
+  const bias_args *a = ctx;
+  const gemm_desc *d = a->d;
+  int64_t lo, hi;
+  kern_split(kern_cdiv(d->N, 16), t, T, &lo, &hi);
+  for (int n0 = (int)lo * 16; n0 < (int)hi * 16; n0 += 16) {
     double acc[16] = {0};
     int nn = d->N - n0 < 16 ? d->N - n0 : 16;
     for (int m = 0; m < d->M; m++)
-      for (int j = 0; j < nn; j++) acc[j] += dy[(size_t)m * d->N + n0 + j];
-    for (int j = 0; j < nn; j++) db[n0 + j] = (float)acc[j];
+      for (int j = 0; j < nn; j++) acc[j] += a->dy[(size_t)m * d->N + n0 + j];
+    for (int j = 0; j < nn; j++) a->db[n0 + j] = (float)acc[j];
   }
+}
+
+/* db[n] = sum over m of dy[m][n], each column summed in row order by one thread. */
+static void bias_grad(const gemm_desc *d, const float *dy, float *db, int nthreads) {
+  bias_args a = {d, dy, db};
+  kern_parallel(nthreads, bias_grad_worker, &a);
 }
 
 void gemm_plan_bwd_weight(const gemm_plan *p, const float *x, const float *dy, float *dw, float *db, void *scratch) {
@@ -335,4 +350,45 @@ void gemm_plan_bwd_weight(const gemm_plan *p, const float *x, const float *dy, f
   gemm_args a = {p, A, (float *)sp, NULL, dw, NULL, 0};
   kern_parallel(p->nthreads, bwd_weight_worker, &a);
   if (db) bias_grad(&p->d, dy, db, p->nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The general Gemm (plain loops). */
+
+typedef struct general_args {
+  const gemm_general_desc *g;
+  const float *A, *B, *C;
+  float *Y;
+} general_args;
+
+/* Worker t's rows of Y. */
+static void general_worker(void *ctx, int t, int T) {
+  const general_args *a = ctx;
+  const gemm_general_desc *g = a->g;
+  int M = g->d.M, N = g->d.N, K = g->d.K;
+  int64_t lo, hi;
+  kern_split(M, t, T, &lo, &hi);
+  for (int i = (int)lo; i < (int)hi; i++)
+    for (int j = 0; j < N; j++) {
+      double acc = 0;
+      for (int k = 0; k < K; k++) {
+        float x = g->ta ? a->A[(size_t)k * M + i] : a->A[(size_t)i * K + k];
+        float w = g->tb ? a->B[(size_t)j * K + k] : a->B[(size_t)k * N + j];
+        acc += (double)x * w;
+      }
+      float v = g->alpha * (float)acc;
+      if (a->C) { /* C broadcasts to [M, N]: a scalar, [N], [1|M, 1|N] */
+        int64_t ci = 0;
+        if (g->c.ndim == 2) ci = (g->c.d[0] == 1 ? 0 : (int64_t)i) * g->c.d[1] + (g->c.d[1] == 1 ? 0 : j);
+        else if (g->c.ndim == 1) ci = g->c.d[0] == 1 ? 0 : j;
+        v += g->beta * a->C[ci];
+      }
+      a->Y[(size_t)i * N + j] = v;
+    }
+}
+
+void gemm_general_fwd(const gemm_general_desc *g, const float *A, const float *B, const float *C, float *Y,
+                      int nthreads) {
+  general_args a = {g, A, B, C, Y};
+  kern_parallel(nthreads, general_worker, &a);
 }

@@ -6,6 +6,8 @@
  * Every output tile is computed by one thread with the full reduction inside one kernel call, so
  * the results do not depend on the thread count.
  *
+ * The general Gemm (transA, transB, alpha, beta, a broadcast C): plain loops, rows split over threads.
+ *
  * MatMul: numpy matmul semantics (1-D operands promoted, leading dimensions broadcast), reference
  * loops, forward and backward (gradients summed over broadcast batch dimensions). */
 #ifndef SWATC_RUNTIME_KERNELS_GEMM_H
@@ -61,6 +63,18 @@ void gemm_plan_fwd(const gemm_plan *p, const float *x, const float *w, const flo
 void gemm_plan_bwd_data(const gemm_plan *p, const float *dy, const float *w, float *dx, void *scratch);
 /* Backward-weight: dw = dy^T x and db (when not NULL). */
 void gemm_plan_bwd_weight(const gemm_plan *p, const float *x, const float *dy, float *dw, float *db, void *scratch);
+
+/* The general ONNX Gemm, the forms other than Linear: Y[M,N] = alpha op(A) op(B) + beta C. */
+typedef struct gemm_general_desc {
+  gemm_desc d;       /* Y is [M, N]; K is the reduction */
+  int ta, tb;        /* transA: A is [K, M] (else [M, K]); transB: B is [N, K] (else [K, N]) */
+  float alpha, beta;
+  kshape c;          /* the shape of C, which broadcasts to [M, N]: a scalar, [N] or [1|M, 1|N] */
+} gemm_general_desc;
+
+/* General Gemm forward (C may be NULL): plain loops summing in double, Y's rows split over the threads. */
+void gemm_general_fwd(const gemm_general_desc *g, const float *A, const float *B, const float *C, float *Y,
+                      int nthreads);
 
 /* Computes the output shape of numpy matmul(a, b); SW_EINPUT if the shapes do not fit. */
 int matmul_shape(const kshape *a, const kshape *b, kshape *y, sw_err *e);

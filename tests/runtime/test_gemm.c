@@ -1,5 +1,6 @@
 /* Gemm and MatMul: libxsmm plans vs the reference on random shapes (tails, M=1, sizes around the
- * 64 tile), finite differences of every backward, MatMul shape rules and broadcasting, determinism.
+ * 64 tile), finite differences of every backward, MatMul shape rules and broadcasting, determinism;
+ * the general Gemm against MatMul.
  *
  * Tolerances: fast vs reference 1e-5 relative to max|ref| (fp32 sums against double sums);
  * finite differences (linear ops: rounding only): |num-ana| <= 1e-4 + 2e-3*|ana|. */
@@ -174,6 +175,47 @@ static void check_matmul_shapes(void) {
   tcheck_close("matmul == gemm(transB)", Y2, Y1, 35, 1e-6);
 }
 
+/* gemm_general_fwd against matmul_fwd_ref on explicitly transposed operands, then alpha and beta*C
+ * with C broadcast (cshape: 0 none, 1 scalar, 2 [N], 3 [1,N], 4 [M,1], 5 [M,N]); the same bits at 1, 2
+ * and 3 threads. */
+static void check_gemm_general(int M, int N, int K, int ta, int tb, float alpha, float beta, int cshape) {
+  size_t as = (size_t)M * K, bs = (size_t)K * N, ys = (size_t)M * N;
+  float *A = talloc(4 * as), *B = talloc(4 * bs), *C = talloc(4 * ys), *Am = talloc(4 * as), *Bm = talloc(4 * bs);
+  float *P = talloc(4 * ys), *ref = talloc(4 * ys), *y1 = talloc_nan(ys), *y = talloc_nan(ys);
+  trng_fill(A, as, -1, 1), trng_fill(B, bs, -1, 1), trng_fill(C, ys, -1, 1);
+  for (int i = 0; i < M; i++) /* op(A) as [M, K], op(B) as [K, N] */
+    for (int k = 0; k < K; k++) Am[(size_t)i * K + k] = ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k];
+  for (int k = 0; k < K; k++)
+    for (int j = 0; j < N; j++) Bm[(size_t)k * N + j] = tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
+  int64_t da[] = {M, K}, db[] = {K, N};
+  kshape ka = kshape_make(2, da), kb = kshape_make(2, db);
+  matmul_fwd_ref(&ka, Am, &kb, Bm, P);
+  gemm_general_desc g = {.d = {M, N, K}, .ta = ta, .tb = tb, .alpha = alpha, .beta = beta};
+  int64_t cd[2] = {0, 0};
+  switch (cshape) {
+  case 1: g.c = kshape_make(0, NULL); break;
+  case 2: cd[0] = N, g.c = kshape_make(1, cd); break;
+  case 3: cd[0] = 1, cd[1] = N, g.c = kshape_make(2, cd); break;
+  case 4: cd[0] = M, cd[1] = 1, g.c = kshape_make(2, cd); break;
+  case 5: cd[0] = M, cd[1] = N, g.c = kshape_make(2, cd); break;
+  default: break;
+  }
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      size_t ci = cshape == 2 || cshape == 3 ? (size_t)j : cshape == 4 ? (size_t)i : (size_t)i * N + j;
+      float v = alpha * P[(size_t)i * N + j];
+      ref[(size_t)i * N + j] = cshape ? v + beta * C[cshape == 1 ? 0 : ci] : v;
+    }
+  char what[160];
+  for (int t = 1; t <= 3; t++) {
+    gemm_general_fwd(&g, A, B, cshape ? C : NULL, t == 1 ? y1 : y, t);
+    snprintf(what, sizeof what, "general M%d N%d K%d ta%d tb%d C%d T%d", M, N, K, ta, tb, cshape, t);
+    if (t == 1) tcheck_close(what, y1, ref, ys, 1e-6);
+    else tcheck_same(what, y, y1, 4 * ys);
+  }
+  free(A), free(B), free(C), free(Am), free(Bm), free(P), free(ref), free(y1), free(y);
+}
+
 int main(void) {
   trng_seed(2);
   tgroup_begin("gemm libxsmm vs ref: fixed + 60 random shapes");
@@ -187,6 +229,14 @@ int main(void) {
     gemm_desc d = {trng_int(1, 150), trng_int(1, 150), trng_int(1, 150)};
     check_gemm(d, trng_int(1, 2));
   }
+  tgroup_end();
+
+  tgroup_begin("general gemm (transA, transB, alpha, beta, broadcast C) vs matmul");
+  for (int c = 0; c <= 5; c++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) check_gemm_general(trng_int(1, 40), trng_int(1, 40), trng_int(1, 40), ta, tb, 0.5f, 2.0f, c);
+  check_gemm_general(1, 1, 1, 1, 0, 1.0f, 1.0f, 1);
+  check_gemm_general(97, 3, 70, 0, 1, -1.5f, 0.25f, 5);
   tgroup_end();
 
   tgroup_begin("gemm finite differences");
