@@ -29,7 +29,6 @@
  * nchw_below. */
 #include "runtime/kernels/spconv.h"
 
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

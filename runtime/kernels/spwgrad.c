@@ -28,7 +28,7 @@
 #include "runtime/kernels/spwgrad.h"
 
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,8 +464,8 @@ typedef struct pack_ctx {
   int N, C, H, W;
   float thr;
   spact_view v;
-  int64_t used;
-  int overflow;
+  _Atomic int64_t used; /* entries reserved so far (images' ranges, in scheduling order) */
+  atomic_int overflow;
   int simd;
   pack_tab tab;   /* when H*W > 1 */
   uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
@@ -490,14 +490,9 @@ static void pack_worker(void *arg, int t, int T) {
 #endif
       cnt = cls ? count_image_c(xi, k->C, HW, k->thr, &k->tab, bm, cls) : count_flat_c(xi, k->C, k->thr);
     int64_t off;
-#pragma omp atomic capture
-    {
-      off = k->used;
-      k->used += cnt;
-    }
+    off = atomic_fetch_add(&k->used, cnt);
     if (off + cnt > k->v.h->cap) {
-#pragma omp atomic write
-      k->overflow = 1;
+      atomic_store(&k->overflow, 1);
       return;
     }
     k->v.img_off[n] = off;
