@@ -94,7 +94,8 @@ static const char usage_text[] =
     "exit status: 0 success, 1 usage error, 2 bad input (model, data), 3 out of memory,\n"
     "4 a result could not be written, 5 the training loss became NaN or infinite,\n"
     "130/143 interrupted by SIGINT/SIGTERM after writing the checkpoint.\n"
-    "OpenMP threads wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.\n";
+    "Kernel threads poll, then yield, then sleep while they wait; OpenMP threads (data pipeline,\n"
+    "optimizer) wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "swatc: error: ");
@@ -510,8 +511,10 @@ static int cmd_inspect(int argc, char **argv) {
 }
 
 /* OpenMP threads that spin while waiting take the core from the thread doing the work whenever another
- * process shares the machine (measured: 10x slower training). libgomp reads its wait policy when it is
- * loaded, before main, so swatc re-executes itself once with a passive policy unless the user chose one. */
+ * process shares the machine (measured: 10x slower training; the kernels now run on their own team,
+ * runtime/kernels/team.c, which yields instead; the data pipeline and the optimizer still use OpenMP).
+ * libgomp reads its wait policy when it is loaded, before main, so swatc re-executes itself once with
+ * a passive policy unless the user chose one. */
 static void passive_openmp(char **argv) {
   if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("SWATC_REEXEC")) return;
   setenv("OMP_WAIT_POLICY", "passive", 1);
