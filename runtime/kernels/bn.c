@@ -172,12 +172,28 @@ typedef struct bn_job {
   bn_scratch s;
 } bn_job;
 
+/* Part t of T's planes [*lo, *hi) of the N*C (image-major). */
+static void plane_range(const bn_job *j, int t, int T, int64_t *lo, int64_t *hi) {
+  kern_split((int64_t)j->d->N * j->d->C, t, T, lo, hi);
+}
+
+/* Channel c's sums of the planes' partial sums p1 and p2, in image order, in double. */
+static void channel_sums(const bn_job *j, int64_t c, double *s1, double *s2) {
+  int64_t C = j->d->C;
+  double a = 0.0, b = 0.0;
+  for (int n = 0; n < j->d->N; n++) {
+    a += j->s.p1[(int64_t)n * C + c];
+    b += j->s.p2[(int64_t)n * C + c];
+  }
+  *s1 = a, *s2 = b;
+}
+
 /* Forward stage 1: each plane's shifted sums (with the shift near the mean, sum(v^2) - sum(v)^2/M
  * does not cancel badly). */
 static void fwd_sums(void *ctx, int t, int T) {
   const bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  plane_range(j, t, T, &lo, &hi);
   for (int64_t q = lo; q < hi; q++) stats_run(HW, j->x + q * HW, j->x[(q % C) * HW], j->s.p1 + q, j->s.p2 + q);
 }
 
@@ -189,11 +205,8 @@ static void fwd_channels(void *ctx, int t, int T) {
   double M = (double)d->N * d->HW;
   kern_split(C, t, T, &c0, &c1);
   for (int64_t c = c0; c < c1; c++) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int n = 0; n < d->N; n++) {
-      s1 += j->s.p1[(int64_t)n * C + c];
-      s2 += j->s.p2[(int64_t)n * C + c];
-    }
+    double s1, s2;
+    channel_sums(j, c, &s1, &s2);
     double m1 = s1 / M, var = s2 / M - m1 * m1;
     if (var < 0.0) var = 0.0;
     double mean = j->x[c * HW] + m1, invstd = 1.0 / sqrt(var + d->eps);
@@ -209,7 +222,7 @@ static void fwd_channels(void *ctx, int t, int T) {
 static void fwd_affine(void *ctx, int t, int T) {
   const bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  plane_range(j, t, T, &lo, &hi);
   for (int64_t q = lo; q < hi; q++) {
     int64_t c = q % C;
     affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
@@ -241,7 +254,7 @@ static void bwd_gate(const bn_job *j, int64_t c, float *ra, float *rb) {
 static void bwd_sums(void *ctx, int t, int T) {
   const bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  plane_range(j, t, T, &lo, &hi);
   for (int64_t q = lo; q < hi; q++) {
     int64_t c = q % C;
     float ra, rb;
@@ -258,11 +271,8 @@ static void bwd_channels(void *ctx, int t, int T) {
   double M = (double)d->N * d->HW;
   kern_split(C, t, T, &cl, &ch);
   for (int64_t c = cl; c < ch; c++) {
-    double invstd = j->save_invstd_in[c], sg = 0.0, sgxm = 0.0;
-    for (int n = 0; n < d->N; n++) {
-      sg += j->s.p1[(int64_t)n * C + c];
-      sgxm += j->s.p2[(int64_t)n * C + c];
-    }
+    double invstd = j->save_invstd_in[c], sg, sgxm;
+    channel_sums(j, c, &sg, &sgxm);
     double ds = sgxm * invstd; /* dscale = sum g * xhat */
     /* dx = a*g - k*(x - mean) + c0 with a = scale*invstd, k = a*invstd*dscale/M, c0 = -a*dbias/M. */
     double a = j->scale[c] * invstd, k = a * invstd * ds / M, c0 = -a * sg / M;
@@ -278,7 +288,7 @@ static void bwd_channels(void *ctx, int t, int T) {
 static void bwd_dx(void *ctx, int t, int T) {
   const bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  plane_range(j, t, T, &lo, &hi);
   for (int64_t q = lo; q < hi; q++) {
     int64_t c = q % C;
     float ra, rb;
@@ -302,7 +312,7 @@ void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy
 static void infer_planes(void *ctx, int t, int T) {
   const bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  kern_split((int64_t)j->d->N * C, t, T, &lo, &hi);
+  plane_range(j, t, T, &lo, &hi);
   for (int64_t q = lo; q < hi; q++) {
     int64_t c = q % C;
     double invstd = 1.0 / sqrt((double)j->var[c] + j->d->eps);

@@ -13,6 +13,14 @@ static void row_index(const kshape *s, int64_t r, int64_t *idx) {
   }
 }
 
+/* Offset (strides st) of the start of row r (all dimensions of s but the last). */
+static int64_t row_offset(const kshape *s, const int64_t *st, int64_t r) {
+  int64_t idx[KERN_MAX_DIMS], off = 0;
+  row_index(s, r, idx);
+  for (int k = 0; k < s->ndim - 1; k++) off += idx[k] * st[k];
+  return off;
+}
+
 static int64_t prod(const kshape *s, int from, int to) {
   int64_t p = 1;
   for (int i = from; i < to; i++) p *= s->d[i];
@@ -199,9 +207,7 @@ static void transpose_part(void *ctx, int t, int T) {
   int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
   kern_split(j->rows, t, T, &lo, &hi);
   for (int64_t r = lo; r < hi; r++) {
-    int64_t idx[KERN_MAX_DIMS], off = 0;
-    row_index(j->s, r, idx);
-    for (int k = 0; k < nd - 1; k++) off += idx[k] * j->st[k];
+    int64_t off = row_offset(j->s, j->st, r);
     float *yr = j->Y + r * inner;
     for (int64_t i = 0; i < inner; i++) yr[i] = j->X[off + i * sl];
   }
@@ -362,9 +368,7 @@ static void reduce_mean_bwd_part(void *ctx, int t, int T) {
   int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
   kern_split(j->rows, t, T, &lo, &hi);
   for (int64_t r = lo; r < hi; r++) {
-    int64_t idx[KERN_MAX_DIMS], off = 0;
-    row_index(j->s, r, idx);
-    for (int i = 0; i < nd - 1; i++) off += idx[i] * j->st[i];
+    int64_t off = row_offset(j->s, j->st, r);
     for (int64_t i = 0; i < inner; i++) j->Y[r * inner + i] = j->X[off + i * sl] * j->g;
   }
 }
