@@ -5,9 +5,9 @@
  * - Backward kernels overwrite the gradients they produce (they never accumulate into them).
  * - Kernels that need a plan (Conv, Gemm) are prepared once (JIT dispatch, blocking, scratch size)
  *   and then executed with caller-provided scratch: execute never allocates and never JITs.
- * - nthreads is the number of OpenMP threads a kernel uses. Results are bit-identical for a given
- *   nthreads; kernels whose reductions are split by channel/element give identical results for
- *   any nthreads. */
+ * - nthreads is the number of parts a kernel splits its work into (run on the kernels' thread team,
+ *   team.c). Results are bit-identical for a given nthreads; kernels whose reductions are split by
+ *   channel/element give identical results for any nthreads. */
 #ifndef SWATC_RUNTIME_KERNELS_KERN_H
 #define SWATC_RUNTIME_KERNELS_KERN_H
 
