@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -131,8 +132,12 @@ static void *team_worker(void *arg) {
   return NULL;
 }
 
-/* Starts workers up to n (ids 1..n); returns how many run. */
+/* Starts workers up to n (ids 1..n); returns how many run. Workers block every signal (they inherit
+ * the mask they are created with), so SIGINT and SIGTERM reach the caller's threads, as before. */
 static int team_grow(team *tm, int n) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   while (tm->nworkers < n) {
     pthread_t th;
     pthread_attr_t at;
@@ -144,6 +149,7 @@ static int team_grow(team *tm, int n) {
     if (rc != 0) break;
     tm->nworkers++;
   }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   return tm->nworkers;
 }
 
