@@ -186,6 +186,45 @@ __attribute__((target("avx512f"))) static void planes_fwd1_avx512(const conv_des
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* flat_dots for RS = R*S taps in one pass over g (AVX-512): each 16-float vector of g is loaded once
+ * and multiplied into RS accumulators, one per tap (off[rs]: the tap's offset into in); the 9 or 25
+ * separate passes of flat_dots read g RS times and reduce RS times. Sums per lane with FMA, then
+ * _mm512_reduce_add_ps: other rounding than flat_dots, within the tests' tolerance. */
+static inline __attribute__((target("avx512f"), always_inline)) void dots_pass_avx512(int n, const float *in,
+                                                                                      const int *off,
+                                                                                      const float *g, float *acc,
+                                                                                      const int RS) {
+  __m512 a[25];
+  for (int k = 0; k < RS; k++) a[k] = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 gv = _mm512_loadu_ps(g + i);
+    for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_loadu_ps(in + off[k] + i), a[k]);
+  }
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+    for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, in + off[k] + i), a[k]);
+  }
+  for (int k = 0; k < RS; k++) acc[k] = _mm512_reduce_add_ps(a[k]);
+}
+
+/* dots_pass_avx512 for the tap counts of the shipped models' direct convs (3x3, 5x5); 0 if another. */
+static __attribute__((target("avx512f"))) int flat_dots_avx512(int n, const float *in, int Wp, const conv_desc *d,
+                                                              const float *g, float *acc) {
+  int RS = d->R * d->S, off[25];
+  if (RS != 9 && RS != 25) return 0;
+  for (int r = 0; r < d->R; r++)
+    for (int s = 0; s < d->S; s++) off[r * d->S + s] = r * d->dil_h * Wp + s * d->dil_w;
+  if (RS == 9)
+    dots_pass_avx512(n, in, off, g, acc, 9);
+  else
+    dots_pass_avx512(n, in, off, g, acc, 25);
+  return 1;
+}
+#endif
+
 static int direct_portable; /* tests: 1 runs the plain C loops even where AVX-512 is there */
 
 void conv_direct_use_portable(int on) { direct_portable = on; }
@@ -349,7 +388,10 @@ static void bwd_weight_part(void *ctx, int t, int T) {
           if (padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
           padded = g;
           pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
-          flat_dots(nflat, xpad, Wp, d, gy, part);
+#if defined(__x86_64__) && defined(__GNUC__)
+          if (direct_portable || !kern_cpu_avx512() || !flat_dots_avx512(nflat, xpad, Wp, d, gy, part))
+#endif
+            flat_dots(nflat, xpad, Wp, d, gy, part);
         }
         for (int r = 0; r < RS; r++) acc[i][r] += part[r];
       }
