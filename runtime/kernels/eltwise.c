@@ -9,12 +9,29 @@
 /* Elementwise loops are split into chunks of this many elements per thread task. */
 #define ELT_CHUNK 16384
 
-/* The half-open range [*lo, *hi) of n elements that worker t of T owns: whole ELT_CHUNK chunks. */
-static void chunk_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) {
-  int64_t chunks = (n + ELT_CHUNK - 1) / ELT_CHUNK, a, b;
-  kern_split(chunks, t, T, &a, &b);
-  *lo = a * ELT_CHUNK < n ? a * ELT_CHUNK : n;
-  *hi = b * ELT_CHUNK < n ? b * ELT_CHUNK : n;
+/* The half-open range [*lo, *hi) of n elements that worker t of T owns, cut at multiples of unit. */
+static void unit_split(int64_t n, int64_t unit, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t units = (n + unit - 1) / unit, a, b;
+  kern_split(units, t, T, &a, &b);
+  *lo = a * unit < n ? a * unit : n;
+  *hi = b * unit < n ? b * unit : n;
+}
+
+/* Elements per block of the k-input sums (sum_relu_grad's general case, sum_n): they stay in L1. */
+#define SUM_BLOCK 512
+
+/* s[0..m) = (neg ? -x[0][b+i] : x[0][b+i]) + x[1][b+i] + ... + x[k-1][b+i], added in that order. */
+static inline __attribute__((always_inline)) void block_sum(int64_t m, int k, const float *const *x, int64_t b,
+                                                            int neg, float *restrict s) {
+  const float *x0 = x[0] + b;
+  if (neg)
+    for (int64_t i = 0; i < m; i++) s[i] = -x0[i];
+  else
+    for (int64_t i = 0; i < m; i++) s[i] = x0[i];
+  for (int j = 1; j < k; j++) {
+    const float *xj = x[j] + b;
+    for (int64_t i = 0; i < m; i++) s[i] += xj[i];
+  }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -114,7 +131,7 @@ typedef struct act_job {
 static void act_fwd_part(void *ctx, int t, int T) {
   const act_job *j = ctx;
   int64_t lo, hi;
-  chunk_split(j->n, t, T, &lo, &hi);
+  unit_split(j->n, ELT_CHUNK, t, T, &lo, &hi);
   for (int64_t c = lo; c < hi; c += ELT_CHUNK) {
     int64_t len = hi - c < ELT_CHUNK ? hi - c : ELT_CHUNK;
     act_fwd_chunk(j->a, len, j->x + c, j->out + c);
@@ -129,7 +146,7 @@ void act_fwd(const act_desc *a, int64_t n, const float *x, float *y, int nthread
 static void act_bwd_part(void *ctx, int t, int T) {
   const act_job *j = ctx;
   int64_t lo, hi;
-  chunk_split(j->n, t, T, &lo, &hi);
+  unit_split(j->n, ELT_CHUNK, t, T, &lo, &hi);
   for (int64_t c = lo; c < hi; c += ELT_CHUNK) {
     int64_t len = hi - c < ELT_CHUNK ? hi - c : ELT_CHUNK;
     act_bwd_chunk(j->a, len, j->x ? j->x + c : NULL, j->y ? j->y + c : NULL, j->dy + c, j->out + c);
@@ -491,12 +508,7 @@ void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, f
 #define BIT_UNIT 512
 
 /* The half-open range [*lo, *hi) of n elements that worker t of T owns, cut at BIT_UNIT multiples. */
-static void bits_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) {
-  int64_t units = (n + BIT_UNIT - 1) / BIT_UNIT, a, b;
-  kern_split(units, t, T, &a, &b);
-  *lo = a * BIT_UNIT < n ? a * BIT_UNIT : n;
-  *hi = b * BIT_UNIT < n ? b * BIT_UNIT : n;
-}
+static void bits_split(int64_t n, int t, int T, int64_t *lo, int64_t *hi) { unit_split(n, BIT_UNIT, t, T, lo, hi); }
 
 /* Bit i of the mask. */
 static inline int bit_at(const uint8_t *bits, int64_t i) { return (bits[i >> 3] >> (i & 7)) & 1; }
@@ -660,9 +672,6 @@ void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y,
   }
 }
 
-/* Elements per block of the general (k != 2) case: the partial sums stay in L1. */
-#define SRG_BLOCK 512
-
 /* sum_relu_grad's share of one thread with the gate Y. */
 KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *dy, const float *y, float *dx) {
   if (k == 2) { /* the residual block's case: one pass, no partial sums */
@@ -670,15 +679,10 @@ KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *
     for (int64_t i = 0; i < n; i++) dx[i] = gate_bits(a[i] + b[i], y[i] > 0.0f);
     return;
   }
-  float s[SRG_BLOCK];
-  for (int64_t lo = 0; lo < n; lo += SRG_BLOCK) {
-    int64_t m = n - lo < SRG_BLOCK ? n - lo : SRG_BLOCK;
-    const float *d0 = dy[0] + lo;
-    for (int64_t i = 0; i < m; i++) s[i] = d0[i];
-    for (int j = 1; j < k; j++) {
-      const float *dj = dy[j] + lo;
-      for (int64_t i = 0; i < m; i++) s[i] += dj[i];
-    }
+  float s[SUM_BLOCK];
+  for (int64_t lo = 0; lo < n; lo += SUM_BLOCK) {
+    int64_t m = n - lo < SUM_BLOCK ? n - lo : SUM_BLOCK;
+    block_sum(m, k, dy, lo, 0, s);
     for (int64_t i = 0; i < m; i++) dx[lo + i] = gate_bits(s[i], y[lo + i] > 0.0f);
   }
 }
@@ -705,23 +709,12 @@ void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, con
 /* ---------------------------------------------------------------------------------------------
  * Sum of k tensors. */
 
-/* Elements per block of sum_n: the partial sums stay in L1. */
-#define SUM_BLOCK 512
-
 /* y[i] = (neg ? -x[0][i] : x[0][i]) + x[1][i] + ... for lo <= i < hi, block by block (y may be one of the x). */
 KERN_CLONES static void sum_n_run(int64_t lo, int64_t hi, int k, const float *const *x, int neg, float *y) {
   float s[SUM_BLOCK];
   for (int64_t b = lo; b < hi; b += SUM_BLOCK) {
     int64_t m = hi - b < SUM_BLOCK ? hi - b : SUM_BLOCK;
-    const float *x0 = x[0] + b;
-    if (neg)
-      for (int64_t i = 0; i < m; i++) s[i] = -x0[i];
-    else
-      for (int64_t i = 0; i < m; i++) s[i] = x0[i];
-    for (int j = 1; j < k; j++) {
-      const float *xj = x[j] + b;
-      for (int64_t i = 0; i < m; i++) s[i] += xj[i];
-    }
+    block_sum(m, k, x, b, neg, s);
     for (int64_t i = 0; i < m; i++) y[b + i] = s[i];
   }
 }
