@@ -4,8 +4,9 @@
  * long. Waking an OpenMP thread that sleeps passively costs about 20 us a region on this kind of VM
  * (a halted virtual CPU has to be woken), 19 us more than a spinning one: 8-10 ms of a 50 ms sparse
  * step. Spinning OpenMP threads (OMP_WAIT_POLICY=active, GOMP_SPINCOUNT) remove that, but they keep
- * their core while they wait, and with a second job on the machine training ran 4x slower (two
- * swatc runs on 2 cores, GOMP_SPINCOUNT=30000), so swatc runs OpenMP passively (tools/swatc.c).
+ * their core while they wait, and with a second job on the machine training ran 3.5x slower (two
+ * swatc runs on 2 cores, GOMP_SPINCOUNT=30000: 12.3 s against 3.5 s), so swatc runs OpenMP passively
+ * (tools/swatc.c).
  *
  * So the kernels' own regions run on this team instead, whose waiting threads spin briefly with
  * `pause`, then call sched_yield() (the core goes to any other runnable thread, and comes back within
@@ -49,7 +50,7 @@ typedef struct team {
   atomic_int left;                  /* workers of the current job still running */
   atomic_uint bar_gen;              /* the stage barrier */
   atomic_int bar_count;
-  /* the current job (written before gen is bumped) */
+  /* the current job (written before the job word changes) */
   team_fn fns[TEAM_MAX_STAGES];
   int nst, T;
   void *ctx;
