@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "importer/importer.h"
@@ -95,7 +96,7 @@ static const char usage_text[] =
     "4 a result could not be written, 5 the training loss became NaN or infinite,\n"
     "130/143 interrupted by SIGINT/SIGTERM after writing the checkpoint.\n"
     "Kernel threads poll, then yield, then sleep while they wait; OpenMP threads (data pipeline,\n"
-    "optimizer) wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.\n";
+    "optimizer) always wait passively (OMP_WAIT_POLICY and GOMP_SPINCOUNT are overridden, with a warning).\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "swatc: error: ");
@@ -510,18 +511,28 @@ static int cmd_inspect(int argc, char **argv) {
   return 0;
 }
 
-/* OpenMP threads that spin while waiting take the core from the thread doing the work whenever another
- * process shares the machine (measured: 10x slower training; the kernels now run on their own team,
- * runtime/kernels/team.c, which yields instead; the data pipeline and the optimizer still use OpenMP).
- * libgomp reads its wait policy when it is loaded, before main, so swatc re-executes itself once with
- * a passive policy unless the user chose one. */
+/* OpenMP threads that spin while waiting take the core from the thread doing the work: with another
+ * process on the machine training ran 10x slower, and since the kernels run on their own team
+ * (runtime/kernels/team.c) the data pipeline's and the optimizer's OpenMP threads, spinning after
+ * their loops, take the cores from it (OMP_WAIT_POLICY=active: ResNet-20 SWAT-U 1.9x slower). libgomp
+ * reads its wait policy when it is loaded, before main, so swatc re-executes itself once with a
+ * passive policy, and says so when that overrides a spinning policy the environment asked for. */
 static void passive_openmp(char **argv) {
-  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("SWATC_REEXEC")) return;
+  if (getenv("SWATC_REEXEC")) return;
+  const char *pol = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+  if (pol && !strcasecmp(pol, "passive") && !spin) return; /* already passive */
+  int quiet = 0;
+  for (char **a = argv + 1; *a; a++) quiet |= !strcmp(*a, "-q") || !strcmp(*a, "--quiet");
+  if ((pol || spin) && !quiet)
+    fprintf(stderr,
+            "swatc: warning: OpenMP runs passively here (%s%s%s%s ignored): spinning OpenMP threads take the "
+            "cores from swatc's kernel threads\n",
+            pol ? "OMP_WAIT_POLICY=" : "", pol ? pol : "", pol && spin ? ", " : "", spin ? "GOMP_SPINCOUNT" : "");
   setenv("OMP_WAIT_POLICY", "passive", 1);
+  unsetenv("GOMP_SPINCOUNT");
   setenv("SWATC_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);
-  /* exec failed (no /proc): run with the default policy */
-  unsetenv("OMP_WAIT_POLICY");
+  /* exec failed (no /proc): run with the policy libgomp already read */
 }
 
 int main(int argc, char **argv) {

@@ -89,4 +89,13 @@ expect "a dense layer that does not exist" 2 "names no" "$swatc" train "$models/
 expect "sparsity out of range" 1 "--sparsity" "$swatc" train "$models/lenet5.onnx" --sparsity 1.5
 expect "NaN loss stops the run" 5 "NaN\|infinite" "$swatc" train "$models/lenet5.onnx" --lr 90 --epochs 1 --limit-train 2000 --limit-test 100 -q
 
+# A spinning OpenMP policy from the environment is overridden (it would take the cores from the kernels'
+# team), with a warning, and the run still trains
+if OMP_WAIT_POLICY=active "$swatc" train "$models/lenet5.onnx" --epochs 1 --limit-train 512 --limit-test 128 \
+     > "$tmp/omp.out" 2>&1 && grep -q "OMP_WAIT_POLICY=active ignored" "$tmp/omp.out" && grep -q "test accuracy" "$tmp/omp.out"; then
+  ok "OMP_WAIT_POLICY=active is overridden with a warning"
+else
+  bad "OMP_WAIT_POLICY=active: no warning or the run failed: $(tail -3 "$tmp/omp.out")"
+fi
+
 report
