@@ -2,9 +2,11 @@
  * fc layer shape of the shipped LeNet-5 and ResNet-20 (Fashion-MNIST 1x28x28, batch 128), forward and
  * backward-data, at weight densities 50/20/10/5% (sparsity 50/80/90/95%; -d picks others).
  *
- *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1] [-k] [NAME-SUBSTRING ...]
+ *   bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1,2] [-k] [NAME-SUBSTRING ...]
  *
- * -p picks the sparse paths timed (0: 16-image-packed "pk", 1: NCHW-direct "nchw"; default both).
+ * -p picks the sparse paths timed (0: 16-image-packed "pk", 1: NCHW-direct "nchw"; default both; 2:
+ * "pk-taps", 16-image-packed with whole-kernel patterns on the per-tap lists instead of the whole-kernel
+ * tiles, for -k).
  * -k keeps or drops whole R x S conv kernels (each (output, input) channel pair with probability
  * density, all its taps kept), the pattern of structured-channel SWAT (--structured channel); by
  * default each weight is kept on its own (unstructured SWAT).
@@ -152,11 +154,15 @@ static void conv_sparse_bwd(void *c) {
 }
 
 /* Paths timed for convs with an NCHW-direct path (spconv_plan_set_path values) and their labels. */
-static int g_paths[] = {0, 1};
-static const char *const g_path_names[] = {"pk", "nchw"};
+static int g_paths[] = {0, 1, 2};
+/* 2: 16-image-packed with whole-kernel patterns on the per-tap lists (spconv_use_whole_kernel_tiles(0)) */
+static const char *const g_path_names[] = {"pk", "nchw", "pk-taps"};
 static int NPATHS = 2;
 
-static void conv_setp(void *c, int i) { spconv_plan_set_path(&((conv_ctx *)c)->sp, g_paths[i]); }
+static void conv_setp(void *c, int i) {
+  spconv_use_whole_kernel_tiles(g_paths[i] != 2);
+  spconv_plan_set_path(&((conv_ctx *)c)->sp, g_paths[i] == 2 ? 0 : g_paths[i]);
+}
 
 static void print_header(void) {
   printf("%-24s %-9s %5s | %9s %9s %8s %8s %6s | %8s %8s %8s %8s | %5s\n", "layer", "pass", "dens", "dense ms",
@@ -223,6 +229,7 @@ static void bench_conv(const char *name, conv_desc d) {
       }
       pair_times t[MAXP];
       time_multi(df, sf, conv_setp, NPATHS, &c, t);
+      spconv_use_whole_kernel_tiles(1);
       for (int k = 0; k < NPATHS; k++) {
         char label[32];
         snprintf(label, sizeof label, "%s %s%s", pass == 0 ? "fwd" : "bwd", g_path_names[g_paths[k]],
@@ -320,13 +327,13 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(argv[i], "-p") && i + 1 < argc) {
       NPATHS = 0;
-      for (char *tok = strtok(argv[++i], ","); tok && NPATHS < 2; tok = strtok(NULL, ","))
-        g_paths[NPATHS++] = atoi(tok) ? 1 : 0;
+      for (char *tok = strtok(argv[++i], ","); tok && NPATHS < 3; tok = strtok(NULL, ","))
+        g_paths[NPATHS++] = atoi(tok) >= 0 && atoi(tok) <= 2 ? atoi(tok) : 0;
     }
     else if (!strcmp(argv[i], "-k"))
       g_kernels = 1;
     else if (argv[i][0] == '-') {
-      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1] [-k] [NAME-SUBSTRING ...]\n");
+      fprintf(stderr, "usage: bench_spconv [-t THREADS] [-n BATCH] [-r RUNS] [-d D1,D2,..] [-p 0,1,2] [-k] [NAME-SUBSTRING ...]\n");
       return 2;
     } else if (nsel < 64)
       sel[nsel++] = argv[i];

@@ -143,6 +143,28 @@ static void choose_tile(int n, int *tr, int *tc) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Whole-kernel register tile (structured-channel SWAT keeps or drops each 3x3 kernel whole): at
+ * stride 1 one list entry is a whole kernel, (input plane offset, its 9 weights), and the tile reads
+ * each of its (TR+2) x (TC+2) input vectors once, FMA-ing it into every accumulator it reaches, instead
+ * of one load per tap and position (a 1x14 tile: 48 loads and 9 broadcasts per 126 FMAs, against 135
+ * loads). Every accumulator still receives its taps in (r, s) order within a kernel and the kernels in
+ * list order, as the per-tap list does, so the sums are the same bits (a kernel's zero taps add w*0).
+ * REV (backward-data): the kernel is applied flipped, the taps (r, s) of accumulator (i, j) reading
+ * the input at (i + 2 - r, j + 2 - s) of the window; the window is then walked from its end so that
+ * r and s still ascend. */
+
+typedef struct spc_k9 {
+  int32_t off; /* the plane's window origin (the tile's top-left input) relative to the tile base */
+  float w[9];  /* w[r*3 + s] */
+} spc_k9;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The AVX-512 whole-kernel tiles (spc_k9_tile below); a plane takes them only where AVX-512 runs. */
+static void spc_k9_any(int tr, int tc, int rev, const float *restrict base, ptrdiff_t rs, const spc_k9 *restrict L,
+                       int n, float init, float *restrict out, ptrdiff_t ors, ptrdiff_t ocs);
+#endif
+
+/* ---------------------------------------------------------------------------------------------
  * List building: the nonzeros of a weight row (or of 16 weight columns) as (offset, value) entries.
  * AVX-512 compares 16 weights at a time and visits only the set bits, so the scan costs about one
  * compare per 16 weights plus one store per nonzero; the plain version is a branch-free loop.
@@ -401,6 +423,8 @@ size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
   return pk;
 }
 
+static int k9_shape(const spconv_plan *p, conv_pass pass);
+
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
   char f[300], b[300];
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
@@ -415,10 +439,11 @@ const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
     snprintf(nx[pass == CONV_FWD ? 0 : 1], sizeof nx[0], "%s%s%s, else ", kind, at,
              p->d.R * p->d.S > 1 ? " unless the nonzeros fill whole kernels" : "");
   }
-  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
-           p->sub ? " (subsampled 1x1)" : "", sched);
-  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s", nx[1], p->nph, p->bwd_tr, p->bwd_tc,
+  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s%s %s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+           p->sub ? " (subsampled 1x1)" : "", k9_shape(p, CONV_FWD) ? " (whole 3x3 kernels: whole-kernel tiles)" : "",
            sched);
+  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles%s %s", nx[1], p->nph, p->bwd_tr,
+           p->bwd_tc, k9_shape(p, CONV_BWD_DATA) ? " (whole 3x3 kernels: whole-kernel tiles)" : "", sched);
   snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
   return buf;
 }
@@ -456,10 +481,31 @@ static void build_bwd_rows(const spconv_plan *p, const float *restrict w, int c,
     }
 }
 
+/* Whole-kernel list of output row o (stride 1, 3x3; the list fits a row's spc_ent capacity): forward,
+ * output channel o's kernels (c ascending) at their input planes; backward-data, input channel o's
+ * kernels (k ascending) at their dY planes, the origin moved from the tile base to the window's
+ * top-left. A kernel with any nonzero (or NaN) tap is listed. */
+static int build_k9_row(const spconv_plan *p, conv_pass pass, const float *restrict w, int o, spc_k9 *restrict L) {
+  const conv_desc *d = &p->d;
+  int fwd = pass == CONV_FWD, nk = fwd ? d->C : d->K, n = 0;
+  for (int i = 0; i < nk; i++) {
+    const float *k = w + ((size_t)(fwd ? o : i) * d->C + (size_t)(fwd ? i : o)) * 9;
+    int any = 0;
+    for (int j = 0; j < 9; j++) any |= k[j] != 0.0f;
+    if (!any) continue;
+    L[n].off = (int32_t)(fwd ? (int64_t)i * p->Hp * p->Wp * SPC_V
+                             : ((int64_t)i * p->Pp * p->Qp - (int64_t)p->OT * p->Qp - p->OL) * SPC_V);
+    memcpy(L[n].w, k, sizeof L[n].w);
+    n++;
+  }
+  return n;
+}
+
 /* One forward output plane (16 images of output channel k) from the packed block xb, one row
  * group of register tiles at a time through rowbuf[tr*Q][16] (L1-resident), transposed into the
- * NCHW output plane dst (image stride istride) for nimg images. */
-SPC_HOT static void fwd_plane(const spconv_plan *p, const float *xb, const spc_ent *L, int n, float init,
+ * NCHW output plane dst (image stride istride) for nimg images. L holds n spc_ent taps, or n spc_k9
+ * whole kernels when k9 (stride 1, 3x3). */
+SPC_HOT static void fwd_plane(const spconv_plan *p, const float *xb, const void *L, int n, int k9, float init,
                               float *rowbuf, float *dst, size_t istride, int nimg) {
   const conv_desc *d = &p->d;
   ptrdiff_t cs = (ptrdiff_t)p->fsw * SPC_V, rs = (ptrdiff_t)p->fsh * p->Wp * SPC_V;
@@ -475,7 +521,12 @@ SPC_HOT static void fwd_plane(const spconv_plan *p, const float *xb, const spc_e
     for (int q0 = 0; q0 < d->Q; q0 += TC) {
       int tc = imin(TC, d->Q - q0);
       const float *base = xb + ((size_t)p0 * p->fsh * p->Wp + (size_t)q0 * p->fsw) * SPC_V;
-      spc_tile_any(tr, tc, base, rs, cs, L, n, init, rowbuf + (size_t)q0 * SPC_V, ors, SPC_V);
+#ifdef SPC_X86
+      if (k9)
+        spc_k9_any(tr, tc, 0, base, rs, L, n, init, rowbuf + (size_t)q0 * SPC_V, ors, SPC_V);
+      else
+#endif
+        spc_tile_any(tr, tc, base, rs, cs, L, n, init, rowbuf + (size_t)q0 * SPC_V, ors, SPC_V);
     }
     unpack_plane(rowbuf, tr * d->Q, dst + (size_t)p0 * d->Q, istride, nimg);
     p0 += tr;
@@ -483,9 +534,10 @@ SPC_HOT static void fwd_plane(const spconv_plan *p, const float *xb, const spc_e
 }
 
 /* One backward-data plane (16 images of input channel c) from the packed dY block db; L0/cnt are
- * channel c's per-phase lists. Rows of one phase are done in groups of tr through rowbuf[tr][W][16]
- * (all column phases), each row then transposed into the NCHW plane dst. */
-SPC_HOT static void bwd_plane(const spconv_plan *p, const float *db, const spc_ent *L0, const int *cnt,
+ * channel c's per-phase lists (k9: its one list of spc_k9 whole kernels, stride 1). Rows of one phase
+ * are done in groups of tr through rowbuf[tr][W][16] (all column phases), each row then transposed
+ * into the NCHW plane dst. */
+SPC_HOT static void bwd_plane(const spconv_plan *p, const float *db, const spc_ent *L0, const int *cnt, int k9,
                               float *rowbuf, float *dst, size_t istride, int nimg) {
   const conv_desc *d = &p->d;
   int sh = d->stride_h, sw = d->stride_w;
@@ -513,7 +565,13 @@ SPC_HOT static void bwd_plane(const spconv_plan *p, const float *db, const spc_e
         for (int j = 0; j < ncol; j += TC) {
           int tc = imin(TC, ncol - j);
           const float *base = db + ((size_t)(a0 + i + p->OT) * p->Qp + (b0 + j + p->OL)) * SPC_V;
-          spc_tile_any(tr, tc, base, rs, SPC_V, L, n, 0.0f, rowbuf + (w0 + (size_t)j * sw) * SPC_V, ors, ocs);
+#ifdef SPC_X86
+          if (k9)
+            spc_k9_any(tr, tc, 1, base, rs, (const spc_k9 *)L, n, 0.0f, rowbuf + (w0 + (size_t)j * sw) * SPC_V, ors,
+                       ocs);
+          else
+#endif
+            spc_tile_any(tr, tc, base, rs, SPC_V, L, n, 0.0f, rowbuf + (w0 + (size_t)j * sw) * SPC_V, ors, ocs);
         }
       }
       for (int k = 0; k < tr; k++)
@@ -533,6 +591,7 @@ typedef struct conv_run {
   float *out;
   char *scratch;
   int blocked;
+  int k9; /* lists of whole 3x3 kernels (spc_k9) instead of taps */
 } conv_run;
 
 static float *run_slot(const conv_run *r, int slot) { return (float *)r->scratch + (size_t)slot * r->l.blk; }
@@ -573,12 +632,12 @@ static void conv_plane(const conv_run *r, int blk, int o, const float *slot, flo
   int n0 = blk * SPC_V, nimg = imin(SPC_V, d->N - n0);
   if (r->pass == CONV_FWD) {
     size_t is = (size_t)d->K * d->P * d->Q;
-    fwd_plane(p, slot, run_lists(r) + (size_t)o * r->l.cap, run_counts(r)[o], r->b ? r->b[o] : 0.0f, plane,
+    fwd_plane(p, slot, run_lists(r) + (size_t)o * r->l.cap, run_counts(r)[o], r->k9, r->b ? r->b[o] : 0.0f, plane,
               r->out + n0 * is + (size_t)o * d->P * d->Q, is, nimg);
   } else {
     size_t is = (size_t)d->C * d->H * d->W;
-    bwd_plane(p, slot, run_lists(r) + (size_t)o * p->nph * r->l.cap, run_counts(r) + (size_t)o * p->nph, plane,
-              r->out + n0 * is + (size_t)o * d->H * d->W, is, nimg);
+    bwd_plane(p, slot, run_lists(r) + (size_t)o * p->nph * r->l.cap, run_counts(r) + (size_t)o * p->nph, r->k9,
+              plane, r->out + n0 * is + (size_t)o * d->H * d->W, is, nimg);
   }
 }
 
@@ -589,7 +648,9 @@ static void conv_stage1(const conv_run *r, int t, int T) {
   int64_t lo, hi;
   kern_split(run_cout(r), t, T, &lo, &hi);
   for (int64_t o = lo; o < hi; o++) {
-    if (r->pass == CONV_FWD)
+    if (r->k9)
+      run_counts(r)[o] = build_k9_row(p, r->pass, r->w, (int)o, (spc_k9 *)(run_lists(r) + (size_t)o * r->l.cap));
+    else if (r->pass == CONV_FWD)
       run_counts(r)[o] =
           build_fwd_row(p, r->w + (size_t)o * d->C * d->R * d->S, run_lists(r) + (size_t)o * r->l.cap);
     else
@@ -627,6 +688,10 @@ static void conv_s2(void *ctx, int t, int T) { conv_stage2(ctx, t, T); }
 static int spc_portable; /* tests: 1 runs the plain C NCHW-direct kernels even where AVX-512 is there */
 
 void spconv_use_portable(int on) { spc_portable = on; }
+
+static int spc_no_k9; /* tests and benchmarks: 1 runs whole-kernel patterns on the per-tap lists */
+
+void spconv_use_whole_kernel_tiles(int on) { spc_no_k9 = !on; }
 
 #ifdef SPC_X86
 #define SPC_AVX_INLINE static inline __attribute__((always_inline, target("avx512f")))
@@ -954,6 +1019,74 @@ __attribute__((target("avx512f"))) static void ps_tile_any(int no, int tv, int m
   SW_ASSERT(!"spconv: strided NCHW tile out of range");
 }
 
+/* The whole-kernel tile: TR x TC accumulators; per kernel its 9 weights broadcast once, then each input
+ * row of the window in pieces of CW columns (the CW + 2 input vectors a piece reads loaded once into
+ * registers: 14 accumulators + 9 weights + 6 inputs fit the 32 zmm), every tap (r, s) of the piece's
+ * accumulators FMA-ed from them. Per accumulator the taps arrive in (r, s) order (REV: the window's rows
+ * walked from the last, and the taps s of a piece read its inputs from the right). */
+#define SPC_K9_CW 4
+SPC_AVX_INLINE void spc_k9_tile(const int TR, const int TC, const int REV, const float *restrict base, ptrdiff_t rs,
+                                const spc_k9 *restrict L, int n, float init, float *restrict out, ptrdiff_t ors,
+                                ptrdiff_t ocs) {
+  __m512 acc[SPC_ACC];
+_Pragma("GCC unroll 16")
+  for (int j = 0; j < TR * TC; j++) acc[j] = _mm512_set1_ps(init);
+  for (int e = 0; e < n; e++) {
+    const float *b = base + L[e].off;
+    __m512 w[9];
+_Pragma("GCC unroll 9")
+    for (int j = 0; j < 9; j++) w[j] = _mm512_set1_ps(L[e].w[j]);
+_Pragma("GCC unroll 6")
+    for (int i = 0; i < TR + 2; i++) {
+      const int ir = REV ? TR + 1 - i : i;
+_Pragma("GCC unroll 4")
+      for (int k = 0; k < (TC + SPC_K9_CW - 1) / SPC_K9_CW; k++) {
+        const int c0 = k * SPC_K9_CW; /* (pieces update disjoint accumulators: their order is free) */
+        const int cw = TC - c0 < SPC_K9_CW ? TC - c0 : SPC_K9_CW;
+        __m512 x[SPC_K9_CW + 2];
+_Pragma("GCC unroll 8")
+        for (int jj = 0; jj < cw + 2; jj++) x[jj] = _mm512_loadu_ps(b + ir * rs + (c0 + jj) * SPC_V);
+_Pragma("GCC unroll 4")
+        for (int tr = 0; tr < TR; tr++) {
+          const int r = REV ? 2 + tr - ir : ir - tr;
+          if (r < 0 || r > 2) continue;
+_Pragma("GCC unroll 3")
+          for (int s = 0; s < 3; s++)
+_Pragma("GCC unroll 8")
+            for (int t = 0; t < cw; t++)
+              acc[tr * TC + c0 + t] = _mm512_fmadd_ps(w[r * 3 + s], x[REV ? t + 2 - s : t + s], acc[tr * TC + c0 + t]);
+        }
+      }
+    }
+  }
+_Pragma("GCC unroll 4")
+  for (int r = 0; r < TR; r++)
+_Pragma("GCC unroll 16")
+    for (int c = 0; c < TC; c++) _mm512_storeu_ps(out + r * ors + c * ocs, acc[r * TC + c]);
+}
+
+__attribute__((target("avx512f"))) static void spc_k9_any(int tr, int tc, int rev, const float *restrict base,
+                                                          ptrdiff_t rs, const spc_k9 *restrict L, int n, float init,
+                                                          float *restrict out, ptrdiff_t ors, ptrdiff_t ocs) {
+#define SPC_KCASE(R, C)                                                                                            \
+  case (R) * 16 + (C):                                                                                             \
+    if (rev)                                                                                                       \
+      spc_k9_tile(R, C, 1, base, rs, L, n, init, out, ors, ocs);                                                   \
+    else                                                                                                           \
+      spc_k9_tile(R, C, 0, base, rs, L, n, init, out, ors, ocs);                                                   \
+    return;
+  switch (tr * 16 + tc) {
+    SPC_KCASE(1, 1) SPC_KCASE(1, 2) SPC_KCASE(1, 3) SPC_KCASE(1, 4) SPC_KCASE(1, 5) SPC_KCASE(1, 6)
+    SPC_KCASE(1, 7) SPC_KCASE(1, 8) SPC_KCASE(1, 9) SPC_KCASE(1, 10) SPC_KCASE(1, 11) SPC_KCASE(1, 12)
+    SPC_KCASE(1, 13) SPC_KCASE(1, 14)
+    SPC_KCASE(2, 1) SPC_KCASE(2, 2) SPC_KCASE(2, 3) SPC_KCASE(2, 4) SPC_KCASE(2, 5) SPC_KCASE(2, 6)
+    SPC_KCASE(2, 7) SPC_KCASE(4, 1) SPC_KCASE(4, 2) SPC_KCASE(4, 3)
+  default: break;
+  }
+#undef SPC_KCASE
+  SW_ASSERT(!"spconv: whole-kernel register tile out of range");
+}
+
 /* Forward split with stride-2 columns: rows of channels' phase planes from two masked loads of 32
  * input columns and one permutex2var per phase. */
 __attribute__((target("avx512f"))) static void ps_split2_avx512(const conv_desc *d, const ps_geom *g,
@@ -1268,23 +1401,46 @@ static void ps_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   kern_parallel2(p->nthreads, ps_s1, ps_s2, &r);
 }
 
+/* Can pass run whole-kernel lists (spc_k9) on the packed path? 3x3 kernels at stride 1 (forward:
+ * not subsampled; backward-data: one phase). */
+static int k9_shape(const spconv_plan *p, conv_pass pass) {
+  const conv_desc *d = &p->d;
+  return d->R == 3 && d->S == 3 && d->stride_h == 1 && d->stride_w == 1 && (pass == CONV_FWD ? p->fsh == 1 && p->fsw == 1 : p->nph == 1);
+}
+
+/* Do the whole-kernel tiles beat the per-tap lists on a whole-kernel pattern with kdens of the kernels
+ * kept? Measured (bench_spconv -k -p 0,2, 2 threads, batch 128, the two interleaved): on ResNet-20's
+ * 3x3 stride-1 layers at 30% of the kernels 8-26% faster (16-16 28x28 11% / 8%, 32-32 14x14 20%, 64-64
+ * 7x7 21% / 26%, fwd / bwd-data); with 32 or 64 channels per list even up to 80% (32-32 within 5%,
+ * 64-64 14-22% faster at 60%); with 16 (16-16, 28x28 and 14x14) 7-20% slower from 45% of the kernels
+ * on, so those stay on the lists there. */
+static int k9_tiles_win(const spconv_plan *p, conv_pass pass, double kdens) {
+  int nlist = pass == CONV_FWD ? p->d.C : p->d.K; /* kernels a list can hold */
+  return k9_shape(p, pass) && (nlist >= 32 || kdens <= 0.4);
+}
+
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,
                       float *out, void *scratch) {
   SW_ASSERT(((uintptr_t)scratch % KERN_ALIGN) == 0);
-  if (p->nchw_below[pass] > 0) { /* the path by this call's weight density */
-    const conv_desc *d = &p->d;
-    size_t rs = (size_t)d->R * d->S, nw = (size_t)d->K * d->C * rs, nz = 0, nkern = 0;
+  const conv_desc *d = &p->d;
+  size_t rs = (size_t)d->R * d->S;
+  int whole = 0;
+  double kdens = 0; /* share of the (output, input) kernels holding a nonzero */
+  if (rs > 1 && (p->nchw_below[pass] > 0 || k9_shape(p, pass))) {
+    size_t nw = (size_t)d->K * d->C * rs, nz = 0, nkern = 0;
     for (size_t i = 0; i < nw; i += rs) { /* nonzeros, and R x S kernels holding any (NaN counts) */
       size_t z = 0;
       for (size_t j = 0; j < rs; j++) z += w[i + j] != 0.0f;
       nz += z, nkern += z != 0;
     }
     /* Nonzeros in whole kernels (structured-channel SWAT: at least 90% of the taps of every kernel that
-     * has any) run packed: a list then reads 9 taps of one channel in a row, which the packed path's
-     * aligned tiles turn into 1.2-1.6x the NCHW-direct speed at 10-30% density (ResNet-20's 3x3 layers,
-     * bench_spconv -k; README.md). */
-    int whole = !p->forced && rs > 1 && nz >= 0.9 * (double)nkern * (double)rs;
-    if (!whole && spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
+     * has any) run packed: at stride 1 with 3x3 kernels as whole-kernel tiles (spc_k9_tile), else the
+     * tap lists then read 9 taps of one channel in a row, which the packed path's aligned tiles turn
+     * into 1.2-1.6x the NCHW-direct speed at 10-30% density (ResNet-20's 3x3 layers, bench_spconv -k;
+     * README.md). */
+    whole = nz >= 0.9 * (double)nkern * (double)rs;
+    kdens = (double)nkern / ((double)d->K * d->C);
+    if (!(whole && !p->forced) && spconv_plan_uses_nchw(p, pass, (double)nz / (double)nw)) {
       ps_exec(p, pass, in, w, b, out, scratch);
       return;
     }
@@ -1299,6 +1455,11 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
   r.out = out;
   r.scratch = scratch;
   r.blocked = blocked_schedule(p->nb, p->nthreads);
+#ifdef SPC_X86
+  r.k9 = whole && k9_tiles_win(p, pass, kdens) && kern_cpu_avx512() && !spc_portable && !spc_no_k9;
+#else
+  r.k9 = 0;
+#endif
   kern_parallel2(p->nthreads, conv_s1, conv_s2, &r);
 }
 

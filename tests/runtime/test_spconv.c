@@ -2,7 +2,7 @@
  * shapes (small batches) and random shapes: odd sizes, channel counts off multiples of 16, batches
  * off multiples of 16 (and 1), strides 1-3, asymmetric padding, 1x1 to 5x5, non-square kernels;
  * weight densities 0 (all zero), 1%, 10%, 50%, 100%, and whole R x S kernels kept (structured-channel
- * SWAT) at 0/30/100% on every path; 1 and 2 threads (both thread schedules);
+ * SWAT) at 0/30/100% on every path, and its whole-kernel tiles bit-identical to the per-tap lists; 1 and 2 threads (both thread schedules);
  * scratch and outputs poisoned with NaN; one plan and scratch reused while the zero pattern changes.
  * Also: results identical for 1 and 2 threads and run to run; unsupported descriptors rejected.
  * Stride-1 shapes wide enough for the NCHW-direct path (odd widths 13-47, pads 0-2, kernels up to
@@ -225,6 +225,57 @@ static void check_paths_identical(const conv_desc *d) {
     snprintf(what, sizeof what, "%s density %g: NCHW-direct backward-data = packed, bit for bit", ds, densities[di]);
     tcheck_same(what, dx[0], dx[1], sizeof(float) * xsize(d));
   }
+  spconv_plan_free(&p);
+  free(scr);
+  operands_free(&o);
+}
+
+/* Whole-kernel tiles (3x3 stride 1, packed path) against the per-tap lists they replace
+ * (spconv_use_whole_kernel_tiles(0)): the same sums in the same order, so the same bits, forward and
+ * backward-data, with whole kernels at 10/30/100% and with kernels missing one or two taps (the
+ * tiles then add w*0 where the lists skip). With AVX-512 only (the tiles' only form). */
+static void check_k9_same_bits(const conv_desc *d) {
+#if defined(__SANITIZE_ADDRESS__)
+  (void)d;
+  return; /* no AVX-512 clone of the list tiles under ASan (no FMA): other rounding */
+#endif
+  if (!__builtin_cpu_supports("avx512f")) return;
+  char ds[160], what[300];
+  desc_str(d, ds, sizeof ds);
+  operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
+  spconv_plan p;
+  sw_err e;
+  sw_err_clear(&e);
+  if (spconv_plan_init(&p, d, 2, &e)) {
+    tfail("%s: plan init failed: %s", ds, e.msg);
+    operands_free(&o);
+    return;
+  }
+  spconv_plan_set_path(&p, 0);
+  size_t ss = spconv_plan_scratch(&p, CONV_FWD);
+  if (spconv_plan_scratch(&p, CONV_BWD_DATA) > ss) ss = spconv_plan_scratch(&p, CONV_BWD_DATA);
+  float *scr = talloc_nan(ss / sizeof(float) + 1);
+  static const double kd[] = {0.1, 0.3, 1.0};
+  for (int di = 0; di < 3; di++)
+    for (int holes = 0; holes < 2; holes++) {
+      memcpy(o.w, o.w0, sizeof(float) * wsize(d));
+      for (size_t i = 0; i < wsize(d); i += 9) {
+        if (trng_unit() >= kd[di]) memset(o.w + i, 0, sizeof(float) * 9);
+        else if (holes && trng_int(0, 9) == 0) o.w[i + trng_int(0, 8)] = 0.0f; /* still >= 90% whole */
+      }
+      for (int k9 = 0; k9 < 2; k9++) {
+        spconv_use_whole_kernel_tiles(k9);
+        spconv_plan_fwd(&p, o.x, o.w, o.b, o.y[k9], scr);
+        spconv_plan_bwd_data(&p, o.dy, o.w, o.dx[k9], scr);
+      }
+      spconv_use_whole_kernel_tiles(1);
+      snprintf(what, sizeof what, "%s kernels %g%s: whole-kernel tiles forward = tap lists, bit for bit", ds,
+               kd[di], holes ? " with holes" : "");
+      tcheck_same(what, o.y[0], o.y[1], sizeof(float) * ysize(d));
+      snprintf(what, sizeof what, "%s kernels %g%s: whole-kernel tiles backward-data = tap lists, bit for bit", ds,
+               kd[di], holes ? " with holes" : "");
+      tcheck_same(what, o.dx[0], o.dx[1], sizeof(float) * xsize(d));
+    }
   spconv_plan_free(&p);
   free(scr);
   operands_free(&o);
@@ -505,6 +556,15 @@ int main(void) {
     check_conv(&kern[i]);
     check_conv_all_paths(&kern[i]);
   }
+  /* the whole-kernel tiles against the tap lists: ResNet-20's stages (tiles 1x14 / 1x14 / 2x7), odd
+   * widths (tail tiles 1x1..1x13), planes of 1-3 columns (4x1..4x3 tiles), N off 16 */
+  conv_desc k9s[] = {
+      make_desc(17, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), make_desc(19, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1),
+      make_desc(5, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1),    make_desc(3, 33, 11, 31, 40, 3, 3, 1, 1, 1, 1, 1, 1),
+      make_desc(2, 40, 9, 3, 35, 3, 3, 1, 1, 1, 1, 1, 1),    make_desc(2, 36, 6, 5, 33, 3, 3, 1, 1, 0, 2, 2, 0),
+      make_desc(1, 32, 5, 1, 32, 3, 3, 1, 1, 1, 1, 1, 1),
+  };
+  for (size_t i = 0; i < sizeof k9s / sizeof k9s[0]; i++) check_k9_same_bits(&k9s[i]);
   use_kernel_pattern(0);
   tgroup_end();
 
