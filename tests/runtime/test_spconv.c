@@ -187,24 +187,34 @@ static void check_conv(const conv_desc *d) { check_conv_path(d, -1, 0); }
 
 /* With AVX-512 the NCHW-direct path sums every output in the packed path's order: bit-identical
  * forward and backward-data at every density (so the per-call path choice changes no result). */
-static void check_paths_identical(const conv_desc *d) {
+/* The start of a bit-identity check: operands and a 2-thread plan for d (ds: its description); 0 when
+ * the check does not run: without AVX-512, or under ASan, where the packed kernels have no AVX-512
+ * clone (spconv.c: SPC_HOT), so no FMA: other rounding. */
+static int bitcheck_open(const conv_desc *d, char *ds, size_t n, operands *o, spconv_plan *p) {
 #if defined(__SANITIZE_ADDRESS__)
-  (void)d;
-  return; /* under ASan the packed kernels have no AVX-512 clone (spconv.c: SPC_HOT), so no FMA: other rounding */
-#endif
-  if (!__builtin_cpu_supports("avx512f")) return;
-  char ds[160], what[300];
-  desc_str(d, ds, sizeof ds);
-  operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
-  float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, **y = o.y, **dx = o.dx;
-  spconv_plan p;
+  (void)d, (void)ds, (void)n, (void)o, (void)p;
+  return 0;
+#else
+  if (!__builtin_cpu_supports("avx512f")) return 0;
+  desc_str(d, ds, n);
+  *o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
   sw_err e;
   sw_err_clear(&e);
-  if (spconv_plan_init(&p, d, 2, &e)) {
+  if (spconv_plan_init(p, d, 2, &e)) {
     tfail("%s: plan init failed: %s", ds, e.msg);
-    operands_free(&o);
-    return;
+    operands_free(o);
+    return 0;
   }
+  return 1;
+#endif
+}
+
+static void check_paths_identical(const conv_desc *d) {
+  char ds[160], what[300];
+  operands o;
+  spconv_plan p;
+  if (!bitcheck_open(d, ds, sizeof ds, &o, &p)) return;
+  float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, **y = o.y, **dx = o.dx;
   size_t ss = 0;
   for (int path = 0; path < 2; path++) {
     spconv_plan_set_path(&p, path);
@@ -233,24 +243,12 @@ static void check_paths_identical(const conv_desc *d) {
 /* Whole-kernel tiles (3x3 stride 1, packed path) against the per-tap lists they replace
  * (spconv_use_whole_kernel_tiles(0)): the same sums in the same order, so the same bits, forward and
  * backward-data, with whole kernels at 10/30/100% and with kernels missing one or two taps (the
- * tiles then add w*0 where the lists skip). With AVX-512 only (the tiles' only form). */
+ * tiles then add w*0 where the lists skip). With AVX-512 only (the tiles' only form), not under ASan. */
 static void check_k9_same_bits(const conv_desc *d) {
-#if defined(__SANITIZE_ADDRESS__)
-  (void)d;
-  return; /* no AVX-512 clone of the list tiles under ASan (no FMA): other rounding */
-#endif
-  if (!__builtin_cpu_supports("avx512f")) return;
   char ds[160], what[300];
-  desc_str(d, ds, sizeof ds);
-  operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
+  operands o;
   spconv_plan p;
-  sw_err e;
-  sw_err_clear(&e);
-  if (spconv_plan_init(&p, d, 2, &e)) {
-    tfail("%s: plan init failed: %s", ds, e.msg);
-    operands_free(&o);
-    return;
-  }
+  if (!bitcheck_open(d, ds, sizeof ds, &o, &p)) return;
   spconv_plan_set_path(&p, 0);
   size_t ss = spconv_plan_scratch(&p, CONV_FWD);
   if (spconv_plan_scratch(&p, CONV_BWD_DATA) > ss) ss = spconv_plan_scratch(&p, CONV_BWD_DATA);
