@@ -145,9 +145,9 @@ static void choose_tile(int n, int *tr, int *tc) {
 /* ---------------------------------------------------------------------------------------------
  * Whole-kernel register tile (structured-channel SWAT keeps or drops each 3x3 kernel whole): at
  * stride 1 one list entry is a whole kernel, (input plane offset, its 9 weights), and the tile reads
- * each of its (TR+2) x (TC+2) input vectors once, FMA-ing it into every accumulator it reaches, instead
- * of one load per tap and position (a 1x14 tile: 48 loads and 9 broadcasts per 126 FMAs, against 135
- * loads). Every accumulator still receives its taps in (r, s) order within a kernel and the kernels in
+ * each input vector of its window once per piece of columns (spc_k9_tile), FMA-ing it into every
+ * accumulator it reaches, instead of one load per tap and position (a 1x14 tile: 66 loads and 9
+ * broadcasts per 126 FMAs, a 2x7 tile 44 and 9, against 126 and 9). Every accumulator still receives its taps in (r, s) order within a kernel and the kernels in
  * list order, as the per-tap list does, so the sums are the same bits (a kernel's zero taps add w*0).
  * REV (backward-data): the kernel is applied flipped, the taps (r, s) of accumulator (i, j) reading
  * the input at (i + 2 - r, j + 2 - s) of the window; the window is then walked from its end so that
