@@ -204,7 +204,7 @@ static void bench_conv(const char *name, conv_desc d) {
   c.scratch = bench_alloc(ss);
   memcpy(c.w, w0, ws * sizeof(float));
   double flops = conv_desc_flops(&d);
-  char desc[200];
+  char desc[400];
   printf("%s: N%d C%d %dx%d K%d %dx%d s%d  [%s]\n", name, d.N, d.C, d.H, d.W, d.K, d.R, d.S, d.stride_h,
          spconv_plan_describe(&c.sp, desc, sizeof desc));
   /* Convs that have an NCHW-direct path (all do now) are timed on the sparse paths of -p (16-image-packed
@@ -286,7 +286,7 @@ static void bench_gemm(const char *name, gemm_desc d) {
   c.scratch = bench_alloc(ss);
   memcpy(c.w, w0, ws * sizeof(float));
   double flops = gemm_desc_flops(&d);
-  char desc[200];
+  char desc[400];
   printf("%s: M%d N%d K%d  [%s]\n", name, d.M, d.N, d.K, spgemm_plan_describe(&c.sp, desc, sizeof desc));
   for (int i = 0; i < NDENS; i++) {
     double dens = sparsify(w0, c.w, ws, densities[i]);

@@ -147,8 +147,9 @@ static void choose_tile(int n, int *tr, int *tc) {
  * stride 1 one list entry is a whole kernel, (input plane offset, its 9 weights), and the tile reads
  * each input vector of its window once per piece of columns (spc_k9_tile), FMA-ing it into every
  * accumulator it reaches, instead of one load per tap and position (a 1x14 tile: 66 loads and 9
- * broadcasts per 126 FMAs, a 2x7 tile 44 and 9, against 126 and 9). Every accumulator still receives its taps in (r, s) order within a kernel and the kernels in
- * list order, as the per-tap list does, so the sums are the same bits (a kernel's zero taps add w*0).
+ * broadcasts per 126 FMAs, a 2x7 tile 44 and 9, against 126 and 9). Every accumulator still receives
+ * its taps in (r, s) order within a kernel and the kernels in list order, as the per-tap list does, so
+ * the sums are the same bits (a kernel's zero taps add w*0).
  * REV (backward-data): the kernel is applied flipped, the taps (r, s) of accumulator (i, j) reading
  * the input at (i + 2 - r, j + 2 - s) of the window; the window is then walked from its end so that
  * r and s still ascend. */
@@ -424,6 +425,7 @@ size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
 }
 
 static int k9_shape(const spconv_plan *p, conv_pass pass);
+static const char *k9_describe(const spconv_plan *p, conv_pass pass);
 
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
   char f[300], b[300];
@@ -439,11 +441,10 @@ const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
     snprintf(nx[pass == CONV_FWD ? 0 : 1], sizeof nx[0], "%s%s%s, else ", kind, at,
              p->d.R * p->d.S > 1 ? " unless the nonzeros fill whole kernels" : "");
   }
-  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s%s %s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
-           p->sub ? " (subsampled 1x1)" : "", k9_shape(p, CONV_FWD) ? " (whole 3x3 kernels: whole-kernel tiles)" : "",
-           sched);
-  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles%s %s", nx[1], p->nph, p->bwd_tr,
-           p->bwd_tc, k9_shape(p, CONV_BWD_DATA) ? " (whole 3x3 kernels: whole-kernel tiles)" : "", sched);
+  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s%s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+           p->sub ? " (subsampled 1x1)" : "", sched, k9_describe(p, CONV_FWD));
+  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s%s", nx[1], p->nph, p->bwd_tr,
+           p->bwd_tc, sched, k9_describe(p, CONV_BWD_DATA));
   snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
   return buf;
 }
@@ -1405,18 +1406,30 @@ static void ps_exec(const spconv_plan *p, conv_pass pass, const float *in, const
  * not subsampled; backward-data: one phase). */
 static int k9_shape(const spconv_plan *p, conv_pass pass) {
   const conv_desc *d = &p->d;
-  return d->R == 3 && d->S == 3 && d->stride_h == 1 && d->stride_w == 1 && (pass == CONV_FWD ? p->fsh == 1 && p->fsw == 1 : p->nph == 1);
+  return d->R == 3 && d->S == 3 && d->stride_h == 1 && d->stride_w == 1 &&
+         (pass == CONV_FWD ? p->fsh == 1 && p->fsw == 1 : p->nph == 1);
 }
 
 /* Do the whole-kernel tiles beat the per-tap lists on a whole-kernel pattern with kdens of the kernels
- * kept? Measured (bench_spconv -k -p 0,2, 2 threads, batch 128, the two interleaved): on ResNet-20's
- * 3x3 stride-1 layers at 30% of the kernels 8-26% faster (16-16 28x28 11% / 8%, 32-32 14x14 20%, 64-64
- * 7x7 21% / 26%, fwd / bwd-data); with 32 or 64 channels per list even up to 80% (32-32 within 5%,
- * 64-64 14-22% faster at 60%); with 16 (16-16, 28x28 and 14x14) 7-20% slower from 45% of the kernels
- * on, so those stay on the lists there. */
+ * kept? Measured (bench_spconv -k -p 0,2, 2 threads, batch 128, the two interleaved, two runs): on
+ * ResNet-20's 3x3 stride-1 layers at 30% of the kernels, forward / backward-data, 32-32 14x14 20-21% /
+ * 15-19% faster, 64-64 7x7 20-21% / 26-28%, 16-16 28x28 11-19% / -6..+8%; with lists of 32 or 64
+ * channels up to 80% of the kernels (32-32 within 5%, 64-64 14-22% faster at 60%); with lists of 16
+ * (16-16, 28x28 and a 14x14 probe) 7-20% slower from 45% of the kernels on, so those stay on the taps
+ * above K9_SMALL_LIST_MAX_DENS. */
+#define K9_SMALL_LIST 32          /* lists of fewer kernels than this... */
+#define K9_SMALL_LIST_MAX_DENS 0.4 /* ...take the tiles only up to this share of the kernels */
 static int k9_tiles_win(const spconv_plan *p, conv_pass pass, double kdens) {
   int nlist = pass == CONV_FWD ? p->d.C : p->d.K; /* kernels a list can hold */
-  return k9_shape(p, pass) && (nlist >= 32 || kdens <= 0.4);
+  return k9_shape(p, pass) && (nlist >= K9_SMALL_LIST || kdens <= K9_SMALL_LIST_MAX_DENS);
+}
+
+/* The whole-kernel tiles' part of spconv_plan_describe ("" where the pass cannot take them). */
+static const char *k9_describe(const spconv_plan *p, conv_pass pass) {
+  if (!k9_shape(p, pass)) return "";
+  return (pass == CONV_FWD ? p->d.C : p->d.K) >= K9_SMALL_LIST
+             ? ", whole 3x3 kernels in whole-kernel tiles"
+             : ", whole 3x3 kernels in whole-kernel tiles up to 40% of kernels"; /* K9_SMALL_LIST_MAX_DENS */
 }
 
 static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, const float *w, const float *b,

@@ -75,8 +75,9 @@ void spconv_plan_fwd(const spconv_plan *p, const float *x, const float *w, const
 /* Backward-data: dx (overwritten) from dy and the nonzeros of w. */
 void spconv_plan_bwd_data(const spconv_plan *p, const float *dy, const float *w, float *dx, void *scratch);
 
-/* Tests: 1 makes the NCHW-direct path run its plain C kernel (what CPUs without AVX-512 run) even
- * where AVX-512 is there; 0 (default) the best the CPU has. Not thread-safe against running kernels. */
+/* Tests: 1 makes the NCHW-direct path run its plain C kernel and the packed path its tap lists for
+ * whole-kernel patterns (what CPUs without AVX-512 run) even where AVX-512 is there; 0 (default) the
+ * best the CPU has. Not thread-safe against running kernels. */
 void spconv_use_portable(int on);
 /* Tests and benchmarks: 0 makes the packed path run whole-kernel patterns (3x3, stride 1) on its
  * per-tap lists instead of the whole-kernel tiles; 1 (default) restores them. Not thread-safe against

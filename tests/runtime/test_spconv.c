@@ -129,7 +129,7 @@ static conv_desc random_desc(void) {
  * plan's own choice, 0 the 16-image-packed path, 1 NCHW-direct where possible (spconv_plan_set_path);
  * portable: the NCHW-direct path runs its plain C kernel (what CPUs without AVX-512 run). */
 static void check_conv_path(const conv_desc *d, int path, int portable) {
-  char ds[160], what[512], pd[200];
+  char ds[160], what[1024], pd[400];
   desc_str(d, ds, sizeof ds);
   operands o = operands_new(xsize(d), ysize(d), wsize(d), (size_t)d->K);
   float *x = o.x, *dy = o.dy, *w0 = o.w0, *w = o.w, *b = o.b, *y_ref = o.y_ref, *dx_ref = o.dx_ref, **y = o.y, **dx = o.dx;
@@ -339,7 +339,7 @@ static void check_path_choice(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     spconv_plan p;
     sw_err e;
-    char ds[160], pd[200];
+    char ds[160], pd[400];
     sw_err_clear(&e);
     desc_str(&cases[i].d, ds, sizeof ds);
     if (spconv_plan_init(&p, &cases[i].d, 2, &e)) {
