@@ -196,12 +196,12 @@ typedef struct rows_job {
   const int64_t *pads;
   int64_t sign, b;          /* index in other = index in s + sign*begin; b: that shift in the last dimension */
   float fill;
-  /* ReduceMean */
-  float g;
+  /* Transpose, ReduceMean's backward */
+  float g;                  /* the gathered values' factor (1 for Transpose: x * 1 is x, bit for bit) */
 } rows_job;
 
-/* Worker t's rows of transpose_fwd: Y's row r gathered from X. */
-static void transpose_part(void *ctx, int t, int T) {
+/* Worker t's rows of transpose_fwd and reduce_mean_bwd: Y's row r gathered from X (strides st), times g. */
+static void gather_rows_part(void *ctx, int t, int T) {
   const rows_job *j = ctx;
   int nd = j->s->ndim;
   int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
@@ -209,7 +209,7 @@ static void transpose_part(void *ctx, int t, int T) {
   for (int64_t r = lo; r < hi; r++) {
     int64_t off = row_offset(j->s, j->st, r);
     float *yr = j->Y + r * inner;
-    for (int64_t i = 0; i < inner; i++) yr[i] = j->X[off + i * sl];
+    for (int64_t i = 0; i < inner; i++) yr[i] = j->X[off + i * sl] * j->g;
   }
 }
 
@@ -225,8 +225,8 @@ void transpose_fwd(const kshape *x, const int *perm, const float *X, float *Y, i
   kshape_strides(x, xst);
   for (int k = 0; k < nd; k++) st[k] = xst[perm ? perm[k] : nd - 1 - k];
   int64_t inner = y.d[nd - 1];
-  rows_job j = {.s = &y, .st = st, .rows = inner ? kshape_numel(&y) / inner : 0, .X = X, .Y = Y};
-  kern_parallel(j.rows > 64 ? nthreads : 1, transpose_part, &j);
+  rows_job j = {.s = &y, .st = st, .rows = inner ? kshape_numel(&y) / inner : 0, .X = X, .Y = Y, .g = 1.0f};
+  kern_parallel(j.rows > 64 ? nthreads : 1, gather_rows_part, &j);
 }
 
 void transpose_bwd(const kshape *x, const int *perm, const float *dY, float *dX, int nthreads) {
@@ -361,18 +361,6 @@ void reduce_mean_fwd(const kshape *x, int naxes, const int64_t *axes, const floa
   kern_reduce_sum(x, X, &k, Y, count ? 1.0f / (float)count : 0.0f, nthreads);
 }
 
-/* Worker t's rows of reduce_mean_bwd: dX's row r is dY broadcast, times g. */
-static void reduce_mean_bwd_part(void *ctx, int t, int T) {
-  const rows_job *j = ctx;
-  int nd = j->s->ndim;
-  int64_t inner = j->s->d[nd - 1], sl = j->st[nd - 1], lo, hi;
-  kern_split(j->rows, t, T, &lo, &hi);
-  for (int64_t r = lo; r < hi; r++) {
-    int64_t off = row_offset(j->s, j->st, r);
-    for (int64_t i = 0; i < inner; i++) j->Y[r * inner + i] = j->X[off + i * sl] * j->g;
-  }
-}
-
 void reduce_mean_bwd(const kshape *x, int naxes, const int64_t *axes, const float *dY, float *dX, int nthreads) {
   int64_t count;
   kshape k = kept_shape(x, naxes, axes, &count);
@@ -383,5 +371,5 @@ void reduce_mean_bwd(const kshape *x, int naxes, const int64_t *axes, const floa
   int64_t inner = xs.d[nd - 1];
   rows_job j = {.s = &xs, .st = st, .rows = inner ? kshape_numel(&xs) / inner : 0, .X = dY, .Y = dX,
                 .g = count ? 1.0f / (float)count : 0.0f};
-  kern_parallel(j.rows > 64 ? nthreads : 1, reduce_mean_bwd_part, &j);
+  kern_parallel(j.rows > 64 ? nthreads : 1, gather_rows_part, &j); /* dX's rows: dY broadcast, times g */
 }

@@ -42,37 +42,30 @@ typedef struct softmax_job {
   float *out;              /* forward: y; backward: dx */
 } softmax_job;
 
-/* Worker t's lines of softmax_fwd. */
-static void softmax_fwd_part(void *ctx, int t, int T) {
+/* Worker t's lines of softmax_fwd (j->dy NULL) or softmax_bwd. */
+static void softmax_part(void *ctx, int t, int T) {
   const softmax_job *j = ctx;
   int64_t lo, hi;
   kern_split(j->lines, t, T, &lo, &hi);
   for (int64_t l = lo; l < hi; l++) {
     int64_t o = l / j->inner, i = l % j->inner, off = o * j->len * j->inner + i;
-    line_fwd(j->len, j->inner, j->log_, j->x + off, j->out + off);
+    if (j->dy)
+      line_bwd(j->len, j->inner, j->log_, j->y + off, j->dy + off, j->out + off);
+    else
+      line_fwd(j->len, j->inner, j->log_, j->x + off, j->out + off);
   }
 }
 
 void softmax_fwd(int64_t outer, int64_t len, int64_t inner, int log_, const float *x, float *y, int nthreads) {
   softmax_job j = {.len = len, .inner = inner, .lines = outer * inner, .log_ = log_, .x = x, .out = y};
-  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_fwd_part, &j);
+  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_part, &j);
 }
 
-/* Worker t's lines of softmax_bwd. */
-static void softmax_bwd_part(void *ctx, int t, int T) {
-  const softmax_job *j = ctx;
-  int64_t lo, hi;
-  kern_split(j->lines, t, T, &lo, &hi);
-  for (int64_t l = lo; l < hi; l++) {
-    int64_t o = l / j->inner, i = l % j->inner, off = o * j->len * j->inner + i;
-    line_bwd(j->len, j->inner, j->log_, j->y + off, j->dy + off, j->out + off);
-  }
-}
 
 void softmax_bwd(int64_t outer, int64_t len, int64_t inner, int log_, const float *y, const float *dy, float *dx,
                  int nthreads) {
   softmax_job j = {.len = len, .inner = inner, .lines = outer * inner, .log_ = log_, .y = y, .dy = dy, .out = dx};
-  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_bwd_part, &j);
+  kern_parallel(j.lines > 1 ? nthreads : 1, softmax_part, &j);
 }
 
 static int ignored(const sce_desc *d, int64_t label) { return d->has_ignore && label == d->ignore_index; }
