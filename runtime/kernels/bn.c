@@ -229,11 +229,6 @@ static void fwd_affine(void *ctx, int t, int T) {
   }
 }
 
-/* Both passes stream the tensor in memory order: worker t of T takes a contiguous range of the N*C
- * planes (image-major), so every thread reads long sequential runs whatever HW is (channel-major
- * order read one HW-float plane per image, 50 KB apart, and fell to half the bandwidth; with 7x7
- * planes to a quarter). The reduction stays the fixed one: each plane's partial sums are stored,
- * then each channel adds its planes in image order in double, so results do not depend on the split. */
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
                   void *scratch, int nthreads) {
