@@ -256,7 +256,8 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     conv_pass pass = is(n, "Conv") ? CONV_FWD : CONV_BWD_DATA;
     c->cross = spconv_plan_crossover(c->sp, pass);
     rt_need_scratch(p, spconv_plan_scratch(c->sp, pass));
-    spconv_plan_describe(c->sp, sparse, sizeof sparse);
+    char pd[400];
+    snprintf(sparse, sizeof sparse, "sparse direct nb=%d: %s", c->sp->nb, spconv_plan_describe_pass(c->sp, pass, pd, sizeof pd));
   }
   describe_choice(op, sparse, c->cross, dense);
   return SW_OK;

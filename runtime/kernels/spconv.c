@@ -427,25 +427,30 @@ size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass) {
 static int k9_shape(const spconv_plan *p, conv_pass pass);
 static const char *k9_describe(const spconv_plan *p, conv_pass pass);
 
-const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
-  char f[300], b[300];
+const char *spconv_plan_describe_pass(const spconv_plan *p, conv_pass pass, char *buf, size_t n) {
   const char *sched = blocked_schedule(p->nb, p->nthreads) ? "blocked" : "split";
   const char *kind = p->d.stride_h > 1 || p->d.stride_w > 1 ? "NCHW-direct polyphase" : "NCHW-direct";
+  int fwd = pass == CONV_FWD;
   /* "NCHW-direct [below X% density][ unless whole kernels], else " or "" when the path is never taken */
-  char nx[2][128] = {"", ""};
-  for (int pass = CONV_FWD; pass <= CONV_BWD_DATA; pass++) {
-    double below = p->nchw_below[pass];
-    char at[40] = "";
-    if (below <= 0) continue;
+  char nx[128] = "", at[40] = "";
+  double below = p->nchw_below[fwd ? CONV_FWD : CONV_BWD_DATA];
+  if (below > 0) {
     if (below <= 1) snprintf(at, sizeof at, " below %.0f%% density", 100 * below);
-    snprintf(nx[pass == CONV_FWD ? 0 : 1], sizeof nx[0], "%s%s%s, else ", kind, at,
-             p->d.R * p->d.S > 1 ? " unless the nonzeros fill whole kernels" : "");
+    snprintf(nx, sizeof nx, "%s%s%s, else ", kind, at, p->d.R * p->d.S > 1 ? " unless the nonzeros fill whole kernels" : "");
   }
-  snprintf(f, sizeof f, "fwd %s16-image-packed %dx%d tiles%s %s%s", nx[0], p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
-           p->sub ? " (subsampled 1x1)" : "", sched, k9_describe(p, CONV_FWD));
-  snprintf(b, sizeof b, "bwd-data %s16-image-packed %d phase(s) %dx%d tiles %s%s", nx[1], p->nph, p->bwd_tr,
-           p->bwd_tc, sched, k9_describe(p, CONV_BWD_DATA));
-  snprintf(buf, n, "sparse direct nb=%d; %s; %s", p->nb, f, b);
+  if (fwd)
+    snprintf(buf, n, "%s16-image-packed %dx%d tiles%s %s%s", nx, p->fsw <= 2 ? p->fwd_tr : 1, p->fwd_tc,
+             p->sub ? " (subsampled 1x1)" : "", sched, k9_describe(p, CONV_FWD));
+  else
+    snprintf(buf, n, "%s16-image-packed %d phase(s) %dx%d tiles %s%s", nx, p->nph, p->bwd_tr, p->bwd_tc, sched,
+             k9_describe(p, CONV_BWD_DATA));
+  return buf;
+}
+
+const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n) {
+  char f[300], b[300];
+  snprintf(buf, n, "sparse direct nb=%d; fwd %s; bwd-data %s", p->nb, spconv_plan_describe_pass(p, CONV_FWD, f, sizeof f),
+           spconv_plan_describe_pass(p, CONV_BWD_DATA, b, sizeof b));
   return buf;
 }
 

@@ -65,8 +65,11 @@ int spconv_plan_uses_nchw(const spconv_plan *p, conv_pass pass, double density);
 void spconv_plan_free(spconv_plan *p);
 /* Bytes of KERN_ALIGN-aligned scratch that pass (CONV_FWD or CONV_BWD_DATA) needs; 0 for others. */
 size_t spconv_plan_scratch(const spconv_plan *p, conv_pass pass);
-/* Short description of the plan (layout and register tiles), for logs and benchmarks. */
+/* Short description of the plan (layout and register tiles of both passes), for logs and benchmarks. */
 const char *spconv_plan_describe(const spconv_plan *p, char *buf, size_t n);
+/* The part of spconv_plan_describe about one pass (CONV_FWD or CONV_BWD_DATA), without the "fwd " or
+ * "bwd-data " prefix: what the lowered dump and the profile show for that pass. */
+const char *spconv_plan_describe_pass(const spconv_plan *p, conv_pass pass, char *buf, size_t n);
 /* Weight density (fraction of nonzeros) below which this sparse pass is expected to beat the dense
  * conv_plan (AUTO) on 2 cores, from the cost model calibrated in bench_spconv (see README.md). */
 double spconv_plan_crossover(const spconv_plan *p, conv_pass pass);
