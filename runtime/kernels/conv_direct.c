@@ -4,8 +4,8 @@
  * Stride 1: each plane is copied, zero-padded, into a per-thread scratch plane of pitch Wp, and
  * every tap (r, s) becomes one long vector loop over the flattened plane, out[i] += w * in[i + off]
  * (i runs over P rows of pitch Wp; the Wp - Q columns past each row end are discarded). With
- * AVX-512 the forward keeps each row's sums in registers for four filters at a time instead (the
- * same sums, bit for bit), and writes the output once. Strided
+ * AVX-512 the forward keeps tiles of up to 24 sums in registers instead, up to 8 filters times up to
+ * 8 output vectors (the same sums, bit for bit), and writes the output once. Strided
  * convolutions run row by row with bounds worked out per tap.
  *
  * Every output element is owned by one thread and summed in a fixed order, so the results do not
@@ -147,42 +147,74 @@ KERN_CLONES static void flat_dots(int n, const float *restrict in, int Wp, const
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* KB output planes (filters wk[0..KB)) from one padded input plane, AVX-512: per output row and
- * 16-column vector, bias then the taps in (r, s) order, each added as acc + w*x rounded twice, the
- * sums flat_taps makes (no FMA: ISO C does not contract), kept in registers and stored straight to
- * the planes yp[k]. Every loaded input vector feeds the KB filters. */
-static inline __attribute__((target("avx512f"), always_inline)) void planes_fwd_kb(const conv_desc *d,
-                                                                                   const float *xpad, int Wp,
-                                                                                   const float *const *wk,
-                                                                                   const float *bias, float *const *yp,
-                                                                                   const int KB) {
-  for (int oh = 0; oh < d->P; oh++)
-    for (int q0 = 0; q0 < d->Q; q0 += 16) {
-      __mmask16 m = d->Q - q0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d->Q - q0)) - 1);
-      __m512 acc[4];
-      for (int k = 0; k < KB; k++) acc[k] = _mm512_set1_ps(bias[k]);
-      for (int r = 0; r < d->R; r++) {
-        const float *row = xpad + (size_t)(oh + r * d->dil_h) * Wp + q0;
-        for (int s = 0; s < d->S; s++) {
-          __m512 x = _mm512_maskz_loadu_ps(m, row + s * d->dil_w);
-          for (int k = 0; k < KB; k++)
-            acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_set1_ps(wk[k][r * d->S + s]), x));
-        }
+/* Filters a pass of planes_fwd_avx512 at most, vectors a tile at most, sums a tile at most, and the
+ * vectors of a tile for KB filters (with the KB weights and an input vector, within the 32 zmm). */
+#define FWD_KB_MAX 8
+#define FWD_V_MAX 8
+#define FWD_ACC_MAX 24
+#define FWD_V(KB) ((KB) <= 3 ? 8 : 24 / (KB))
+
+/* KB output planes (filters wk[0..KB)) from one padded input plane, AVX-512. The output planes
+ * 16-column vectors (row by row, ceil(Q/16) a row, the last one masked) are taken V at a time; for
+ * each such tile the KB*V sums are kept in registers: bias, then the taps in (r, s) order, each added
+ * as acc + w*x rounded twice, the sums flat_taps makes (no FMA: ISO C does not contract), then stored
+ * straight to the planes yp[k]. Every loaded input vector feeds the KB filters, and the KB*V sums are
+ * independent chains: with one filter and one vector a pass (the last layout), each tap waited for the
+ * add before it (LeNet's conv1, 6 filters as 4 + 1 + 1: 0.35 ms a step forward). */
+static inline __attribute__((target("avx512f"), always_inline)) void planes_fwd_tile(
+    const conv_desc *d, const float *xpad, int Wp, const float *const *wk, const float *bias, float *const *yp,
+    int j0, const int KB, const int V) {
+  int nq = (d->Q + 15) / 16, nvec = d->P * nq;
+  const float *xb[FWD_V_MAX]; /* fixed sizes: an array sized KB * V would be a VLA, kept in memory */
+  size_t yo[FWD_V_MAX];       /* the vector's offset in each output plane */
+  __mmask16 m[FWD_V_MAX];
+_Pragma("GCC unroll 8")
+  for (int v = 0; v < V; v++) {
+    int j = j0 + v, oh = j < nvec ? j / nq : 0, q0 = j < nvec ? j % nq * 16 : 0;
+    m[v] = j >= nvec ? 0 : d->Q - q0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d->Q - q0)) - 1);
+    xb[v] = xpad + (size_t)oh * Wp + q0;
+    yo[v] = (size_t)oh * d->Q + q0;
+  }
+  __m512 acc[FWD_ACC_MAX];
+_Pragma("GCC unroll 8")
+  for (int k = 0; k < KB; k++)
+_Pragma("GCC unroll 8")
+    for (int v = 0; v < V; v++) acc[k * V + v] = _mm512_set1_ps(bias[k]);
+  for (int r = 0; r < d->R; r++)
+    for (int s = 0; s < d->S; s++) {
+      size_t off = (size_t)r * d->dil_h * Wp + (size_t)s * d->dil_w;
+      __m512 w[FWD_KB_MAX];
+_Pragma("GCC unroll 8")
+      for (int k = 0; k < KB; k++) w[k] = _mm512_set1_ps(wk[k][r * d->S + s]);
+_Pragma("GCC unroll 8")
+      for (int v = 0; v < V; v++) {
+        __m512 x = _mm512_maskz_loadu_ps(m[v], xb[v] + off);
+_Pragma("GCC unroll 8")
+        for (int k = 0; k < KB; k++) acc[k * V + v] = _mm512_add_ps(acc[k * V + v], _mm512_mul_ps(w[k], x));
       }
-      for (int k = 0; k < KB; k++) _mm512_mask_storeu_ps(yp[k] + (size_t)oh * d->Q + q0, m, acc[k]);
     }
+_Pragma("GCC unroll 8")
+  for (int k = 0; k < KB; k++)
+_Pragma("GCC unroll 8")
+    for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(yp[k] + yo[v], m[v], acc[k * V + v]);
 }
 
-__attribute__((target("avx512f"))) static void planes_fwd4_avx512(const conv_desc *d, const float *xpad, int Wp,
-                                                                  const float *const *wk, const float *bias,
-                                                                  float *const *yp) {
-  planes_fwd_kb(d, xpad, Wp, wk, bias, yp, 4);
-}
 
-__attribute__((target("avx512f"))) static void planes_fwd1_avx512(const conv_desc *d, const float *xpad, int Wp,
-                                                                  const float *const *wk, const float *bias,
-                                                                  float *const *yp) {
-  planes_fwd_kb(d, xpad, Wp, wk, bias, yp, 1);
+/* planes_fwd_tile over every tile of the planes, for KB (1..FWD_KB_MAX) filters. */
+__attribute__((target("avx512f"))) static void planes_fwd_avx512(const conv_desc *d, const float *xpad, int Wp,
+                                                                 const float *const *wk, const float *bias,
+                                                                 float *const *yp, int KB) {
+  int nvec = d->P * ((d->Q + 15) / 16);
+#define FWD_CASE(K)                                                                                                \
+  case K:                                                                                                          \
+    for (int j0 = 0; j0 < nvec; j0 += FWD_V(K)) planes_fwd_tile(d, xpad, Wp, wk, bias, yp, j0, K, FWD_V(K));     \
+    return;
+  switch (KB) {
+    FWD_CASE(1) FWD_CASE(2) FWD_CASE(3) FWD_CASE(4) FWD_CASE(5) FWD_CASE(6) FWD_CASE(7) FWD_CASE(8)
+  default: break;
+  }
+#undef FWD_CASE
+  SW_ASSERT(!"conv_direct: filters per pass out of range");
 }
 #endif
 
@@ -195,18 +227,23 @@ static inline __attribute__((target("avx512f"), always_inline)) void dots_pass_a
                                                                                       const int *off,
                                                                                       const float *g, float *acc,
                                                                                       const int RS) {
-  __m512 a[25];
+  __m512 a[25]; /* in registers only with the k loops unrolled (as a loop, GCC kept them in memory: a load
+                * and a store around every FMA, LeNet conv1's weight gradient 2x slower) */
+_Pragma("GCC unroll 25")
   for (int k = 0; k < RS; k++) a[k] = _mm512_setzero_ps();
   int i = 0;
   for (; i + 16 <= n; i += 16) {
     __m512 gv = _mm512_loadu_ps(g + i);
+_Pragma("GCC unroll 25")
     for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_loadu_ps(in + off[k] + i), a[k]);
   }
   if (i < n) {
     __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
     __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+_Pragma("GCC unroll 25")
     for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, in + off[k] + i), a[k]);
   }
+_Pragma("GCC unroll 25")
   for (int k = 0; k < RS; k++) acc[k] = _mm512_reduce_add_ps(a[k]);
 }
 
@@ -278,21 +315,18 @@ static void fwd_part(void *ctx, int t, int T) {
     if (flat) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
     int kl = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (flat && j->simd) /* register tiles, four filters per pass over the input plane, then one at a time */
-      for (; kl < Kg; kl += kl + 4 <= Kg ? 4 : 1) {
-        const float *wk[4];
-        float *yp[4], bias[4];
-        int kb = kl + 4 <= Kg ? 4 : 1;
+    if (flat && j->simd) /* register tiles, up to FWD_KB_MAX filters a pass over the input plane */
+      for (int kb; kl < Kg; kl += kb) {
+        const float *wk[FWD_KB_MAX];
+        float *yp[FWD_KB_MAX], bias[FWD_KB_MAX];
+        kb = Kg - kl < FWD_KB_MAX ? Kg - kl : FWD_KB_MAX;
         for (int i = 0; i < kb; i++) {
           int k = g * Kg + kl + i;
           wk[i] = w + (size_t)k * d->R * d->S;
           yp[i] = y + ((size_t)n * d->K + k) * d->P * d->Q;
           bias[i] = b ? b[k] : 0.0f;
         }
-        if (kb == 4)
-          planes_fwd4_avx512(d, xpad, Wp, wk, bias, yp);
-        else
-          planes_fwd1_avx512(d, xpad, Wp, wk, bias, yp);
+        planes_fwd_avx512(d, xpad, Wp, wk, bias, yp, kb);
       }
 #endif
     for (; kl < Kg; kl++) {
