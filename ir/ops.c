@@ -720,6 +720,10 @@ static const ir_attr_def conv_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ(
                                          A_INTS_REQ("dilations"), A_INT("group", 1), A_END};
 static const ir_attr_def maxpool_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
                                             A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("storage_order", 0), A_END};
+/* relu (swatc's own, set by the fuse pass): the ReLU backward of X in the same kernel (X is a ReLU's output) */
+static const ir_attr_def maxpool_grad_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
+                                                 A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("storage_order", 0),
+                                                 A_INT("relu", 0), A_END};
 static const ir_attr_def avgpool_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
                                             A_INTS("dilations"), A_INT("ceil_mode", 0), A_INT("count_include_pad", 0), A_END};
 /* relu (swatc's own, set by the fuse pass): a ReLU applied to Y in the same kernel */
@@ -817,7 +821,8 @@ static const ir_op_def ops[] = {
     {"SumReluGrad", 2, 64, 1, 1, no_attrs, infer_sum_relu_grad, 0,
      "dX = Sum(dY1, dY2, ..) where the ReLU was on, +0 elsewhere, in one pass; the gate is the ReLU's output Y "
      "(on: Y > 0, as ReluGrad) or its bit mask (on: bit set; one dY: the ReLU backward alone) (fuse)", NULL},
-    {"MaxPoolGrad", 2, 2, 1, 1, maxpool_attrs, infer_maxpool_grad, 0, "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum", NULL},
+    {"MaxPoolGrad", 2, 2, 1, 1, maxpool_grad_attrs, infer_maxpool_grad, 0,
+     "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum {relu: times Relu'(X)}", NULL},
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},
     {"GlobalAveragePoolGrad", 1, 1, 1, 1, x_shape_attrs, infer_to_x_shape, 0, "dX = dY / (H*W) broadcast over x_shape", NULL},
     {"BatchNormalizationGrad", 5, 6, 3, 3, bn_grad_attrs, infer_bn_grad, 0,

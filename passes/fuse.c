@@ -24,7 +24,15 @@
  *   G = Sum(dY1, dY2, ..); dS = SumReluGrad(M, G)  ->  dS = SumReluGrad(M, dY1, dY2, ..)
  *   G = Sum(dY1, dY2, ..); dS = ReluGrad(G, Y)     ->  dS = SumReluGrad(Y, dY1, dY2, ..)
  *     where G (the gradient of a value with several readers) has no other reader.
- * Both give the bits of the ops they replace (the same additions in the same order). */
+ * Both give the bits of the ops they replace (the same additions in the same order).
+ *
+ * And a max pooling over a ReLU's output (LeNet's conv -> Relu -> MaxPool), whose backward reads that
+ * output twice:
+ *
+ *   G = MaxPoolGrad(dY, Y); dX = ReluGrad(G, Y)  ->  dX = MaxPoolGrad{relu=1}(dY, Y)
+ *     where G has no other reader: the kernel that routes dY to each window's maximum gates it by
+ *     that maximum being > 0, which is what ReluGrad does there (everywhere else G is 0). Same bits,
+ *     one pass instead of two, and no G. */
 #include <stdio.h>
 #include <string.h>
 
@@ -155,6 +163,35 @@ static void sum_relu_grads(ir_graph *g, sw_err *e) {
   if (!e->code && fused) ir_graph_note(g, "fuse: %d gradient Sum + ReLU backward pairs fused (SumReluGrad)", fused);
 }
 
+/* dX = MaxPoolGrad{relu=1}(dY, Y) for MaxPoolGrad + ReluGrad over one Y (see the top of the file). */
+static void maxpool_relu_grads(ir_graph *g, sw_err *e) {
+  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
+  memset(keep_node, 1, (size_t)g->n_nodes);
+  memset(keep_value, 1, (size_t)g->n_values);
+  int fused = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *rg = g->nodes[i], *only = NULL;
+    if (!is_op(rg, "ReluGrad")) continue;
+    ir_value *gv = rg->in[0], *y = rg->in[1];
+    ir_node *mp = gv->producer;
+    if (!is_op(mp, "MaxPoolGrad") || mp->in[1] != y || ir_attr_int(mp, "relu") || readers(g, gv, &only) != 1 ||
+        only != rg)
+      continue;
+    mp->out[0] = rg->out[0];
+    rg->out[0]->producer = mp;
+    rg->out[0]->producer_slot = 0;
+    ir_attr_set_int(g, mp, "relu", 1);
+    keep_value[gv->id] = 0;
+    keep_node[i] = 0;
+    if (ir_infer_node(mp, e)) break;
+    fused++;
+  }
+  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
+  free(keep_node);
+  free(keep_value);
+  if (!e->code && fused) ir_graph_note(g, "fuse: %d MaxPool backward + ReLU backward pairs fused", fused);
+}
+
 int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   (void)o;
   unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
@@ -202,7 +239,8 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   }
   if (!e->code) {
     ir_graph_compact(g, keep_node, keep_value);
-    relu_masks(g, e);
+    maxpool_relu_grads(g, e);
+    if (!e->code) relu_masks(g, e);
     /* after relu_masks, so that AddRelu takes over the ReluMask it made */
     if (!e->code) add_relus(g, e);
     if (!e->code) sum_relu_grads(g, e);

@@ -555,8 +555,7 @@ static void bn_desc_of(const rt_buf *x, const ir_node *n, bn_desc *d) {
 
 typedef struct pool_ctx {
   pool_desc d;
-  int max;
-  size_t y_bytes;
+  int relu; /* MaxPoolGrad: the ReLU backward fused */
 } pool_ctx;
 
 static int pool_desc_of(const ir_node *n, const ir_shape *x, pool_desc *d, sw_err *e) {
@@ -577,13 +576,10 @@ static int run_maxpool(rt_program *p, const rt_op *op) {
   return SW_OK;
 }
 
-/* MaxPoolGrad(dY, X): the argmax is recomputed from X (cheaper than keeping it alive all step) */
+/* MaxPoolGrad(dY, X) {relu}: the argmax is recomputed from X (cheaper than keeping it alive all step) */
 static int run_maxpool_grad(rt_program *p, const rt_op *op) {
   const pool_ctx *c = op->ctx;
-  float *y = p->scratch;
-  int32_t *argmax = (int32_t *)((char *)p->scratch + c->y_bytes);
-  maxpool_fwd(&c->d, op->in[1], y, argmax, p->nthreads);
-  maxpool_bwd(&c->d, op->in[0], argmax, op->out[0], p->nthreads);
+  maxpool_bwd_x(&c->d, op->in[0], op->in[1], c->relu, op->out[0], p->scratch, p->nthreads);
   return SW_OK;
 }
 
@@ -937,14 +933,16 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
                                                           : attr_shape(n, "x_shape", B);
     if (pool_desc_of(n, &x, &c->d, e)) return e->code;
     size_t outn = (size_t)c->d.N * c->d.C * c->d.P * c->d.Q;
-    c->y_bytes = kern_align_up(outn * sizeof(float));
     if (is(n, "MaxPool")) {
       if (n->n_out > 1 && n->out[1]) FAIL("node '%s' (MaxPool): unsupported at run time: the Indices output", n->name);
       rt_need_scratch(p, outn * sizeof(int32_t));
       op->run = run_maxpool;
     } else if (is(n, "MaxPoolGrad")) {
-      rt_need_scratch(p, c->y_bytes + outn * sizeof(int32_t));
-      snprintf(op->impl, sizeof op->impl, "argmax recomputed from X, scatter");
+      c->relu = (int)ir_attr_int(n, "relu");
+      size_t sb = maxpool_bwd_x_scratch(&c->d);
+      rt_need_scratch(p, sb);
+      snprintf(op->impl, sizeof op->impl, "argmax recomputed from X%s%s", sb ? ", scatter" : " in the same pass",
+               c->relu ? ", ReLU backward fused" : "");
       op->run = run_maxpool_grad;
     } else {
       op->run = is(n, "AveragePool") ? run_avgpool : run_avgpool_grad;

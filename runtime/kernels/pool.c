@@ -231,6 +231,37 @@ static void maxpool2x2_bwd_plane(const float *restrict dy, const int32_t *restri
   if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
 }
 
+/* maxpool2x2_plane then maxpool2x2_bwd_plane (then, with relu, the ReLU backward) in one pass: each
+ * window's first maximum (NaN winning) found as the forward finds it, dy written there, 0 elsewhere. */
+static void maxpool2x2_bwd_x_plane(const float *restrict x, const float *restrict dy, int H, int W, int P, int Q,
+                                   int relu, float *restrict dx) {
+  for (int p = 0; p < P; p++) {
+    const float *x0 = x + (size_t)2 * p * W, *x1 = x0 + W;
+    float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q++) {
+      float a = x0[2 * q], b = x0[2 * q + 1], c = x1[2 * q], e = x1[2 * q + 1];
+      float m = a;
+      int at = 0, t = (b > m) | ((b != b) & (m == m));
+      m = t ? b : m;
+      at = t ? 1 : at;
+      t = (c > m) | ((c != c) & (m == m));
+      m = t ? c : m;
+      at = t ? 2 : at;
+      t = (e > m) | ((e != e) & (m == m));
+      m = t ? e : m;
+      at = t ? 3 : at;
+      float g = dy[(size_t)p * Q + q];
+      if (relu) g = m > 0.0f ? g : 0.0f;
+      r0[2 * q] = at == 0 ? g : 0.0f;
+      r0[2 * q + 1] = at == 1 ? g : 0.0f;
+      r1[2 * q] = at == 2 ? g : 0.0f;
+      r1[2 * q + 1] = at == 3 ? g : 0.0f;
+    }
+    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f; /* an odd last column no window covers */
+  }
+  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define POOL_X86 1
@@ -301,6 +332,54 @@ __attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const
   if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
 }
 
+/* maxpool2x2_bwd_x_plane on AVX-512: the forward's compares of maxpool2x2_plane_avx512 pick each
+ * window's tap, the backward's interleave of maxpool2x2_bwd_plane_avx512 writes the four dx values. */
+__attribute__((target("avx512f"))) static void maxpool2x2_bwd_x_plane_avx512(const float *x, const float *dy, int H,
+                                                                             int W, int P, int Q, int relu,
+                                                                             float *dx) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int p = 0; p < P; p++) {
+    const float *x0 = x + (size_t)2 * p * W, *x1 = x0 + W;
+    float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
+    for (int q = 0; q < Q; q += 16) {
+      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
+      __mmask16 om = (__mmask16)((1u << nq) - 1u);
+      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u), hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u);
+      __m512 u0 = _mm512_maskz_loadu_ps(lo, x0 + 2 * q), u1 = _mm512_maskz_loadu_ps(hi, x0 + 2 * q + 16);
+      __m512 v0 = _mm512_maskz_loadu_ps(lo, x1 + 2 * q), v1 = _mm512_maskz_loadu_ps(hi, x1 + 2 * q + 16);
+      __m512 a = _mm512_permutex2var_ps(u0, even, u1), b = _mm512_permutex2var_ps(u0, odd, u1);
+      __m512 c = _mm512_permutex2var_ps(v0, even, v1), e = _mm512_permutex2var_ps(v0, odd, v1);
+      __m512 m = a;
+      __mmask16 t1 = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) |
+                     (_mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t1, m, b);
+      __mmask16 t2 = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) |
+                     (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t2, m, c);
+      __mmask16 t3 = _mm512_cmp_ps_mask(e, m, _CMP_GT_OQ) |
+                     (_mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(t3, m, e);
+      __m512 g = _mm512_maskz_loadu_ps(om, dy + (size_t)p * Q + q);
+      if (relu) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ), g);
+      /* the last tap whose compare won is the argmax: e if t3, else c if t2, else b if t1, else a */
+      __mmask16 k11 = t3, k10 = (__mmask16)(t2 & ~t3), k01 = (__mmask16)(t1 & ~t2 & ~t3);
+      __mmask16 k00 = (__mmask16)~(t1 | t2 | t3);
+      __m512 g00 = _mm512_maskz_mov_ps(k00, g), g01 = _mm512_maskz_mov_ps(k01, g);
+      __m512 g10 = _mm512_maskz_mov_ps(k10, g), g11 = _mm512_maskz_mov_ps(k11, g);
+      _mm512_mask_storeu_ps(r0 + 2 * q, lo, _mm512_permutex2var_ps(g00, lo_i, g01));
+      _mm512_mask_storeu_ps(r0 + 2 * q + 16, hi, _mm512_permutex2var_ps(g00, hi_i, g01));
+      _mm512_mask_storeu_ps(r1 + 2 * q, lo, _mm512_permutex2var_ps(g10, lo_i, g11));
+      _mm512_mask_storeu_ps(r1 + 2 * q + 16, hi, _mm512_permutex2var_ps(g10, hi_i, g11));
+    }
+    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
+  }
+  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+}
+
 static int pool_portable; /* tests: 1 runs the plain C 2x2 path on an AVX-512 machine too */
 
 static int pool_avx512(void) { return kern_cpu_avx512() && !pool_portable; }
@@ -323,6 +402,7 @@ typedef struct pool_job {
   float *y, *dx;
   int32_t *argmax;                             /* MaxPool forward: written */
   const int32_t *am;                           /* MaxPool backward: read */
+  int relu;                                    /* maxpool_bwd_x: the ReLU backward too */
   void (*plane)(const struct pool_job *j, int64_t pl); /* the pass on plane pl */
 } pool_job;
 
@@ -397,6 +477,52 @@ static void maxpool_bwd_pl(const pool_job *j, int64_t pl) {
 void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads) {
   pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .dy = dy, .am = argmax, .dx = dx,
                 .plane = is_2x2(d) ? maxpool2x2_bwd_pl : maxpool_bwd_pl};
+  pool_run(&j, nthreads);
+}
+
+static void maxpool2x2_bwd_x_pl(const pool_job *j, int64_t pl) {
+  const pool_desc *d = j->d;
+  size_t hw = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+#ifdef POOL_X86
+  if (pool_avx512()) {
+    maxpool2x2_bwd_x_plane_avx512(j->x + (size_t)pl * hw, j->dy + (size_t)pl * pq, d->H, d->W, d->P, d->Q, j->relu,
+                                  j->dx + (size_t)pl * hw);
+    return;
+  }
+#endif
+  maxpool2x2_bwd_x_plane(j->x + (size_t)pl * hw, j->dy + (size_t)pl * pq, d->H, d->W, d->P, d->Q, j->relu,
+                         j->dx + (size_t)pl * hw);
+}
+
+/* The ReLU backward over dx in place, as the separate op computes it (after the general path). */
+static void relu_gate_pl(const pool_job *j, int64_t pl) {
+  size_t hw = (size_t)j->d->H * j->d->W;
+  const float *xp = j->x + (size_t)pl * hw;
+  float *dxp = j->dx + (size_t)pl * hw;
+  for (size_t i = 0; i < hw; i++) dxp[i] = xp[i] > 0.0f ? dxp[i] : 0.0f;
+}
+
+size_t maxpool_bwd_x_scratch(const pool_desc *d) {
+  if (is_2x2(d)) return 0;
+  size_t ys = (size_t)d->N * d->C * d->P * d->Q;
+  return kern_align_up(ys * sizeof(float)) + kern_align_up(ys * sizeof(int32_t));
+}
+
+void maxpool_bwd_x(const pool_desc *d, const float *dy, const float *x, int relu, float *dx, void *scratch,
+                   int nthreads) {
+  pool_job j = {.d = d, .planes = (int64_t)d->N * d->C, .x = x, .dy = dy, .dx = dx, .relu = relu};
+  if (is_2x2(d)) {
+    j.plane = maxpool2x2_bwd_x_pl;
+    pool_run(&j, nthreads);
+    return;
+  }
+  size_t ys = (size_t)d->N * d->C * d->P * d->Q;
+  float *y = scratch;
+  int32_t *argmax = (int32_t *)((char *)scratch + kern_align_up(ys * sizeof(float)));
+  maxpool_fwd(d, x, y, argmax, nthreads);
+  maxpool_bwd(d, dy, argmax, dx, nthreads);
+  if (!relu) return;
+  j.plane = relu_gate_pl;
   pool_run(&j, nthreads);
 }
 

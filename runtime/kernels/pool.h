@@ -46,6 +46,15 @@ void avgpool_bwd_ref(const pool_desc *d, const float *dy, float *dx);
 void maxpool_fwd(const pool_desc *d, const float *x, float *y, int32_t *argmax, int nthreads);
 /* Fast MaxPool backward. */
 void maxpool_bwd(const pool_desc *d, const float *dy, const int32_t *argmax, float *dx, int nthreads);
+/* Bytes of scratch maxpool_bwd_x needs (0 for 2x2 stride-2 windows without padding). */
+size_t maxpool_bwd_x_scratch(const pool_desc *d);
+/* MaxPool backward from the forward's input x instead of a kept argmax: dx = the scatter of dy at each
+ * window's argmax (first maximum in window order, NaN winning, as maxpool_fwd), recomputed from x.
+ * With relu, x is a ReLU's output and dx is also the ReLU's backward, dx = x > 0 ? dx : 0 (ReluGrad
+ * after MaxPoolGrad, fused). Bit for bit maxpool_fwd + maxpool_bwd (+ the ReLU backward); 2x2
+ * stride-2 windows run it as one pass over x, dy and dx. */
+void maxpool_bwd_x(const pool_desc *d, const float *dy, const float *x, int relu, float *dx, void *scratch,
+                   int nthreads);
 /* Fast AveragePool forward. */
 void avgpool_fwd(const pool_desc *d, const float *x, float *y, int nthreads);
 /* Fast AveragePool backward. */

@@ -4,7 +4,9 @@
  *   Y = AddRelu(A, B) and Sum + ReluGrad becomes SumReluGrad(Y, ..);
  * - nothing is fused when S or the summed gradient has another reader (a node or a graph output), when
  *   the Add broadcasts, or when the backward is a Dropout's (DropoutGrad, even at ratio 0);
- * - on ResNet-20 every residual block is fused, dense and SWAT, and the graphs verify. */
+ * - on ResNet-20 every residual block is fused, dense and SWAT, and the graphs verify;
+ * - G = MaxPoolGrad(dY, Y); dX = ReluGrad(G, Y) becomes dX = MaxPoolGrad{relu=1}(dY, Y), not when G has
+ *   another reader or the ReluGrad gates by another value; on LeNet-5 both pools are fused. */
 #include <stdio.h>
 #include <string.h>
 
@@ -166,6 +168,74 @@ static void small_graphs(void) {
   printf("small graphs: rewrites and their conditions\n");
 }
 
+/* MaxPoolGrad(dY, Y) then ReluGrad(G, Z) (Z = Y unless OTHER_GATE), dX a graph output; G_READER: G is
+ * also a graph output. */
+enum { OTHER_GATE = 1 };
+static ir_graph *pool_relu(int flags) {
+  ir_graph *g = ir_graph_new("pool_relu");
+  g->opset = 13;
+  int64_t dx[4] = {1, 2, 4, 4}, dd[4] = {1, 2, 2, 2};
+  ir_value *y = input(g, "y", 4, dx), *z = input(g, "z", 4, dx), *dy = input(g, "dy", 4, dd);
+  ir_node *mp = node(g, "MaxPoolGrad", "pool/grad", IR_ROLE_BWD, 2, (ir_value *[]){dy, y}, 1);
+  int64_t k[2] = {2, 2}, pads[4] = {0, 0, 0, 0};
+  ir_attr_set_ints(g, mp, "kernel_shape", 2, k);
+  ir_attr_set_ints(g, mp, "strides", 2, k);
+  ir_attr_set_ints(g, mp, "pads", 4, pads);
+  ir_node *rg = node(g, "ReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){mp->out[0], flags & OTHER_GATE ? z : y}, 1);
+  ir_graph_add_output(g, rg->out[0]);
+  if (flags & G_READER) ir_graph_add_output(g, mp->out[0]);
+  sw_err e = {0};
+  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "pool_relu(%d) builds: %s", flags, e.msg);
+  return g;
+}
+
+static void pool_relu_graphs(void) {
+  ir_graph *g = pool_relu(0);
+  if (!fuse(g, 0)) {
+    ir_node *mp = find(g, "MaxPoolGrad");
+    CHECK(g->n_nodes == 1 && mp && ir_attr_int(mp, "relu") == 1 && !strcmp(mp->out[0]->name, "relu/grad:0") &&
+              mp->out[0]->producer == mp && !ir_value_find(g, "pool/grad:0"),
+          "MaxPoolGrad + ReluGrad over one Y: one MaxPoolGrad{relu=1} writing dX (%d nodes)", g->n_nodes);
+  }
+  ir_graph_free(g);
+  int neg[2] = {G_READER, OTHER_GATE};
+  const char *why[2] = {"G has another reader", "the ReluGrad gates by another value"};
+  for (int i = 0; i < 2; i++) {
+    g = pool_relu(neg[i]);
+    if (!fuse(g, neg[i]))
+      CHECK(g->n_nodes == 2 && count(g, "ReluGrad") == 1 && ir_attr_int(find(g, "MaxPoolGrad"), "relu") == 0,
+            "MaxPoolGrad + ReluGrad not fused when %s", why[i]);
+    ir_graph_free(g);
+  }
+  printf("small graphs: MaxPoolGrad + ReluGrad and its conditions\n");
+}
+
+/* LeNet-5 (conv -> Relu -> MaxPool twice): both pools' backward take their ReLU's, dense and SWAT. */
+static void lenet5(double sparsity) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/models/lenet5.onnx", src);
+  ir_graph *g = NULL;
+  sw_err e = {0};
+  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
+  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "lenet5: %s", e.msg);
+  if (!g) return;
+  swat_opts so = {.sparsity = sparsity, .budget = SWAT_UNIFORM, .period = 10};
+  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
+  pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
+  CHECK(passes_run(g, passes, 7, &po, &e) == SW_OK, "lenet5 s=%g: %s", sparsity, e.msg);
+  int fused = 0, left = 0; /* left: ReluGrads still reading a pool's gradient (the FC ReLUs' stay, dense) */
+  for (int i = 0; i < g->n_nodes; i++) {
+    const ir_node *n = g->nodes[i];
+    if (!strcmp(n->op->name, "MaxPoolGrad")) fused += ir_attr_int(n, "relu") == 1;
+    if (!strcmp(n->op->name, "ReluGrad")) left += n->in[0]->producer && !strcmp(n->in[0]->producer->op->name, "MaxPoolGrad");
+  }
+  CHECK(fused == 2 && count(g, "MaxPoolGrad") == 2 && left == 0,
+        "lenet5 s=%g: 2 MaxPoolGrad{relu=1} (got %d of %d), no ReluGrad after them (got %d)", sparsity, fused,
+        count(g, "MaxPoolGrad"), left);
+  printf("lenet5 sparsity %g: %d MaxPoolGrad with the ReLU backward fused\n", sparsity, fused);
+  ir_graph_free(g);
+}
+
 static void resnet20(double sparsity) {
   char path[4096];
   snprintf(path, sizeof path, "%s/models/resnet20.onnx", src);
@@ -204,6 +274,9 @@ static void resnet20(double sparsity) {
 int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   small_graphs();
+  pool_relu_graphs();
+  lenet5(0.0);
+  lenet5(0.9);
   resnet20(0.0);
   resnet20(0.9);
   return check_report("fuse-pass");

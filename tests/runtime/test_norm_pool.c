@@ -185,6 +185,22 @@ static void desc_str(const pool_desc *d, char *buf, size_t n) {
            d->count_include_pad);
 }
 
+/* maxpool_bwd_x (argmax recomputed from x, optionally the ReLU backward fused) against what it
+ * replaces: dx from maxpool_fwd + maxpool_bwd, then ReluGrad's dx = x > 0 ? dx : 0; bit for bit. */
+static void check_bwd_x(const pool_desc *d, const float *x, const float *g, const float *dx, int t, const char *ds) {
+  size_t xs = xs_of(d);
+  float *want = talloc(4 * xs), *got = talloc_nan(xs);
+  void *scratch = talloc(maxpool_bwd_x_scratch(d) + 64);
+  for (int relu = 0; relu <= 1; relu++) {
+    for (size_t i = 0; i < xs; i++) want[i] = !relu || x[i] > 0.0f ? dx[i] : 0.0f;
+    maxpool_bwd_x(d, g, x, relu, got, scratch, t);
+    char what[256];
+    snprintf(what, sizeof what, "maxpool bwd from x%s %s T%d", relu ? " + ReLU bwd" : "", ds, t);
+    tcheck_same(what, got, want, 4 * xs);
+  }
+  free(want), free(got), free(scratch);
+}
+
 static void check_pool_case(const pool_desc *d, int fd) {
   size_t xs = xs_of(d), ys = ys_of(d);
   float *x = talloc(4 * xs), *g = talloc(4 * ys), *y0 = talloc(4 * ys), *y = talloc_nan(ys);
@@ -204,6 +220,7 @@ static void check_pool_case(const pool_desc *d, int fd) {
     maxpool_bwd(d, g, am, dx, t);
     snprintf(what, sizeof what, "maxpool bwd %s T%d", ds, t);
     tcheck_close(what, dx, dx0, xs, 1e-6);
+    check_bwd_x(d, x, g, dx, t, ds);
   }
   if (fd) {
     pool_ctx c = {*d, 1, x, y, am, g};
@@ -244,12 +261,44 @@ static void check_maxpool_ties_nan(void) {
     maxpool_fwd(d, x, y, a, 2);
     tcheck_same(k ? "maxpool 3x3 ties/NaN values" : "maxpool 2x2 ties/NaN values", y, y0, 4 * ys);
     tcheck_same(k ? "maxpool 3x3 ties/NaN indices" : "maxpool 2x2 ties/NaN indices", a, a0, 4 * ys);
+    float *g = talloc(4 * ys), *dx = talloc(4 * xs);
+    trng_fill(g, ys, -1, 1);
+    maxpool_bwd(d, g, a, dx, 2);
+    check_bwd_x(d, x, g, dx, 2, k ? "3x3 ties/NaN" : "2x2 ties/NaN");
+    free(g), free(dx);
     free(x), free(y0), free(y), free(a0), free(a);
+  }
+}
+
+/* maxpool_bwd_x on a ReLU's output (LeNet's pattern): half the inputs exactly 0, so some windows' maximum
+ * is 0 and the fused ReLU backward must drop their gradient (x > 0, not x >= 0). 2x2 (odd sizes: a row
+ * and a column no window covers) and 3x3 windows. */
+static void check_maxpool_relu_input(void) {
+  pool_desc ds[2] = {{2, 3, 13, 11, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, 0}, {2, 3, 9, 9, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0}};
+  for (int k = 0; k < 2; k++) {
+    pool_desc *d = &ds[k];
+    SW_ASSERT(pool_desc_resolve(d, NULL) == SW_OK);
+    size_t xs = xs_of(d), ys = ys_of(d);
+    float *x = talloc(4 * xs), *y = talloc(4 * ys), *g = talloc(4 * ys), *dx = talloc(4 * xs);
+    int32_t *a = talloc(4 * ys);
+    trng_fill(x, xs, -1, 1);
+    size_t zero_windows = 0;
+    for (size_t i = 0; i < xs; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];
+    trng_fill(g, ys, -1, 1);
+    for (int t = 1; t <= 2; t++) {
+      maxpool_fwd(d, x, y, a, t);
+      maxpool_bwd(d, g, a, dx, t);
+      check_bwd_x(d, x, g, dx, t, k ? "3x3 on a ReLU output" : "2x2 on a ReLU output");
+    }
+    for (size_t i = 0; i < ys; i++) zero_windows += y[i] == 0.0f;
+    if (zero_windows == 0) tfail("maxpool on a ReLU output: no window with maximum 0 (the case is not exercised)");
+    free(x), free(y), free(g), free(dx), free(a);
   }
 }
 
 static void check_pool_semantics(void) {
   check_maxpool_ties_nan();
+  check_maxpool_relu_input();
   /* Output sizes: floor vs ceil, and the PyTorch rule dropping a window that starts in the padding. */
   struct {
     pool_desc d;
@@ -339,6 +388,7 @@ int main(void) {
   check_pool_case(&fixed[0], 0);
   check_pool_case(&fixed[1], 1);
   check_maxpool_ties_nan();
+  check_maxpool_relu_input();
   pool_use_portable(0);
   tgroup_end();
   tgroup_begin("pool output sizes, divisors, global avg");
