@@ -190,26 +190,32 @@ static int is_2x2(const pool_desc *d) {
          d->pad_t == 0 && d->pad_l == 0 && 2 * d->P <= d->H && 2 * d->Q <= d->W;
 }
 
-/* Taps in window order, the first maximum kept and NaN winning, as the reference scans them. */
+/* The maximum of a 2x2 window's taps a b / c e, and which tap it is (0..3: a, b, c, e): taps in window
+ * order, the first maximum kept and NaN winning, as the reference scans them. */
+static inline int window_max(float a, float b, float c, float e, float *max) {
+  float m = a;
+  int at = 0, t = (b > m) | ((b != b) & (m == m));
+  m = t ? b : m;
+  at = t ? 1 : at;
+  t = (c > m) | ((c != c) & (m == m));
+  m = t ? c : m;
+  at = t ? 2 : at;
+  t = (e > m) | ((e != e) & (m == m));
+  m = t ? e : m;
+  at = t ? 3 : at;
+  *max = m;
+  return at;
+}
+
 static void maxpool2x2_plane(const float *restrict x, int W, int P, int Q, float *restrict y,
                                          int32_t *restrict am) {
   for (int p = 0; p < P; p++) {
     const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
     for (int q = 0; q < Q; q++) {
-      float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], e = r1[2 * q + 1];
-      int32_t base = 2 * p * W + 2 * q, i = base;
-      float m = a;
-      int t = (b > m) | ((b != b) & (m == m));
-      m = t ? b : m;
-      i = t ? base + 1 : i;
-      t = (c > m) | ((c != c) & (m == m));
-      m = t ? c : m;
-      i = t ? base + W : i;
-      t = (e > m) | ((e != e) & (m == m));
-      m = t ? e : m;
-      i = t ? base + W + 1 : i;
+      float m;
+      int at = window_max(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], &m);
       y[(size_t)p * Q + q] = m;
-      am[(size_t)p * Q + q] = i;
+      am[(size_t)p * Q + q] = 2 * p * W + 2 * q + (at >> 1) * W + (at & 1);
     }
   }
 }
@@ -239,17 +245,8 @@ static void maxpool2x2_bwd_x_plane(const float *restrict x, const float *restric
     const float *x0 = x + (size_t)2 * p * W, *x1 = x0 + W;
     float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
     for (int q = 0; q < Q; q++) {
-      float a = x0[2 * q], b = x0[2 * q + 1], c = x1[2 * q], e = x1[2 * q + 1];
-      float m = a;
-      int at = 0, t = (b > m) | ((b != b) & (m == m));
-      m = t ? b : m;
-      at = t ? 1 : at;
-      t = (c > m) | ((c != c) & (m == m));
-      m = t ? c : m;
-      at = t ? 2 : at;
-      t = (e > m) | ((e != e) & (m == m));
-      m = t ? e : m;
-      at = t ? 3 : at;
+      float m;
+      int at = window_max(x0[2 * q], x0[2 * q + 1], x1[2 * q], x1[2 * q + 1], &m);
       float g = dy[(size_t)p * Q + q];
       if (relu) g = m > 0.0f ? g : 0.0f;
       r0[2 * q] = at == 0 ? g : 0.0f;
@@ -266,37 +263,69 @@ static void maxpool2x2_bwd_x_plane(const float *restrict x, const float *restric
 #include <immintrin.h>
 #define POOL_X86 1
 
-/* maxpool2x2_plane on AVX-512: 16 outputs per step, the two taps of a row split by one even/odd
- * permute of the 32 floats under them. */
-__attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(const float *x, int W, int P, int Q, float *y,
-                                                                       int32_t *am) {
+/* One step of the AVX-512 2x2 kernels: 16 windows of output row p from column q (the last step of a row
+ * masked: om outputs, lo/hi the 32 input columns under them). */
+typedef struct win16 {
+  __mmask16 om, lo, hi;
+} win16;
+
+static inline win16 win16_at(int Q, int q) {
+  int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
+  win16 w = {(__mmask16)((1u << nq) - 1u), (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u),
+             (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u)};
+  return w;
+}
+
+/* The 16 windows' maxima from input rows x0, x1 (the two taps of a row split by one even/odd permute
+ * of the 32 floats under them), the first maximum in window order kept and NaN winning; t[0..2]: the
+ * lanes where tap b, c, e won its compare (the argmax is the last tap that won, else a). */
+static inline __attribute__((target("avx512f"), always_inline)) __m512 win16_max(const float *x0, const float *x1,
+                                                                                 int q, win16 w, __mmask16 t[3]) {
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i twice = even; /* the input column of each output's first tap, 2q */
+  __m512 u0 = _mm512_maskz_loadu_ps(w.lo, x0 + 2 * q), u1 = _mm512_maskz_loadu_ps(w.hi, x0 + 2 * q + 16);
+  __m512 v0 = _mm512_maskz_loadu_ps(w.lo, x1 + 2 * q), v1 = _mm512_maskz_loadu_ps(w.hi, x1 + 2 * q + 16);
+  __m512 tap[3] = {_mm512_permutex2var_ps(u0, odd, u1), _mm512_permutex2var_ps(v0, even, v1),
+                   _mm512_permutex2var_ps(v0, odd, v1)};
+  __m512 m = _mm512_permutex2var_ps(u0, even, u1);
+_Pragma("GCC unroll 3")
+  for (int k = 0; k < 3; k++) {
+    t[k] = _mm512_cmp_ps_mask(tap[k], m, _CMP_GT_OQ) |
+           (_mm512_cmp_ps_mask(tap[k], tap[k], _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+    m = _mm512_mask_blend_ps(t[k], m, tap[k]);
+  }
+  return m;
+}
+
+/* Writes the 16 windows' dx values (g00 g01 / g10 g11: each tap's, 0 off the argmax) interleaved back
+ * into the two input rows r0, r1. */
+static inline __attribute__((target("avx512f"), always_inline)) void win16_store(float *r0, float *r1, int q, win16 w,
+                                                                                 __m512 g00, __m512 g01, __m512 g10,
+                                                                                 __m512 g11) {
+  const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  _mm512_mask_storeu_ps(r0 + 2 * q, w.lo, _mm512_permutex2var_ps(g00, lo_i, g01));
+  _mm512_mask_storeu_ps(r0 + 2 * q + 16, w.hi, _mm512_permutex2var_ps(g00, hi_i, g01));
+  _mm512_mask_storeu_ps(r1 + 2 * q, w.lo, _mm512_permutex2var_ps(g10, lo_i, g11));
+  _mm512_mask_storeu_ps(r1 + 2 * q + 16, w.hi, _mm512_permutex2var_ps(g10, hi_i, g11));
+}
+
+/* maxpool2x2_plane on AVX-512: 16 outputs per step. */
+__attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(const float *x, int W, int P, int Q, float *y,
+                                                                       int32_t *am) {
+  const __m512i twice = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int p = 0; p < P; p++) {
     const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
     for (int q = 0; q < Q; q += 16) {
-      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
-      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u);
-      __mmask16 hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u), om = (__mmask16)((1u << nq) - 1u);
-      __m512 u0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q), u1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q + 16);
-      __m512 v0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q), v1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q + 16);
-      __m512 a = _mm512_permutex2var_ps(u0, even, u1), b = _mm512_permutex2var_ps(u0, odd, u1);
-      __m512 c = _mm512_permutex2var_ps(v0, even, v1), e = _mm512_permutex2var_ps(v0, odd, v1);
-      __m512i i = _mm512_add_epi32(twice, _mm512_set1_epi32(2 * p * W + 2 * q));
-      __m512 m = a;
-      __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) |
-                    (_mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t, m, b);
-      __m512i idx = _mm512_mask_add_epi32(i, t, i, _mm512_set1_epi32(1));
-      t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t, m, c);
-      idx = _mm512_mask_add_epi32(idx, t, i, _mm512_set1_epi32(W));
-      t = _mm512_cmp_ps_mask(e, m, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t, m, e);
-      idx = _mm512_mask_add_epi32(idx, t, i, _mm512_set1_epi32(W + 1));
-      _mm512_mask_storeu_ps(y + (size_t)p * Q + q, om, m);
-      _mm512_mask_storeu_epi32(am + (size_t)p * Q + q, om, idx);
+      win16 w = win16_at(Q, q);
+      __mmask16 t[3];
+      __m512 m = win16_max(r0, r1, q, w, t);
+      __m512i i = _mm512_add_epi32(twice, _mm512_set1_epi32(2 * p * W + 2 * q)); /* each window's tap a */
+      __m512i idx = _mm512_mask_add_epi32(i, t[0], i, _mm512_set1_epi32(1));
+      idx = _mm512_mask_add_epi32(idx, t[1], i, _mm512_set1_epi32(W));
+      idx = _mm512_mask_add_epi32(idx, t[2], i, _mm512_set1_epi32(W + 1));
+      _mm512_mask_storeu_ps(y + (size_t)p * Q + q, w.om, m);
+      _mm512_mask_storeu_epi32(am + (size_t)p * Q + q, w.om, idx);
     }
   }
 }
@@ -305,75 +334,44 @@ __attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(const flo
  * back into the two input rows. */
 __attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const float *dy, const int32_t *am, int H, int W,
                                                                            int P, int Q, float *dx) {
-  const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
   const __m512i twice = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512 zero = _mm512_setzero_ps();
   for (int p = 0; p < P; p++) {
     float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
     for (int q = 0; q < Q; q += 16) {
-      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
-      __mmask16 om = (__mmask16)((1u << nq) - 1u);
-      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u), hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u);
-      __m512 g = _mm512_maskz_loadu_ps(om, dy + (size_t)p * Q + q);
-      __m512i rel = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(om, am + (size_t)p * Q + q),
+      win16 w = win16_at(Q, q);
+      __m512 g = _mm512_maskz_loadu_ps(w.om, dy + (size_t)p * Q + q);
+      __m512i rel = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(w.om, am + (size_t)p * Q + q),
                                      _mm512_add_epi32(twice, _mm512_set1_epi32(2 * p * W + 2 * q)));
-      __m512 g00 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), zero, g);
-      __m512 g01 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(1)), zero, g);
-      __m512 g10 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W)), zero, g);
-      __m512 g11 = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W + 1)), zero, g);
-      _mm512_mask_storeu_ps(r0 + 2 * q, lo, _mm512_permutex2var_ps(g00, lo_i, g01));
-      _mm512_mask_storeu_ps(r0 + 2 * q + 16, hi, _mm512_permutex2var_ps(g00, hi_i, g01));
-      _mm512_mask_storeu_ps(r1 + 2 * q, lo, _mm512_permutex2var_ps(g10, lo_i, g11));
-      _mm512_mask_storeu_ps(r1 + 2 * q + 16, hi, _mm512_permutex2var_ps(g10, hi_i, g11));
+      win16_store(r0, r1, q, w, _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), zero, g),
+                  _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(1)), zero, g),
+                  _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W)), zero, g),
+                  _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W + 1)), zero, g));
     }
     for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
   }
   if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
 }
 
-/* maxpool2x2_bwd_x_plane on AVX-512: the forward's compares of maxpool2x2_plane_avx512 pick each
- * window's tap, the backward's interleave of maxpool2x2_bwd_plane_avx512 writes the four dx values. */
+/* maxpool2x2_bwd_x_plane on AVX-512: the forward's window maxima pick each window's tap, the
+ * backward's interleave writes the four dx values. */
 __attribute__((target("avx512f"))) static void maxpool2x2_bwd_x_plane_avx512(const float *x, const float *dy, int H,
                                                                              int W, int P, int Q, int relu,
                                                                              float *dx) {
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-  const __m512 zero = _mm512_setzero_ps();
   for (int p = 0; p < P; p++) {
     const float *x0 = x + (size_t)2 * p * W, *x1 = x0 + W;
     float *r0 = dx + (size_t)2 * p * W, *r1 = r0 + W;
     for (int q = 0; q < Q; q += 16) {
-      int nq = Q - q < 16 ? Q - q : 16, nx = 2 * nq;
-      __mmask16 om = (__mmask16)((1u << nq) - 1u);
-      __mmask16 lo = (__mmask16)(nx >= 16 ? 0xffff : (1u << nx) - 1u), hi = (__mmask16)(nx <= 16 ? 0 : (1u << (nx - 16)) - 1u);
-      __m512 u0 = _mm512_maskz_loadu_ps(lo, x0 + 2 * q), u1 = _mm512_maskz_loadu_ps(hi, x0 + 2 * q + 16);
-      __m512 v0 = _mm512_maskz_loadu_ps(lo, x1 + 2 * q), v1 = _mm512_maskz_loadu_ps(hi, x1 + 2 * q + 16);
-      __m512 a = _mm512_permutex2var_ps(u0, even, u1), b = _mm512_permutex2var_ps(u0, odd, u1);
-      __m512 c = _mm512_permutex2var_ps(v0, even, v1), e = _mm512_permutex2var_ps(v0, odd, v1);
-      __m512 m = a;
-      __mmask16 t1 = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ) |
-                     (_mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t1, m, b);
-      __mmask16 t2 = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ) |
-                     (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t2, m, c);
-      __mmask16 t3 = _mm512_cmp_ps_mask(e, m, _CMP_GT_OQ) |
-                     (_mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
-      m = _mm512_mask_blend_ps(t3, m, e);
-      __m512 g = _mm512_maskz_loadu_ps(om, dy + (size_t)p * Q + q);
-      if (relu) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ), g);
-      /* the last tap whose compare won is the argmax: e if t3, else c if t2, else b if t1, else a */
-      __mmask16 k11 = t3, k10 = (__mmask16)(t2 & ~t3), k01 = (__mmask16)(t1 & ~t2 & ~t3);
-      __mmask16 k00 = (__mmask16)~(t1 | t2 | t3);
-      __m512 g00 = _mm512_maskz_mov_ps(k00, g), g01 = _mm512_maskz_mov_ps(k01, g);
-      __m512 g10 = _mm512_maskz_mov_ps(k10, g), g11 = _mm512_maskz_mov_ps(k11, g);
-      _mm512_mask_storeu_ps(r0 + 2 * q, lo, _mm512_permutex2var_ps(g00, lo_i, g01));
-      _mm512_mask_storeu_ps(r0 + 2 * q + 16, hi, _mm512_permutex2var_ps(g00, hi_i, g01));
-      _mm512_mask_storeu_ps(r1 + 2 * q, lo, _mm512_permutex2var_ps(g10, lo_i, g11));
-      _mm512_mask_storeu_ps(r1 + 2 * q + 16, hi, _mm512_permutex2var_ps(g10, hi_i, g11));
+      win16 w = win16_at(Q, q);
+      __mmask16 t[3];
+      __m512 m = win16_max(x0, x1, q, w, t);
+      __m512 g = _mm512_maskz_loadu_ps(w.om, dy + (size_t)p * Q + q);
+      if (relu) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+      /* the last tap whose compare won is the argmax: e if t[2], else c if t[1], else b if t[0], else a */
+      __mmask16 k11 = t[2], k10 = (__mmask16)(t[1] & ~t[2]), k01 = (__mmask16)(t[0] & ~t[1] & ~t[2]);
+      __mmask16 k00 = (__mmask16)~(t[0] | t[1] | t[2]);
+      win16_store(r0, r1, q, w, _mm512_maskz_mov_ps(k00, g), _mm512_maskz_mov_ps(k01, g), _mm512_maskz_mov_ps(k10, g),
+                  _mm512_maskz_mov_ps(k11, g));
     }
     for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
   }
