@@ -305,9 +305,9 @@ int main(void) {
       make_desc(2, 8, 11, 10, 8, 3, 3, 1, 1, 0, 2, 3, 1, 2, 2, 1),    /* asymmetric pads, dilation */
       make_desc(2, 8, 11, 10, 8, 3, 3, 1, 1, 5, 0, 4, 6, 1, 1, 1),    /* pads > kernel: negative gather pads */
       make_desc(2, 12, 7, 9, 12, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 12),   /* depthwise, anisotropic stride */
-      make_desc(3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* ResNet-20 stem on 28x28 (direct, 4 filters a pass) */
-      make_desc(2, 6, 19, 35, 30, 3, 5, 1, 1, 1, 2, 0, 3, 2, 1, 6),   /* 5 filters per group, dilated, 36-wide rows: 4 + 1 a pass */
-      make_desc(2, 5, 9, 17, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5),    /* depthwise x2: one filter at a time */
+      make_desc(3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* ResNet-20 stem on 28x28 (direct: 8 + 8 filters a pass, 3 vectors a tile, a partial last tile) */
+      make_desc(2, 6, 19, 35, 30, 3, 5, 1, 1, 1, 2, 0, 3, 2, 1, 6),   /* 5 filters per group, dilated, 36-wide rows: one pass of 5, 4 vectors a tile */
+      make_desc(2, 5, 9, 17, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 5),    /* depthwise x2: 2 filters a pass, 8 vectors a tile */
       make_desc(3, 36, 40, 40, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),  /* several weight-gradient chunks */
       make_desc(2, 12, 6, 6, 18, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3),    /* grouped */
       make_desc(1, 5, 1, 1, 7, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1),      /* 1x1 image */
