@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "runtime/kernels/eltwise.h"
 #include "runtime/kernels/kern_internal.h"
 
 int pool_desc_resolve(pool_desc *d, sw_err *e) {
@@ -220,6 +221,14 @@ static void maxpool2x2_plane(const float *restrict x, int W, int P, int Q, float
   }
 }
 
+/* Zeroes what no 2x2 window of a backward covers: an odd last column of rows < 2P and the rows from 2P. */
+static void zero_uncovered(float *dx, int H, int W, int P, int Q) {
+  if (2 * Q < W)
+    for (int h = 0; h < 2 * P; h++)
+      for (int w = 2 * Q; w < W; w++) dx[(size_t)h * W + w] = 0.0f;
+  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+}
+
 static void maxpool2x2_bwd_plane(const float *restrict dy, const int32_t *restrict am, int H, int W, int P, int Q,
                                              float *restrict dx) {
   for (int p = 0; p < P; p++) {
@@ -232,9 +241,8 @@ static void maxpool2x2_bwd_plane(const float *restrict dy, const int32_t *restri
       r1[2 * q] = rel == W ? g : 0.0f;
       r1[2 * q + 1] = rel == W + 1 ? g : 0.0f;
     }
-    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f; /* an odd last column no window covers */
   }
-  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+  zero_uncovered(dx, H, W, P, Q);
 }
 
 /* maxpool2x2_plane then maxpool2x2_bwd_plane (then, with relu, the ReLU backward) in one pass: each
@@ -254,9 +262,8 @@ static void maxpool2x2_bwd_x_plane(const float *restrict x, const float *restric
       r1[2 * q] = at == 2 ? g : 0.0f;
       r1[2 * q + 1] = at == 3 ? g : 0.0f;
     }
-    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f; /* an odd last column no window covers */
   }
-  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+  zero_uncovered(dx, H, W, P, Q);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -348,9 +355,8 @@ __attribute__((target("avx512f"))) static void maxpool2x2_bwd_plane_avx512(const
                   _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W)), zero, g),
                   _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W + 1)), zero, g));
     }
-    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
   }
-  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+  zero_uncovered(dx, H, W, P, Q);
 }
 
 /* maxpool2x2_bwd_x_plane on AVX-512: the forward's window maxima pick each window's tap, the
@@ -373,9 +379,8 @@ __attribute__((target("avx512f"))) static void maxpool2x2_bwd_x_plane_avx512(con
       win16_store(r0, r1, q, w, _mm512_maskz_mov_ps(k00, g), _mm512_maskz_mov_ps(k01, g), _mm512_maskz_mov_ps(k10, g),
                   _mm512_maskz_mov_ps(k11, g));
     }
-    for (int w = 2 * Q; w < W; w++) r0[w] = r1[w] = 0.0f;
   }
-  if (2 * P < H) memset(dx + (size_t)2 * P * W, 0, sizeof(float) * (size_t)(H - 2 * P) * W);
+  zero_uncovered(dx, H, W, P, Q);
 }
 
 static int pool_portable; /* tests: 1 runs the plain C 2x2 path on an AVX-512 machine too */
@@ -492,14 +497,6 @@ static void maxpool2x2_bwd_x_pl(const pool_job *j, int64_t pl) {
                          j->dx + (size_t)pl * hw);
 }
 
-/* The ReLU backward over dx in place, as the separate op computes it (after the general path). */
-static void relu_gate_pl(const pool_job *j, int64_t pl) {
-  size_t hw = (size_t)j->d->H * j->d->W;
-  const float *xp = j->x + (size_t)pl * hw;
-  float *dxp = j->dx + (size_t)pl * hw;
-  for (size_t i = 0; i < hw; i++) dxp[i] = xp[i] > 0.0f ? dxp[i] : 0.0f;
-}
-
 size_t maxpool_bwd_x_scratch(const pool_desc *d) {
   if (is_2x2(d)) return 0;
   size_t ys = (size_t)d->N * d->C * d->P * d->Q;
@@ -520,8 +517,8 @@ void maxpool_bwd_x(const pool_desc *d, const float *dy, const float *x, int relu
   maxpool_fwd(d, x, y, argmax, nthreads);
   maxpool_bwd(d, dy, argmax, dx, nthreads);
   if (!relu) return;
-  j.plane = relu_gate_pl;
-  pool_run(&j, nthreads);
+  const act_desc a = {.kind = ACT_RELU}; /* then the ReLU backward in place, the kernel ReluGrad runs */
+  act_bwd(&a, (int64_t)d->N * d->C * d->H * d->W, x, NULL, dx, dx, nthreads);
 }
 
 /* The AveragePool divisor of an output from its window bounds. */
