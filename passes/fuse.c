@@ -49,6 +49,27 @@ static int readers(const ir_graph *g, const ir_value *v, ir_node **only) {
   return k + (v->is_output ? 1 : 0) + (v->updates ? 1 : 0);
 }
 
+/* What a rewrite keeps: per node and per value, 1 to keep, 0 to drop (ir_graph_compact's flags). */
+typedef struct keep_set {
+  unsigned char *node, *value;
+} keep_set;
+
+/* Everything kept, to start a rewrite. */
+static keep_set keep_all(const ir_graph *g) {
+  keep_set ks = {sw_xcalloc((size_t)g->n_nodes + 1, 1), sw_xcalloc((size_t)g->n_values + 1, 1)};
+  memset(ks.node, 1, (size_t)g->n_nodes);
+  memset(ks.value, 1, (size_t)g->n_values);
+  return ks;
+}
+
+/* Drops what the rewrite cleared (not after an error) and frees the flags. */
+static void keep_apply(ir_graph *g, keep_set *ks, const sw_err *e) {
+  if (!e->code) ir_graph_compact(g, ks->node, ks->value);
+  free(ks->node);
+  free(ks->value);
+  ks->node = ks->value = NULL;
+}
+
 static int index_of(const ir_graph *g, const ir_node *n) {
   for (int i = 0; i < g->n_nodes; i++)
     if (g->nodes[i] == n) return i;
@@ -87,9 +108,8 @@ static int is_op(const ir_node *n, const char *op) { return n && strcmp(n->op->n
 
 /* Y[, M] = AddRelu(A, B) for Add + Relu [+ ReluMask] (see the top of the file). */
 static void add_relus(ir_graph *g, sw_err *e) {
-  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
-  memset(keep_node, 1, (size_t)g->n_nodes);
-  memset(keep_value, 1, (size_t)g->n_values);
+  keep_set ks = keep_all(g);
+  unsigned char *keep_node = ks.node, *keep_value = ks.value;
   int fused = 0, masked = 0;
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
     ir_node *add = g->nodes[i], *relu = NULL, *mk = NULL;
@@ -125,18 +145,15 @@ static void add_relus(ir_graph *g, sw_err *e) {
     fused++;
     masked += mk != NULL;
   }
-  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
-  free(keep_node);
-  free(keep_value);
+  keep_apply(g, &ks, e);
   if (!e->code && fused)
     ir_graph_note(g, "fuse: %d Add + ReLU pairs fused (AddRelu), %d of them writing the ReLU's bit mask too", fused, masked);
 }
 
 /* dS = SumReluGrad(gate, dY1, ..) for Sum + SumReluGrad(M, G) or Sum + ReluGrad (see the top of the file). */
 static void sum_relu_grads(ir_graph *g, sw_err *e) {
-  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
-  memset(keep_node, 1, (size_t)g->n_nodes);
-  memset(keep_value, 1, (size_t)g->n_values);
+  keep_set ks = keep_all(g);
+  unsigned char *keep_node = ks.node, *keep_value = ks.value;
   int fused = 0;
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
     ir_node *rg = g->nodes[i];
@@ -157,17 +174,14 @@ static void sum_relu_grads(ir_graph *g, sw_err *e) {
     if (ir_infer_node(rg, e)) break;
     fused++;
   }
-  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
-  free(keep_node);
-  free(keep_value);
+  keep_apply(g, &ks, e);
   if (!e->code && fused) ir_graph_note(g, "fuse: %d gradient Sum + ReLU backward pairs fused (SumReluGrad)", fused);
 }
 
 /* dX = MaxPoolGrad{relu=1}(dY, Y) for MaxPoolGrad + ReluGrad over one Y (see the top of the file). */
 static void maxpool_relu_grads(ir_graph *g, sw_err *e) {
-  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
-  memset(keep_node, 1, (size_t)g->n_nodes);
-  memset(keep_value, 1, (size_t)g->n_values);
+  keep_set ks = keep_all(g);
+  unsigned char *keep_node = ks.node, *keep_value = ks.value;
   int fused = 0;
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
     ir_node *rg = g->nodes[i], *only = NULL;
@@ -186,17 +200,14 @@ static void maxpool_relu_grads(ir_graph *g, sw_err *e) {
     if (ir_infer_node(mp, e)) break;
     fused++;
   }
-  if (!e->code) ir_graph_compact(g, keep_node, keep_value);
-  free(keep_node);
-  free(keep_value);
+  keep_apply(g, &ks, e);
   if (!e->code && fused) ir_graph_note(g, "fuse: %d MaxPool backward + ReLU backward pairs fused", fused);
 }
 
 int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
   (void)o;
-  unsigned char *keep_node = sw_xcalloc((size_t)g->n_nodes + 1, 1), *keep_value = sw_xcalloc((size_t)g->n_values + 1, 1);
-  memset(keep_node, 1, (size_t)g->n_nodes);
-  memset(keep_value, 1, (size_t)g->n_values);
+  keep_set ks = keep_all(g);
+  unsigned char *keep_node = ks.node, *keep_value = ks.value;
   int fused = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     ir_node *bn = g->nodes[i], *relu = NULL;
@@ -237,8 +248,8 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
     if (ir_infer_node(bn, e)) break;
     fused++;
   }
+  keep_apply(g, &ks, e);
   if (!e->code) {
-    ir_graph_compact(g, keep_node, keep_value);
     maxpool_relu_grads(g, e);
     if (!e->code) relu_masks(g, e);
     /* after relu_masks, so that AddRelu takes over the ReluMask it made */
@@ -247,8 +258,6 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
      * it replaces came after it. */
   }
-  free(keep_node);
-  free(keep_value);
   if (!e->code && fused) ir_graph_note(g, "fuse: %d BatchNormalization + ReLU pairs fused", fused);
   return e->code;
 }

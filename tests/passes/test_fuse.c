@@ -210,19 +210,30 @@ static void pool_relu_graphs(void) {
   printf("small graphs: MaxPoolGrad + ReluGrad and its conditions\n");
 }
 
-/* LeNet-5 (conv -> Relu -> MaxPool twice): both pools' backward take their ReLU's, dense and SWAT. */
-static void lenet5(double sparsity) {
+/* A shipped model (models/NAME.onnx) through the training passes up to the memory plan, SWAT-U at
+ * sparsity (0: dense), verified after each pass; NULL (and a failed check) if it does not load or run. */
+static ir_graph *trained(const char *name, double sparsity) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/models/lenet5.onnx", src);
+  snprintf(path, sizeof path, "%s/models/%s.onnx", src, name);
   ir_graph *g = NULL;
   sw_err e = {0};
   importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
-  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "lenet5: %s", e.msg);
-  if (!g) return;
+  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "%s: %s", name, e.msg);
+  if (!g) return NULL;
   swat_opts so = {.sparsity = sparsity, .budget = SWAT_UNIFORM, .period = 10};
   static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
   pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
-  CHECK(passes_run(g, passes, 7, &po, &e) == SW_OK, "lenet5 s=%g: %s", sparsity, e.msg);
+  int rc = passes_run(g, passes, 7, &po, &e);
+  CHECK(rc == SW_OK, "%s s=%g: %s", name, sparsity, e.msg);
+  if (rc == SW_OK) return g;
+  ir_graph_free(g);
+  return NULL;
+}
+
+/* LeNet-5 (conv -> Relu -> MaxPool twice): both pools' backward take their ReLU's, dense and SWAT. */
+static void lenet5(double sparsity) {
+  ir_graph *g = trained("lenet5", sparsity);
+  if (!g) return;
   int fused = 0, left = 0; /* left: ReluGrads still reading a pool's gradient (the FC ReLUs' stay, dense) */
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
@@ -237,17 +248,8 @@ static void lenet5(double sparsity) {
 }
 
 static void resnet20(double sparsity) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/models/resnet20.onnx", src);
-  ir_graph *g = NULL;
-  sw_err e = {0};
-  importer_opts io = {.batch = IMPORTER_BATCH_AUTO};
-  CHECK(importer_load(path, &io, &g, &e) == SW_OK, "resnet20: %s", e.msg);
+  ir_graph *g = trained("resnet20", sparsity);
   if (!g) return;
-  swat_opts so = {.sparsity = sparsity, .budget = SWAT_UNIFORM, .period = 10};
-  static const char *const passes[] = {"train-mode", "add-loss", "autodiff", "dce", "swat", "fuse", "memory-plan"};
-  pass_opts po = {.verify = 1, .batch = 8, .swat = &so};
-  CHECK(passes_run(g, passes, 7, &po, &e) == SW_OK, "resnet20 s=%g: %s", sparsity, e.msg);
   int masked_fwd = 0, masked_bwd = 0, summing = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
