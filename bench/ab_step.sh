@@ -40,13 +40,13 @@ done
 # step ms of each run, in round order: "ms1 ms2 ..."
 steps() { for s in ${runs["$1"]}; do awk -v s="$s" -v b="$batch" 'BEGIN { printf "%.3f ", 1000 * b / s }'; done; }
 # best (smallest) and median of a list of numbers
-stat() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s", v[1], m }'; }
+best_median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s", v[1], m }'; }
 printf '%-5s %-13s %10s %9s %10s %9s\n' build config best_ms vs_dense median_ms vs_dense
 for side in A B; do
-  read -r dbest dmed <<< "$(steps "$side dense" | stat)"
+  read -r dbest dmed <<< "$(steps "$side dense" | best_median)"
   for c in "${configs[@]}"; do
     name=${c%%|*}
-    read -r sbest smed <<< "$(steps "$side $name" | stat)"
+    read -r sbest smed <<< "$(steps "$side $name" | best_median)"
     awk -v side="$side" -v name="$name" -v sb="$sbest" -v sm="$smed" -v db="$dbest" -v dm="$dmed" \
       'BEGIN { printf "%-5s %-13s %10.2f %8.2fx %10.2f %8.2fx\n", side, name, sb, db / sb, sm, dm / sm }'
   done
@@ -56,7 +56,7 @@ for c in "${configs[@]}"; do
   name=${c%%|*}
   ratios=$(paste -d' ' <(steps "A $name" | tr ' ' '\n' | awk 'NF') <(steps "B $name" | tr ' ' '\n' | awk 'NF') |
     awk '{ printf "%.3f ", $1 / $2 }')
-  read -r _ rmed <<< "$(echo "$ratios" | stat)"
+  read -r _ rmed <<< "$(echo "$ratios" | best_median)"
   printf '  %-13s median %.3f  rounds: %s\n' "$name" "$rmed" "$ratios"
 done
 echo "A = $a, B = $b; $model, batch $batch, $threads threads, $rounds alternating rounds"

@@ -154,7 +154,7 @@ KERN_CLONES static void flat_dots(int n, const float *restrict in, int Wp, const
 #define FWD_ACC_MAX 24
 #define FWD_V(KB) ((KB) <= 3 ? 8 : 24 / (KB))
 
-/* KB output planes (filters wk[0..KB)) from one padded input plane, AVX-512. The output planes
+/* KB output planes (filters wk[0..KB)) from one padded input plane, AVX-512. The output planes'
  * 16-column vectors (row by row, ceil(Q/16) a row, the last one masked) are taken V at a time; for
  * each such tile the KB*V sums are kept in registers: bias, then the taps in (r, s) order, each added
  * as acc + w*x rounded twice, the sums flat_taps makes (no FMA: ISO C does not contract), then stored
