@@ -119,7 +119,7 @@ static const float *topk_state_of(rt_program *p, const ir_value *v) {
   return rt_buf_of(p, v->producer->in[1])->data;
 }
 
-static const void *topk_packed_of(const rt_program *p, const ir_value *v, double *room);
+static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, int grouped);
 
 /* ---- Conv ---- */
 
@@ -200,7 +200,8 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
       conv_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
     }
   } else if (c->wg && c->st[1] < c->cross) {
-    int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, p->scratch, c->numel_x, p->nthreads);
+    int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, spwgrad_conv_needs_grouped(d), p->scratch,
+                             c->numel_x, p->nthreads);
     SW_ASSERT(nnz >= 0);
     spwgrad_conv(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
   } else {
@@ -226,7 +227,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
   c->st = st;
   if (wgrad) {
     double room = 1.0; /* the most X_s can keep */
-    c->packed = topk_packed_of(p, n->in[1], &room);
+    c->packed = topk_packed_of(p, n->in[1], &room, spwgrad_conv_needs_grouped(d));
     c->numel_x = (int64_t)d->N * d->C * d->H * d->W;
     /* the front of the scratch: X_s packed here (dense X_s) or unpacked here (compact X_s, dense kernel) */
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
@@ -302,7 +303,7 @@ static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
       gemm_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
     }
   } else if (c->wg && c->st[1] < c->cross) {
-    int64_t nnz = spact_pack(op->in[1], d->M, d->K, 1, 1, 0.0f, p->scratch, c->numel_x, p->nthreads);
+    int64_t nnz = spact_pack(op->in[1], d->M, d->K, 1, 1, 0.0f, 0, p->scratch, c->numel_x, p->nthreads);
     SW_ASSERT(nnz >= 0);
     spwgrad_gemm(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
   } else {
@@ -319,7 +320,7 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
   gemm_plan_describe(c->plan, dense, sizeof dense);
   const gemm_desc *d = &c->plan->d;
   if (pass == GEMM_BWD_WEIGHT) {
-    c->packed = topk_packed_of(p, n->in[1], NULL);
+    c->packed = topk_packed_of(p, n->in[1], NULL, 0);
     c->numel_x = (int64_t)d->M * d->K;
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
                               : kern_align_up(spact_bytes(d->M, d->K, 1, 1, c->numel_x));
@@ -684,6 +685,7 @@ typedef struct topk_ctx {
   void *packed;
   int64_t cap;               /* entries it has room for */
   int dims[4];
+  int grouped;               /* packed grouped by parity class: a strided conv's weight gradient reads it */
 } topk_ctx;
 
 static void topk_ctx_free(void *ctx) {
@@ -697,14 +699,14 @@ static void topk_ctx_free(void *ctx) {
  * still overflow (a pathological tensor), the tied values are dropped. Returns the count kept. */
 static int64_t topk_pack(rt_program *p, const topk_ctx *c, const float *x, float *st, int64_t k, int exact) {
   const int *d = c->dims;
-  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
   if (nnz < 0 && !exact) {
     st[0] = k >= c->n ? 0.0f : topk_threshold(x, c->n, k, p->scratch, p->nthreads);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
   }
   while (nnz < 0) {
     st[0] = nextafterf(st[0], INFINITY);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->packed, c->cap, p->nthreads);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
   }
   return nnz;
 }
@@ -732,13 +734,20 @@ static int run_topk(rt_program *p, const rt_op *op) {
 }
 
 /* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one; room
- * (may be NULL) gets the largest density it can have (entries it has room for / elements). */
-static const void *topk_packed_of(const rt_program *p, const ir_value *v, double *room) {
+ * (may be NULL) gets the largest density it can have (entries it has room for / elements). A reader
+ * that needs the entries grouped by parity class (grouped) has the op pack them so; by default they
+ * are packed in plane order, which is faster. */
+static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, int grouped) {
   if (!ir_value_compact(v)) return NULL;
   for (int i = 0; i < p->n_ops; i++)
     if (p->ops[i].node == v->producer) {
-      const topk_ctx *c = p->ops[i].ctx;
+      topk_ctx *c = p->ops[i].ctx;
       if (room) *room = (double)c->cap / (double)c->n;
+      if (grouped && !c->grouped) {
+        c->grouped = 1;
+        size_t len = strlen(p->ops[i].impl);
+        snprintf(p->ops[i].impl + len, sizeof p->ops[i].impl - len, ", grouped by stride parity");
+      }
       return c->packed;
     }
   return NULL;

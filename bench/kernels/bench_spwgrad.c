@@ -67,6 +67,7 @@ typedef struct run_ctx {
   int N, C, H, W;
   float thr;
   int64_t cap;
+  int grouped; /* pack X_s grouped by stride parity (what a strided conv's kernel reads) */
 } run_ctx;
 
 static void run_dense_conv(void *c) {
@@ -83,7 +84,7 @@ static void run_apply(void *c) {
 }
 static void run_pack(void *c) {
   run_ctx *r = c;
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->buf, r->cap, g_threads) < 0) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->grouped, r->buf, r->cap, g_threads) < 0) {
     fprintf(stderr, "bench_spwgrad: pack overflow\n");
     exit(1);
   }
@@ -147,7 +148,7 @@ static void bench_conv(const char *name, conv_desc d) {
   size_t ss = conv_plan_scratch(&cp, CONV_BWD_WEIGHT), s2 = spwgrad_plan_scratch(&sp);
   run_ctx r = {&cp, &sp, NULL, NULL, normals(nx, 1), normals(ny, 0), bench_alloc(nx * 4),
                bench_alloc((size_t)d.K * d.C * d.R * d.S * 4), NULL, bench_alloc(ss > s2 ? ss : s2), d.N, d.C, d.H, d.W,
-               0, 0};
+               0, 0, spwgrad_conv_needs_grouped(&d)};
   char desc[160];
   for (int i = 0; i < 4; i++) {
     r.thr = threshold(r.x, (int64_t)nx, g_dens[i]);
@@ -176,7 +177,7 @@ static void bench_gemm(const char *name, int M, int N, int K) {
   SW_ASSERT(spwgrad_gemm_plan_init(&sgp, &d, g_threads, NULL) == SW_OK);
   size_t nx = (size_t)M * K, ss = gemm_plan_scratch(&gp, GEMM_BWD_WEIGHT), s2 = spwgrad_gemm_plan_scratch(&sgp);
   run_ctx r = {NULL, NULL, &gp, &sgp, normals(nx, 1), normals((size_t)M * N, 0), bench_alloc(nx * 4),
-               bench_alloc((size_t)N * K * 4), NULL, bench_alloc(ss > s2 ? ss : s2), M, K, 1, 1, 0, 0};
+               bench_alloc((size_t)N * K * 4), NULL, bench_alloc(ss > s2 ? ss : s2), M, K, 1, 1, 0, 0, 0};
   for (int i = 0; i < 4; i++) {
     r.thr = threshold(r.x, (int64_t)nx, g_dens[i]);
     r.cap = (int64_t)nx;

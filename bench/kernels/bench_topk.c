@@ -1,8 +1,9 @@
 /* bench_topk: SWAT's Top-K step on ResNet-20's activation shapes (batch 128): the exact threshold
- * (topk_threshold, radix selection) and the compact saved copy (spact_pack, AVX-512 and portable C),
- * with topk_apply (one read and one write of the tensor) as the memory-bound yardstick.
+ * (topk_threshold, radix selection) and the compact saved copy (spact_pack, AVX-512 and portable C;
+ * "pack" in plane order, what stride-1 layers read, "packg" grouped by stride parity, what strided
+ * layers read), with topk_apply (one read and one write of the tensor) as the memory-bound yardstick.
  *
- *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|pack_c|apply]
+ *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|packg|pack_c|apply]
  *
  * Activations are ReLU of normals (half zeros, as after a ReLU); the threshold keeps DENSITY of the
  * tensor, for each density of the list (default 0.1,0.2,0.3,0.4: SWAT-U 0.9 keeps a tenth, ERK 0.9
@@ -68,14 +69,16 @@ static void run_threshold(run_ctx *r) {
     exit(1);
   }
 }
-static void run_pack(run_ctx *r) {
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->buf, r->cap, g_threads) < 0) {
+static void pack_or_die(run_ctx *r, int grouped) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, grouped, r->buf, r->cap, g_threads) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");
     exit(1);
   }
 }
+static void run_pack(run_ctx *r) { pack_or_die(r, 0); }
+static void run_pack_grouped(run_ctx *r) { pack_or_die(r, 1); }
 static void run_pack_c(run_ctx *r) {
-  if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, r->buf, r->cap, g_threads) < 0) {
+  if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, 0, r->buf, r->cap, g_threads) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");
     exit(1);
   }
@@ -121,13 +124,15 @@ static void bench_shape(int N, int C, int H, int W, double dens) {
   r.bufbytes = spact_bytes(N, C, H, W, r.cap);
   r.buf = bench_alloc(r.bufbytes);
   double tt = time_min("thr", run_threshold, &r), tp = time_min("pack", run_pack, &r);
+  double tg = time_min("packg", run_pack_grouped, &r);
   double tc = time_min("pack_c", run_pack_c, &r), ta = time_min("apply", run_apply, &r);
-  if (g_only && strcmp(g_only, "pack") && strcmp(g_only, "pack_c")) run_pack(&r); /* for the kept figure */
+  run_pack(&r); /* for the kept figure */
   double gb = 1e-9 * sizeof(float) * (double)r.n;
   char shape[64];
   snprintf(shape, sizeof shape, "%dx%dx%dx%d", N, C, H, W);
-  printf("%-16s %5.1f%% %9.3f %6.1f %9.3f %6.1f %9.3f %9.3f\n", shape, 100.0 * (double)spact_nnz(r.buf) / (double)r.n,
-         1e3 * tt, tt > 0 ? gb / tt : 0.0, 1e3 * tp, tp > 0 ? gb / tp : 0.0, 1e3 * tc, 1e3 * ta);
+  printf("%-16s %5.1f%% %9.3f %6.1f %9.3f %6.1f %9.3f %9.3f %9.3f\n", shape,
+         100.0 * (double)spact_nnz(r.buf) / (double)r.n, 1e3 * tt, tt > 0 ? gb / tt : 0.0, 1e3 * tp,
+         tp > 0 ? gb / tp : 0.0, 1e3 * tg, 1e3 * tc, 1e3 * ta);
   free(x), free(r.y), free(r.buf), free(r.scratch);
 }
 
@@ -154,7 +159,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--warm")) g_warm = 1;
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     else {
-      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|pack_c|apply]\n",
+      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|packg|pack_c|apply]\n",
               argv[i]);
       return 2;
     }
@@ -164,8 +169,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   printf("bench_topk: %d threads, %s cache, min of %d\n", g_threads, g_warm ? "warm" : "cold", g_reps);
-  printf("%-16s %6s %9s %6s %9s %6s %9s %9s\n", "shape", "kept", "thr ms", "GB/s", "pack ms", "GB/s", "pack_c ms",
-         "apply ms");
+  printf("%-16s %6s %9s %6s %9s %6s %9s %9s %9s\n", "shape", "kept", "thr ms", "GB/s", "pack ms", "GB/s", "packg ms",
+         "pack_c ms", "apply ms");
   static const int shapes[][4] = {{128, 16, 28, 28}, {128, 32, 14, 14}, {128, 64, 7, 7}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int d = 0; d < g_ndens; d++) bench_shape(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], g_dens[d]);

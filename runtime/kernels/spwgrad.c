@@ -1,11 +1,14 @@
 /* Sparse weight gradient from a packed Top-K activation (see spwgrad.h).
  *
  * Packed buffer ("spact"), all parts 64-byte aligned:
- *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width, position bytes
+ *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width, position bytes,
+ *                             grouped
  *   int64  img_off[N]         first entry of image n in pos[] / val[]
  *   int64  img_cnt[N]         entries of image n
  *   uint32 cls[N][4C+1]       (only when H*W > 1) start of channel c, class k = 2*(h%2) + (w%2),
- *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n]
+ *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n].
+ *                             Not grouped: each channel's entries in plane order as its class 0
+ *                             (cls[n][4c+1..3] = the channel's end)
  *   uint16 pos[cap]           position: H*W > 1: inside the channel plane, h*W + w (the channel is
  *     or int32                the cls run the entry lies in); H*W == 1: the channel c. uint16 when
  *                             every position fits (H*W <= 65536, or C <= 65536 when H*W == 1: all
@@ -16,8 +19,10 @@
  * image's range is reserved with one atomic add on a shared cursor (so ranges never overlap and an
  * overflow is detected exactly), then the write reads the image back from L1/L2 and appends each
  * kept entry to the cursor of its class: bit by bit over the set bits, or (AVX-512, images with
- * many kept entries) by windows of 32 elements, one permute and two compresses per class. Image
- * ranges land in scheduling order, which the kernels never depend on.
+ * many kept entries) by windows of 32 elements, one permute and two compresses per class. Not
+ * grouped, a plane's entries go out in plane order: bit by bit, or (AVX-512, planes with an eighth
+ * or more kept) two compresses per 16 elements, with no class bookkeeping: about twice as fast
+ * (bench_topk). Image ranges land in scheduling order, which the kernels never depend on.
  *
  * Conv: see spwgrad.h. The register kernel for a class with nr x ns valid taps and nkb K-blocks
  * holds nr*ns*nkb accumulators (<= 28 zmm); each entry costs one table lookup (offtab: the dY
@@ -66,7 +71,8 @@ typedef struct spact_hdr {
   int32_t N, C, H, W;
   int64_t cap, nnz;
   int32_t ncls, pbytes; /* class-table entries per image (0 when H*W == 1); bytes per position */
-  uint8_t reserved_[16];
+  int32_t grouped;      /* 1: each channel's entries grouped by parity class; 0: in plane order */
+  uint8_t reserved_[12];
 } spact_hdr;
 
 typedef struct spact_view {
@@ -233,6 +239,18 @@ static inline int64_t class_counts(const uint16_t *bm, const pack_tab *t, uint32
   return tot;
 }
 
+/* Starts of one channel's runs into cls[0..4) from its bitmap bm: by class (grouped, class_counts),
+ * or the whole channel as class 0 (classes 1-3 empty, at its end); returns the new running total. */
+static inline int64_t run_starts(const uint16_t *bm, const pack_tab *t, int grouped, uint32_t *cls, int64_t tot) {
+  if (grouped) return class_counts(bm, t, cls, tot);
+  int64_t c = 0;
+  for (int w = 0; w < t->nw; w++) c += __builtin_popcountll(bm_word(bm, w));
+  cls[0] = (uint32_t)tot;
+  tot += c;
+  cls[1] = cls[2] = cls[3] = (uint32_t)tot;
+  return tot;
+}
+
 /* Counts image xi's kept entries (H*W == 1: cls is NULL and the image is C values). */
 static int64_t count_flat_c(const float *xi, int C, float thr) {
   keep_bits kb = keep_bits_of(thr);
@@ -251,8 +269,8 @@ static void write_flat_c(const float *xi, int C, float thr, void *pos, int pbyte
     }
 }
 
-/* Builds image xi's plane bitmaps bm[C][4 nw] and class starts cls[4C+1]; returns the count. */
-static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, uint16_t *bm,
+/* Builds image xi's plane bitmaps bm[C][4 nw] and run starts cls[4C+1]; returns the count. */
+static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, int grouped, uint16_t *bm,
                              uint32_t *cls) {
   keep_bits kb = keep_bits_of(thr);
   int64_t tot = 0;
@@ -265,7 +283,7 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
       for (int j = j0; j < j1; j++) m |= (uint64_t)keep_u(pl[j], kb) << (j - j0);
       memcpy(b + 4 * w, &m, sizeof m);
     }
-    tot = class_counts(b, t, cls + 4 * c, tot);
+    tot = run_starts(b, t, grouped, cls + 4 * c, tot);
   }
   cls[4 * C] = (uint32_t)tot;
   return tot;
@@ -313,22 +331,46 @@ static inline __attribute__((always_inline)) void write_plane_bits(const float *
   }
 }
 
-/* Writes image xi's kept entries from its bitmaps, plane by plane (write_plane_bits). */
+/* Writes one channel plane's kept entries from its bitmap b in plane order, from index o on (not
+ * grouped: no class cursors). */
+static inline __attribute__((always_inline)) void write_plane_order(const float *pl, const pack_tab *t,
+                                                                    const uint16_t *b, uint32_t o, uint16_t *pos16,
+                                                                    int32_t *pos32, float *val) {
+  for (int w = 0; w < t->nw; w++) {
+    uint64_t m = bm_word(b, w);
+    while (m) {
+      int j = 64 * w + __builtin_ctzll(m);
+      m &= m - 1;
+      if (pos16) pos16[o] = (uint16_t)j;
+      else pos32[o] = j;
+      val[o++] = pl[j];
+    }
+  }
+}
+
+/* Writes image xi's kept entries from its bitmaps, plane by plane (write_plane_bits, or
+ * write_plane_order when not grouped). */
 static inline __attribute__((always_inline)) void write_image_t(const float *xi, int C, int HW, const pack_tab *t,
-                                                                const uint16_t *bm, const uint32_t *cls,
+                                                                int grouped, const uint16_t *bm, const uint32_t *cls,
                                                                 uint16_t *pos16, int32_t *pos32, float *val,
                                                                 const float *next) {
   for (int c = 0; c < C; c++) {
     prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    const float *pl = xi + (size_t)c * HW;
+    const uint16_t *b = bm + (size_t)c * 4 * t->nw;
+    if (!grouped) {
+      write_plane_order(pl, t, b, cls[4 * c], pos16, pos32, val);
+      continue;
+    }
     const uint32_t base[4] = {cls[4 * c], cls[4 * c + 1], cls[4 * c + 2], cls[4 * c + 3]};
-    write_plane_bits(xi + (size_t)c * HW, HW, t, bm + (size_t)c * 4 * t->nw, base, pos16, pos32, val);
+    write_plane_bits(pl, HW, t, b, base, pos16, pos32, val);
   }
 }
 
-static void write_image(const float *xi, int C, int HW, const pack_tab *t, const uint16_t *bm, const uint32_t *cls,
-                        void *pos, int pbytes, float *val, const float *next) {
-  if (pbytes == 2) write_image_t(xi, C, HW, t, bm, cls, pos, NULL, val, next);
-  else write_image_t(xi, C, HW, t, bm, cls, NULL, pos, val, next);
+static void write_image(const float *xi, int C, int HW, const pack_tab *t, int grouped, const uint16_t *bm,
+                        const uint32_t *cls, void *pos, int pbytes, float *val, const float *next) {
+  if (pbytes == 2) write_image_t(xi, C, HW, t, grouped, bm, cls, pos, NULL, val, next);
+  else write_image_t(xi, C, HW, t, grouped, bm, cls, NULL, pos, val, next);
 }
 
 #ifdef SPW_X86
@@ -367,8 +409,8 @@ static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, void *p
 
 /* count_image_c with 16-wide compares: the keep test on the bits (as keep_u) gives each 16-element
  * chunk's mask, stored as the 16-bit pieces of the plane's words (little endian). */
-static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float thr, const pack_tab *t, uint16_t *bm,
-                                          uint32_t *cls) {
+static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float thr, const pack_tab *t, int grouped,
+                                          uint16_t *bm, uint32_t *cls) {
   keep_bits kb = keep_bits_of(thr);
   const __m512i absm = _mm512_set1_epi32(0x7fffffff), lo = _mm512_set1_epi32((int)kb.lo);
   const __m512i span = _mm512_set1_epi32((int)kb.span);
@@ -387,7 +429,7 @@ static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float 
       __m512i u = _mm512_and_si512(_mm512_maskz_loadu_epi32(tm, pl + 16 * full), absm);
       m16[full] = _mm512_mask_cmple_epu32_mask(tm, _mm512_sub_epi32(u, lo), span);
     }
-    tot = class_counts(m16, t, cls + 4 * c, tot);
+    tot = run_starts(m16, t, grouped, cls + 4 * c, tot);
   }
   cls[4 * C] = (uint32_t)tot;
   return tot;
@@ -457,6 +499,35 @@ static SPW_TARGET void write_image_avx(const float *xi, int C, int H, int W, flo
   }
 }
 #undef WRITE_WINDOW_AVX
+
+/* write_image for uint16 positions, not grouped, with AVX-512: a plane with an eighth or more of
+ * its elements kept goes 16 elements at a time, its bitmap piece as the mask of one load and two
+ * compresses (values, positions); a sparser one walks its set bits. */
+static SPW_TARGET void write_image_order_avx(const float *xi, int C, int HW, const pack_tab *t, const uint16_t *bm,
+                                             const uint32_t *cls, uint16_t *pos, float *val, const float *next) {
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  int nq = (HW + 15) / 16;
+  for (int c = 0; c < C; c++) {
+    const float *pl = xi + (size_t)c * HW;
+    const uint16_t *b = bm + (size_t)c * 4 * t->nw;
+    prefetch_l2(next ? next + (size_t)c * HW : NULL, sizeof(float) * (size_t)HW);
+    uint32_t o = cls[4 * c];
+    if (8 * (cls[4 * c + 4] - o) < (uint32_t)HW) {
+      write_plane_order(pl, t, b, o, pos, NULL, val);
+      continue;
+    }
+    for (int q = 0; q < nq; q++) {
+      __mmask16 m = b[q]; /* clear past the plane (count_image_avx) */
+      __m512 v = _mm512_maskz_loadu_ps(m, pl + 16 * q);
+      unsigned n = (unsigned)__builtin_popcount(m);
+      __mmask16 sm = (__mmask16)((1u << n) - 1u);
+      _mm512_mask_storeu_ps(val + o, sm, _mm512_maskz_compress_ps(m, v));
+      __m512i j = _mm512_add_epi32(iota, _mm512_set1_epi32(16 * q));
+      _mm512_mask_cvtepi32_storeu_epi16(pos + o, sm, _mm512_maskz_compress_epi32(m, j));
+      o += n;
+    }
+  }
+}
 #endif
 
 typedef struct pack_ctx {
@@ -467,6 +538,7 @@ typedef struct pack_ctx {
   _Atomic int64_t used; /* entries reserved so far (images' ranges, in scheduling order) */
   atomic_int overflow;
   int simd;
+  int grouped;    /* 1: entries grouped by parity class (spact_hdr) */
   pack_tab tab;   /* when H*W > 1 */
   uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
 } pack_ctx;
@@ -485,10 +557,10 @@ static void pack_worker(void *arg, int t, int T) {
     int64_t cnt;
 #ifdef SPW_X86
     if (k->simd)
-      cnt = cls ? count_image_avx(xi, k->C, HW, k->thr, &k->tab, bm, cls) : count_flat_avx(xi, k->C, k->thr);
+      cnt = cls ? count_image_avx(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls) : count_flat_avx(xi, k->C, k->thr);
     else
 #endif
-      cnt = cls ? count_image_c(xi, k->C, HW, k->thr, &k->tab, bm, cls) : count_flat_c(xi, k->C, k->thr);
+      cnt = cls ? count_image_c(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls) : count_flat_c(xi, k->C, k->thr);
     int64_t off;
     off = atomic_fetch_add(&k->used, cnt);
     if (off + cnt > k->v.h->cap) {
@@ -501,12 +573,14 @@ static void pack_worker(void *arg, int t, int T) {
     void *pos = (char *)k->v.pos + (size_t)off * pb;
 #ifdef SPW_X86
     /* the vector write where most planes take it (see write_image_avx), else the bit walk */
-    if (cls && k->simd && pb == 2 && cnt >= 2 * (int64_t)k->tab.wslots * k->C)
+    if (cls && k->simd && pb == 2 && !k->grouped)
+      write_image_order_avx(xi, k->C, HW, &k->tab, bm, cls, pos, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+    else if (cls && k->simd && pb == 2 && cnt >= 2 * (int64_t)k->tab.wslots * k->C)
       write_image_avx(xi, k->C, k->H, k->W, k->thr, &k->tab, bm, cls, pos, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
     else
 #endif
     if (cls)
-      write_image(xi, k->C, HW, &k->tab, bm, cls, pos, pb, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+      write_image(xi, k->C, HW, &k->tab, k->grouped, bm, cls, pos, pb, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
 #ifdef SPW_X86
     else if (k->simd)
       write_flat_avx(xi, k->C, k->thr, pos, pb, k->v.val + off);
@@ -516,8 +590,8 @@ static void pack_worker(void *arg, int t, int T) {
   }
 }
 
-static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
-                        int nthreads, int simd) {
+static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf,
+                        int64_t max_nnz, int nthreads, int simd) {
   SW_ASSERT(N >= 1 && C >= 1 && H >= 1 && W >= 1 && (int64_t)C * H * W < INT32_MAX);
   spact_hdr *h = buf;
   memset(h, 0, sizeof *h);
@@ -526,7 +600,9 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
   h->cap = cap_of(N, C, H, W, max_nnz);
   h->ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
   h->pbytes = spact_pos_bytes(C, H, W);
-  pack_ctx k = {.x = x, .N = N, .C = C, .H = H, .W = W, .thr = thr, .v = spact_map(buf), .simd = simd};
+  h->grouped = h->ncls && grouped;
+  pack_ctx k = {.x = x, .N = N, .C = C, .H = H, .W = W, .thr = thr, .v = spact_map(buf), .simd = simd,
+                .grouped = h->grouped};
   /* Small tensors on one thread: waking a second costs more than it saves. The kept entries do
    * not depend on the thread count, only where each image's range sits. */
   int64_t numel = (int64_t)N * C * H * W;
@@ -546,14 +622,17 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, v
   return k.used;
 }
 
-int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz, int nthreads) {
-  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, kern_cpu_avx512());
+int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
+                   int nthreads) {
+  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, kern_cpu_avx512());
 }
 
-int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
+int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
                      int nthreads) {
-  return pack_run(x, N, C, H, W, thr, buf, max_nnz, nthreads, 0);
+  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, 0);
 }
+
+int spact_grouped(const void *buf) { return spact_map(buf).h->grouped; }
 
 void spact_unpack(const void *buf, float *x) {
   spact_view v = spact_map(buf);
@@ -574,6 +653,8 @@ void spact_unpack(const void *buf, float *x) {
 }
 
 /* ---- conv plan -------------------------------------------------------------------------------- */
+
+int spwgrad_conv_needs_grouped(const conv_desc *d) { return d->stride_h != 1 || d->stride_w != 1; }
 
 static int gcd(int a, int b) {
   while (b) {
@@ -992,13 +1073,15 @@ static void conv_worker(void *arg, int t, int T) {
   zero_borders(p, ycl, p->chunk);
   int HW = d->H * d->W, ncls = k->v.h->ncls, pb = k->v.h->pbytes;
   SW_ASSERT(!p->fast || pb == 2);
+  /* the register kernels run a strided conv's classes apart: they need X_s grouped by class */
+  int fast = p->fast && (k->v.h->grouped || !spwgrad_conv_needs_grouped(d));
   const char *pos = k->v.pos;
   for (int64_t n0 = n_lo; n0 < n_hi; n0 += p->chunk) {
     int nn = (int)(n_hi - n0 < p->chunk ? n_hi - n0 : p->chunk);
     for (int i = 0; i < nn; i++)
       load_dy(p, k->dy + (size_t)(n0 + i) * ystride, ycl + (size_t)i * img,
               k->db && gc == 0 ? k->dbpart + (size_t)(n0 + i) * d->K : NULL);
-    if (p->fast) {
+    if (fast) {
       /* Large planes go image by image (one image's dY block stays in L1 across its channels),
        * small ones channel by channel over the chunk (amortising the accumulator flushes). The
        * next chunk's dY streams into L2 meanwhile, a share per step. */

@@ -8,13 +8,16 @@
  * with work proportional to the number of kept entries.
  *
  * Packed format ("spact", see spwgrad.c for the byte layout): per image n, the kept entries as a
- * structure of arrays (position, float value), grouped by channel c and, inside a channel, by the
+ * structure of arrays (position, float value), grouped by channel c and, inside a channel, either
+ * in plane order or (grouped, what a strided conv's weight gradient needs) by the
  * parity class (h%2, w%2) of the position, with a per-image table of class starts when H*W > 1. The
  * channel is implied by the run an entry lies in, so the position is the one inside the channel
  * plane, h*W + w (when H*W == 1: the channel c itself), stored as uint16 whenever every position
- * fits (6 bytes per entry instead of 8; spact_pos_bytes), else as int32. The grouping is what the conv kernel needs: it walks one
- * channel of one image at a time, and for strides 1 and 2 every entry of one class touches the same
- * set of filter taps, so a whole class runs one fully unrolled register-blocked loop. Where each
+ * fits (6 bytes per entry instead of 8; spact_pos_bytes), else as int32. The grouping is what the
+ * conv kernel needs for stride 2: it walks one channel of one image at a time, and for strides 1
+ * and 2 every entry of one class touches the same set of filter taps, so a whole class runs one
+ * fully unrolled register-blocked loop; with stride 1 every entry touches the same taps, and the
+ * plane order (about twice as fast to pack) serves as well. Where each
  * image's entries sit in the buffer depends on thread scheduling; what they are does not, and the
  * kernels read them through the per-image table, so results are deterministic.
  *
@@ -47,12 +50,17 @@ int spact_pos_bytes(int C, int H, int W);
  * max_nnz kept entries (capped at N*C*H*W); allocate it KERN_ALIGN-aligned. */
 size_t spact_bytes(int N, int C, int H, int W, int64_t max_nnz);
 /* Packs the entries of x with |x| >= thr and x != 0 into buf (sized by spact_bytes with the same
- * dimensions and max_nnz) in one pass on nthreads threads; returns the number kept, or -1 when it
- * would exceed max_nnz (buf is then unspecified). */
-int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz, int nthreads);
+ * dimensions and max_nnz) in one pass on nthreads threads, each channel's entries grouped by parity
+ * class when grouped (needed by the weight gradient of a conv for which spwgrad_conv_needs_grouped),
+ * else in plane order; returns the number kept, or -1 when it would exceed max_nnz (buf is then
+ * unspecified). */
+int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
+                   int nthreads);
 /* spact_pack in portable C only (what runs on CPUs without AVX-512; exposed for tests). */
-int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t max_nnz,
+int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
                      int nthreads);
+/* 1 when buf's entries are grouped by parity class (packed grouped, with H*W > 1). */
+int spact_grouped(const void *buf);
 /* Writes the dense NCHW tensor a packed buffer holds into x (for tests and fallbacks). */
 void spact_unpack(const void *buf, float *x);
 /* Number of entries a packed buffer holds. */
@@ -95,6 +103,9 @@ void spwgrad_plan_free(spwgrad_plan *p);
 size_t spwgrad_plan_scratch(const spwgrad_plan *p);
 /* Short description of the plan (path, blocking, threads) for logs and benchmarks. */
 const char *spwgrad_plan_describe(const spwgrad_plan *p, char *buf, size_t n);
+/* 1 when the register kernels of conv d's weight gradient need X_s packed grouped (a stride > 1);
+ * given X_s in plane order, spwgrad_conv then takes the generic path (same result, slower). */
+int spwgrad_conv_needs_grouped(const conv_desc *d);
 /* Density of X_s below which spwgrad_conv (without the pack) is expected to beat the dense
  * conv_plan_bwd_weight on this shape (cost model calibrated by bench_spwgrad on Zen 5). */
 double spwgrad_plan_crossover(const spwgrad_plan *p);

@@ -62,8 +62,8 @@ static void desc_str(const conv_desc *d, char *buf, size_t n) {
 
 /* Packs x at thr into a fresh buffer with capacity cap (both pack versions), checks the kept count
  * and the unpacked tensor against topk_apply; returns the buffer (NULL on overflow). */
-static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, int64_t cap,
-                        int nthreads, int portable, int64_t *nnz_out) {
+static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, int grouped,
+                        int64_t cap, int nthreads, int portable, int64_t *nnz_out) {
   size_t n = (size_t)N * C * H * W;
   float *ref = talloc(sizeof(float) * n), *got = talloc_nan(n);
   int64_t nref = topk_apply(x, ref, (int64_t)n, thr, 1);
@@ -72,10 +72,11 @@ static void *check_pack(const char *what, const float *x, int N, int C, int H, i
   size_t bytes = spact_bytes(N, C, H, W, cap);
   void *buf = talloc(bytes);
   memset(buf, 0xa5, bytes);
-  int64_t nnz = portable ? spact_pack_c(x, N, C, H, W, thr, buf, cap, nthreads)
-                         : spact_pack(x, N, C, H, W, thr, buf, cap, nthreads);
+  int64_t nnz = portable ? spact_pack_c(x, N, C, H, W, thr, grouped, buf, cap, nthreads)
+                         : spact_pack(x, N, C, H, W, thr, grouped, buf, cap, nthreads);
   char w[320];
-  snprintf(w, sizeof w, "%s cap %lld T=%d%s", what, (long long)cap, nthreads, portable ? " C" : "");
+  snprintf(w, sizeof w, "%s cap %lld T=%d%s%s", what, (long long)cap, nthreads, portable ? " C" : "",
+           grouped ? " grouped" : "");
   if (nref > cap) {
     if (nnz != -1) tfail("%s: kept %lld > capacity but pack returned %lld", w, (long long)nref, (long long)nnz);
     free(ref), free(got), free(buf);
@@ -106,21 +107,24 @@ static void test_pack(void) {
       char what[160];
       snprintf(what, sizeof what, "[%d,%d,%d,%d] density %.2f", N, C, H, W, pack_densities[di]);
       for (int portable = 0; portable <= 1; portable++)
-        for (int t = 1; t <= 3; t += 1) {
-          int64_t nnz = 0;
-          void *b = check_pack(what, x, N, C, H, W, thr, (int64_t)n, t, portable, &nnz);
-          free(b);
-          /* exact capacity fits, one less overflows, far more is capped at numel */
-          free(check_pack(what, x, N, C, H, W, thr, nnz, t, portable, NULL));
-          if (nnz > 0) free(check_pack(what, x, N, C, H, W, thr, nnz - 1, t, portable, NULL));
-          free(check_pack(what, x, N, C, H, W, thr, 10 * (int64_t)n + 5, t, portable, NULL));
-        }
+        for (int g = 0; g <= 1; g++)
+          for (int t = 1; t <= 3; t += 1) {
+            int64_t nnz = 0;
+            void *b = check_pack(what, x, N, C, H, W, thr, g, (int64_t)n, t, portable, &nnz);
+            free(b);
+            /* exact capacity fits, one less overflows, far more is capped at numel */
+            free(check_pack(what, x, N, C, H, W, thr, g, nnz, t, portable, NULL));
+            if (nnz > 0) free(check_pack(what, x, N, C, H, W, thr, g, nnz - 1, t, portable, NULL));
+            free(check_pack(what, x, N, C, H, W, thr, g, 10 * (int64_t)n + 5, t, portable, NULL));
+          }
     }
     /* NaN and negative zero are dropped, ties at the threshold kept */
     for (size_t i = 0; i < n; i++) x[i] = (i % 5 == 0) ? NAN : (i % 5 == 1) ? -0.0f : (i % 5 == 2) ? 0.5f : -0.25f;
-    free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, (int64_t)n, 2, 0, NULL));
-    free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, (int64_t)n, 2, 1, NULL));
-    free(check_pack("NaN/-0/ties thr 0", x, N, C, H, W, 0.0f, (int64_t)n, 2, 0, NULL));
+    for (int g = 0; g <= 1; g++) {
+      free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, g, (int64_t)n, 2, 0, NULL));
+      free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, g, (int64_t)n, 2, 1, NULL));
+      free(check_pack("NaN/-0/ties thr 0", x, N, C, H, W, 0.0f, g, (int64_t)n, 2, 0, NULL));
+    }
     free(x);
   }
   if (spact_bytes(2, 3, 4, 5, 0) >= spact_bytes(2, 3, 4, 5, 10)) tfail("spact_bytes does not grow with capacity");
@@ -146,7 +150,8 @@ typedef struct ref_hdr {
   int32_t N, C, H, W;
   int64_t cap, nnz;
   int32_t ncls, pbytes;
-  uint8_t reserved_[16];
+  int32_t grouped;
+  uint8_t reserved_[12];
 } ref_hdr;
 
 static size_t al64(size_t n) { return (n + 63) / 64 * 64; }
@@ -174,9 +179,10 @@ static ref_parts ref_layout(int N, int C, int H, int W, int64_t cap) {
   return p;
 }
 
-/* Packs x image by image, channel by channel, class by class, in plane order (no SIMD, no threads):
- * the order the layout prescribes when images land in order. Returns the count. */
-static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, void *buf, int64_t cap) {
+/* Packs x image by image, channel by channel, class by class (grouped; else the whole plane as class
+ * 0, classes 1-3 empty at its end), in plane order (no SIMD, no threads): the order the layout
+ * prescribes when images land in order. Returns the count. */
+static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t cap) {
   ref_parts p = ref_layout(N, C, H, W, cap);
   char *b = buf;
   int HW = H * W, ncls = HW > 1 ? 4 * C + 1 : 0;
@@ -191,9 +197,10 @@ static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, v
     for (int c = 0; c < C; c++)
       for (int k = 0; k < (HW > 1 ? 4 : 1); k++) {
         if (ncls) cls[(size_t)n * ncls + 4 * c + k] = (uint32_t)(o - off[n]);
+        if (k > 0 && !grouped) continue; /* classes 1-3 empty, where the plane ends */
         for (int h = 0; h < H; h++)
           for (int w = 0; w < W; w++) {
-            if (HW > 1 && 2 * (h % 2) + (w % 2) != k) continue;
+            if (HW > 1 && grouped && 2 * (h % 2) + (w % 2) != k) continue;
             float v = xi[(size_t)c * HW + h * W + w];
             if (v != 0.0f && fabsf(v) >= thr) {
               int32_t ps = HW > 1 ? h * W + w : c; /* in the plane; the channel when H*W == 1 */
@@ -218,27 +225,31 @@ static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, v
   h->cap = cap, h->nnz = o;
   h->ncls = ncls;
   h->pbytes = pb;
+  h->grouped = ncls && grouped;
   return o;
 }
 
-/* Packs x with both implementations on 1-3 threads and compares with ref_pack: on one thread the
- * whole buffer byte for byte; on more, where each image sits may differ, so image by image (count,
- * class table, positions, values). */
+/* Packs x with both implementations on 1-3 threads, grouped and not, and compares with ref_pack: on
+ * one thread the whole buffer byte for byte; on more, where each image sits may differ, so image by
+ * image (count, class table, positions, values). */
 static void check_layout(const char *what, const float *x, int N, int C, int H, int W, float thr) {
   int64_t numel = (int64_t)N * C * H * W;
   ref_parts p = ref_layout(N, C, H, W, numel);
   if (p.end != spact_bytes(N, C, H, W, numel)) tfail("%s: spact_bytes %zu, layout %zu", what, spact_bytes(N, C, H, W, numel), p.end);
   char *want = talloc(p.end), *got = talloc(p.end);
-  memset(want, 0xa5, p.end);
-  int64_t nnz = ref_pack(x, N, C, H, W, thr, want, numel);
   int ncls = H * W > 1 ? 4 * C + 1 : 0, pb = ref_pbytes(C, H, W);
   if (spact_pos_bytes(C, H, W) != pb) tfail("%s: spact_pos_bytes(%d,%d,%d) = %d, layout %d", what, C, H, W, spact_pos_bytes(C, H, W), pb);
+  for (int g = 0; g <= 1; g++) {
+  memset(want, 0xa5, p.end);
+  int64_t nnz = ref_pack(x, N, C, H, W, thr, g, want, numel);
   for (int portable = 0; portable <= 1; portable++)
     for (int t = 1; t <= 3; t++) {
       char w[300];
-      snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s", what, N, C, H, W, (double)thr, t, portable ? " C" : "");
+      snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s%s", what, N, C, H, W, (double)thr, t, portable ? " C" : "",
+               g ? " grouped" : "");
       memset(got, 0xa5, p.end);
-      int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, got, numel, t) : spact_pack(x, N, C, H, W, thr, got, numel, t);
+      int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, g, got, numel, t) : spact_pack(x, N, C, H, W, thr, g, got, numel, t);
+      if (spact_grouped(got) != (ncls && g)) tfail("%s: spact_grouped %d", w, spact_grouped(got));
       if (r != nnz) tfail("%s: kept %lld, reference %lld", w, (long long)r, (long long)nnz);
       if (t == 1) {
         tcheck_same(w, got, want, p.end);
@@ -261,6 +272,7 @@ static void check_layout(const char *what, const float *x, int N, int C, int H, 
       }
       if (covered != nnz) tfail("%s: images hold %lld of %lld", w, (long long)covered, (long long)nnz);
     }
+  }
   free(want), free(got);
 }
 
@@ -345,11 +357,19 @@ static void check_conv(const conv_desc *d, double dens) {
   int64_t nnz = topk_apply(x, xs, (int64_t)xsize(d), thr, 1);
   float *dw_ref = talloc(sizeof(float) * wsize(d)), *db_ref = talloc(sizeof(float) * d->K);
   conv_bwd_weight_ref(d, xs, dy, dw_ref, db_ref);
-  void *buf = talloc(spact_bytes(d->N, d->C, d->H, d->W, nnz));
-  SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, buf, nnz, 2) == nnz);
+  /* X_s packed as the layer packs it, and the other way: a strided conv given it in plane order
+   * takes the generic path, a stride-1 conv takes it grouped as well */
+  void *bufs[2];
+  for (int g = 0; g <= 1; g++) {
+    bufs[g] = talloc(spact_bytes(d->N, d->C, d->H, d->W, nnz));
+    SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, g, bufs[g], nnz, 2) == nnz);
+  }
   float *dw = talloc_nan(wsize(d)), *db = talloc_nan(d->K), *dw2 = talloc_nan(wsize(d));
+  for (int g = 0; g <= 1; g++)
   for (int impl = 0; impl <= 1; impl++)
     for (int t = 1; t <= 2; t++) {
+      const void *buf = bufs[g];
+      const char *how = g == spwgrad_conv_needs_grouped(d) ? "" : g ? " X_s grouped" : " X_s in plane order";
       spwgrad_plan p;
       sw_err e;
       sw_err_clear(&e);
@@ -364,10 +384,10 @@ static void check_conv(const conv_desc *d, double dens) {
         for (size_t i = 0; i < wsize(d); i++) dw[i] = NAN;
         for (int i = 0; i < d->K; i++) db[i] = NAN;
         spwgrad_conv(&p, buf, dy, dw, withb ? db : NULL, scratch);
-        snprintf(what, sizeof what, "dW %s density %.2f [%s] T=%d%s", ds, dens, pd, t, withb ? " +db" : "");
+        snprintf(what, sizeof what, "dW %s density %.2f [%s] T=%d%s%s", ds, dens, pd, t, withb ? " +db" : "", how);
         tcheck_close(what, dw, dw_ref, wsize(d), TOL);
         if (withb) {
-          snprintf(what, sizeof what, "db %s density %.2f [%s] T=%d", ds, dens, pd, t);
+          snprintf(what, sizeof what, "db %s density %.2f [%s] T=%d%s", ds, dens, pd, t, how);
           double pq = (double)d->P * d->Q;
           tcheck_close(what, db, db_ref, d->K, TOL * (pq > 4096 ? pq / 4096 : 1));
         } else {
@@ -380,12 +400,12 @@ static void check_conv(const conv_desc *d, double dens) {
       }
       /* run to run: bit-identical with a dirty scratch */
       spwgrad_conv(&p, buf, dy, dw2, NULL, scratch);
-      snprintf(what, sizeof what, "determinism %s [%s] T=%d", ds, pd, t);
+      snprintf(what, sizeof what, "determinism %s [%s] T=%d%s", ds, pd, t, how);
       tcheck_same(what, dw2, dw, sizeof(float) * wsize(d));
       free(scratch);
       spwgrad_plan_free(&p);
     }
-  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(buf), free(dw), free(db), free(dw2);
+  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(bufs[0]), free(bufs[1]), free(dw), free(db), free(dw2);
 }
 
 static void test_conv(void) {
@@ -465,11 +485,12 @@ static void check_gemm(int M, int N, int C, int H, int W, double dens) {
   float *dw_ref = talloc(sizeof(float) * (size_t)N * K), *db_ref = talloc(sizeof(float) * N);
   gemm_bwd_weight_ref(&d, xs, dy, dw_ref, db_ref);
   void *buf = talloc(spact_bytes(M, C, H, W, nnz));
-  SW_ASSERT(spact_pack(x, M, C, H, W, thr, buf, nnz, 2) == nnz);
   float *dw = talloc_nan((size_t)N * K), *db = talloc_nan(N);
   char what[200];
+  for (int g = 0; g <= 1; g++) /* either order of the entries inside a channel */
   for (int fast = 0; fast <= 1; fast++)
     for (int t = 1; t <= 2; t++) {
+      SW_ASSERT(spact_pack(x, M, C, H, W, thr, g, buf, nnz, 2) == nnz);
       spwgrad_gemm_plan p;
       SW_ASSERT(spwgrad_gemm_plan_init(&p, &d, t, NULL) == SW_OK);
       if (!fast) p.fast = 0;
@@ -478,8 +499,8 @@ static void check_gemm(int M, int N, int C, int H, int W, double dens) {
         for (size_t i = 0; i < (size_t)N * K; i++) dw[i] = NAN;
         for (int i = 0; i < N; i++) db[i] = NAN;
         spwgrad_gemm(&p, buf, dy, dw, withb ? db : NULL, scratch);
-        snprintf(what, sizeof what, "gemm dW M%d N%d K%d (as %dx%dx%d) density %.2f %s T=%d%s", M, N, K, C, H, W,
-                 dens, p.fast ? "avx512" : "C", t, withb ? " +db" : "");
+        snprintf(what, sizeof what, "gemm dW M%d N%d K%d (as %dx%dx%d) density %.2f %s T=%d%s%s", M, N, K, C, H, W,
+                 dens, p.fast ? "avx512" : "C", t, withb ? " +db" : "", g ? " grouped" : "");
         tcheck_close(what, dw, dw_ref, (size_t)N * K, TOL);
         if (withb) tcheck_close(what, db, db_ref, N, TOL);
         else if (!isnan(db[0])) tfail("%s: db written although NULL was passed", what);
