@@ -167,8 +167,10 @@ static int infer_global_pool(ir_node *n, sw_err *e) {
   return SW_OK;
 }
 
+static int same_shape(ir_node *n, int a, int b, sw_err *e);
+
 static int infer_bn(ir_node *n, sw_err *e) {
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < n->n_in; i++)
     if (need_float(n, i, e)) return e->code;
   const ir_shape *x = &n->in[0]->shape;
   if (x->rank < 2) FAIL(NODE_FMT "input %s must be [N,C,...]", NODE_ARGS, shp(0, x));
@@ -179,11 +181,17 @@ static int infer_bn(ir_node *n, sw_err *e) {
   }
   if (n->n_out > 1 && !ir_attr_int(n, "training_mode"))
     FAIL(NODE_FMT "running statistics outputs need training_mode=1", NODE_ARGS);
+  /* swatc's fuse pass: a residual R added before the fused ReLU, and that ReLU's bit mask */
+  if (n->n_in > 5 && (!ir_attr_int(n, "relu") || !ir_attr_int(n, "training_mode")))
+    FAIL(NODE_FMT "a residual input needs relu=1 and training_mode=1", NODE_ARGS);
+  if (n->n_in > 5 && same_shape(n, 0, 5, e)) return e->code;
+  if (n->n_out > 5 && n->out[5] && n->n_in < 6) FAIL(NODE_FMT "the ReLU mask output needs a residual input", NODE_ARGS);
   set_out(n, 0, IR_F32, x);
   set_out(n, 1, IR_F32, &n->in[3]->shape);
   set_out(n, 2, IR_F32, &n->in[4]->shape);
   set_out(n, 3, IR_F32, &n->in[3]->shape); /* saved batch mean (for the backward) */
   set_out(n, 4, IR_F32, &n->in[4]->shape); /* saved inverse standard deviation */
+  set_out(n, 5, IR_BIT, x);                  /* with a residual: the ReLU's bit mask */
   return SW_OK;
 }
 
@@ -764,8 +772,10 @@ static const ir_op_def ops[] = {
     {"Conv", 2, 3, 1, 1, conv_attrs, infer_conv, 0, "Y = Conv(X[N,C,..], W[K,C/group,..], B[K]?)", ir_grad_conv},
     {"Gemm", 2, 3, 1, 1, gemm_attrs, infer_gemm, 0, "Y = alpha*op(A)*op(B) + beta*C", ir_grad_gemm},
     {"MatMul", 2, 2, 1, 1, no_attrs, infer_matmul, 0, "numpy matmul", ir_grad_matmul},
-    {"BatchNormalization", 5, 5, 1, 5, bn_attrs, infer_bn, 0,
-     "Y[, running_mean, running_var[, saved_mean, saved_inv_std]] = BN(X, scale, B, mean, var)", ir_grad_bn},
+    {"BatchNormalization", 5, 6, 1, 6, bn_attrs, infer_bn, 0,
+     "Y[, running_mean, running_var[, saved_mean, saved_inv_std[, M]]] = BN(X, scale, B, mean, var[, R]); relu=1: "
+     "Y = max(BN(X) [+ R], 0), M its bit mask",
+     ir_grad_bn},
     {"MaxPool", 1, 1, 1, 2, maxpool_attrs, infer_pool, 0, "Y[, Indices] = MaxPool(X)", ir_grad_by_input},
     {"AveragePool", 1, 1, 1, 1, avgpool_attrs, infer_pool, 0, "Y = AveragePool(X)", ir_grad_by_shape},
     {"GlobalAveragePool", 1, 1, 1, 1, no_attrs, infer_global_pool, 0, "Y[N,C,1,..] = mean over spatial", ir_grad_by_shape},

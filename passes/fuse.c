@@ -26,6 +26,14 @@
  *     where G (the gradient of a value with several readers) has no other reader.
  * Both give the bits of the ops they replace (the same additions in the same order).
  *
+ * Then a residual block's last BatchNormalization (training, no ReLU of its own) and the AddRelu
+ * that reads it:
+ *
+ *   Y0 = BN(X, ...); Y[, M] = AddRelu(Y0, R)  ->  Y[, M] = BN{relu=1}(X, ..., R)
+ *     where Y0 has no other reader (BN's backward reads X, not Y0). The BN moves to the AddRelu's
+ *     place (R may be written after it: another BN, on the shortcut). Same bits: the kernel adds R
+ *     to the normalised value and applies the ReLU as AddRelu does; one pass instead of two, no Y0.
+ *
  * And a max pooling over a ReLU's output (LeNet's conv -> Relu -> MaxPool), whose backward reads that
  * output twice:
  *
@@ -150,6 +158,59 @@ static void add_relus(ir_graph *g, sw_err *e) {
     ir_graph_note(g, "fuse: %d Add + ReLU pairs fused (AddRelu), %d of them writing the ReLU's bit mask too", fused, masked);
 }
 
+/* Y[, M] = BN{relu=1}(X, ..., R) for BN + AddRelu (see the top of the file). */
+static void bn_add_relus(ir_graph *g, sw_err *e) {
+  keep_set ks = keep_all(g);
+  int fused = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *ar = g->nodes[i], *bn = NULL;
+    if (!is_op(ar, "AddRelu") || ar->role != IR_ROLE_FWD) continue;
+    int k = 0, at = -1;
+    for (; k < 2 && !bn; k++) {
+      ir_node *p = ar->in[k]->producer, *only = NULL;
+      if (is_op(p, "BatchNormalization") && p->n_in == 5 && ir_attr_int(p, "training_mode") && !ir_attr_int(p, "relu") &&
+          p->out[0] == ar->in[k] && readers(g, ar->in[k], &only) == 1 && only == ar)
+        bn = p;
+    }
+    if (!bn || (at = index_of(g, bn)) < 0 || at > i) continue;
+    /* BN's other outputs (statistics for the backward) must not be read before the AddRelu's place */
+    int early = 0;
+    for (int j = at + 1; j < i && !early; j++)
+      for (int q = 0; q < g->nodes[j]->n_in; q++)
+        for (int o = 1; o < bn->n_out; o++)
+          if (bn->out[o] && g->nodes[j]->in[q] == bn->out[o]) early = 1;
+    if (early) continue;
+    ir_value *y0 = ar->in[k - 1], *r = ar->in[2 - k];
+    ir_value **in = ir_alloc(g, sizeof *in * 6), **out = ir_alloc(g, sizeof *out * 6);
+    memcpy(in, bn->in, sizeof *in * 5);
+    in[5] = r;
+    memset(out, 0, sizeof *out * 6);
+    memcpy(out, bn->out, sizeof *out * (size_t)bn->n_out);
+    out[0] = ar->out[0];
+    out[0]->producer = bn;
+    out[0]->producer_slot = 0;
+    if (ar->n_out > 1 && ar->out[1]) {
+      out[5] = ar->out[1];
+      out[5]->producer = bn;
+      out[5]->producer_slot = 5;
+    }
+    bn->in = in, bn->n_in = 6;
+    bn->out = out, bn->n_out = out[5] ? 6 : 5;
+    ir_attr_set_int(g, bn, "relu", 1);
+    for (int j = 0; j < g->n_nodes; j++)
+      if (g->nodes[j]->fwd == ar) g->nodes[j]->fwd = bn; /* the ReLU's backward now belongs to the BN */
+    /* the BN takes the AddRelu's place in the order, the AddRelu (now at the BN's old place) goes */
+    g->nodes[i] = bn;
+    g->nodes[at] = ar;
+    ks.node[at] = 0;
+    ks.value[y0->id] = 0;
+    if (ir_infer_node(bn, e)) break;
+    fused++;
+  }
+  keep_apply(g, &ks, e);
+  if (!e->code && fused) ir_graph_note(g, "fuse: %d BatchNormalization + AddRelu pairs fused", fused);
+}
+
 /* dS = SumReluGrad(gate, dY1, ..) for Sum + SumReluGrad(M, G) or Sum + ReluGrad (see the top of the file). */
 static void sum_relu_grads(ir_graph *g, sw_err *e) {
   keep_set ks = keep_all(g);
@@ -254,6 +315,7 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
     if (!e->code) relu_masks(g, e);
     /* after relu_masks, so that AddRelu takes over the ReluMask it made */
     if (!e->code) add_relus(g, e);
+    if (!e->code) bn_add_relus(g, e);
     if (!e->code) sum_relu_grads(g, e);
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
      * it replaces came after it. */

@@ -3,7 +3,8 @@
  * outputs (loss, logits, gradients) and state updates live to the end of the step. Reshape and
  * Flatten outputs are views: they share their input's storage and extend its lifetime. So does the
  * output of an elementwise op whose kernel may write over an input (AddRelu over A or B, SumReluGrad
- * over one of its gradients) when that input of the same size dies there: it is written in place. A compact
+ * over one of its gradients, a BatchNormalization over its residual input) when that input of the
+ * same size dies there: it is written in place. A compact
  * Top-K selection (SWAT's saved X_s) is held by the runtime as a list of entries, not here. Offsets
  * are chosen greedily by size (as TensorFlow Lite's arena planner does): the largest values first,
  * each at the lowest 64-byte aligned offset clear of the values already placed whose lifetimes
@@ -31,6 +32,7 @@ static void in_place_inputs(const ir_node *n, int *k0, int *k1) {
   *k0 = *k1 = 0;
   if (strcmp(n->op->name, "AddRelu") == 0) *k0 = 0, *k1 = 2;
   else if (strcmp(n->op->name, "SumReluGrad") == 0) *k0 = 1, *k1 = n->n_in;
+  else if (strcmp(n->op->name, "BatchNormalization") == 0 && n->n_in > 5) *k0 = 5, *k1 = 6; /* y over R */
 }
 
 /* last[root id] = the last node that reads each value (nn for graph outputs and state updates). */

@@ -519,6 +519,7 @@ typedef struct bn_ctx {
   bn_desc d;
   int training;
   int relu;
+  int residual;       /* training forward: Y = max(BN(X) + R, 0) (in[5]) and its bit mask (out[5], optional) */
   size_t stats_bytes; /* training forward: the front of the scratch holds the statistics no output takes */
 } bn_ctx;
 
@@ -531,8 +532,12 @@ static int run_bn(rt_program *p, const rt_op *op) {
   }
   float *sm = op->out[3] ? op->out[3] : (float *)p->scratch, *si = op->out[4] ? op->out[4] : (float *)p->scratch + c->d.C;
   /* the running statistics are state: updated in place, then published as outputs 1 and 2 */
-  bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, c->relu, (char *)p->scratch + c->stats_bytes,
-               p->nthreads);
+  if (c->residual)
+    bn_fwd_train_add_relu(&c->d, x, op->in[5], scale, bias, op->out[0], (uint8_t *)op->out[5], mean, var,
+                          sm, si, (char *)p->scratch + c->stats_bytes, p->nthreads);
+  else
+    bn_fwd_train(&c->d, x, scale, bias, op->out[0], mean, var, sm, si, c->relu, (char *)p->scratch + c->stats_bytes,
+                 p->nthreads);
   if (op->out[1] && op->out[1] != mean) memcpy(op->out[1], mean, sizeof(float) * (size_t)c->d.C);
   if (op->out[2] && op->out[2] != var) memcpy(op->out[2], var, sizeof(float) * (size_t)c->d.C);
   return SW_OK;
@@ -929,7 +934,9 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     bn_desc_of(x, n, &c->d);
     c->training = is(n, "BatchNormalization") && ir_attr_int(n, "training_mode");
     c->relu = (int)ir_attr_int(n, "relu");
-    if (c->relu) snprintf(op->impl, sizeof op->impl, "fused ReLU");
+    c->residual = c->training && n->n_in > 5;
+    if (c->residual) snprintf(op->impl, sizeof op->impl, "fused Add + ReLU%s", n->n_out > 5 && n->out[5] ? " + bit mask" : "");
+    else if (c->relu) snprintf(op->impl, sizeof op->impl, "fused ReLU");
     if (c->training) c->stats_bytes = kern_align_up(2 * sizeof(float) * (size_t)c->d.C);
     if (c->training || is(n, "BatchNormalizationGrad")) rt_need_scratch(p, c->stats_bytes + bn_scratch_bytes(&c->d));
     op->run = is(n, "BatchNormalization") ? run_bn : run_bn_grad;

@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "runtime/kernels/eltwise.h"
 #include "runtime/kernels/kern_internal.h"
 
 /* Running-statistics update shared by both versions (unbiased variance for the running value). */
@@ -105,6 +106,16 @@ KERN_CLONES static void affine_run(int64_t n, const float *restrict x, float mea
     for (int64_t i = 0; i < n; i++) y[i] = fmaf(x[i] - mean, a, b);
 }
 
+/* y = max(((x - mean) * a + b) + r, 0): affine_run's value, then Add and Relu as add_relu does them
+ * (y may be r). */
+KERN_CLONES static void affine_add_relu_run(int64_t n, const float *restrict x, float mean, float a, float b,
+                                            const float *r, float *y) {
+  for (int64_t i = 0; i < n; i++) {
+    float s = fmaf(x[i] - mean, a, b) + r[i];
+    y[i] = s < 0.0f ? 0.0f : s;
+  }
+}
+
 /* Sums of g and g * (x - mean) over a run, g being dy masked by the fused ReLU (decided from x with
  * the forward's multiplier ra and bias rb). */
 KERN_CLONES static void grad_sums_run(int64_t n, const float *restrict x, float ra, float rb, const float *restrict dy,
@@ -168,6 +179,8 @@ typedef struct bn_job {
   const float *x, *scale, *bias, *dy, *save_mean_in, *save_invstd_in;
   const float *mean, *var; /* inference: the running statistics */
   float *y, *dx, *running_mean, *running_var, *save_mean, *save_invstd, *dscale, *dbias;
+  const float *res; /* bn_fwd_train_add_relu: the residual; bits: its optional ReLU mask */
+  uint8_t *bits;
   int relu;
   bn_scratch s;
 } bn_job;
@@ -227,6 +240,32 @@ static void fwd_affine(void *ctx, int t, int T) {
     int64_t c = q % C;
     affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
   }
+}
+
+/* Forward stage 3 of bn_fwd_train_add_relu: y = max(BN(x) + res, 0) and its bit mask, plane by
+ * plane; each part's planes start on a byte of the mask (a multiple of 8 / gcd(HW, 8) planes), so no
+ * byte is written by two threads. */
+static void fwd_affine_add_relu(void *ctx, int t, int T) {
+  const bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, np = (int64_t)j->d->N * C, a = 8, lo, hi;
+  while (a > 1 && (HW * (a / 2)) % 8 == 0) a /= 2;
+  kern_split((np + a - 1) / a, t, T, &lo, &hi);
+  lo *= a, hi = hi * a < np ? hi * a : np;
+  for (int64_t q = lo; q < hi; q++) {
+    int64_t c = q % C;
+    affine_add_relu_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->res + q * HW, j->y + q * HW);
+    if (j->bits) relu_mask_at(q * HW, HW, j->y + q * HW, j->bits);
+  }
+}
+
+void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, const float *scale, const float *bias,
+                           float *y, uint8_t *bits, float *running_mean, float *running_var, float *save_mean,
+                           float *save_invstd, void *scratch, int nthreads) {
+  bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .y = y, .running_mean = running_mean,
+              .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .res = res,
+              .bits = bits, .s = bn_scratch_of(d, scratch)};
+  void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine_add_relu};
+  kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,

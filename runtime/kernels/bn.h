@@ -48,6 +48,13 @@ size_t bn_scratch_bytes(const bn_desc *d);
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
                   float *running_mean, float *running_var, float *save_mean, float *save_invstd, int relu,
                   void *scratch, int nthreads);
+/* Training forward of a residual block's last BatchNormalization with the Add and ReLU after it:
+ * y = max(BN(x) + res, 0), bit-identical to bn_fwd_train (relu = 0) followed by add_relu (eltwise.h),
+ * and, when bits is not NULL, its bit mask as add_relu writes it; one pass over x, res and y instead
+ * of two. y may be res (not x). */
+void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, const float *scale, const float *bias,
+                           float *y, uint8_t *bits, float *running_mean, float *running_var, float *save_mean,
+                           float *save_invstd, void *scratch, int nthreads);
 /* Fast backward (same contract as the reference). */
 void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
             const float *save_mean, const float *save_invstd, float *dx, float *dscale, float *dbias, int relu,

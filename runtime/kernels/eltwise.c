@@ -589,6 +589,18 @@ static void pos_bits(int64_t n, const float *y, uint8_t *bits) {
   pos_bits_c(n, y, bits);
 }
 
+void relu_mask_at(int64_t off, int64_t n, const float *y, uint8_t *bits) {
+  int s = (int)(off & 7);
+  if (s && n > 0) { /* finish the byte a run before this one began */
+    int k = 8 - s < n ? 8 - s : (int)n;
+    unsigned b = 0;
+    for (int i = 0; i < k; i++) b |= (unsigned)(y[i] > 0.0f) << (s + i);
+    bits[off >> 3] |= (uint8_t)b;
+    off += k, y += k, n -= k;
+  }
+  if (n > 0) pos_bits(n, y, bits + (off >> 3));
+}
+
 /* The fastest sum_gate_bits this CPU runs. */
 static void sum_gate_bits(int64_t n, int k, const float *const *dy, const uint8_t *bits, float *dx) {
 #if defined(__x86_64__) && defined(__GNUC__)

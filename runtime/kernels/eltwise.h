@@ -60,6 +60,10 @@ void dropout_fwd(int64_t n, float ratio, uint64_t seed, uint64_t step, const flo
 void dropout_bwd(int64_t n, float ratio, const uint8_t *mask, const float *dy, float *dx, int nthreads);
 /* bits of (y[i] > 0), ceil(n / 8) bytes: a ReLU's output as its backward needs it (NaN and -0 give 0). */
 void relu_mask(int64_t n, const float *y, uint8_t *bits, int nthreads);
+/* relu_mask of n values into bits [off, off + n) of a mask, on the calling thread: the bits below off
+ * in its first byte are kept (a run before it wrote them), the bits past off + n in its last byte
+ * are cleared. Runs written in order from a byte boundary build a mask piece by piece. */
+void relu_mask_at(int64_t off, int64_t n, const float *y, uint8_t *bits);
 /* Reference Add + ReLU: y[i] = max(a[i] + b[i], 0) exactly as Add then Relu (NaN stays NaN, -0 stays -0),
  * and, when bits is not NULL, the bit mask of y > 0 exactly as relu_mask. */
 void add_relu_ref(int64_t n, const float *a, const float *b, float *y, uint8_t *bits);

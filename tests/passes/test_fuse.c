@@ -6,7 +6,10 @@
  *   the Add broadcasts, or when the backward is a Dropout's (DropoutGrad, even at ratio 0);
  * - on ResNet-20 every residual block is fused, dense and SWAT, and the graphs verify;
  * - G = MaxPoolGrad(dY, Y); dX = ReluGrad(G, Y) becomes dX = MaxPoolGrad{relu=1}(dY, Y), not when G has
- *   another reader or the ReluGrad gates by another value; on LeNet-5 both pools are fused. */
+ *   another reader or the ReluGrad gates by another value; on LeNet-5 both pools are fused;
+ * - Y0 = BN(X, ..); Y, M = AddRelu(Y0, R) becomes Y, M = BN{relu=1}(X, .., R) in the AddRelu's place
+ *   (R may come after the BN), not when Y0 has another reader, the BN has a ReLU or is not training,
+ *   or its statistics are read before the AddRelu; on ResNet-20 every block's second BN takes it. */
 #include <stdio.h>
 #include <string.h>
 
@@ -210,6 +213,68 @@ static void pool_relu_graphs(void) {
   printf("small graphs: MaxPoolGrad + ReluGrad and its conditions\n");
 }
 
+/* Y0 = BN(X, ...) (training, 5 outputs); R = Neg(Q) after it; Y, M = AddRelu(Y0, R) (R first when
+ * SWAP); dX = SumReluGrad(M, G) belonging to the AddRelu; Y, dX and the BN's statistics graph outputs. */
+enum { Y0_READER = 1, BN_RELU = 2, BN_INFER = 4, EARLY_STATS = 8, SWAP = 16 };
+static ir_graph *bn_add_relu(int flags) {
+  ir_graph *g = ir_graph_new("bn_add_relu");
+  g->opset = 15;
+  int64_t d[4] = {2, 3, 4, 4}, c[1] = {3};
+  ir_value *x = input(g, "x", 4, d), *q = input(g, "q", 4, d), *gr = input(g, "g", 4, d);
+  ir_value *p[4] = {input(g, "scale", 1, c), input(g, "bias", 1, c), input(g, "mean", 1, c), input(g, "var", 1, c)};
+  int train = !(flags & BN_INFER);
+  ir_node *bn = node(g, "BatchNormalization", "bn", IR_ROLE_FWD, 5, (ir_value *[]){x, p[0], p[1], p[2], p[3]}, train ? 5 : 1);
+  ir_attr_set_int(g, bn, "training_mode", train);
+  if (flags & BN_RELU) ir_attr_set_int(g, bn, "relu", 1);
+  if (flags & EARLY_STATS) ir_graph_add_output(g, node(g, "Neg", "stats_reader", IR_ROLE_FWD, 1, &bn->out[3], 1)->out[0]);
+  ir_node *neg = node(g, "Neg", "shortcut", IR_ROLE_FWD, 1, &q, 1);
+  ir_value *ab[2] = {bn->out[0], neg->out[0]};
+  if (flags & SWAP) ab[0] = neg->out[0], ab[1] = bn->out[0];
+  ir_node *ar = node(g, "AddRelu", "add", IR_ROLE_FWD, 2, ab, 2);
+  ir_node *srg = node(g, "SumReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){ar->out[1], gr}, 1);
+  srg->fwd = ar;
+  ir_graph_add_output(g, ar->out[0]);
+  ir_graph_add_output(g, srg->out[0]);
+  for (int i = 3; i < bn->n_out; i++) ir_graph_add_output(g, bn->out[i]);
+  if (flags & Y0_READER) ir_graph_add_output(g, node(g, "Neg", "y0_reader", IR_ROLE_FWD, 1, bn->out, 1)->out[0]);
+  sw_err e = {0};
+  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "bn_add_relu(%d) builds: %s", flags, e.msg);
+  return g;
+}
+
+static void bn_add_relu_graphs(void) {
+  for (int swap = 0; swap <= SWAP; swap += SWAP) {
+    ir_graph *g = bn_add_relu(swap);
+    if (fuse(g, swap)) {
+      ir_graph_free(g);
+      continue;
+    }
+    ir_node *bn = find(g, "BatchNormalization");
+    ir_value *y = ir_value_find(g, "add:0"), *m = ir_value_find(g, "add:1");
+    CHECK(g->n_nodes == 3 && count(g, "AddRelu") == 0 && bn && !ir_value_find(g, "bn:0"),
+          "BN + AddRelu%s: the AddRelu and Y0 are gone (%d nodes)", swap ? " (R first)" : "", g->n_nodes);
+    if (bn) {
+      CHECK(bn->n_in == 6 && !strcmp(bn->in[5]->name, "shortcut:0") && bn->n_out == 6 && bn->out[0] == y &&
+                bn->out[5] == m && y->producer == bn && m->producer == bn && m->producer_slot == 5 &&
+                m->dtype == IR_BIT && ir_attr_int(bn, "relu") == 1,
+            "BN{relu=1}(x, .., R) writes Y and the mask");
+      CHECK(g->nodes[0] == find(g, "Neg") && g->nodes[1] == bn, "the BN runs in the AddRelu's place, after R's producer");
+      CHECK(find(g, "SumReluGrad")->fwd == bn, "the ReLU's backward belongs to the BN");
+    }
+    ir_graph_free(g);
+  }
+  int neg[4] = {Y0_READER, BN_RELU, BN_INFER, EARLY_STATS};
+  const char *why[4] = {"Y0 has another reader", "the BN has its own ReLU", "the BN is not training",
+                        "its statistics are read before the AddRelu"};
+  for (int i = 0; i < 4; i++) {
+    ir_graph *g = bn_add_relu(neg[i]);
+    if (!fuse(g, neg[i]))
+      CHECK(count(g, "AddRelu") == 1 && find(g, "BatchNormalization")->n_in == 5, "BN + AddRelu not fused when %s", why[i]);
+    ir_graph_free(g);
+  }
+  printf("small graphs: BatchNormalization + AddRelu and its conditions\n");
+}
+
 /* A shipped model (models/NAME.onnx) through the training passes up to the memory plan, SWAT-U at
  * sparsity (0: dense), verified after each pass; NULL (and a failed check) if it does not load or run. */
 static ir_graph *trained(const char *name, double sparsity) {
@@ -250,25 +315,25 @@ static void lenet5(double sparsity) {
 static void resnet20(double sparsity) {
   ir_graph *g = trained("resnet20", sparsity);
   if (!g) return;
-  int masked_fwd = 0, masked_bwd = 0, summing = 0;
+  int masked_fwd = 0, masked_bwd = 0, summing = 0, bn_res = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
-    if (!strcmp(n->op->name, "AddRelu")) masked_fwd += n->n_out == 2;
+    if (!strcmp(n->op->name, "BatchNormalization") && n->n_in == 6) bn_res++, masked_fwd += n->n_out == 6 && n->out[5];
     if (!strcmp(n->op->name, "SumReluGrad")) masked_bwd += n->in[0]->dtype == IR_BIT, summing += n->n_in > 2;
   }
-  /* 9 residual blocks; the last block's gradient is not a Sum (GlobalAveragePool's only: its ReLU
-   * backward is a SumReluGrad of one gradient when masked), and the stem's Sum feeds a
-   * BatchNormalizationGrad{relu=1} */
-  CHECK(count(g, "AddRelu") == 9 && count(g, "Add") == 0 && count(g, "Relu") == 0, "resnet20 s=%g: 9 AddRelu, %d", sparsity,
-        count(g, "AddRelu"));
+  /* 9 residual blocks, each Add + ReLU fused into the block's second BN; the last block's gradient is
+   * not a Sum (GlobalAveragePool's only: its ReLU backward is a SumReluGrad of one gradient when
+   * masked), and the stem's Sum feeds a BatchNormalizationGrad{relu=1} */
+  CHECK(bn_res == 9 && count(g, "AddRelu") == 0 && count(g, "Add") == 0 && count(g, "Relu") == 0,
+        "resnet20 s=%g: 9 BN with the residual Add + ReLU (%d), %d AddRelu left", sparsity, bn_res, count(g, "AddRelu"));
   CHECK(summing == 8 && count(g, "Sum") == 1, "resnet20 s=%g: 8 SumReluGrad summing gradients, %d", sparsity, summing);
   CHECK(count(g, "ReluMask") == 0, "resnet20 s=%g: no ReluMask left", sparsity);
   /* dense: the weight gradients read each Y, so only the last block (read by GlobalAveragePool) keeps a
    * mask; SWAT: they read the compact X_s, every block masks */
   int want_fwd = sparsity > 0 ? 9 : 1, want_bwd = sparsity > 0 ? 9 : 1;
-  CHECK(masked_fwd == want_fwd && masked_bwd == want_bwd, "resnet20 s=%g: %d AddRelu with a mask (want %d), %d SumReluGrad on a mask (want %d)",
+  CHECK(masked_fwd == want_fwd && masked_bwd == want_bwd, "resnet20 s=%g: %d residual BN with a mask (want %d), %d SumReluGrad on a mask (want %d)",
         sparsity, masked_fwd, want_fwd, masked_bwd, want_bwd);
-  printf("resnet20 sparsity %g: %d AddRelu (%d with mask), %d SumReluGrad (%d on a mask)\n", sparsity, count(g, "AddRelu"),
+  printf("resnet20 sparsity %g: %d BN + Add + ReLU (%d with mask), %d SumReluGrad (%d on a mask)\n", sparsity, bn_res,
          masked_fwd, count(g, "SumReluGrad"), masked_bwd);
   ir_graph_free(g);
 }
@@ -277,6 +342,7 @@ int main(int argc, char **argv) {
   src = argc > 1 ? argv[1] : ".";
   small_graphs();
   pool_relu_graphs();
+  bn_add_relu_graphs();
   lenet5(0.0);
   lenet5(0.9);
   resnet20(0.0);

@@ -12,6 +12,7 @@
 
 #include "harness.h"
 #include "runtime/kernels/bn.h"
+#include "runtime/kernels/eltwise.h"
 #include "runtime/kernels/kern_internal.h"
 #include "runtime/kernels/pool.h"
 
@@ -119,11 +120,56 @@ static void check_bn_case(bn_desc d, int relu, int fd) {
   free(is), free(rm0), free(rv0), free(rm), free(rv), free(ds0), free(db0), free(ds), free(db), free(scr);
 }
 
+/* bn_fwd_train_add_relu against the two kernels it replaces, bn_fwd_train (no ReLU) then add_relu:
+ * the same bits in y, the mask, the statistics and the running statistics, on every thread count,
+ * with and without the mask, and written over the residual. */
+static void check_bn_add_relu(bn_desc d) {
+  size_t n = (size_t)d.N * d.C * d.HW, nb = (n + 7) / 8;
+  float *x = talloc(4 * n), *r = talloc(4 * n), *scale = talloc(4 * d.C), *bias = talloc(4 * d.C);
+  float *y0 = talloc(4 * n), *y = talloc(4 * n), m0[128], is0[128], m[128], is[128], rm0[128], rv0[128], rm[128], rv[128];
+  uint8_t *b0 = talloc(nb), *b = talloc(nb);
+  for (size_t i = 0; i < n; i++) x[i] = (float)(3.0 * (double)((i / d.HW) % d.C) + trng_unit() * 2.0 - 1.0);
+  trng_fill(r, n, -1.5f, 1.5f), trng_fill(scale, d.C, 0.5f, 1.5f), trng_fill(bias, d.C, -0.5f, 0.5f);
+  for (size_t i = 0; i < n; i += 7) r[i] = i % 2 ? -0.0f : NAN; /* NaN passes through, -0 stays -0 */
+  void *scr = talloc(bn_scratch_bytes(&d));
+  for (int c = 0; c < d.C; c++) rm0[c] = 0.1f * (float)c, rv0[c] = 1.0f + 0.1f * (float)c;
+  memcpy(rm, rm0, 4 * d.C), memcpy(rv, rv0, 4 * d.C);
+  bn_fwd_train(&d, x, scale, bias, y0, rm0, rv0, m0, is0, 0, scr, 2);
+  add_relu((int64_t)n, y0, r, y0, b0, 2);
+  char what[128];
+  for (int t = 1; t <= 3; t++)
+    for (int how = 0; how < 3; how++) { /* 0: with the mask, 1: without, 2: over the residual */
+      snprintf(what, sizeof what, "bn+add+relu N%d C%d HW%lld T=%d%s", d.N, d.C, (long long)d.HW, t,
+               how == 1 ? " no mask" : how == 2 ? " in place" : "");
+      float *out = how == 2 ? talloc(4 * n) : y;
+      if (how == 2) memcpy(out, r, 4 * n);
+      float rm1[128], rv1[128];
+      memcpy(rm1, rm, 4 * d.C), memcpy(rv1, rv, 4 * d.C);
+      memset(b, 0xa5, nb);
+      bn_fwd_train_add_relu(&d, x, how == 2 ? out : r, scale, bias, out, how == 1 ? NULL : b, rm1, rv1, m, is, scr, t);
+      tcheck_same(what, out, y0, 4 * n);
+      if (how != 1) tcheck_same(what, b, b0, nb);
+      tcheck_same(what, m, m0, 4 * d.C);
+      tcheck_same(what, is, is0, 4 * d.C);
+      tcheck_same(what, rm1, rm0, 4 * d.C);
+      tcheck_same(what, rv1, rv0, 4 * d.C);
+      if (how == 2) free(out);
+    }
+  free(x), free(r), free(scale), free(bias), free(y0), free(y), free(b0), free(b), free(scr);
+}
+
 static void check_bn(void) {
   bn_desc shapes[] = {{2, 3, 5, 1e-5f, 0.9f}, {4, 16, 64, 1e-5f, 0.9f}, {1, 5, 7, 1e-3f, 0.1f},
                       {7, 6, 1, 1e-5f, 0.9f}, {3, 2, 1031, 1e-5f, 0.99f}, {2, 40, 9, 1e-5f, 0.0f}};
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
     for (int relu = 0; relu <= 1; relu++) check_bn_case(shapes[i], relu, shapes[i].N * shapes[i].HW < 300);
+  /* planes of every residue mod 8 (49: ResNet-20's 7x7, 196: 14x14, 784: 28x28), odd counts of them */
+  bn_desc fused[] = {{2, 3, 5, 1e-5f, 0.9f}, {3, 16, 49, 1e-5f, 0.9f}, {5, 7, 196, 1e-5f, 0.9f}, {3, 5, 784, 1e-5f, 0.9f},
+                     {9, 3, 1, 1e-5f, 0.9f}, {4, 5, 2, 1e-5f, 0.9f}, {3, 3, 3, 1e-5f, 0.9f}, {2, 9, 6, 1e-5f, 0.9f},
+                     {3, 7, 12, 1e-5f, 0.9f}, {1, 1, 1, 1e-5f, 0.9f},
+                     /* large enough for 2 and 3 threads, whose even splits would cut a mask byte */
+                     {9, 85, 49, 1e-5f, 0.9f}, {5, 35, 196, 1e-5f, 0.9f}};
+  for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) check_bn_add_relu(fused[i]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
