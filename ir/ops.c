@@ -604,12 +604,27 @@ static int infer_add_relu(ir_node *n, sw_err *e) {
   return SW_OK;
 }
 
-/* (gate, dY1, dY2, ...) -> dX: the gate is Y (float) or the ReLU's bit mask, all of one shape */
+/* (gate, dY1, dY2, ...) -> dX: the gate is Y (float) or the ReLU's bit mask, all of one shape; with
+ * sub_strides = [sh, sw], two gradients of which dY2 is [N, C, ceil(H / sh), ceil(W / sw)] for dY1's
+ * [N, C, H, W]: the values on the stride grid of a gradient that is +0 elsewhere */
 static int infer_sum_relu_grad(ir_node *n, sw_err *e) {
   if (need_in(n, 0, e)) return e->code;
   if (n->in[0]->dtype != IR_BIT && need_float(n, 0, e)) return e->code;
-  for (int i = 1; i < n->n_in; i++)
-    if (need_float(n, i, e) || same_shape(n, 1, i, e)) return e->code;
+  const int64_t *st;
+  int ns = ir_attr_ints(n, "sub_strides", &st);
+  if (ns) {
+    if (ns != 2 || st[0] < 1 || st[1] < 1 || n->n_in != 3)
+      FAIL(NODE_FMT "sub_strides needs two strides >= 1 and two gradients", NODE_ARGS);
+    if (need_float(n, 1, e) || need_float(n, 2, e)) return e->code;
+    const ir_shape *a = &n->in[1]->shape, *b = &n->in[2]->shape;
+    if (a->rank != 4 || b->rank != 4 || b->d[0] != a->d[0] || b->d[1] != a->d[1] || a->d[2] == IR_N ||
+        a->d[3] == IR_N || b->d[2] != (a->d[2] + st[0] - 1) / st[0] || b->d[3] != (a->d[3] + st[1] - 1) / st[1])
+      FAIL(NODE_FMT "gradient %s is not the stride-%lldx%lld grid of %s", NODE_ARGS, shp(1, b), (long long)st[0],
+           (long long)st[1], shp(0, a));
+  } else {
+    for (int i = 1; i < n->n_in; i++)
+      if (need_float(n, i, e) || same_shape(n, 1, i, e)) return e->code;
+  }
   if (same_shape(n, 1, 0, e)) return e->code;
   set_out(n, 0, IR_F32, &n->in[1]->shape);
   return SW_OK;
@@ -752,6 +767,7 @@ static const ir_attr_def slice_attrs[] = {A_INTS_REQ("starts"), A_INTS_REQ("ends
 static const ir_attr_def reduce_attrs[] = {A_INTS("axes"), A_INT("keepdims", 1), A_INT("noop_with_empty_axes", 0), A_END};
 static const ir_attr_def sce_attrs[] = {A_STR("reduction", "mean"), A_INT("ignore_index", 0), A_END};
 static const ir_attr_def no_attrs[] = {A_END};
+static const ir_attr_def sum_relu_grad_attrs[] = {A_INTS("sub_strides"), A_END};
 static const ir_attr_def topk_attrs[] = {A_FLOAT("sparsity", 0.0f), A_INT("period", 1), A_INT("group", 1),
                                          A_STR("kind", "weight"), A_FLOAT("compact", 0.0f), A_END};
 static const ir_attr_def conv_grad_data_attrs[] = {A_INTS_REQ("kernel_shape"), A_INTS_REQ("strides"), A_INTS_REQ("pads"),
@@ -828,9 +844,10 @@ static const ir_op_def ops[] = {
     /* fused by the fuse pass (residual blocks) */
     {"AddRelu", 2, 2, 1, 2, no_attrs, infer_add_relu, 0,
      "Y[, M] = Relu(A + B) for same-shape A, B in one pass; M = (Y > 0) as bits, as ReluMask(Y) (fuse)", NULL},
-    {"SumReluGrad", 2, 64, 1, 1, no_attrs, infer_sum_relu_grad, 0,
+    {"SumReluGrad", 2, 64, 1, 1, sum_relu_grad_attrs, infer_sum_relu_grad, 0,
      "dX = Sum(dY1, dY2, ..) where the ReLU was on, +0 elsewhere, in one pass; the gate is the ReLU's output Y "
-     "(on: Y > 0, as ReluGrad) or its bit mask (on: bit set; one dY: the ReLU backward alone) (fuse)", NULL},
+     "(on: Y > 0, as ReluGrad) or its bit mask (on: bit set; one dY: the ReLU backward alone); sub_strides: dY2 "
+     "holds only the values on that stride grid, +0 elsewhere (fuse)", NULL},
     {"MaxPoolGrad", 2, 2, 1, 1, maxpool_grad_attrs, infer_maxpool_grad, 0,
      "dX = MaxPoolGrad(dY, X): dY routed to each window's first maximum {relu: times Relu'(X)}", NULL},
     {"AveragePoolGrad", 1, 1, 1, 1, avgpool_grad_attrs, infer_avgpool_grad, 0, "dX = AveragePoolGrad(dY) {pool attributes, x_shape}", NULL},

@@ -34,6 +34,14 @@
  *     place (R may be written after it: another BN, on the shortcut). Same bits: the kernel adds R
  *     to the normalised value and applies the ReLU as AddRelu does; one pass instead of two, no Y0.
  *
+ * And a strided 1x1 convolution's input gradient summed into a ReLU backward (a ResNet shortcut's):
+ *
+ *   dX2 = ConvGradData{1x1, strides s, no pads}(dY, W); dS = SumReluGrad(gate, dX1, dX2)
+ *     ->  dX2' = ConvGradData{1x1, strides 1}(dY, W) [N, C, P, Q]; dS = SumReluGrad{sub_strides=s}(gate, dX1, dX2')
+ *     where dX2 has no other reader: dX2 is zero off its stride grid, so only the grid is computed
+ *     (a quarter of it at stride 2) and the sum adds +0 elsewhere, as before. Same bits as long as
+ *     the two convs' kernels add the same products in the same order (the sparse ones do).
+ *
  * And a max pooling over a ReLU's output (LeNet's conv -> Relu -> MaxPool), whose backward reads that
  * output twice:
  *
@@ -239,6 +247,59 @@ static void sum_relu_grads(ir_graph *g, sw_err *e) {
   if (!e->code && fused) ir_graph_note(g, "fuse: %d gradient Sum + ReLU backward pairs fused (SumReluGrad)", fused);
 }
 
+/* 1 when conv node n is a 1x1 conv without padding, dilation or groups whose strides (*sh, *sw) are
+ * not both 1. */
+static int strided_1x1(const ir_node *n, int64_t *sh, int64_t *sw) {
+  const int64_t *k, *s, *p, *d;
+  int nk = ir_attr_ints(n, "kernel_shape", &k), ns = ir_attr_ints(n, "strides", &s);
+  int np = ir_attr_ints(n, "pads", &p), nd = ir_attr_ints(n, "dilations", &d);
+  if (nk != 2 || ns != 2 || np != 4 || k[0] != 1 || k[1] != 1 || ir_attr_int(n, "group") != 1) return 0;
+  for (int i = 0; i < 4; i++)
+    if (p[i] != 0) return 0;
+  for (int i = 0; i < nd; i++)
+    if (d[i] != 1) return 0;
+  *sh = s[0], *sw = s[1];
+  return *sh != 1 || *sw != 1;
+}
+
+/* dS = SumReluGrad{sub_strides}(gate, dX1, dX2') for a strided 1x1 ConvGradData summed into a ReLU
+ * backward (see the top of the file). */
+static void strided_grads(ir_graph *g, sw_err *e) {
+  int fused = 0;
+  for (int i = 0; i < g->n_nodes && !e->code; i++) {
+    ir_node *srg = g->nodes[i], *cg = NULL, *only = NULL;
+    const int64_t *st, *xs;
+    int64_t sh = 1, sw = 1;
+    if (!is_op(srg, "SumReluGrad") || srg->n_in != 3 || ir_attr_ints(srg, "sub_strides", &st)) continue;
+    int j = 2;
+    for (; j >= 1; j--) {
+      ir_node *p = srg->in[j]->producer;
+      if (is_op(p, "ConvGradData") && strided_1x1(p, &sh, &sw) && readers(g, srg->in[j], &only) == 1 && only == srg &&
+          srg->in[j]->shape.rank == 4 && ir_attr_ints(p, "x_shape", &xs) == 4 && p->in[0]->shape.rank == 4) {
+        cg = p;
+        break;
+      }
+    }
+    if (!cg) continue;
+    const ir_shape *dy = &cg->in[0]->shape;
+    int64_t x_shape[4] = {xs[0], xs[1], dy->d[2], dy->d[3]}, ones[2] = {1, 1};
+    if (xs[2] == IR_N || xs[3] == IR_N || dy->d[2] != (xs[2] + sh - 1) / sh || dy->d[3] != (xs[3] + sw - 1) / sw) continue;
+    ir_attr_set_ints(g, cg, "strides", 2, ones);
+    ir_attr_set_ints(g, cg, "x_shape", 4, x_shape);
+    if (ir_infer_node(cg, e)) break;
+    if (j == 1) { /* the grid's gradient second: a + b == b + a for two terms */
+      ir_value *t = srg->in[1];
+      srg->in[1] = srg->in[2];
+      srg->in[2] = t;
+    }
+    ir_attr_set_ints(g, srg, "sub_strides", 2, (int64_t[]){sh, sw});
+    if (ir_infer_node(srg, e)) break;
+    fused++;
+  }
+  if (!e->code && fused)
+    ir_graph_note(g, "fuse: %d strided 1x1 ConvGradData compute only their stride grid (SumReluGrad{sub_strides})", fused);
+}
+
 /* dX = MaxPoolGrad{relu=1}(dY, Y) for MaxPoolGrad + ReluGrad over one Y (see the top of the file). */
 static void maxpool_relu_grads(ir_graph *g, sw_err *e) {
   keep_set ks = keep_all(g);
@@ -317,6 +378,7 @@ int pass_fuse(ir_graph *g, const pass_opts *o, sw_err *e) {
     if (!e->code) add_relus(g, e);
     if (!e->code) bn_add_relus(g, e);
     if (!e->code) sum_relu_grads(g, e);
+    if (!e->code) strided_grads(g, e);
     /* BN now runs before the nodes that read Y, and writes it: order is unchanged because the Relu
      * it replaces came after it. */
   }

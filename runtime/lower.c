@@ -494,6 +494,9 @@ typedef struct fused_ctx {
   int64_t numel;
   int n_grads;   /* SumReluGrad: the gradients summed (inputs 1..) */
   int mask;      /* AddRelu: writes the bit mask; SumReluGrad: the gate is the bit mask (else Y) */
+  int sub[2];    /* SumReluGrad{sub_strides}: the strides of dY2's grid (else 0) */
+  int64_t planes;
+  int H, W;      /* SumReluGrad{sub_strides}: dY1 as [planes][H][W] */
 } fused_ctx;
 
 /* AddRelu(A, B) -> Y[, M] (fuse: a residual Add and the ReLU after it, and the ReLU's bit mask) */
@@ -506,6 +509,11 @@ static int run_add_relu(rt_program *p, const rt_op *op) {
 /* SumReluGrad(gate, dY1, ..) -> dX (fuse: a gradient accumulation and the ReLU backward after it) */
 static int run_sum_relu_grad(rt_program *p, const rt_op *op) {
   const fused_ctx *c = op->ctx;
+  if (c->sub[0]) {
+    sum_relu_grad_sub(c->planes, c->H, c->W, c->sub[0], c->sub[1], op->in[1], op->in[2], c->mask ? NULL : op->in[0],
+                      c->mask ? op->in[0] : NULL, op->out[0], p->nthreads);
+    return SW_OK;
+  }
   const float *dy[RT_MAX_ARGS];
   for (int j = 0; j < c->n_grads; j++) dy[j] = op->in[1 + j];
   sum_relu_grad(c->numel, c->n_grads, dy, c->mask ? NULL : op->in[0], c->mask ? op->in[0] : NULL, op->out[0],
@@ -923,7 +931,15 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     } else {
       c->n_grads = n->n_in - 1;
       c->mask = p->bufs[n->in[0]->id].dtype == IR_BIT;
-      snprintf(op->impl, sizeof op->impl, "fused Sum of %d + ReLU backward (%s)", c->n_grads, c->mask ? "bit mask" : "reads Y");
+      const int64_t *st;
+      if (ir_attr_ints(n, "sub_strides", &st) == 2) {
+        const rt_buf *a = rt_buf_of(p, n->in[1]);
+        c->sub[0] = (int)st[0], c->sub[1] = (int)st[1];
+        c->planes = a->shape.d[0] * a->shape.d[1];
+        c->H = (int)a->shape.d[2], c->W = (int)a->shape.d[3];
+      }
+      snprintf(op->impl, sizeof op->impl, "fused Sum of %d + ReLU backward (%s)%s", c->n_grads, c->mask ? "bit mask" : "reads Y",
+               c->sub[0] ? ", the second on its stride grid" : "");
       op->run = run_sum_relu_grad;
     }
     return SW_OK;

@@ -711,6 +711,111 @@ static void sum_relu_grad_part(void *ctx, int t, int T) {
     sum_relu_grad_run(hi - lo, j->k, part, j->y + lo, j->out + lo);
 }
 
+typedef struct sub_job {
+  int64_t planes;
+  int H, W, sh, sw;
+  const float *a, *b, *y;
+  const uint8_t *bits;
+  int64_t nbytes; /* of the mask */
+  float *dx;
+} sub_job;
+
+/* One row of sum_relu_grad_sub in plain C: element i (of the whole tensor) is row element w = i - i0;
+ * br is the row of b on the grid, NULL for a row off it. */
+static void sub_row_c(const sub_job *j, int64_t i0, const float *br) {
+  for (int w = 0; w < j->W; w++) {
+    int64_t i = i0 + w;
+    float s = j->a[i] + (br && w % j->sw == 0 ? br[w / j->sw] : 0.0f);
+    j->dx[i] = gate_bits(s, j->bits ? bit_at(j->bits, i) : j->y[i] > 0.0f);
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The n (<= 16) mask bits from bit i on of a mask of nbytes bytes: one 4-byte load, or near the end
+ * only the bytes that hold them. */
+static inline __mmask16 bits16_at(const uint8_t *bits, int64_t nbytes, int64_t i, int n) {
+  uint32_t v = 0;
+  if ((i >> 3) + 4 <= nbytes) memcpy(&v, bits + (i >> 3), 4);
+  else
+    for (int64_t b = i >> 3, k = 0; b < nbytes && k < 4; b++, k++) v |= (uint32_t)bits[b] << (8 * k);
+  return (__mmask16)((v >> (i & 7)) & ((1u << n) - 1u));
+}
+
+/* The grid of sum_relu_grad_sub seen 16 plane elements at a time: for chunk c (elements 16c ..),
+ * em[c] has the lanes on the grid and eo[c] the index in b's plane of the first of them (grid points
+ * come in plane order in b, so a chunk's are consecutive there). */
+#define SUB_MAX_CHUNKS 1024
+static void sub_chunks(const sub_job *j, __mmask16 *em, int32_t *eo) {
+  int HW = j->H * j->W, nq = (HW + 15) / 16, o = 0;
+  for (int c = 0; c < nq; c++) {
+    unsigned m = 0;
+    eo[c] = o;
+    for (int l = 0; l < 16 && 16 * c + l < HW; l++) {
+      int h = (16 * c + l) / j->W, w = (16 * c + l) % j->W;
+      if (h % j->sh == 0 && w % j->sw == 0) m |= 1u << l, o++;
+    }
+    em[c] = (__mmask16)m;
+  }
+}
+
+/* One plane of sum_relu_grad_sub with AVX-512: 16 elements at a time, each chunk's grid values from b
+ * by one load and an expand in registers (the expand load from memory is microcoded on Zen); the same
+ * addition (a first, +0 off the grid) and gate. i0: the plane's first element in the tensor, bp: its
+ * b plane. */
+ELT_AVX512 static void sub_plane_avx512(const sub_job *j, int64_t i0, const float *bp, const __mmask16 *em,
+                                        const int32_t *eo) {
+  const __m512 z = _mm512_setzero_ps();
+  int HW = j->H * j->W, full = HW / 16;
+  int aligned = !(i0 & 15) && j->bits;
+  for (int c = 0; c < full; c++) {
+    int64_t i = i0 + 16 * c;
+    __mmask16 m = em[c];
+    __m512 bv = _mm512_maskz_expand_ps(m, _mm512_maskz_loadu_ps((__mmask16)((1u << __builtin_popcount(m)) - 1u), bp + eo[c]));
+    __m512 s = _mm512_add_ps(_mm512_loadu_ps(j->a + i), bv);
+    __mmask16 on;
+    if (aligned) memcpy(&on, j->bits + (i >> 3), sizeof on);
+    else if (j->bits) on = bits16_at(j->bits, j->nbytes, i, 16);
+    else on = _mm512_cmp_ps_mask(_mm512_loadu_ps(j->y + i), z, _CMP_GT_OQ);
+    _mm512_storeu_ps(j->dx + i, _mm512_maskz_mov_ps(on, s));
+  }
+  if (HW % 16) {
+    int n = HW % 16;
+    int64_t i = i0 + 16 * full;
+    __mmask16 lm = (__mmask16)((1u << n) - 1u), m = em[full];
+    __m512 bv = _mm512_maskz_expand_ps(m, _mm512_maskz_loadu_ps((__mmask16)((1u << __builtin_popcount(m)) - 1u), bp + eo[full]));
+    __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(lm, j->a + i), bv);
+    __mmask16 on = j->bits ? bits16_at(j->bits, j->nbytes, i, n)
+                           : _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(lm, j->y + i), z, _CMP_GT_OQ);
+    _mm512_mask_storeu_ps(j->dx + i, lm, _mm512_maskz_mov_ps(on, s));
+  }
+}
+#endif
+
+static void sum_relu_grad_sub_part(void *ctx, int t, int T) {
+  const sub_job *j = ctx;
+  int64_t lo, hi, HW = (int64_t)j->H * j->W, P = (j->H + j->sh - 1) / j->sh, Q = (j->W + j->sw - 1) / j->sw;
+  kern_split(j->planes, t, T, &lo, &hi);
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!elt_portable && kern_cpu_avx512() && (HW + 15) / 16 <= SUB_MAX_CHUNKS) {
+    __mmask16 em[SUB_MAX_CHUNKS];
+    int32_t eo[SUB_MAX_CHUNKS];
+    sub_chunks(j, em, eo);
+    for (int64_t q = lo; q < hi; q++) sub_plane_avx512(j, q * HW, j->b + q * P * Q, em, eo);
+    return;
+  }
+#endif
+  for (int64_t q = lo; q < hi; q++)
+    for (int h = 0; h < j->H; h++) sub_row_c(j, q * HW + (int64_t)h * j->W, h % j->sh ? NULL : j->b + (q * P + h / j->sh) * Q);
+}
+
+void sum_relu_grad_sub(int64_t planes, int H, int W, int sh, int sw, const float *a, const float *b, const float *y,
+                       const uint8_t *bits, float *dx, int nthreads) {
+  SW_ASSERT(planes >= 0 && H >= 1 && W >= 1 && sh >= 1 && sw >= 1 && (y == NULL) != (bits == NULL));
+  sub_job j = {.planes = planes, .H = H, .W = W, .sh = sh, .sw = sw, .a = a, .b = b, .y = y, .bits = bits,
+               .nbytes = (planes * H * W + 7) / 8, .dx = dx};
+  kern_parallel(planes * H * W > ELT_CHUNK ? nthreads : 1, sum_relu_grad_sub_part, &j);
+}
+
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads) {
   SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));

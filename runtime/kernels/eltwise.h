@@ -77,6 +77,13 @@ void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y,
 /* Fast summed ReLU backward (one pass), bit-identical to sum_relu_grad_ref. dx may be one of the dy. */
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads);
+/* sum_relu_grad of two gradients over [planes][H][W] when the second is known only on the stride
+ * (sh, sw) grid: b is [planes][P][Q] (P = ceil(H / sh), Q = ceil(W / sw)) and stands for the
+ * gradient holding b[p][q] at (p*sh, q*sw) and +0 everywhere else, which is what the backward-data of
+ * a 1x1 conv with those strides and no padding writes. dx = gate(a + that), bit-identical to
+ * sum_relu_grad on the full-size gradient, without it being written or read. dx may be a. */
+void sum_relu_grad_sub(int64_t planes, int H, int W, int sh, int sw, const float *a, const float *b, const float *y,
+                       const uint8_t *bits, float *dx, int nthreads);
 /* Sum (and Neg: neg, k = 1): y[i] = (neg ? -x[0][i] : x[0][i]) + x[1][i] + ... + x[k-1][i], in that order. */
 void sum_n(int64_t n, int k, const float *const *x, int neg, float *y, int nthreads);
 /* Tests: 1 runs the plain C bit-mask kernels even where AVX-512 is there; 0 (default): the best the CPU has. */

@@ -9,7 +9,10 @@
  *   another reader or the ReluGrad gates by another value; on LeNet-5 both pools are fused;
  * - Y0 = BN(X, ..); Y, M = AddRelu(Y0, R) becomes Y, M = BN{relu=1}(X, .., R) in the AddRelu's place
  *   (R may come after the BN), not when Y0 has another reader, the BN has a ReLU or is not training,
- *   or its statistics are read before the AddRelu; on ResNet-20 every block's second BN takes it. */
+ *   or its statistics are read before the AddRelu; on ResNet-20 every block's second BN takes it;
+ * - a strided 1x1 ConvGradData summed into a SumReluGrad computes its stride grid only
+ *   (SumReluGrad{sub_strides}), either operand, not when its gradient has another reader or the conv
+ *   is 3x3 or padded; on ResNet-20 both shortcuts. */
 #include <stdio.h>
 #include <string.h>
 
@@ -48,6 +51,13 @@ static ir_node *find(const ir_graph *g, const char *op) {
   for (int i = 0; i < g->n_nodes; i++)
     if (!strcmp(g->nodes[i]->op->name, op)) return g->nodes[i];
   return NULL;
+}
+
+/* g with its shapes inferred, checked to verify (the small graphs' builders end here). */
+static ir_graph *built(ir_graph *g, const char *what, int flags) {
+  sw_err e = {0};
+  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "%s(%d) builds: %s", what, flags, e.msg);
+  return g;
 }
 
 /* Flags for residual(): which extra readers and variants to build. */
@@ -95,9 +105,7 @@ static ir_graph *residual(int flags) {
     ir_node *neg = node(g, "Neg", "g_reader", IR_ROLE_BWD, 1, sum->out, 1);
     ir_graph_add_output(g, neg->out[0]);
   }
-  sw_err e = {0};
-  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "residual(%d) builds: %s", flags, e.msg);
-  return g;
+  return built(g, "residual", flags);
 }
 
 static int fuse(ir_graph *g, int flags) {
@@ -187,9 +195,7 @@ static ir_graph *pool_relu(int flags) {
   ir_node *rg = node(g, "ReluGrad", "relu/grad", IR_ROLE_BWD, 2, (ir_value *[]){mp->out[0], flags & OTHER_GATE ? z : y}, 1);
   ir_graph_add_output(g, rg->out[0]);
   if (flags & G_READER) ir_graph_add_output(g, mp->out[0]);
-  sw_err e = {0};
-  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "pool_relu(%d) builds: %s", flags, e.msg);
-  return g;
+  return built(g, "pool_relu", flags);
 }
 
 static void pool_relu_graphs(void) {
@@ -237,9 +243,7 @@ static ir_graph *bn_add_relu(int flags) {
   ir_graph_add_output(g, srg->out[0]);
   for (int i = 3; i < bn->n_out; i++) ir_graph_add_output(g, bn->out[i]);
   if (flags & Y0_READER) ir_graph_add_output(g, node(g, "Neg", "y0_reader", IR_ROLE_FWD, 1, bn->out, 1)->out[0]);
-  sw_err e = {0};
-  CHECK(ir_infer_shapes(g, &e) == SW_OK && ir_verify(g, &e) == SW_OK, "bn_add_relu(%d) builds: %s", flags, e.msg);
-  return g;
+  return built(g, "bn_add_relu", flags);
 }
 
 static void bn_add_relu_graphs(void) {
@@ -273,6 +277,61 @@ static void bn_add_relu_graphs(void) {
     ir_graph_free(g);
   }
   printf("small graphs: BatchNormalization + AddRelu and its conditions\n");
+}
+
+/* dS = SumReluGrad(Y, dX1, dX2) with dX2 = ConvGradData(dY, W){1x1 s2 on 2x2x6x6} (dX2 first when
+ * SWAP; DX2_READER: dX2 also a graph output; K3: a 3x3 kernel, pads 1; PADDED: a 1x1 on 5x5 padded at
+ * the top and left only, whose output is the 3x3 of the unpadded grid but offset by one). */
+enum { DX2_READER = 1, K3 = 2, PADDED = 4 };
+static ir_graph *strided_grad(int flags) {
+  ir_graph *g = ir_graph_new("strided_grad");
+  g->opset = 13;
+  int64_t hw = flags & PADDED ? 5 : 6, dx[4] = {2, 2, hw, hw}, r = flags & K3 ? 3 : 1, pd = flags & (K3 | PADDED) ? 1 : 0;
+  int64_t pe = flags & PADDED ? 0 : pd, o = (hw + pd + pe - r) / 2 + 1;
+  int64_t ddy[4] = {2, 4, o, o}, dw[4] = {4, 2, r, r};
+  ir_value *y = input(g, "y", 4, dx), *a = input(g, "dx1", 4, dx), *dy = input(g, "dy", 4, ddy), *w = input(g, "w", 4, dw);
+  ir_node *cg = node(g, "ConvGradData", "shortcut/grad", IR_ROLE_BWD, 2, (ir_value *[]){dy, w}, 1);
+  int64_t k[2] = {r, r}, s[2] = {2, 2}, pads[4] = {pd, pd, pe, pe}, dil[2] = {1, 1};
+  ir_attr_set_ints(g, cg, "kernel_shape", 2, k);
+  ir_attr_set_ints(g, cg, "strides", 2, s);
+  ir_attr_set_ints(g, cg, "pads", 4, pads);
+  ir_attr_set_ints(g, cg, "dilations", 2, dil);
+  ir_attr_set_ints(g, cg, "x_shape", 4, dx);
+  ir_value *ab[2] = {a, cg->out[0]};
+  if (flags & SWAP) ab[0] = cg->out[0], ab[1] = a;
+  ir_node *srg = node(g, "SumReluGrad", "relu/grad", IR_ROLE_BWD, 3, (ir_value *[]){y, ab[0], ab[1]}, 1);
+  ir_graph_add_output(g, srg->out[0]);
+  if (flags & DX2_READER) ir_graph_add_output(g, cg->out[0]);
+  return built(g, "strided_grad", flags);
+}
+
+static void strided_grad_graphs(void) {
+  for (int swap = 0; swap <= SWAP; swap += SWAP) {
+    ir_graph *g = strided_grad(swap);
+    if (!fuse(g, swap)) {
+      ir_node *cg = find(g, "ConvGradData"), *srg = find(g, "SumReluGrad");
+      const int64_t *st, *xs;
+      int ns = ir_attr_ints(srg, "sub_strides", &st), nx = ir_attr_ints(cg, "x_shape", &xs);
+      ir_attr_ints(cg, "strides", &st);
+      CHECK(ns == 2 && srg->in[2] == cg->out[0] && !strcmp(srg->in[1]->name, "dx1") && st[0] == 1 && st[1] == 1 &&
+                nx == 4 && xs[2] == 3 && xs[3] == 3 && cg->out[0]->shape.d[2] == 3 && cg->out[0]->shape.d[3] == 3,
+            "strided 1x1 ConvGradData%s: stride 1 on the 3x3 grid, SumReluGrad{sub_strides}(y, dx1, it)",
+            swap ? " (summed first)" : "");
+    }
+    ir_graph_free(g);
+  }
+  int neg[3] = {DX2_READER, K3, PADDED};
+  const char *why[3] = {"its gradient has another reader", "the kernel is 3x3", "the 1x1 conv is padded"};
+  for (int i = 0; i < 3; i++) {
+    ir_graph *g = strided_grad(neg[i]);
+    const int64_t *st;
+    if (!fuse(g, neg[i]))
+      CHECK(ir_attr_ints(find(g, "SumReluGrad"), "sub_strides", &st) == 0 && ir_attr_ints(find(g, "ConvGradData"), "strides", &st) == 2 &&
+                st[0] == 2,
+            "strided ConvGradData not rewritten when %s", why[i]);
+    ir_graph_free(g);
+  }
+  printf("small graphs: strided 1x1 ConvGradData into SumReluGrad and its conditions\n");
 }
 
 /* A shipped model (models/NAME.onnx) through the training passes up to the memory plan, SWAT-U at
@@ -315,9 +374,11 @@ static void lenet5(double sparsity) {
 static void resnet20(double sparsity) {
   ir_graph *g = trained("resnet20", sparsity);
   if (!g) return;
-  int masked_fwd = 0, masked_bwd = 0, summing = 0, bn_res = 0;
+  int masked_fwd = 0, masked_bwd = 0, summing = 0, bn_res = 0, sub = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const ir_node *n = g->nodes[i];
+    const int64_t *st;
+    if (!strcmp(n->op->name, "SumReluGrad") && ir_attr_ints(n, "sub_strides", &st) == 2) sub += st[0] == 2 && st[1] == 2;
     if (!strcmp(n->op->name, "BatchNormalization") && n->n_in == 6) bn_res++, masked_fwd += n->n_out == 6 && n->out[5];
     if (!strcmp(n->op->name, "SumReluGrad")) masked_bwd += n->in[0]->dtype == IR_BIT, summing += n->n_in > 2;
   }
@@ -328,6 +389,7 @@ static void resnet20(double sparsity) {
         "resnet20 s=%g: 9 BN with the residual Add + ReLU (%d), %d AddRelu left", sparsity, bn_res, count(g, "AddRelu"));
   CHECK(summing == 8 && count(g, "Sum") == 1, "resnet20 s=%g: 8 SumReluGrad summing gradients, %d", sparsity, summing);
   CHECK(count(g, "ReluMask") == 0, "resnet20 s=%g: no ReluMask left", sparsity);
+  CHECK(sub == 2, "resnet20 s=%g: both shortcuts' input gradients on their stride grid (%d)", sparsity, sub);
   /* dense: the weight gradients read each Y, so only the last block (read by GlobalAveragePool) keeps a
    * mask; SWAT: they read the compact X_s, every block masks */
   int want_fwd = sparsity > 0 ? 9 : 1, want_bwd = sparsity > 0 ? 9 : 1;
@@ -343,6 +405,7 @@ int main(int argc, char **argv) {
   small_graphs();
   pool_relu_graphs();
   bn_add_relu_graphs();
+  strided_grad_graphs();
   lenet5(0.0);
   lenet5(0.9);
   resnet20(0.0);

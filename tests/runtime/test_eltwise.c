@@ -498,6 +498,55 @@ static void check_fused_residual(void) {
   }
 }
 
+/* sum_relu_grad_sub against sum_relu_grad on the full-size gradient it stands for (b on the stride
+ * grid, +0 elsewhere): the same bits, with either gate, at 1 and 2 threads, AVX-512 and plain C, and
+ * in place over a. */
+static void check_sum_relu_grad_sub(void) {
+  static const int shapes[][5] = {{3, 28, 28, 2, 2}, {5, 14, 14, 2, 2}, {2, 7, 9, 2, 2}, {3, 5, 33, 1, 2}, {2, 6, 40, 2, 1},
+                                  {2, 9, 10, 3, 3}, {1, 1, 1, 2, 2}, {4, 3, 17, 2, 2}, {24, 28, 28, 2, 2} /* 2 threads */,
+                                  {2, 8, 32, 2, 2}};
+  for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+    int planes = shapes[si][0], H = shapes[si][1], W = shapes[si][2], sh = shapes[si][3], sw = shapes[si][4];
+    int P = (H + sh - 1) / sh, Q = (W + sw - 1) / sw;
+    int64_t n = (int64_t)planes * H * W, nb = (int64_t)planes * P * Q;
+    size_t fb = sizeof(float) * (size_t)n, mb = (size_t)(n + 7) / 8;
+    float *a = talloc(fb), *bf = talloc(fb), *y = talloc(fb), *b = talloc(sizeof(float) * (size_t)nb), *junk = talloc(fb);
+    float *want = talloc(fb), *got = talloc(fb);
+    uint8_t *m = talloc(mb);
+    fill_edges(a, junk, n);
+    fill_edges(junk, bf, n);              /* bf: edge values, of which the grid's are b */
+    trng_fill(y, (size_t)n, -1, 1);       /* the gate, on about half of a's -0s (which + 0 turns to +0) */
+    relu_mask(n, y, m, 1);
+    for (int64_t q = 0; q < planes; q++)
+      for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w++) {
+          int64_t i = (q * H + h) * W + w;
+          if (h % sh == 0 && w % sw == 0) b[(q * P + h / sh) * Q + w / sw] = bf[i];
+          else bf[i] = 0.0f;
+        }
+    const float *g[2] = {a, bf};
+    char what[128];
+    for (int gm = 0; gm < 2; gm++) {
+      sum_relu_grad(n, 2, g, gm ? NULL : y, gm ? m : NULL, want, 1);
+      for (int T = 1; T <= 4; T++) { /* T 3, 4: plain C */
+        eltwise_use_portable(T > 2);
+        memset(got, 0x55, fb);
+        sum_relu_grad_sub(planes, H, W, sh, sw, a, b, gm ? NULL : y, gm ? m : NULL, got, 2 - T % 2);
+        snprintf(what, sizeof what, "sum_relu_grad_sub %dx%dx%d s%d,%d (%s gate, T%d)", planes, H, W, sh, sw,
+                 gm ? "mask" : "Y", T);
+        tcheck_same(what, got, want, fb);
+        memcpy(got, a, fb); /* in place over a */
+        sum_relu_grad_sub(planes, H, W, sh, sw, got, b, gm ? NULL : y, gm ? m : NULL, got, 2 - T % 2);
+        snprintf(what, sizeof what, "sum_relu_grad_sub in place %dx%dx%d s%d,%d (%s gate, T%d)", planes, H, W, sh, sw,
+                 gm ? "mask" : "Y", T);
+        tcheck_same(what, got, want, fb);
+        eltwise_use_portable(0);
+      }
+    }
+    free(a), free(bf), free(y), free(b), free(junk), free(want), free(got), free(m);
+  }
+}
+
 /* Replaces every NaN by the one NaN: which of two NaN operands an addition returns (their signs
  * differ after Neg) is the compiler's choice of operand order, not the kernel's. */
 static void nan_canon(float *a, int64_t n) {
@@ -568,6 +617,7 @@ int main(void) {
   tgroup_end();
   tgroup_begin("fused residual Add + ReLU, Sum + ReLU backward");
   check_fused_residual();
+  check_sum_relu_grad_sub();
   tgroup_end();
   return tresult();
 }
