@@ -5,8 +5,10 @@
  * every tap (r, s) becomes one long vector loop over the flattened plane, out[i] += w * in[i + off]
  * (i runs over P rows of pitch Wp; the Wp - Q columns past each row end are discarded). With
  * AVX-512 the forward keeps tiles of up to 24 sums in registers instead, up to 8 filters times up to
- * 8 output vectors (the same sums, bit for bit), and writes the output once. Strided
- * convolutions run row by row with bounds worked out per tap.
+ * 8 output vectors (the same sums, bit for bit), and writes the output once; the weight gradient
+ * (3x3, 5x5) reads dY in place, row by row, and sums up to 3 filters of one input plane per pass
+ * (27 sums in registers: each input vector loaded once for them). Strided convolutions run row by
+ * row with bounds worked out per tap.
  *
  * Every output element is owned by one thread and summed in a fixed order, so the results do not
  * depend on the thread count. */
@@ -219,47 +221,59 @@ __attribute__((target("avx512f"))) static void planes_fwd_avx512(const conv_desc
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
-/* flat_dots for RS = R*S taps in one pass over g (AVX-512): each 16-float vector of g is loaded once
- * and multiplied into RS accumulators, one per tap (off[rs]: the tap's offset into in); the 9 or 25
- * separate passes of flat_dots read g RS times and reduce RS times. Sums per lane with FMA, then
- * _mm512_reduce_add_ps: other rounding than flat_dots, within the tests' tolerance. */
-static inline __attribute__((target("avx512f"), always_inline)) void dots_pass_avx512(int n, const float *in,
-                                                                                      const int *off,
-                                                                                      const float *g, float *acc,
-                                                                                      const int RS) {
-  __m512 a[25]; /* in registers only with the k loops unrolled (as a loop, GCC kept them in memory: a load
-                * and a store around every FMA, LeNet conv1's weight gradient 2x slower) */
+/* Filters of one input plane whose weight gradients rows_dots_avx512 sums in one pass (3x3: 27 sums). */
+#define DW_KB 3
+
+/* The weight gradients of KB filters reading one padded input plane (in, pitch Wp) for RS taps
+ * (offsets off[]), from their dY planes g[b] read in place (P x Q, no copy): row by row, 16 columns
+ * at a time (the last masked), each input vector loaded once for the KB filters; acc[b*RS + k].
+ * Per-lane FMA sums, then _mm512_reduce_add_ps: other rounding than flat_dots, within the tests'
+ * tolerance. */
+static inline __attribute__((target("avx512f"), always_inline)) void rows_dots_avx512(int P, int Q, const float *in,
+                                                                                      int Wp, const int *off,
+                                                                                      const float *const *g,
+                                                                                      float *acc, const int RS,
+                                                                                      const int KB) {
+  __m512 a[27]; /* KB * RS <= 27, in registers with the loops unrolled */
+_Pragma("GCC unroll 27")
+  for (int k = 0; k < KB * RS; k++) a[k] = _mm512_setzero_ps();
+  for (int p = 0; p < P; p++) {
+    const float *xr = in + (size_t)p * Wp;
+    for (int q0 = 0; q0 < Q; q0 += 16) {
+      __mmask16 m = (__mmask16)(Q - q0 >= 16 ? 0xffffu : (1u << (Q - q0)) - 1u);
+      __m512 gv[DW_KB];
+_Pragma("GCC unroll 3")
+      for (int b = 0; b < KB; b++) gv[b] = _mm512_maskz_loadu_ps(m, g[b] + (size_t)p * Q + q0);
 _Pragma("GCC unroll 25")
-  for (int k = 0; k < RS; k++) a[k] = _mm512_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m512 gv = _mm512_loadu_ps(g + i);
-_Pragma("GCC unroll 25")
-    for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_loadu_ps(in + off[k] + i), a[k]);
+      for (int k = 0; k < RS; k++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, xr + off[k] + q0);
+_Pragma("GCC unroll 3")
+        for (int b = 0; b < KB; b++) a[b * RS + k] = _mm512_fmadd_ps(gv[b], xv, a[b * RS + k]);
+      }
+    }
   }
-  if (i < n) {
-    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-    __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-_Pragma("GCC unroll 25")
-    for (int k = 0; k < RS; k++) a[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, in + off[k] + i), a[k]);
-  }
-_Pragma("GCC unroll 25")
-  for (int k = 0; k < RS; k++) acc[k] = _mm512_reduce_add_ps(a[k]);
+_Pragma("GCC unroll 27")
+  for (int k = 0; k < KB * RS; k++) acc[k] = _mm512_reduce_add_ps(a[k]);
 }
 
-/* dots_pass_avx512 for the tap counts of the shipped models' direct convs (3x3, 5x5); 0 if another. */
-static __attribute__((target("avx512f"))) int flat_dots_avx512(int n, const float *in, int Wp, const conv_desc *d,
-                                                              const float *g, float *acc) {
+/* rows_dots_avx512 for nk (1..DW_KB) filters of 3x3 taps, or one filter of 5x5; 0 for other taps. */
+static __attribute__((target("avx512f"))) int rows_dots(const conv_desc *d, const float *in, int Wp,
+                                                       const float *const *g, int nk, float *acc) {
   int RS = d->R * d->S, off[25];
   if (RS != 9 && RS != 25) return 0;
   for (int r = 0; r < d->R; r++)
     for (int s = 0; s < d->S; s++) off[r * d->S + s] = r * d->dil_h * Wp + s * d->dil_w;
-  if (RS == 9)
-    dots_pass_avx512(n, in, off, g, acc, 9);
+  if (RS == 25)
+    for (int b = 0; b < nk; b++) rows_dots_avx512(d->P, d->Q, in, Wp, off, g + b, acc + 25 * b, 25, 1);
+  else if (nk == 3)
+    rows_dots_avx512(d->P, d->Q, in, Wp, off, g, acc, 9, 3);
+  else if (nk == 2)
+    rows_dots_avx512(d->P, d->Q, in, Wp, off, g, acc, 9, 2);
   else
-    dots_pass_avx512(n, in, off, g, acc, 25);
+    rows_dots_avx512(d->P, d->Q, in, Wp, off, g, acc, 9, 1);
   return 1;
 }
+
 #endif
 
 static int direct_portable; /* tests: 1 runs the plain C loops even where AVX-512 is there */
@@ -402,6 +416,9 @@ static void bwd_weight_part(void *ctx, int t, int T) {
   int64_t k0, k1;
   kern_split(d->K, t, T, &k0, &k1);
   float *xpad = flat ? part_buf(j->p, j->scratch, t) : NULL, *gy = flat ? xpad + (size_t)Hp * Wp : NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+  int simd = !direct_portable && kern_cpu_avx512() && (RS == 9 || RS == 25);
+#endif
   double acc[DW_KCHUNK][RS];
   float part[RS];
   for (int64_t kc = k0; kc < k1; kc += DW_KCHUNK) {
@@ -412,22 +429,33 @@ static void bwd_weight_part(void *ctx, int t, int T) {
      * each filter still adds its images' partial sums in image order */
     for (int n = 0; n < d->N; n++) {
       int padded = -1;
-      for (int i = 0; i < nk; i++) {
+      for (int i = 0; i < nk;) {
         int k = (int)kc + i, g = k / Kg;
         const float *xp = j->x + ((size_t)n * d->C + g) * d->H * d->W;
         const float *dyp = j->dy + ((size_t)n * d->K + k) * d->P * d->Q;
+        if (flat && padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
+        if (flat) padded = g;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (flat && simd) { /* up to DW_KB filters of this input plane at once, dY read in place */
+          const float *gs[DW_KB];
+          float parts[DW_KB * 25];
+          int nb = 0;
+          while (nb < DW_KB && i + nb < nk && (k + nb) / Kg == g) gs[nb] = dyp + (size_t)nb * d->P * d->Q, nb++;
+          rows_dots(d, xpad, Wp, gs, nb, parts);
+          for (int b = 0; b < nb; b++)
+            for (int r = 0; r < RS; r++) acc[i + b][r] += parts[b * RS + r];
+          i += nb;
+          continue;
+        }
+#endif
         if (!flat) {
           plane_bwd_weight(d, j->qr, xp, dyp, part);
         } else {
-          if (padded != g) pad_plane(xp, d->H, d->W, xpad, Hp, Wp, d->pad_t, d->pad_l);
-          padded = g;
           pad_plane(dyp, d->P, d->Q, gy, d->P, Wp, 0, 0); /* dY at pitch Wp, zeros past each row */
-#if defined(__x86_64__) && defined(__GNUC__)
-          if (direct_portable || !kern_cpu_avx512() || !flat_dots_avx512(nflat, xpad, Wp, d, gy, part))
-#endif
-            flat_dots(nflat, xpad, Wp, d, gy, part);
+          flat_dots(nflat, xpad, Wp, d, gy, part);
         }
         for (int r = 0; r < RS; r++) acc[i][r] += part[r];
+        i++;
       }
     }
     for (int i = 0; i < nk; i++)
