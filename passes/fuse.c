@@ -173,12 +173,14 @@ static void bn_add_relus(ir_graph *g, sw_err *e) {
   for (int i = 0; i < g->n_nodes && !e->code; i++) {
     ir_node *ar = g->nodes[i], *bn = NULL;
     if (!is_op(ar, "AddRelu") || ar->role != IR_ROLE_FWD) continue;
-    int k = 0, at = -1;
-    for (; k < 2 && !bn; k++) {
+    int k = 0, at = -1; /* ar->in[k] is the BN's output, ar->in[1 - k] the residual */
+    for (; k < 2; k++) {
       ir_node *p = ar->in[k]->producer, *only = NULL;
       if (is_op(p, "BatchNormalization") && p->n_in == 5 && ir_attr_int(p, "training_mode") && !ir_attr_int(p, "relu") &&
-          p->out[0] == ar->in[k] && readers(g, ar->in[k], &only) == 1 && only == ar)
+          p->out[0] == ar->in[k] && readers(g, ar->in[k], &only) == 1 && only == ar) {
         bn = p;
+        break;
+      }
     }
     if (!bn || (at = index_of(g, bn)) < 0 || at > i) continue;
     /* BN's other outputs (statistics for the backward) must not be read before the AddRelu's place */
@@ -188,7 +190,7 @@ static void bn_add_relus(ir_graph *g, sw_err *e) {
         for (int o = 1; o < bn->n_out; o++)
           if (bn->out[o] && g->nodes[j]->in[q] == bn->out[o]) early = 1;
     if (early) continue;
-    ir_value *y0 = ar->in[k - 1], *r = ar->in[2 - k];
+    ir_value *y0 = ar->in[k], *r = ar->in[1 - k];
     ir_value **in = ir_alloc(g, sizeof *in * 6), **out = ir_alloc(g, sizeof *out * 6);
     memcpy(in, bn->in, sizeof *in * 5);
     in[5] = r;
