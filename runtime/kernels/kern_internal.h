@@ -30,6 +30,21 @@ void kern_parallel2(int T, void (*fn1)(void *ctx, int t, int T), void (*fn2)(voi
 /* kern_parallel of fns[0], a barrier, fns[1], ... fns[nst - 1] (1 <= nst <= 4), as one job. */
 void kern_parallel_stages(int T, int nst, void (*const *fns)(void *ctx, int t, int T), void *ctx);
 
+/* Work stealing over n units (n < 2^31) among T parts: each part starts on its kern_split range, front
+ * to back (neighbouring units stay on one core, as with a static split: what an op before wrote there
+ * is still in its cache), then takes units one by one from the back of the part with the most left.
+ * For work whose units do not depend on which part runs them: a static split of a few-ms pass left one
+ * of this kind of machine's two virtual CPUs waiting 10-15% of it. T <= KERN_STEAL_MAX. */
+#define KERN_STEAL_MAX 256
+typedef struct kern_steal {
+  struct {
+    _Alignas(64) _Atomic uint64_t left; /* part t's units left: [low 32 bits, high 32 bits) */
+  } r[KERN_STEAL_MAX];                  /* a cache line each: the owners claim without contention */
+} kern_steal;
+void kern_steal_init(kern_steal *q, int64_t n, int T);
+/* The next unit for part t, or -1 when every unit has been taken. */
+int64_t kern_steal_next(kern_steal *q, int t, int T);
+
 /* Clamps a requested thread count to [1, 256]. */
 int kern_threads_clamp(int nthreads);
 

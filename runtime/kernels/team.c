@@ -197,3 +197,36 @@ void kern_parallel2(int T, void (*fn1)(void *ctx, int t, int T), void (*fn2)(voi
   team_fn fns[2] = {fn1, fn2};
   kern_parallel_stages(T, 2, fns, ctx);
 }
+
+void kern_steal_init(kern_steal *q, int64_t n, int T) {
+  SW_ASSERT(T >= 1 && T <= KERN_STEAL_MAX && n >= 0 && n < INT32_MAX);
+  for (int t = 0; t < T; t++) {
+    int64_t lo, hi;
+    kern_split(n, t, T, &lo, &hi);
+    atomic_init(&q->r[t].left, (uint64_t)hi << 32 | (uint64_t)lo);
+  }
+}
+
+int64_t kern_steal_next(kern_steal *q, int t, int T) {
+  uint64_t v = atomic_load_explicit(&q->r[t].left, memory_order_relaxed);
+  while ((uint32_t)v < (uint32_t)(v >> 32))
+    if (atomic_compare_exchange_weak_explicit(&q->r[t].left, &v, v + 1, memory_order_relaxed, memory_order_relaxed))
+      return (int64_t)(uint32_t)v;
+  for (;;) { /* own range done: the back of the part with the most left */
+    int best = -1;
+    uint32_t most = 0;
+    for (int j = 0; j < T; j++) {
+      uint64_t w = atomic_load_explicit(&q->r[j].left, memory_order_relaxed);
+      uint32_t left = (uint32_t)(w >> 32) - (uint32_t)w;
+      if ((uint32_t)w < (uint32_t)(w >> 32) && left > most) most = left, best = j;
+    }
+    if (best < 0) return -1;
+    uint64_t w = atomic_load_explicit(&q->r[best].left, memory_order_relaxed);
+    while ((uint32_t)w < (uint32_t)(w >> 32)) {
+      uint64_t hi = (w >> 32) - 1;
+      if (atomic_compare_exchange_weak_explicit(&q->r[best].left, &w, hi << 32 | (uint32_t)w, memory_order_relaxed,
+                                                memory_order_relaxed))
+        return (int64_t)hi;
+    }
+  }
+}

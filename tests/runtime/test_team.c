@@ -1,8 +1,8 @@
 /* The kernels' thread team (team.c, kern_internal.h): every part of every stage runs exactly once,
  * each stage only after every part of the one before (the barrier), for 1..80 parts (more than the
  * team's 64 threads), jobs of different sizes back to back, calls from inside a part (run in place),
- * two callers at once (one runs its job in place), and a worker that slept (past the yield phase)
- * wakes for the next job. */
+ * two callers at once (one runs its job in place), work stealing (every unit once; a late part's
+ * units go to the others), and a worker that slept (past the yield phase) wakes for the next job. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdatomic.h>
@@ -97,6 +97,54 @@ static void *other_caller(void *arg) {
   return NULL;
 }
 
+/* Work stealing (kern_steal): units taken once each; a part that starts late has its range taken. */
+#define STEAL_N 3000
+typedef struct steal_ctx {
+  kern_steal q;
+  int64_t n;
+  int late;                    /* part 0 sleeps this many ms first */
+  atomic_int taken[STEAL_N];   /* times unit u was returned */
+  atomic_int by[STEAL_N];      /* the part that took it */
+  atomic_int bad;              /* a unit out of range */
+} steal_ctx;
+
+static void steal_part(void *c, int t, int T) {
+  steal_ctx *k = c;
+  if (t == 0 && k->late) sleep_ms(k->late);
+  for (int64_t u; (u = kern_steal_next(&k->q, t, T)) >= 0;) {
+    if (u >= k->n) {
+      atomic_fetch_add(&k->bad, 1);
+      continue;
+    }
+    atomic_fetch_add(&k->taken[u], 1);
+    atomic_store(&k->by[u], t);
+  }
+}
+
+static void check_steal(int T, int64_t n, int late) {
+  static steal_ctx k;
+  memset(&k, 0, sizeof k);
+  k.n = n, k.late = late;
+  kern_steal_init(&k.q, n, T);
+  kern_parallel(T, steal_part, &k);
+  int ones[STEAL_N], got[STEAL_N], zero = 0, v = atomic_load(&k.bad);
+  char w[160];
+  for (int64_t u = 0; u < n; u++) ones[u] = 1, got[u] = atomic_load(&k.taken[u]);
+  snprintf(w, sizeof w, "steal T=%d n=%lld late=%d: every unit taken once", T, (long long)n, late);
+  tcheck_same(w, got, ones, sizeof(int) * (size_t)n);
+  snprintf(w, sizeof w, "steal T=%d n=%lld late=%d: no unit out of range", T, (long long)n, late);
+  tcheck_same(w, &v, &zero, sizeof v);
+  if (late && T > 1 && n >= 2 * T) { /* part 0's range [0, n/T) is mostly taken by the others */
+    int64_t lo, hi;
+    int others = 0, want = 1;
+    kern_split(n, 0, T, &lo, &hi);
+    for (int64_t u = lo; u < hi; u++) others += atomic_load(&k.by[u]) != 0;
+    v = others > 0;
+    snprintf(w, sizeof w, "steal T=%d n=%lld: a late part's units are taken by the others", T, (long long)n);
+    tcheck_same(w, &v, &want, sizeof v);
+  }
+}
+
 int main(void) {
   tgroup_begin("team: parts and stages run once each, in stage order");
   static const int Ts[] = {1, 2, 3, 5, 2, 64, 65, 80, 2, 1, 7};
@@ -123,6 +171,15 @@ int main(void) {
     tcheck_same("first caller's parts (T=2) all ran", &ta, &wa, sizeof ta);
     tcheck_same("second caller's parts (T=3) all ran", &tb, &wb, sizeof tb);
   }
+  tgroup_end();
+
+  tgroup_begin("team: work stealing takes every unit once");
+  static const int sT[] = {1, 2, 3, 5, 64};
+  static const int64_t sn[] = {0, 1, 2, 7, 100, STEAL_N};
+  for (size_t i = 0; i < sizeof sT / sizeof sT[0]; i++)
+    for (size_t j = 0; j < sizeof sn / sizeof sn[0]; j++) check_steal(sT[i], sn[j], 0);
+  check_steal(2, STEAL_N, 5);
+  check_steal(3, 200, 5);
   tgroup_end();
 
   tgroup_begin("team: sleeping workers wake for the next job");
