@@ -598,6 +598,8 @@ typedef struct conv_run {
   char *scratch;
   int blocked;
   int k9; /* lists of whole 3x3 kernels (spc_k9) instead of taps */
+  int upb;          /* stage 2's units of work per block: ranges of its output planes */
+  kern_steal units; /* stage 2's units (kern_steal) */
 } conv_run;
 
 static float *run_slot(const conv_run *r, int slot) { return (float *)r->scratch + (size_t)slot * r->l.blk; }
@@ -668,24 +670,34 @@ static void conv_stage1(const conv_run *r, int t, int T) {
   for (int64_t i = lo; i < hi; i++) conv_pack(r, (int)(i / cin), (int)(i % cin), run_slot(r, (int)(i / cin)));
 }
 
-/* Stage 2: the planes this worker owns (whole blocks in the blocked schedule, packed here first). */
-static void conv_stage2(const conv_run *r, int t, int T) {
-  const spconv_plan *p = r->p;
+/* Stage 2's units of work per block in the blocked schedule: ranges of the block's output planes, 4 (a
+ * worker that takes another's unit packs that block again: a quarter of a block's work and more is worth
+ * it). The split schedule's units are single planes. */
+static int conv_units_per_block(int blocked, int cout) { return blocked ? imin(4, cout) : cout; }
+
+/* Stage 2: units of planes, taken by work stealing (kern_steal; a plane's result does not depend on
+ * the worker). Blocked schedule: a unit is a range of one block's output planes, computed from the
+ * block packed into this worker's slot (packed here when the slot holds another block). */
+static void conv_stage2(conv_run *r, int t, int T) {
   float *plane = run_plane(r, t);
-  int cin = run_cin(r), cout = run_cout(r);
-  int64_t lo, hi;
-  if (r->blocked) {
-    float *slot = run_slot(r, t);
-    kern_split(p->nb, t, T, &lo, &hi);
-    for (int64_t blk = lo; blk < hi; blk++) {
-      for (int ch = 0; ch < cin; ch++) conv_pack(r, (int)blk, ch, slot);
-      for (int o = 0; o < cout; o++) conv_plane(r, (int)blk, o, slot, plane);
+  int cin = run_cin(r), cout = run_cout(r), held = -1;
+  for (;;) {
+    int64_t u = kern_steal_next(&r->units, t, T);
+    if (u < 0) return;
+    int blk = (int)(u / r->upb);
+    if (!r->blocked) {
+      conv_plane(r, blk, (int)(u % cout), run_slot(r, blk), plane);
+      continue;
     }
-    return;
+    float *slot = run_slot(r, t);
+    if (blk != held) {
+      for (int ch = 0; ch < cin; ch++) conv_pack(r, blk, ch, slot);
+      held = blk;
+    }
+    int64_t lo, hi;
+    kern_split(cout, (int)(u % r->upb), r->upb, &lo, &hi);
+    for (int64_t o = lo; o < hi; o++) conv_plane(r, blk, (int)o, slot, plane);
   }
-  kern_split((int64_t)p->nb * cout, t, T, &lo, &hi);
-  for (int64_t i = lo; i < hi; i++)
-    conv_plane(r, (int)(i / cout), (int)(i % cout), run_slot(r, (int)(i / cout)), plane);
 }
 
 static void conv_s1(void *ctx, int t, int T) { conv_stage1(ctx, t, T); }
@@ -1307,6 +1319,7 @@ typedef struct ps_run {
   spc_ent *lists;
   int *counts;
   char *threads; /* per-thread buffers, ps_thread_bytes each */
+  kern_steal units; /* stage 2's units of work */
 } ps_run;
 
 /* Stage 1: the lists of the work items this worker owns (fwd: output channels; bwd: input channels). */
@@ -1324,11 +1337,19 @@ static void ps_s1(void *ctx, int t, int T) {
   }
 }
 
-/* Stage 2: the (image, item) pairs this worker owns, a contiguous range in image-major order: per image
- * its input planes into the buffer, then band by band of output vectors the tiles of every list of the
- * items (NO lists a tile), then (bwd) the expansion into dX. */
+/* Stage 2's units of work per image: the whole image, or with fewer than 4 images a thread, parts of
+ * its items. */
+static int ps_units_per_image(const conv_desc *d, const ps_geom *g, int T) {
+  return d->N >= 4 * T ? 1 : imin(g->nitem, kern_cdiv(4 * T, d->N));
+}
+
+/* Stage 2: whole images, each claimed by the first worker free for it (the two virtual CPUs of this
+ * kind of machine run unevenly: a static split left one thread waiting 10-15% of the pass): per image
+ * its input planes into the worker's buffer, then band by band of output vectors the tiles of every
+ * list (NO lists a tile), then (bwd) the expansion into dX. An image's result does not depend on the
+ * worker that computes it. */
 static void ps_s2(void *ctx, int t, int T) {
-  const ps_run *r = ctx;
+  ps_run *r = ctx;
   const ps_geom *g = &r->g;
   const conv_desc *d = &r->p->d;
   char *tb = r->threads + ps_thread_bytes(g) * (size_t)t;
@@ -1339,20 +1360,29 @@ static void ps_s2(void *ctx, int t, int T) {
   size_t x_img = fwd ? (size_t)d->C * d->H * d->W : (size_t)d->K * d->P * d->Q;
   size_t y_img = fwd ? (size_t)d->K * d->P * d->Q : (size_t)d->C * d->H * d->W;
   size_t y_pl = fwd ? (size_t)d->P * d->Q : (size_t)d->H * d->W, zpl = (size_t)g->nvec * SPC_V;
-  int64_t lo, hi;
-  kern_split((int64_t)d->N * g->nitem, t, T, &lo, &hi);
-  if (lo >= hi) return;
-  memset(buf, 0, sizeof(float) * g->img); /* the halo; the data parts are rewritten per image */
-  if (g->direct) ps_compress_table(g, cm, co);
-  int nbands = kern_cdiv(g->nvec, g->tvmax);
-  for (int64_t it = lo; it < hi;) {
-    int n = (int)(it / g->nitem), o0 = (int)(it % g->nitem);
-    int o1 = (int)imin(g->nitem, (int)(hi - (int64_t)n * g->nitem));
+  int upi = ps_units_per_image(d, g, T);
+  int nbands = kern_cdiv(g->nvec, g->tvmax), ready = 0, last = -1;
+  for (;;) {
+    int64_t u = kern_steal_next(&r->units, t, T);
+    if (u < 0) break;
+    if (!ready) {
+      memset(buf, 0, sizeof(float) * g->img); /* the halo; the data parts are rewritten per image */
+      if (g->direct) ps_compress_table(g, cm, co);
+      ready = 1;
+    }
+    int n = (int)(u / upi), part = (int)(u % upi);
+    int64_t lo, hi;
+    kern_split(g->nitem, part, upi, &lo, &hi);
+    if (lo >= hi) continue;
+    int o0 = (int)lo, o1 = (int)hi;
     int l0 = o0 * g->nph, l1 = o1 * g->nph; /* lists [l0, l1) */
-    if (fwd)
-      ps_split(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
-    else
-      ps_copy_dy(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
+    if (n != last) { /* this worker's buffer holds image n's input from its previous unit otherwise */
+      if (fwd)
+        ps_split(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
+      else
+        ps_copy_dy(d, g, r->avx512, r->in + (size_t)n * x_img, buf);
+      last = n;
+    }
     for (int v0 = 0, bnd = 0; v0 < g->nvec; bnd++) {
       int tv = kern_cdiv(g->nvec - v0, nbands - bnd);
       for (int lst = l0; lst < l1; lst += g->NO) {
@@ -1381,7 +1411,6 @@ static void ps_s2(void *ctx, int t, int T) {
       v0 += tv;
     }
     if (!g->direct) ps_expand(d, g, r->avx512, z, o0, o1, r->out + (size_t)n * y_img);
-    it = (int64_t)n * g->nitem + o1;
   }
 }
 
@@ -1404,6 +1433,7 @@ static void ps_exec(const spconv_plan *p, conv_pass pass, const float *in, const
   r.lists = (spc_ent *)scratch;
   r.counts = (int *)((char *)scratch + off_counts);
   r.threads = (char *)scratch + off_threads;
+  kern_steal_init(&r.units, (int64_t)p->d.N * ps_units_per_image(&p->d, &r.g, p->nthreads), p->nthreads);
   kern_parallel2(p->nthreads, ps_s1, ps_s2, &r);
 }
 
@@ -1473,6 +1503,8 @@ static void conv_exec(const spconv_plan *p, conv_pass pass, const float *in, con
   r.out = out;
   r.scratch = scratch;
   r.blocked = blocked_schedule(p->nb, p->nthreads);
+  r.upb = conv_units_per_block(r.blocked, run_cout(&r));
+  kern_steal_init(&r.units, (int64_t)p->nb * r.upb, p->nthreads);
 #ifdef SPC_X86
   r.k9 = whole && k9_tiles_win(p, pass, kdens) && kern_cpu_avx512() && !spc_portable && !spc_no_k9;
 #else
