@@ -541,18 +541,18 @@ typedef struct pack_ctx {
   int grouped;    /* 1: entries grouped by parity class (spact_hdr) */
   pack_tab tab;   /* when H*W > 1 */
   uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
+  kern_steal images; /* taken by work stealing */
 } pack_ctx;
 
 static void pack_worker(void *arg, int t, int T) {
   pack_ctx *k = arg;
-  int64_t lo, hi;
-  kern_split(k->N, t, T, &lo, &hi);
   int HW = k->H * k->W;
   size_t chw = (size_t)k->C * HW;
   int ncls = k->v.h->ncls;
   uint16_t *bm = ncls ? k->bm + (size_t)t * k->C * 4 * k->tab.nw : NULL;
-  for (int64_t n = lo; n < hi; n++) {
+  for (int64_t n; (n = kern_steal_next(&k->images, t, T)) >= 0;) {
     const float *xi = k->x + (size_t)n * chw;
+    const float *next = n + 1 < k->N ? xi + chw : NULL; /* prefetched: most often this worker's next */
     uint32_t *cls = ncls ? k->v.cls + (size_t)n * ncls : NULL;
     int64_t cnt;
 #ifdef SPW_X86
@@ -574,13 +574,13 @@ static void pack_worker(void *arg, int t, int T) {
 #ifdef SPW_X86
     /* the vector write where most planes take it (see write_image_avx), else the bit walk */
     if (cls && k->simd && pb == 2 && !k->grouped)
-      write_image_order_avx(xi, k->C, HW, &k->tab, bm, cls, pos, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+      write_image_order_avx(xi, k->C, HW, &k->tab, bm, cls, pos, k->v.val + off, next);
     else if (cls && k->simd && pb == 2 && cnt >= 2 * (int64_t)k->tab.wslots * k->C)
-      write_image_avx(xi, k->C, k->H, k->W, k->thr, &k->tab, bm, cls, pos, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+      write_image_avx(xi, k->C, k->H, k->W, k->thr, &k->tab, bm, cls, pos, k->v.val + off, next);
     else
 #endif
     if (cls)
-      write_image(xi, k->C, HW, &k->tab, k->grouped, bm, cls, pos, pb, k->v.val + off, n + 1 < hi ? xi + chw : NULL);
+      write_image(xi, k->C, HW, &k->tab, k->grouped, bm, cls, pos, pb, k->v.val + off, next);
 #ifdef SPW_X86
     else if (k->simd)
       write_flat_avx(xi, k->C, k->thr, pos, pb, k->v.val + off);
@@ -612,6 +612,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
     pack_tab_init(&k.tab, H, W);
     k.bm = sw_xmalloc(sizeof(uint64_t) * (size_t)T * C * k.tab.nw); /* as 16-bit pieces */
   }
+  kern_steal_init(&k.images, N, T);
   kern_parallel(T, pack_worker, &k);
   if (h->ncls) {
     pack_tab_free(&k.tab);
