@@ -168,11 +168,12 @@ static int bn_threads(const bn_desc *d, int nthreads) {
   return (double)d->N * d->C * (double)d->HW < 32768 ? 1 : nthreads;
 }
 
-/* Both passes stream the tensor in memory order: worker t of T takes a contiguous range of the N*C
+/* Both passes stream the tensor in memory order: worker t of T starts on a contiguous range of the N*C
  * planes (image-major), so every thread reads long sequential runs whatever HW is (channel-major
  * order read one HW-float plane per image, 50 KB apart, and fell to half the bandwidth; with 7x7
- * planes to a quarter). The reduction stays the fixed one: each plane's partial sums are stored,
- * then each channel adds its planes in image order in double, so results do not depend on the split. */
+ * planes to a quarter), and takes units of planes from the others' ends when it is done (kern_steal).
+ * The reduction stays the fixed one: each plane's partial sums are stored, then each channel adds its
+ * planes in image order in double, so results do not depend on the split. */
 /* One training call's operands, shared by the stages of its job (kern_parallel_stages). */
 typedef struct bn_job {
   const bn_desc *d;
@@ -183,11 +184,26 @@ typedef struct bn_job {
   uint8_t *bits;
   int relu;
   bn_scratch s;
+  int64_t unit;          /* planes per unit of the plane stages */
+  kern_steal st1, st3;   /* the units of stage 1 and of stage 3 */
 } bn_job;
 
-/* Part t of T's planes [*lo, *hi) of the N*C (image-major). */
-static void plane_range(const bn_job *j, int t, int T, int64_t *lo, int64_t *hi) {
-  kern_split((int64_t)j->d->N * j->d->C, t, T, lo, hi);
+/* Sets up the plane stages' units for T parts: at least 16 Ki floats (a claim costs a few cache
+ * misses), a multiple of `align` planes. */
+static void plane_units(bn_job *j, int T, int64_t align) {
+  int64_t np = (int64_t)j->d->N * j->d->C, u = (16384 + j->d->HW - 1) / j->d->HW;
+  j->unit = (u + align - 1) / align * align;
+  kern_steal_init(&j->st1, (np + j->unit - 1) / j->unit, T);
+  kern_steal_init(&j->st3, (np + j->unit - 1) / j->unit, T);
+}
+
+/* Part t's next range of planes [*lo, *hi) of the N*C (image-major) from q; 0 when none is left. */
+static int next_planes(const bn_job *j, kern_steal *q, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t u = kern_steal_next(q, t, T), np = (int64_t)j->d->N * j->d->C;
+  if (u < 0) return 0;
+  *lo = u * j->unit;
+  *hi = *lo + j->unit < np ? *lo + j->unit : np;
+  return 1;
 }
 
 /* Channel c's sums of the planes' partial sums p1 and p2, in image order, in double. */
@@ -204,10 +220,10 @@ static void channel_sums(const bn_job *j, int64_t c, double *s1, double *s2) {
 /* Forward stage 1: each plane's shifted sums (with the shift near the mean, sum(v^2) - sum(v)^2/M
  * does not cancel badly). */
 static void fwd_sums(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
+  bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  plane_range(j, t, T, &lo, &hi);
-  for (int64_t q = lo; q < hi; q++) stats_run(HW, j->x + q * HW, j->x[(q % C) * HW], j->s.p1 + q, j->s.p2 + q);
+  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) stats_run(HW, j->x + q * HW, j->x[(q % C) * HW], j->s.p1 + q, j->s.p2 + q);
 }
 
 /* Forward stage 2: per channel, the planes' sums in image order: mean, invstd, running statistics. */
@@ -233,29 +249,34 @@ static void fwd_channels(void *ctx, int t, int T) {
 
 /* Forward stage 3: y = a * (x - mean) + bias (then ReLU), plane by plane. */
 static void fwd_affine(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
+  bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  plane_range(j, t, T, &lo, &hi);
-  for (int64_t q = lo; q < hi; q++) {
-    int64_t c = q % C;
-    affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
-  }
+  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
+    }
+}
+
+/* Planes of bn_fwd_train_add_relu's units are a multiple of: each unit starts on a byte of the mask
+ * (8 / gcd(HW, 8) planes), so no byte is written by two threads. */
+static int64_t mask_align(int64_t HW) {
+  int64_t a = 8;
+  while (a > 1 && (HW * (a / 2)) % 8 == 0) a /= 2;
+  return a;
 }
 
 /* Forward stage 3 of bn_fwd_train_add_relu: y = max(BN(x) + res, 0) and its bit mask, plane by
- * plane; each part's planes start on a byte of the mask (a multiple of 8 / gcd(HW, 8) planes), so no
- * byte is written by two threads. */
+ * plane (units of mask_align planes). */
 static void fwd_affine_add_relu(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
-  int64_t C = j->d->C, HW = j->d->HW, np = (int64_t)j->d->N * C, a = 8, lo, hi;
-  while (a > 1 && (HW * (a / 2)) % 8 == 0) a /= 2;
-  kern_split((np + a - 1) / a, t, T, &lo, &hi);
-  lo *= a, hi = hi * a < np ? hi * a : np;
-  for (int64_t q = lo; q < hi; q++) {
-    int64_t c = q % C;
-    affine_add_relu_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->res + q * HW, j->y + q * HW);
-    if (j->bits) relu_mask_at(q * HW, HW, j->y + q * HW, j->bits);
-  }
+  bn_job *j = ctx;
+  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
+  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      affine_add_relu_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->res + q * HW, j->y + q * HW);
+      if (j->bits) relu_mask_at(q * HW, HW, j->y + q * HW, j->bits);
+    }
 }
 
 void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, const float *scale, const float *bias,
@@ -265,6 +286,7 @@ void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, c
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .res = res,
               .bits = bits, .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine_add_relu};
+  plane_units(&j, bn_threads(d, nthreads), mask_align(d->HW));
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
@@ -275,6 +297,7 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .relu = relu,
               .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine};
+  plane_units(&j, bn_threads(d, nthreads), 1);
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
@@ -286,15 +309,16 @@ static void bwd_gate(const bn_job *j, int64_t c, float *ra, float *rb) {
 
 /* Backward stage 1: each plane's sums of g and g * (x - mean) (g = dy, gated by the ReLU). */
 static void bwd_sums(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
+  bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  plane_range(j, t, T, &lo, &hi);
-  for (int64_t q = lo; q < hi; q++) {
-    int64_t c = q % C;
-    float ra, rb;
-    bwd_gate(j, c, &ra, &rb);
-    grad_sums_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->relu, j->s.p1 + q, j->s.p2 + q);
-  }
+  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      float ra, rb;
+      bwd_gate(j, c, &ra, &rb);
+      grad_sums_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->relu, j->s.p1 + q,
+                    j->s.p2 + q);
+    }
 }
 
 /* Backward stage 2: per channel, dscale, dbias and the constants of dx. */
@@ -320,16 +344,16 @@ static void bwd_channels(void *ctx, int t, int T) {
 
 /* Backward stage 3: dx, plane by plane. */
 static void bwd_dx(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
+  bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  plane_range(j, t, T, &lo, &hi);
-  for (int64_t q = lo; q < hi; q++) {
-    int64_t c = q % C;
-    float ra, rb;
-    bwd_gate(j, c, &ra, &rb);
-    dx_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->s.k0[c], j->s.k1[c], j->s.k2[c],
-           j->relu, j->dx + q * HW);
-  }
+  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      float ra, rb;
+      bwd_gate(j, c, &ra, &rb);
+      dx_run(HW, j->x + q * HW, ra, rb, j->dy + q * HW, j->save_mean_in[c], j->s.k0[c], j->s.k1[c], j->s.k2[c],
+             j->relu, j->dx + q * HW);
+    }
 }
 
 void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy, const float *scale,
@@ -339,24 +363,26 @@ void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy
               .save_invstd_in = save_invstd, .dx = dx, .dscale = dscale, .dbias = dbias, .relu = relu,
               .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {bwd_sums, bwd_channels, bwd_dx};
+  plane_units(&j, bn_threads(d, nthreads), 1);
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
 /* Inference: y = a * (x - mean) + bias (then ReLU) from the running statistics, plane by plane. */
 static void infer_planes(void *ctx, int t, int T) {
-  const bn_job *j = ctx;
+  bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  plane_range(j, t, T, &lo, &hi);
-  for (int64_t q = lo; q < hi; q++) {
-    int64_t c = q % C;
-    double invstd = 1.0 / sqrt((double)j->var[c] + j->d->eps);
-    float a = (float)(j->scale[c] * invstd);
-    affine_run(HW, j->x + q * HW, j->mean[c], a, j->bias[c], j->relu, j->y + q * HW);
-  }
+  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = q % C;
+      double invstd = 1.0 / sqrt((double)j->var[c] + j->d->eps);
+      float a = (float)(j->scale[c] * invstd);
+      affine_run(HW, j->x + q * HW, j->mean[c], a, j->bias[c], j->relu, j->y + q * HW);
+    }
 }
 
 void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                   const float *var, float *y, int relu, int nthreads) {
   bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .mean = mean, .var = var, .y = y, .relu = relu};
+  plane_units(&j, bn_threads(d, nthreads), 1);
   kern_parallel(bn_threads(d, nthreads), infer_planes, &j);
 }

@@ -168,7 +168,9 @@ static void check_bn(void) {
                      {9, 3, 1, 1e-5f, 0.9f}, {4, 5, 2, 1e-5f, 0.9f}, {3, 3, 3, 1e-5f, 0.9f}, {2, 9, 6, 1e-5f, 0.9f},
                      {3, 7, 12, 1e-5f, 0.9f}, {1, 1, 1, 1e-5f, 0.9f},
                      /* large enough for 2 and 3 threads, whose even splits would cut a mask byte */
-                     {9, 85, 49, 1e-5f, 0.9f}, {5, 35, 196, 1e-5f, 0.9f}};
+                     {9, 85, 49, 1e-5f, 0.9f}, {5, 35, 196, 1e-5f, 0.9f},
+                     /* many units of work (kern_steal), whose boundaries would cut mask bytes */
+                     {64, 85, 49, 1e-5f, 0.9f}, {33, 70, 196, 1e-5f, 0.9f}};
   for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) check_bn_add_relu(fused[i]);
 }
 
