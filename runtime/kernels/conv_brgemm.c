@@ -236,15 +236,14 @@ typedef struct wpack_args {
   wpack_kind kind;
   const float *w;
   float *dst;
+  kern_steal blocks; /* taken by work stealing (a late worker's share goes to the other) */
 } wpack_args;
 
 static void wpack_worker(void *ctx, int t, int T) {
-  const wpack_args *a = ctx;
+  wpack_args *a = ctx;
   const conv_plan *p = a->p;
   int R = p->d.R, S = p->d.S, cb = p->cb, kb = p->kb, Cb = p->Cb, Kb = p->Kb;
-  int64_t lo, hi, blocks = (int64_t)p->G * Kb * Cb;
-  kern_split(blocks, t, T, &lo, &hi);
-  for (int64_t bl = lo; bl < hi; bl++) {
+  for (int64_t bl; (bl = kern_steal_next(&a->blocks, t, T)) >= 0;) {
     int g = (int)(bl / ((int64_t)Kb * Cb)), ki = (int)(bl / Cb % Kb), ci = (int)(bl % Cb);
     for (int r = 0; r < R; r++)
       for (int s = 0; s < S; s++)
@@ -271,7 +270,8 @@ static void wpack_worker(void *ctx, int t, int T) {
 }
 
 static void wpack(const conv_plan *p, wpack_kind kind, const float *w, float *dst) {
-  wpack_args a = {p, kind, w, dst};
+  wpack_args a = {.p = p, .kind = kind, .w = w, .dst = dst};
+  kern_steal_init(&a.blocks, (int64_t)p->G * p->Kb * p->Cb, p->nthreads);
   kern_parallel(p->nthreads, wpack_worker, &a);
 }
 
@@ -498,18 +498,18 @@ typedef struct engine_args {
   const float *src, *wt;
   float *dst, *inb, *outb;         /* per-thread slots (per image) or batch buffers */
   size_t in_slot, out_slot;        /* floats per slot */
+  kern_steal images;               /* per image: taken by work stealing */
 } engine_args;
 
-/* Whole images per thread: pack, multiply, unpack in private buffers. */
+/* Whole images per thread (its own range first, then by work stealing; an image's result does not
+ * depend on the thread): pack, multiply, unpack in private buffers. */
 static void engine_image_worker(void *ctx, int t, int T) {
-  const engine_args *a = ctx;
-  const conv_desc *d = &a->p->d;
+  engine_args *a = ctx;
   float *inb = a->inb + (size_t)t * a->in_slot, *outb = a->outb + (size_t)t * a->out_slot;
-  int64_t lo, hi, planes_in = (int64_t)a->in_pa->G * a->in_pa->Bn, planes_out = (int64_t)a->out_pa->G * a->out_pa->Bn;
-  kern_split(d->N, t, T, &lo, &hi);
+  int64_t planes_in = (int64_t)a->in_pa->G * a->in_pa->Bn, planes_out = (int64_t)a->out_pa->G * a->out_pa->Bn;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  for (int64_t n = lo; n < hi; n++) {
+  for (int64_t n; (n = kern_steal_next(&a->images, t, T)) >= 0;) {
     pack_image(a->in_pa, a->src + n * nchw_image(a->in_pa), inb, 0, planes_in);
     prof_lap_t0(t, &pr->pack, &t0);
     geo_run_range(a->g, inb, a->wt, outb, 0, geo_units(a->g));
@@ -536,6 +536,7 @@ static void engine_run(engine_args *a, char *sp) {
   size_t slots = p->per_image ? (size_t)p->nthreads : (size_t)p->d.N;
   a->outb = a->inb + slots * a->in_slot;
   if (p->per_image) {
+    kern_steal_init(&a->images, p->d.N, p->nthreads);
     kern_parallel(p->nthreads, engine_image_worker, a); /* times its stages itself */
     return;
   }
@@ -560,7 +561,7 @@ void conv_brgemm_fwd(const conv_plan *p, const float *x, const float *w, const f
   prof_lap(&conv_brgemm_prof.pack, &t0);
   pack_args in = x_pack_args(p, g);
   pack_args out = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, g->P, g->Wv, 0, 0, b};
-  engine_args a = {p, g, &in, &out, x, wb, y, NULL, NULL, 0, 0};
+  engine_args a = {.p = p, .g = g, .in_pa = &in, .out_pa = &out, .src = x, .wt = wb, .dst = y};
   engine_run(&a, sp + fbytes(geo_w_floats(g)));
 }
 
@@ -573,6 +574,7 @@ typedef struct scatter_args {
   const float *dy, *wb;
   float *dx, *dyb, *dxb;
   size_t dy_slot, dx_slot;
+  kern_steal images; /* per image: taken by work stealing */
 } scatter_args;
 
 /* Units [lo, hi) of (image, group, C block): zero the padded dX plane, then add W^T dY for every
@@ -604,14 +606,13 @@ static void scatter_range(const conv_plan *p, const float *dyb, const float *wb,
 }
 
 static void scatter_image_worker(void *ctx, int t, int T) {
-  const scatter_args *a = ctx;
+  scatter_args *a = ctx;
   const conv_plan *p = a->p;
   float *dyb = a->dyb + (size_t)t * a->dy_slot, *dxb = a->dxb + (size_t)t * a->dx_slot;
-  int64_t lo, hi, per = (int64_t)p->G * p->Cb;
-  kern_split(p->d.N, t, T, &lo, &hi);
+  int64_t per = (int64_t)p->G * p->Cb;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  for (int64_t n = lo; n < hi; n++) {
+  for (int64_t n; (n = kern_steal_next(&a->images, t, T)) >= 0;) {
     pack_image(a->in_pa, a->dy + n * nchw_image(a->in_pa), dyb, 0, (int64_t)p->G * p->Kb);
     prof_lap_t0(t, &pr->pack, &t0);
     scatter_range(p, dyb, a->wb, dxb, 0, per);
@@ -644,7 +645,7 @@ void conv_brgemm_bwd_data(const conv_plan *p, const float *dy, const float *w, f
     prof_lap(&pr->pack, &t0);
     pack_args in = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, g->Hp, g->Wp, g->off_t, g->off_l, NULL};
     pack_args out = {p->G, p->Cg, d->H, d->W, p->sx_h, p->sx_w, p->Hx, p->Wx, p->Cb, p->cb, g->P, g->Wv, 0, 0, NULL};
-    engine_args a = {p, g, &in, &out, dy, wb, dx, NULL, NULL, 0, 0};
+    engine_args a = {.p = p, .g = g, .in_pa = &in, .out_pa = &out, .src = dy, .wt = wb, .dst = dx};
     engine_run(&a, sp + fbytes(geo_w_floats(g)));
     return;
   }
@@ -653,12 +654,13 @@ void conv_brgemm_bwd_data(const conv_plan *p, const float *dy, const float *w, f
   pack_args in = {p->G, p->Kg, d->P, d->Q, 1, 1, d->P, d->Q, p->Kb, p->kb, d->P, d->Q, 0, 0, NULL};
   pack_args out = {p->G, p->Cg, d->H, d->W, 1, 1, d->H, d->W, p->Cb, p->cb, p->bwdd_Hp, p->bwdd_Wp,
                    d->pad_t, d->pad_l, NULL};
-  scatter_args a = {p, &in, &out, dy, wb, dx, NULL, NULL, 0, 0};
+  scatter_args a = {.p = p, .in_pa = &in, .out_pa = &out, .dy = dy, .wb = wb, .dx = dx};
   a.dy_slot = slot_floats(p->per_image, blk_image(&in));
   a.dx_slot = slot_floats(p->per_image, blk_image(&out));
   a.dyb = (float *)(sp + fbytes(wfloats(p)));
   a.dxb = a.dyb + (p->per_image ? (size_t)p->nthreads : (size_t)d->N) * a.dy_slot;
   if (p->per_image) {
+    kern_steal_init(&a.images, d->N, p->nthreads);
     kern_parallel(p->nthreads, scatter_image_worker, &a); /* times its stages itself */
     return;
   }
