@@ -17,6 +17,18 @@ static void unit_split(int64_t n, int64_t unit, int t, int T, int64_t *lo, int64
   *hi = b * unit < n ? b * unit : n;
 }
 
+/* Work stealing (kern_steal) over n elements in units of `unit`: q set up for T parts. */
+static void steal_units(kern_steal *q, int64_t n, int64_t unit, int T) { kern_steal_init(q, (n + unit - 1) / unit, T); }
+
+/* Part t's next unit [*lo, *hi) of n elements from q; 0 when none is left. */
+static int steal_next(kern_steal *q, int64_t n, int64_t unit, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t u = kern_steal_next(q, t, T);
+  if (u < 0) return 0;
+  *lo = u * unit;
+  *hi = *lo + unit < n ? *lo + unit : n;
+  return 1;
+}
+
 /* Elements per block of the k-input sums (sum_relu_grad's general case, sum_n): they stay in L1. */
 #define SUM_BLOCK 512
 
@@ -621,6 +633,7 @@ typedef struct bits_job {
   const uint8_t *gate;
   uint8_t *bits;
   float *out;
+  kern_steal units; /* of ELT_CHUNK elements (whole mask bytes) for the fused kernels */
 } bits_job;
 
 static void relu_mask_part(void *ctx, int t, int T) {
@@ -660,19 +673,21 @@ KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, 
 }
 
 static void add_relu_part(void *ctx, int t, int T) {
-  const bits_job *j = ctx;
+  bits_job *j = ctx;
   int64_t lo, hi;
-  bits_split(j->n, t, T, &lo, &hi);
-  for (int64_t i = lo; i < hi; i += AR_BLOCK) {
-    int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
-    add_relu_run(m, j->a + i, j->b + i, j->out + i);
-    if (j->bits) pos_bits(m, j->out + i, j->bits + i / 8);
-  }
+  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi))
+    for (int64_t i = lo; i < hi; i += AR_BLOCK) {
+      int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
+      add_relu_run(m, j->a + i, j->b + i, j->out + i);
+      if (j->bits) pos_bits(m, j->out + i, j->bits + i / 8);
+    }
 }
 
 void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads) {
   bits_job j = {.n = n, .a = a, .b = b, .out = y, .bits = bits};
-  kern_parallel(n > ELT_CHUNK ? nthreads : 1, add_relu_part, &j);
+  int T = n > ELT_CHUNK ? nthreads : 1;
+  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_parallel(T, add_relu_part, &j);
 }
 
 void sum_relu_grad_ref(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx) {
@@ -700,15 +715,16 @@ KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *
 }
 
 static void sum_relu_grad_part(void *ctx, int t, int T) {
-  const bits_job *j = ctx;
+  bits_job *j = ctx;
   int64_t lo, hi;
-  bits_split(j->n, t, T, &lo, &hi);
-  const float *part[64];
-  for (int i = 0; i < j->k; i++) part[i] = j->dy[i] + lo;
-  if (j->gate)
-    sum_gate_bits(hi - lo, j->k, part, j->gate + lo / 8, j->out + lo);
-  else
-    sum_relu_grad_run(hi - lo, j->k, part, j->y + lo, j->out + lo);
+  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) {
+    const float *part[64];
+    for (int i = 0; i < j->k; i++) part[i] = j->dy[i] + lo;
+    if (j->gate)
+      sum_gate_bits(hi - lo, j->k, part, j->gate + lo / 8, j->out + lo);
+    else
+      sum_relu_grad_run(hi - lo, j->k, part, j->y + lo, j->out + lo);
+  }
 }
 
 typedef struct sub_job {
@@ -718,6 +734,8 @@ typedef struct sub_job {
   const uint8_t *bits;
   int64_t nbytes; /* of the mask */
   float *dx;
+  int64_t unit;     /* planes per unit of work (kern_steal) */
+  kern_steal units;
 } sub_job;
 
 /* One row of sum_relu_grad_sub in plain C: element i (of the whole tensor) is row element w = i - i0;
@@ -791,35 +809,41 @@ ELT_AVX512 static void sub_plane_avx512(const sub_job *j, int64_t i0, const floa
 #endif
 
 static void sum_relu_grad_sub_part(void *ctx, int t, int T) {
-  const sub_job *j = ctx;
+  sub_job *j = ctx;
   int64_t lo, hi, HW = (int64_t)j->H * j->W, P = (j->H + j->sh - 1) / j->sh, Q = (j->W + j->sw - 1) / j->sw;
-  kern_split(j->planes, t, T, &lo, &hi);
 #if defined(__x86_64__) && defined(__GNUC__)
   if (!elt_portable && kern_cpu_avx512() && (HW + 15) / 16 <= SUB_MAX_CHUNKS) {
     __mmask16 em[SUB_MAX_CHUNKS];
     int32_t eo[SUB_MAX_CHUNKS];
     sub_chunks(j, em, eo);
-    for (int64_t q = lo; q < hi; q++) sub_plane_avx512(j, q * HW, j->b + q * P * Q, em, eo);
+    while (steal_next(&j->units, j->planes, j->unit, t, T, &lo, &hi))
+      for (int64_t q = lo; q < hi; q++) sub_plane_avx512(j, q * HW, j->b + q * P * Q, em, eo);
     return;
   }
 #endif
-  for (int64_t q = lo; q < hi; q++)
-    for (int h = 0; h < j->H; h++) sub_row_c(j, q * HW + (int64_t)h * j->W, h % j->sh ? NULL : j->b + (q * P + h / j->sh) * Q);
+  while (steal_next(&j->units, j->planes, j->unit, t, T, &lo, &hi))
+    for (int64_t q = lo; q < hi; q++)
+      for (int h = 0; h < j->H; h++)
+        sub_row_c(j, q * HW + (int64_t)h * j->W, h % j->sh ? NULL : j->b + (q * P + h / j->sh) * Q);
 }
 
 void sum_relu_grad_sub(int64_t planes, int H, int W, int sh, int sw, const float *a, const float *b, const float *y,
                        const uint8_t *bits, float *dx, int nthreads) {
   SW_ASSERT(planes >= 0 && H >= 1 && W >= 1 && sh >= 1 && sw >= 1 && (y == NULL) != (bits == NULL));
   sub_job j = {.planes = planes, .H = H, .W = W, .sh = sh, .sw = sw, .a = a, .b = b, .y = y, .bits = bits,
-               .nbytes = (planes * H * W + 7) / 8, .dx = dx};
-  kern_parallel(planes * H * W > ELT_CHUNK ? nthreads : 1, sum_relu_grad_sub_part, &j);
+               .nbytes = (planes * H * W + 7) / 8, .dx = dx, .unit = (ELT_CHUNK + (int64_t)H * W - 1) / ((int64_t)H * W)};
+  int T = planes * H * W > ELT_CHUNK ? nthreads : 1;
+  steal_units(&j.units, planes, j.unit, T);
+  kern_parallel(T, sum_relu_grad_sub_part, &j);
 }
 
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads) {
   SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));
   bits_job j = {.n = n, .k = k, .dy = dy, .y = y, .gate = bits, .out = dx};
-  kern_parallel(n > ELT_CHUNK ? nthreads : 1, sum_relu_grad_part, &j);
+  int T = n > ELT_CHUNK ? nthreads : 1;
+  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_parallel(T, sum_relu_grad_part, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -841,19 +865,21 @@ typedef struct sum_job {
   int k, neg;
   const float *const *x;
   float *y;
+  kern_steal units; /* of ELT_CHUNK elements */
 } sum_job;
 
 static void sum_n_part(void *ctx, int t, int T) {
-  const sum_job *j = ctx;
+  sum_job *j = ctx;
   int64_t lo, hi;
-  kern_split(j->n, t, T, &lo, &hi);
-  sum_n_run(lo, hi, j->k, j->x, j->neg, j->y);
+  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) sum_n_run(lo, hi, j->k, j->x, j->neg, j->y);
 }
 
 void sum_n(int64_t n, int k, const float *const *x, int neg, float *y, int nthreads) {
   SW_ASSERT(k >= 1);
   sum_job j = {.n = n, .k = k, .neg = neg, .x = x, .y = y};
-  kern_parallel(n > ELT_CHUNK ? nthreads : 1, sum_n_part, &j);
+  int T = n > ELT_CHUNK ? nthreads : 1;
+  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_parallel(T, sum_n_part, &j);
 }
 
 void kern_reduce_sum(const kshape *big, const float *X, const kshape *small, float *out, float scale, int nthreads) {
