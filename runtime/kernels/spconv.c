@@ -1343,11 +1343,12 @@ static int ps_units_per_image(const conv_desc *d, const ps_geom *g, int T) {
   return d->N >= 4 * T ? 1 : imin(g->nitem, kern_cdiv(4 * T, d->N));
 }
 
-/* Stage 2: whole images, each claimed by the first worker free for it (the two virtual CPUs of this
- * kind of machine run unevenly: a static split left one thread waiting 10-15% of the pass): per image
- * its input planes into the worker's buffer, then band by band of output vectors the tiles of every
- * list (NO lists a tile), then (bwd) the expansion into dX. An image's result does not depend on the
- * worker that computes it. */
+/* Stage 2: units of whole images (ps_units_per_image), taken by work stealing (kern_steal: the two
+ * virtual CPUs of this kind of machine run unevenly, and a static split left one thread waiting 10-15%
+ * of the pass; images handed out one by one in turn instead, which keeps no run of images on one core,
+ * made the SWAT-U step about 10% slower): per image its input planes into the worker's buffer, then
+ * band by band of output vectors the tiles of every list (NO lists a tile), then (bwd) the expansion
+ * into dX. An image's result does not depend on the worker that computes it. */
 static void ps_s2(void *ctx, int t, int T) {
   ps_run *r = ctx;
   const ps_geom *g = &r->g;
