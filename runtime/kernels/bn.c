@@ -185,25 +185,22 @@ typedef struct bn_job {
   int relu;
   bn_scratch s;
   int64_t unit;          /* planes per unit of the plane stages */
-  kern_steal st1, st3;   /* the units of stage 1 and of stage 3 */
+  kern_steal *st1, *st3; /* the units of stage 1 and of stage 3 (locals of the entry function) */
 } bn_job;
 
-/* Sets up the plane stages' units for T parts: at least 16 Ki floats (a claim costs a few cache
- * misses), a multiple of `align` planes. */
-static void plane_units(bn_job *j, int T, int64_t align) {
+/* Sets up the plane stages' units for T parts in st1 and st3 (NULL for a one-stage job): at least
+ * 16 Ki floats (a claim costs a few cache misses), a multiple of `align` planes. */
+static void plane_units(bn_job *j, kern_steal *st1, kern_steal *st3, int T, int64_t align) {
   int64_t np = (int64_t)j->d->N * j->d->C, u = (16384 + j->d->HW - 1) / j->d->HW;
   j->unit = (u + align - 1) / align * align;
-  kern_steal_init(&j->st1, (np + j->unit - 1) / j->unit, T);
-  kern_steal_init(&j->st3, (np + j->unit - 1) / j->unit, T);
+  j->st1 = st1, j->st3 = st3;
+  kern_steal_init_units(st1, np, j->unit, T);
+  if (st3) kern_steal_init_units(st3, np, j->unit, T);
 }
 
 /* Part t's next range of planes [*lo, *hi) of the N*C (image-major) from q; 0 when none is left. */
 static int next_planes(const bn_job *j, kern_steal *q, int t, int T, int64_t *lo, int64_t *hi) {
-  int64_t u = kern_steal_next(q, t, T), np = (int64_t)j->d->N * j->d->C;
-  if (u < 0) return 0;
-  *lo = u * j->unit;
-  *hi = *lo + j->unit < np ? *lo + j->unit : np;
-  return 1;
+  return kern_steal_range(q, (int64_t)j->d->N * j->d->C, j->unit, t, T, lo, hi);
 }
 
 /* Channel c's sums of the planes' partial sums p1 and p2, in image order, in double. */
@@ -222,7 +219,7 @@ static void channel_sums(const bn_job *j, int64_t c, double *s1, double *s2) {
 static void fwd_sums(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+  while (next_planes(j, j->st1, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) stats_run(HW, j->x + q * HW, j->x[(q % C) * HW], j->s.p1 + q, j->s.p2 + q);
 }
 
@@ -251,7 +248,7 @@ static void fwd_channels(void *ctx, int t, int T) {
 static void fwd_affine(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+  while (next_planes(j, j->st3, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
       affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
@@ -271,7 +268,7 @@ static int64_t mask_align(int64_t HW) {
 static void fwd_affine_add_relu(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+  while (next_planes(j, j->st3, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
       affine_add_relu_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->res + q * HW, j->y + q * HW);
@@ -286,7 +283,8 @@ void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, c
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .res = res,
               .bits = bits, .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine_add_relu};
-  plane_units(&j, bn_threads(d, nthreads), mask_align(d->HW));
+  kern_steal st1, st3;
+  plane_units(&j, &st1, &st3, bn_threads(d, nthreads), mask_align(d->HW));
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
@@ -297,7 +295,8 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .relu = relu,
               .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine};
-  plane_units(&j, bn_threads(d, nthreads), 1);
+  kern_steal st1, st3;
+  plane_units(&j, &st1, &st3, bn_threads(d, nthreads), 1);
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
@@ -311,7 +310,7 @@ static void bwd_gate(const bn_job *j, int64_t c, float *ra, float *rb) {
 static void bwd_sums(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+  while (next_planes(j, j->st1, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
       float ra, rb;
@@ -346,7 +345,7 @@ static void bwd_channels(void *ctx, int t, int T) {
 static void bwd_dx(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st3, t, T, &lo, &hi))
+  while (next_planes(j, j->st3, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
       float ra, rb;
@@ -363,7 +362,8 @@ void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy
               .save_invstd_in = save_invstd, .dx = dx, .dscale = dscale, .dbias = dbias, .relu = relu,
               .s = bn_scratch_of(d, scratch)};
   void (*const stages[3])(void *, int, int) = {bwd_sums, bwd_channels, bwd_dx};
-  plane_units(&j, bn_threads(d, nthreads), 1);
+  kern_steal st1, st3;
+  plane_units(&j, &st1, &st3, bn_threads(d, nthreads), 1);
   kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
 }
 
@@ -371,7 +371,7 @@ void bn_bwd(const bn_desc *d, const float *x, const float *bias, const float *dy
 static void infer_planes(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, &j->st1, t, T, &lo, &hi))
+  while (next_planes(j, j->st1, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
       double invstd = 1.0 / sqrt((double)j->var[c] + j->d->eps);
@@ -383,6 +383,7 @@ static void infer_planes(void *ctx, int t, int T) {
 void bn_fwd_infer(const bn_desc *d, const float *x, const float *scale, const float *bias, const float *mean,
                   const float *var, float *y, int relu, int nthreads) {
   bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .mean = mean, .var = var, .y = y, .relu = relu};
-  plane_units(&j, bn_threads(d, nthreads), 1);
+  kern_steal st1;
+  plane_units(&j, &st1, NULL, bn_threads(d, nthreads), 1);
   kern_parallel(bn_threads(d, nthreads), infer_planes, &j);
 }

@@ -236,14 +236,14 @@ typedef struct wpack_args {
   wpack_kind kind;
   const float *w;
   float *dst;
-  kern_steal blocks; /* taken by work stealing (a late worker's share goes to the other) */
+  kern_steal *blocks; /* taken by work stealing (a late worker's share goes to the other) */
 } wpack_args;
 
 static void wpack_worker(void *ctx, int t, int T) {
   wpack_args *a = ctx;
   const conv_plan *p = a->p;
   int R = p->d.R, S = p->d.S, cb = p->cb, kb = p->kb, Cb = p->Cb, Kb = p->Kb;
-  for (int64_t bl; (bl = kern_steal_next(&a->blocks, t, T)) >= 0;) {
+  for (int64_t bl; (bl = kern_steal_next(a->blocks, t, T)) >= 0;) {
     int g = (int)(bl / ((int64_t)Kb * Cb)), ki = (int)(bl / Cb % Kb), ci = (int)(bl % Cb);
     for (int r = 0; r < R; r++)
       for (int s = 0; s < S; s++)
@@ -270,8 +270,9 @@ static void wpack_worker(void *ctx, int t, int T) {
 }
 
 static void wpack(const conv_plan *p, wpack_kind kind, const float *w, float *dst) {
-  wpack_args a = {.p = p, .kind = kind, .w = w, .dst = dst};
-  kern_steal_init(&a.blocks, (int64_t)p->G * p->Kb * p->Cb, p->nthreads);
+  kern_steal q;
+  wpack_args a = {.p = p, .kind = kind, .w = w, .dst = dst, .blocks = &q};
+  kern_steal_init(&q, (int64_t)p->G * p->Kb * p->Cb, p->nthreads);
   kern_parallel(p->nthreads, wpack_worker, &a);
 }
 
@@ -498,7 +499,7 @@ typedef struct engine_args {
   const float *src, *wt;
   float *dst, *inb, *outb;         /* per-thread slots (per image) or batch buffers */
   size_t in_slot, out_slot;        /* floats per slot */
-  kern_steal images;               /* per image: taken by work stealing */
+  kern_steal *images;              /* per image: taken by work stealing */
 } engine_args;
 
 /* Whole images per thread (its own range first, then by work stealing; an image's result does not
@@ -509,7 +510,7 @@ static void engine_image_worker(void *ctx, int t, int T) {
   int64_t planes_in = (int64_t)a->in_pa->G * a->in_pa->Bn, planes_out = (int64_t)a->out_pa->G * a->out_pa->Bn;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  for (int64_t n; (n = kern_steal_next(&a->images, t, T)) >= 0;) {
+  for (int64_t n; (n = kern_steal_next(a->images, t, T)) >= 0;) {
     pack_image(a->in_pa, a->src + n * nchw_image(a->in_pa), inb, 0, planes_in);
     prof_lap_t0(t, &pr->pack, &t0);
     geo_run_range(a->g, inb, a->wt, outb, 0, geo_units(a->g));
@@ -536,7 +537,9 @@ static void engine_run(engine_args *a, char *sp) {
   size_t slots = p->per_image ? (size_t)p->nthreads : (size_t)p->d.N;
   a->outb = a->inb + slots * a->in_slot;
   if (p->per_image) {
-    kern_steal_init(&a->images, p->d.N, p->nthreads);
+    kern_steal q;
+    kern_steal_init(&q, p->d.N, p->nthreads);
+    a->images = &q;
     kern_parallel(p->nthreads, engine_image_worker, a); /* times its stages itself */
     return;
   }
@@ -574,7 +577,7 @@ typedef struct scatter_args {
   const float *dy, *wb;
   float *dx, *dyb, *dxb;
   size_t dy_slot, dx_slot;
-  kern_steal images; /* per image: taken by work stealing */
+  kern_steal *images; /* per image: taken by work stealing */
 } scatter_args;
 
 /* Units [lo, hi) of (image, group, C block): zero the padded dX plane, then add W^T dY for every
@@ -612,7 +615,7 @@ static void scatter_image_worker(void *ctx, int t, int T) {
   int64_t per = (int64_t)p->G * p->Cb;
   conv_prof *pr = &conv_brgemm_prof;
   double t0 = prof_now();
-  for (int64_t n; (n = kern_steal_next(&a->images, t, T)) >= 0;) {
+  for (int64_t n; (n = kern_steal_next(a->images, t, T)) >= 0;) {
     pack_image(a->in_pa, a->dy + n * nchw_image(a->in_pa), dyb, 0, (int64_t)p->G * p->Kb);
     prof_lap_t0(t, &pr->pack, &t0);
     scatter_range(p, dyb, a->wb, dxb, 0, per);
@@ -660,7 +663,9 @@ void conv_brgemm_bwd_data(const conv_plan *p, const float *dy, const float *w, f
   a.dyb = (float *)(sp + fbytes(wfloats(p)));
   a.dxb = a.dyb + (p->per_image ? (size_t)p->nthreads : (size_t)d->N) * a.dy_slot;
   if (p->per_image) {
-    kern_steal_init(&a.images, d->N, p->nthreads);
+    kern_steal q;
+    kern_steal_init(&q, d->N, p->nthreads);
+    a.images = &q;
     kern_parallel(p->nthreads, scatter_image_worker, &a); /* times its stages itself */
     return;
   }

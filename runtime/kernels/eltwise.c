@@ -17,18 +17,6 @@ static void unit_split(int64_t n, int64_t unit, int t, int T, int64_t *lo, int64
   *hi = b * unit < n ? b * unit : n;
 }
 
-/* Work stealing (kern_steal) over n elements in units of `unit`: q set up for T parts. */
-static void steal_units(kern_steal *q, int64_t n, int64_t unit, int T) { kern_steal_init(q, (n + unit - 1) / unit, T); }
-
-/* Part t's next unit [*lo, *hi) of n elements from q; 0 when none is left. */
-static int steal_next(kern_steal *q, int64_t n, int64_t unit, int t, int T, int64_t *lo, int64_t *hi) {
-  int64_t u = kern_steal_next(q, t, T);
-  if (u < 0) return 0;
-  *lo = u * unit;
-  *hi = *lo + unit < n ? *lo + unit : n;
-  return 1;
-}
-
 /* Elements per block of the k-input sums (sum_relu_grad's general case, sum_n): they stay in L1. */
 #define SUM_BLOCK 512
 
@@ -633,7 +621,7 @@ typedef struct bits_job {
   const uint8_t *gate;
   uint8_t *bits;
   float *out;
-  kern_steal units; /* of ELT_CHUNK elements (whole mask bytes) for the fused kernels */
+  kern_steal *units; /* of ELT_CHUNK elements (whole mask bytes) for the fused kernels */
 } bits_job;
 
 static void relu_mask_part(void *ctx, int t, int T) {
@@ -675,7 +663,7 @@ KERN_CLONES static void add_relu_run(int64_t n, const float *a, const float *b, 
 static void add_relu_part(void *ctx, int t, int T) {
   bits_job *j = ctx;
   int64_t lo, hi;
-  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi))
+  while (kern_steal_range(j->units, j->n, ELT_CHUNK, t, T, &lo, &hi))
     for (int64_t i = lo; i < hi; i += AR_BLOCK) {
       int64_t m = hi - i < AR_BLOCK ? hi - i : AR_BLOCK;
       add_relu_run(m, j->a + i, j->b + i, j->out + i);
@@ -684,9 +672,10 @@ static void add_relu_part(void *ctx, int t, int T) {
 }
 
 void add_relu(int64_t n, const float *a, const float *b, float *y, uint8_t *bits, int nthreads) {
-  bits_job j = {.n = n, .a = a, .b = b, .out = y, .bits = bits};
+  kern_steal q;
+  bits_job j = {.n = n, .a = a, .b = b, .out = y, .bits = bits, .units = &q};
   int T = n > ELT_CHUNK ? nthreads : 1;
-  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_steal_init_units(&q, n, ELT_CHUNK, T);
   kern_parallel(T, add_relu_part, &j);
 }
 
@@ -717,7 +706,7 @@ KERN_CLONES static void sum_relu_grad_run(int64_t n, int k, const float *const *
 static void sum_relu_grad_part(void *ctx, int t, int T) {
   bits_job *j = ctx;
   int64_t lo, hi;
-  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) {
+  while (kern_steal_range(j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) {
     const float *part[64];
     for (int i = 0; i < j->k; i++) part[i] = j->dy[i] + lo;
     if (j->gate)
@@ -735,7 +724,7 @@ typedef struct sub_job {
   int64_t nbytes; /* of the mask */
   float *dx;
   int64_t unit;     /* planes per unit of work (kern_steal) */
-  kern_steal units;
+  kern_steal *units;
 } sub_job;
 
 /* One row of sum_relu_grad_sub in plain C: element i (of the whole tensor) is row element w = i - i0;
@@ -816,12 +805,12 @@ static void sum_relu_grad_sub_part(void *ctx, int t, int T) {
     __mmask16 em[SUB_MAX_CHUNKS];
     int32_t eo[SUB_MAX_CHUNKS];
     sub_chunks(j, em, eo);
-    while (steal_next(&j->units, j->planes, j->unit, t, T, &lo, &hi))
+    while (kern_steal_range(j->units, j->planes, j->unit, t, T, &lo, &hi))
       for (int64_t q = lo; q < hi; q++) sub_plane_avx512(j, q * HW, j->b + q * P * Q, em, eo);
     return;
   }
 #endif
-  while (steal_next(&j->units, j->planes, j->unit, t, T, &lo, &hi))
+  while (kern_steal_range(j->units, j->planes, j->unit, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++)
       for (int h = 0; h < j->H; h++)
         sub_row_c(j, q * HW + (int64_t)h * j->W, h % j->sh ? NULL : j->b + (q * P + h / j->sh) * Q);
@@ -830,19 +819,22 @@ static void sum_relu_grad_sub_part(void *ctx, int t, int T) {
 void sum_relu_grad_sub(int64_t planes, int H, int W, int sh, int sw, const float *a, const float *b, const float *y,
                        const uint8_t *bits, float *dx, int nthreads) {
   SW_ASSERT(planes >= 0 && H >= 1 && W >= 1 && sh >= 1 && sw >= 1 && (y == NULL) != (bits == NULL));
+  kern_steal q;
   sub_job j = {.planes = planes, .H = H, .W = W, .sh = sh, .sw = sw, .a = a, .b = b, .y = y, .bits = bits,
-               .nbytes = (planes * H * W + 7) / 8, .dx = dx, .unit = (ELT_CHUNK + (int64_t)H * W - 1) / ((int64_t)H * W)};
+               .nbytes = (planes * H * W + 7) / 8, .dx = dx, .unit = (ELT_CHUNK + (int64_t)H * W - 1) / ((int64_t)H * W),
+               .units = &q};
   int T = planes * H * W > ELT_CHUNK ? nthreads : 1;
-  steal_units(&j.units, planes, j.unit, T);
+  kern_steal_init_units(&q, planes, j.unit, T);
   kern_parallel(T, sum_relu_grad_sub_part, &j);
 }
 
 void sum_relu_grad(int64_t n, int k, const float *const *dy, const float *y, const uint8_t *bits, float *dx,
                    int nthreads) {
   SW_ASSERT(k >= 1 && k <= 64 && (y == NULL) != (bits == NULL));
-  bits_job j = {.n = n, .k = k, .dy = dy, .y = y, .gate = bits, .out = dx};
+  kern_steal q;
+  bits_job j = {.n = n, .k = k, .dy = dy, .y = y, .gate = bits, .out = dx, .units = &q};
   int T = n > ELT_CHUNK ? nthreads : 1;
-  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_steal_init_units(&q, n, ELT_CHUNK, T);
   kern_parallel(T, sum_relu_grad_part, &j);
 }
 
@@ -865,20 +857,21 @@ typedef struct sum_job {
   int k, neg;
   const float *const *x;
   float *y;
-  kern_steal units; /* of ELT_CHUNK elements */
+  kern_steal *units; /* of ELT_CHUNK elements */
 } sum_job;
 
 static void sum_n_part(void *ctx, int t, int T) {
   sum_job *j = ctx;
   int64_t lo, hi;
-  while (steal_next(&j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) sum_n_run(lo, hi, j->k, j->x, j->neg, j->y);
+  while (kern_steal_range(j->units, j->n, ELT_CHUNK, t, T, &lo, &hi)) sum_n_run(lo, hi, j->k, j->x, j->neg, j->y);
 }
 
 void sum_n(int64_t n, int k, const float *const *x, int neg, float *y, int nthreads) {
   SW_ASSERT(k >= 1);
-  sum_job j = {.n = n, .k = k, .neg = neg, .x = x, .y = y};
+  kern_steal q;
+  sum_job j = {.n = n, .k = k, .neg = neg, .x = x, .y = y, .units = &q};
   int T = n > ELT_CHUNK ? nthreads : 1;
-  steal_units(&j.units, n, ELT_CHUNK, T);
+  kern_steal_init_units(&q, n, ELT_CHUNK, T);
   kern_parallel(T, sum_n_part, &j);
 }
 

@@ -34,7 +34,10 @@ void kern_parallel_stages(int T, int nst, void (*const *fns)(void *ctx, int t, i
  * to back (neighbouring units stay on one core, as with a static split: what an op before wrote there
  * is still in its cache), then takes units one by one from the back of the part with the most left.
  * For work whose units do not depend on which part runs them: a static split of a few-ms pass left one
- * of this kind of machine's two virtual CPUs waiting 10-15% of it. T <= KERN_STEAL_MAX. */
+ * of this kind of machine's two virtual CPUs waiting 10-15% of it. T <= KERN_STEAL_MAX.
+ * A kern_steal is 16 KiB: keep it in a local of the calling function, uninitialised (kern_steal_init
+ * writes only the T lines used), and give the workers a pointer; a member of an argument struct built
+ * with an initializer would be zeroed whole on every call. */
 #define KERN_STEAL_MAX 256
 typedef struct kern_steal {
   struct {
@@ -44,6 +47,10 @@ typedef struct kern_steal {
 void kern_steal_init(kern_steal *q, int64_t n, int T);
 /* The next unit for part t, or -1 when every unit has been taken. */
 int64_t kern_steal_next(kern_steal *q, int t, int T);
+/* kern_steal over n items in units of `unit` items (the last one shorter): set up for T parts, and
+ * part t's next range [*lo, *hi) (0 when none is left). */
+void kern_steal_init_units(kern_steal *q, int64_t n, int64_t unit, int T);
+int kern_steal_range(kern_steal *q, int64_t n, int64_t unit, int t, int T, int64_t *lo, int64_t *hi);
 
 /* Clamps a requested thread count to [1, 256]. */
 int kern_threads_clamp(int nthreads);

@@ -541,7 +541,7 @@ typedef struct pack_ctx {
   int grouped;    /* 1: entries grouped by parity class (spact_hdr) */
   pack_tab tab;   /* when H*W > 1 */
   uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
-  kern_steal images; /* taken by work stealing */
+  kern_steal *images; /* taken by work stealing */
 } pack_ctx;
 
 static void pack_worker(void *arg, int t, int T) {
@@ -550,7 +550,7 @@ static void pack_worker(void *arg, int t, int T) {
   size_t chw = (size_t)k->C * HW;
   int ncls = k->v.h->ncls;
   uint16_t *bm = ncls ? k->bm + (size_t)t * k->C * 4 * k->tab.nw : NULL;
-  for (int64_t n; (n = kern_steal_next(&k->images, t, T)) >= 0;) {
+  for (int64_t n; (n = kern_steal_next(k->images, t, T)) >= 0;) {
     const float *xi = k->x + (size_t)n * chw;
     const float *next = n + 1 < k->N ? xi + chw : NULL; /* prefetched: most often this worker's next */
     uint32_t *cls = ncls ? k->v.cls + (size_t)n * ncls : NULL;
@@ -612,7 +612,9 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
     pack_tab_init(&k.tab, H, W);
     k.bm = sw_xmalloc(sizeof(uint64_t) * (size_t)T * C * k.tab.nw); /* as 16-bit pieces */
   }
-  kern_steal_init(&k.images, N, T);
+  kern_steal q;
+  kern_steal_init(&q, N, T);
+  k.images = &q;
   kern_parallel(T, pack_worker, &k);
   if (h->ncls) {
     pack_tab_free(&k.tab);

@@ -230,3 +230,16 @@ int64_t kern_steal_next(kern_steal *q, int t, int T) {
     }
   }
 }
+
+void kern_steal_init_units(kern_steal *q, int64_t n, int64_t unit, int T) {
+  SW_ASSERT(unit >= 1);
+  kern_steal_init(q, (n + unit - 1) / unit, T);
+}
+
+int kern_steal_range(kern_steal *q, int64_t n, int64_t unit, int t, int T, int64_t *lo, int64_t *hi) {
+  int64_t u = kern_steal_next(q, t, T);
+  if (u < 0) return 0;
+  *lo = u * unit;
+  *hi = *lo + unit < n ? *lo + unit : n;
+  return 1;
+}
