@@ -201,7 +201,7 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
     }
   } else if (c->wg && c->st[1] < c->cross) {
     int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, spwgrad_conv_needs_grouped(d), p->scratch,
-                             c->numel_x, p->nthreads);
+                             c->numel_x, p->nthreads, rest);
     SW_ASSERT(nnz >= 0);
     spwgrad_conv(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
   } else {
@@ -243,6 +243,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
     c->wg = &pe->plan.wc;
     c->cross = spwgrad_plan_crossover(c->wg);
     rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_plan_scratch(c->wg));
+    if (!c->packed) rt_need_scratch(p, c->pack_bytes + spact_pack_scratch(d->C, d->H, d->W, p->nthreads));
     spwgrad_plan_describe(c->wg, sparse, sizeof sparse);
     if (c->never_dense) {
       snprintf(op->impl, sizeof op->impl, "%s (X_s at most %.1f%% dense: below the crossover %.2f)", sparse,
@@ -303,7 +304,7 @@ static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
       gemm_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
     }
   } else if (c->wg && c->st[1] < c->cross) {
-    int64_t nnz = spact_pack(op->in[1], d->M, d->K, 1, 1, 0.0f, 0, p->scratch, c->numel_x, p->nthreads);
+    int64_t nnz = spact_pack(op->in[1], d->M, d->K, 1, 1, 0.0f, 0, p->scratch, c->numel_x, p->nthreads, rest);
     SW_ASSERT(nnz >= 0);
     spwgrad_gemm(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
   } else {
@@ -334,6 +335,7 @@ static int lower_fc_sparse(rt_program *p, const ir_node *n, rt_op *op, gemm_ctx 
     c->wg = &pe->plan.wg;
     c->cross = spwgrad_gemm_plan_crossover(c->wg);
     rt_need_scratch(p, (c->packed ? 0 : c->pack_bytes) + spwgrad_gemm_plan_scratch(c->wg));
+    if (!c->packed) rt_need_scratch(p, c->pack_bytes + spact_pack_scratch(d->K, 1, 1, p->nthreads));
     snprintf(sparse, sizeof sparse, "sparse-X scatter");
   } else {
     if (!sparse_kernels) return SW_OK;
@@ -699,6 +701,7 @@ typedef struct topk_ctx {
   int64_t cap;               /* entries it has room for */
   int dims[4];
   int grouped;               /* packed grouped by parity class: a strided conv's weight gradient reads it */
+  size_t pack_off;           /* the pack's own scratch (spact_pack_scratch), past the selection's */
 } topk_ctx;
 
 static void topk_ctx_free(void *ctx) {
@@ -712,14 +715,15 @@ static void topk_ctx_free(void *ctx) {
  * still overflow (a pathological tensor), the tied values are dropped. Returns the count kept. */
 static int64_t topk_pack(rt_program *p, const topk_ctx *c, const float *x, float *st, int64_t k, int exact) {
   const int *d = c->dims;
-  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
+  void *pscr = (char *)p->scratch + c->pack_off;
+  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
   if (nnz < 0 && !exact) {
     st[0] = k >= c->n ? 0.0f : topk_threshold(x, c->n, k, p->scratch, p->nthreads);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
   }
   while (nnz < 0) {
     st[0] = nextafterf(st[0], INFINITY);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
   }
   return nnz;
 }
@@ -1045,7 +1049,8 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     t->group = ir_attr_int(n, "group");
     t->sparsity = ir_attr_float(n, "sparsity");
     t->period = (int)ir_attr_int(n, "period");
-    rt_need_scratch(p, topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
+    t->pack_off = kern_align_up(topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
+    rt_need_scratch(p, t->pack_off);
     snprintf(op->impl, sizeof op->impl, "radix select%s", t->group > 1 ? " over group L1 scores" : "");
     op->run = run_topk;
     double room = ir_attr_float(n, "compact");
@@ -1060,6 +1065,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
       if (t->cap < 1) t->cap = 1;
       if (t->cap > t->n) t->cap = t->n;
       size_t bytes = spact_bytes(t->dims[0], t->dims[1], t->dims[2], t->dims[3], t->cap);
+      rt_need_scratch(p, t->pack_off + spact_pack_scratch(t->dims[1], t->dims[2], t->dims[3], p->nthreads));
       t->packed = rt_alloc(bytes);
       op->free_ctx = topk_ctx_free;
       if (!t->packed) return sw_fail(e, SW_ENOMEM, "out of memory for the compact selection of '%s' (%zu bytes)", n->name, bytes);

@@ -84,7 +84,7 @@ static void run_apply(void *c) {
 }
 static void run_pack(void *c) {
   run_ctx *r = c;
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->grouped, r->buf, r->cap, g_threads) < 0) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->grouped, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_spwgrad: pack overflow\n");
     exit(1);
   }
@@ -146,6 +146,8 @@ static void bench_conv(const char *name, conv_desc d) {
   SW_ASSERT(spwgrad_plan_init(&sp, &d, g_threads, &e) == SW_OK);
   size_t nx = (size_t)d.N * d.C * d.H * d.W, ny = (size_t)d.N * d.K * d.P * d.Q;
   size_t ss = conv_plan_scratch(&cp, CONV_BWD_WEIGHT), s2 = spwgrad_plan_scratch(&sp);
+  size_t s3 = spact_pack_scratch(d.C, d.H, d.W, g_threads); /* the pack, timed on its own */
+  if (s3 > s2) s2 = s3;
   run_ctx r = {&cp, &sp, NULL, NULL, normals(nx, 1), normals(ny, 0), bench_alloc(nx * 4),
                bench_alloc((size_t)d.K * d.C * d.R * d.S * 4), NULL, bench_alloc(ss > s2 ? ss : s2), d.N, d.C, d.H, d.W,
                0, 0, spwgrad_conv_needs_grouped(&d)};

@@ -70,7 +70,7 @@ static void run_threshold(run_ctx *r) {
   }
 }
 static void pack_or_die(run_ctx *r, int grouped) {
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, grouped, r->buf, r->cap, g_threads) < 0) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, grouped, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");
     exit(1);
   }
@@ -78,7 +78,7 @@ static void pack_or_die(run_ctx *r, int grouped) {
 static void run_pack(run_ctx *r) { pack_or_die(r, 0); }
 static void run_pack_grouped(run_ctx *r) { pack_or_die(r, 1); }
 static void run_pack_c(run_ctx *r) {
-  if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, 0, r->buf, r->cap, g_threads) < 0) {
+  if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, 0, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");
     exit(1);
   }
@@ -119,7 +119,8 @@ static void bench_shape(int N, int C, int H, int W, double dens) {
   r.k = (int64_t)ceil(dens * (double)r.n);
   if (r.k < 1) r.k = 1;
   r.thr = topk_threshold_ref(x, r.n, r.k);
-  r.scratch = bench_alloc(topk_scratch(g_threads));
+  size_t st = topk_scratch(g_threads), sp = spact_pack_scratch(C, H, W, g_threads); /* the two never overlap in time */
+  r.scratch = bench_alloc(st > sp ? st : sp);
   r.cap = r.n;
   r.bufbytes = spact_bytes(N, C, H, W, r.cap);
   r.buf = bench_alloc(r.bufbytes);

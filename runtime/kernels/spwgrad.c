@@ -176,7 +176,8 @@ static inline void prefetch_l2(const void *p, size_t bytes) {
  * with no per-row or per-vector work; from about 15-20% kept (ERK's and structured-channel's layers)
  * the branch misses of the walk cost more than vector work on every element (write_image_avx). */
 
-/* Read-only tables shared by the packing threads for planes of H x W (H*W > 1). */
+/* Read-only tables shared by the packing threads for planes of H x W (H*W > 1); pat and clsof
+ * live in the caller's scratch (pack_scratch_layout). */
 typedef struct pack_tab {
   int nw;          /* 64-bit words per plane bitmap */
   uint64_t *pat;   /* [4][nw] bit j of pattern k set when plane element j is of class k */
@@ -191,11 +192,29 @@ typedef struct pack_tab {
   int wslots;      /* (window, class) pairs with lanes in a plane: the vector write's cost in units */
 } pack_tab;
 
-static void pack_tab_init(pack_tab *t, int H, int W) {
+/* Offsets in the pack's scratch for planes of HW elements on T threads: the class patterns at 0,
+ * the class of each element at off[0], the per-thread image bitmaps ([T][C][4 nw] 16-bit pieces) at
+ * off[1]; returns the bytes (0 when HW == 1: flat images need none). */
+static size_t pack_scratch_layout(int C, int HW, int T, size_t off[2]) {
+  if (HW <= 1) return off[0] = off[1] = 0;
+  size_t nw = (size_t)(HW + 63) / 64;
+  off[0] = kern_align_up(sizeof(uint64_t) * 4 * nw);
+  off[1] = off[0] + kern_align_up((size_t)HW);
+  return off[1] + kern_align_up(sizeof(uint64_t) * (size_t)T * C * nw);
+}
+
+size_t spact_pack_scratch(int C, int H, int W, int nthreads) {
+  size_t off[2];
+  return pack_scratch_layout(C, H * W, kern_threads_clamp(nthreads), off);
+}
+
+/* Builds the tables into the scratch at pat / clsof (see pack_scratch_layout). */
+static void pack_tab_init(pack_tab *t, int H, int W, uint64_t *pat, uint8_t *clsof) {
   int HW = H * W;
   t->nw = (HW + 63) / 64;
-  t->pat = sw_xcalloc((size_t)4 * t->nw, sizeof(uint64_t));
-  t->clsof = sw_xmalloc((size_t)HW);
+  t->pat = pat;
+  t->clsof = clsof;
+  memset(t->pat, 0, sizeof(uint64_t) * 4 * (size_t)t->nw);
   for (int j = 0; j < HW; j++) {
     int k = 2 * ((j / W) & 1) + ((j % W) & 1);
     t->clsof[j] = (uint8_t)k;
@@ -213,11 +232,6 @@ static void pack_tab_init(pack_tab *t, int H, int W) {
   t->wslots = 0;
   for (int h = 0; h < H; h += t->wrows)
     for (int k = 0; k < 4; k++) t->wslots += (t->win_n[h & 1][k] > 0) * (W <= 32 ? 1 : (W + 31) / 32);
-}
-
-static void pack_tab_free(pack_tab *t) {
-  free(t->pat);
-  free(t->clsof);
 }
 
 /* A plane bitmap is stored as 16-bit pieces (the AVX-512 masks), 4 per 64-bit word; word w. */
@@ -591,7 +605,7 @@ static void pack_worker(void *arg, int t, int T) {
 }
 
 static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf,
-                        int64_t max_nnz, int nthreads, int simd) {
+                        int64_t max_nnz, int nthreads, void *scratch, int simd) {
   SW_ASSERT(N >= 1 && C >= 1 && H >= 1 && W >= 1 && (int64_t)C * H * W < INT32_MAX);
   spact_hdr *h = buf;
   memset(h, 0, sizeof *h);
@@ -608,31 +622,29 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
   int64_t numel = (int64_t)N * C * H * W;
   int T = kern_threads_clamp(nthreads);
   if (numel < (int64_t)T * SPW_PACK_MIN_PER_THREAD) T = (int)(numel / SPW_PACK_MIN_PER_THREAD) > 1 ? (int)(numel / SPW_PACK_MIN_PER_THREAD) : 1;
-  if (h->ncls) {
-    pack_tab_init(&k.tab, H, W);
-    k.bm = sw_xmalloc(sizeof(uint64_t) * (size_t)T * C * k.tab.nw); /* as 16-bit pieces */
+  if (h->ncls) { /* T is at most the clamped nthreads the scratch was sized for */
+    size_t off[2];
+    pack_scratch_layout(C, H * W, T, off);
+    pack_tab_init(&k.tab, H, W, scratch, (uint8_t *)scratch + off[0]);
+    k.bm = (uint16_t *)((char *)scratch + off[1]);
   }
   kern_steal q;
   kern_steal_init(&q, N, T);
   k.images = &q;
   kern_parallel(T, pack_worker, &k);
-  if (h->ncls) {
-    pack_tab_free(&k.tab);
-    free(k.bm);
-  }
   if (k.overflow) return -1;
   h->nnz = k.used;
   return k.used;
 }
 
 int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                   int nthreads) {
-  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, kern_cpu_avx512());
+                   int nthreads, void *scratch) {
+  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, scratch, kern_cpu_avx512());
 }
 
 int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                     int nthreads) {
-  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, 0);
+                     int nthreads, void *scratch) {
+  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, scratch, 0);
 }
 
 int spact_grouped(const void *buf) { return spact_map(buf).h->grouped; }

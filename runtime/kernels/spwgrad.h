@@ -49,16 +49,20 @@ int spact_pos_bytes(int C, int H, int W);
 /* Bytes of a packed X_s buffer for an [N][C][H][W] activation (FC: H = W = 1) holding at most
  * max_nnz kept entries (capped at N*C*H*W); allocate it KERN_ALIGN-aligned. */
 size_t spact_bytes(int N, int C, int H, int W, int64_t max_nnz);
+/* Bytes of the scratch spact_pack needs for [N][C][H][W] on nthreads threads (its class tables and
+ * per-thread plane bitmaps; 0 when H*W == 1). */
+size_t spact_pack_scratch(int C, int H, int W, int nthreads);
 /* Packs the entries of x with |x| >= thr and x != 0 into buf (sized by spact_bytes with the same
  * dimensions and max_nnz) in one pass on nthreads threads, each channel's entries grouped by parity
  * class when grouped (needed by the weight gradient of a conv for which spwgrad_conv_needs_grouped),
  * else in plane order; returns the number kept, or -1 when it would exceed max_nnz (buf is then
- * unspecified). */
+ * unspecified). scratch: KERN_ALIGN-aligned, spact_pack_scratch(C, H, W, nthreads) bytes (may be
+ * NULL when that is 0); the pack allocates nothing. */
 int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                   int nthreads);
+                   int nthreads, void *scratch);
 /* spact_pack in portable C only (what runs on CPUs without AVX-512; exposed for tests). */
 int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                     int nthreads);
+                     int nthreads, void *scratch);
 /* 1 when buf's entries are grouped by parity class (packed grouped, with H*W > 1). */
 int spact_grouped(const void *buf);
 /* Writes the dense NCHW tensor a packed buffer holds into x (for tests and fallbacks). */

@@ -60,6 +60,15 @@ static void desc_str(const conv_desc *d, char *buf, size_t n) {
            d->stride_h, d->stride_w, d->pad_t, d->pad_l, d->pad_b, d->pad_r, d->dil_h, d->dil_w);
 }
 
+/* The pack's scratch for [C][H][W] on T threads, filled with garbage: the pack must not depend on
+ * what it held before. */
+static void *pack_scratch(int C, int H, int W, int T) {
+  size_t b = spact_pack_scratch(C, H, W, T);
+  void *s = talloc(b);
+  memset(s, 0xa5, b);
+  return s;
+}
+
 /* Packs x at thr into a fresh buffer with capacity cap (both pack versions), checks the kept count
  * and the unpacked tensor against topk_apply; returns the buffer (NULL on overflow). */
 static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, int grouped,
@@ -72,8 +81,10 @@ static void *check_pack(const char *what, const float *x, int N, int C, int H, i
   size_t bytes = spact_bytes(N, C, H, W, cap);
   void *buf = talloc(bytes);
   memset(buf, 0xa5, bytes);
-  int64_t nnz = portable ? spact_pack_c(x, N, C, H, W, thr, grouped, buf, cap, nthreads)
-                         : spact_pack(x, N, C, H, W, thr, grouped, buf, cap, nthreads);
+  void *scr = pack_scratch(C, H, W, nthreads);
+  int64_t nnz = portable ? spact_pack_c(x, N, C, H, W, thr, grouped, buf, cap, nthreads, scr)
+                         : spact_pack(x, N, C, H, W, thr, grouped, buf, cap, nthreads, scr);
+  free(scr);
   char w[320];
   snprintf(w, sizeof w, "%s cap %lld T=%d%s%s", what, (long long)cap, nthreads, portable ? " C" : "",
            grouped ? " grouped" : "");
@@ -248,7 +259,10 @@ static void check_layout(const char *what, const float *x, int N, int C, int H, 
       snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s%s", what, N, C, H, W, (double)thr, t, portable ? " C" : "",
                g ? " grouped" : "");
       memset(got, 0xa5, p.end);
-      int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, g, got, numel, t) : spact_pack(x, N, C, H, W, thr, g, got, numel, t);
+      void *scr = pack_scratch(C, H, W, t);
+      int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, g, got, numel, t, scr)
+                           : spact_pack(x, N, C, H, W, thr, g, got, numel, t, scr);
+      free(scr);
       if (spact_grouped(got) != (ncls && g)) tfail("%s: spact_grouped %d", w, spact_grouped(got));
       if (r != nnz) tfail("%s: kept %lld, reference %lld", w, (long long)r, (long long)nnz);
       if (t == 1) {
@@ -359,11 +373,12 @@ static void check_conv(const conv_desc *d, double dens) {
   conv_bwd_weight_ref(d, xs, dy, dw_ref, db_ref);
   /* X_s packed as the layer packs it, and the other way: a strided conv given it in plane order
    * takes the generic path, a stride-1 conv takes it grouped as well */
-  void *bufs[2];
+  void *bufs[2], *scr = pack_scratch(d->C, d->H, d->W, 2);
   for (int g = 0; g <= 1; g++) {
     bufs[g] = talloc(spact_bytes(d->N, d->C, d->H, d->W, nnz));
-    SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, g, bufs[g], nnz, 2) == nnz);
+    SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, g, bufs[g], nnz, 2, scr) == nnz);
   }
+  free(scr);
   float *dw = talloc_nan(wsize(d)), *db = talloc_nan(d->K), *dw2 = talloc_nan(wsize(d));
   for (int g = 0; g <= 1; g++)
   for (int impl = 0; impl <= 1; impl++)
@@ -490,7 +505,9 @@ static void check_gemm(int M, int N, int C, int H, int W, double dens) {
   for (int g = 0; g <= 1; g++) /* either order of the entries inside a channel */
   for (int fast = 0; fast <= 1; fast++)
     for (int t = 1; t <= 2; t++) {
-      SW_ASSERT(spact_pack(x, M, C, H, W, thr, g, buf, nnz, 2) == nnz);
+      void *scr = pack_scratch(C, H, W, 2);
+      SW_ASSERT(spact_pack(x, M, C, H, W, thr, g, buf, nnz, 2, scr) == nnz);
+      free(scr);
       spwgrad_gemm_plan p;
       SW_ASSERT(spwgrad_gemm_plan_init(&p, &d, t, NULL) == SW_OK);
       if (!fast) p.fast = 0;
