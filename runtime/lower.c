@@ -701,7 +701,6 @@ typedef struct topk_ctx {
   int64_t cap;               /* entries it has room for */
   int dims[4];
   int grouped;               /* packed grouped by parity class: a strided conv's weight gradient reads it */
-  size_t pack_off;           /* the pack's own scratch (spact_pack_scratch), past the selection's */
 } topk_ctx;
 
 static void topk_ctx_free(void *ctx) {
@@ -715,7 +714,7 @@ static void topk_ctx_free(void *ctx) {
  * still overflow (a pathological tensor), the tied values are dropped. Returns the count kept. */
 static int64_t topk_pack(rt_program *p, const topk_ctx *c, const float *x, float *st, int64_t k, int exact) {
   const int *d = c->dims;
-  void *pscr = (char *)p->scratch + c->pack_off;
+  void *pscr = p->scratch; /* the pack's tables: the threshold is selected before or after it, never during */
   int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
   if (nnz < 0 && !exact) {
     st[0] = k >= c->n ? 0.0f : topk_threshold(x, c->n, k, p->scratch, p->nthreads);
@@ -1049,8 +1048,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
     t->group = ir_attr_int(n, "group");
     t->sparsity = ir_attr_float(n, "sparsity");
     t->period = (int)ir_attr_int(n, "period");
-    t->pack_off = kern_align_up(topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
-    rt_need_scratch(p, t->pack_off);
+    rt_need_scratch(p, topk_scratch(p->nthreads) + (t->group > 1 ? sizeof(float) * (size_t)(t->n / t->group) : 0));
     snprintf(op->impl, sizeof op->impl, "radix select%s", t->group > 1 ? " over group L1 scores" : "");
     op->run = run_topk;
     double room = ir_attr_float(n, "compact");
@@ -1065,7 +1063,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
       if (t->cap < 1) t->cap = 1;
       if (t->cap > t->n) t->cap = t->n;
       size_t bytes = spact_bytes(t->dims[0], t->dims[1], t->dims[2], t->dims[3], t->cap);
-      rt_need_scratch(p, t->pack_off + spact_pack_scratch(t->dims[1], t->dims[2], t->dims[3], p->nthreads));
+      rt_need_scratch(p, spact_pack_scratch(t->dims[1], t->dims[2], t->dims[3], p->nthreads));
       t->packed = rt_alloc(bytes);
       op->free_ctx = topk_ctx_free;
       if (!t->packed) return sw_fail(e, SW_ENOMEM, "out of memory for the compact selection of '%s' (%zu bytes)", n->name, bytes);

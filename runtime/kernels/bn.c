@@ -244,17 +244,6 @@ static void fwd_channels(void *ctx, int t, int T) {
   }
 }
 
-/* Forward stage 3: y = a * (x - mean) + bias (then ReLU), plane by plane. */
-static void fwd_affine(void *ctx, int t, int T) {
-  bn_job *j = ctx;
-  int64_t C = j->d->C, HW = j->d->HW, lo, hi;
-  while (next_planes(j, j->st3, t, T, &lo, &hi))
-    for (int64_t q = lo; q < hi; q++) {
-      int64_t c = q % C;
-      affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
-    }
-}
-
 /* Planes of bn_fwd_train_add_relu's units are a multiple of: each unit starts on a byte of the mask
  * (8 / gcd(HW, 8) planes), so no byte is written by two threads. */
 static int64_t mask_align(int64_t HW) {
@@ -263,29 +252,40 @@ static int64_t mask_align(int64_t HW) {
   return a;
 }
 
-/* Forward stage 3 of bn_fwd_train_add_relu: y = max(BN(x) + res, 0) and its bit mask, plane by
- * plane (units of mask_align planes). */
-static void fwd_affine_add_relu(void *ctx, int t, int T) {
+/* Forward stage 3, plane by plane: y = a * (x - mean) + bias (then ReLU), or with a residual
+ * y = max(BN(x) + res, 0) and its bit mask (units of mask_align planes). */
+static void fwd_affine(void *ctx, int t, int T) {
   bn_job *j = ctx;
   int64_t C = j->d->C, HW = j->d->HW, lo, hi;
   while (next_planes(j, j->st3, t, T, &lo, &hi))
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = q % C;
+      if (!j->res) {
+        affine_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->relu, j->y + q * HW);
+        continue;
+      }
       affine_add_relu_run(HW, j->x + q * HW, j->s.k0[c], j->s.k1[c], j->bias[c], j->res + q * HW, j->y + q * HW);
       if (j->bits) relu_mask_at(q * HW, HW, j->y + q * HW, j->bits);
     }
 }
 
+/* The three forward stages of job j (its statistics' scratch set) on the plane units for nthreads. */
+static void fwd_train_run(bn_job *j, int nthreads) {
+  void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine};
+  kern_steal st1, st3;
+  int T = bn_threads(j->d, nthreads);
+  plane_units(j, &st1, &st3, T, j->res ? mask_align(j->d->HW) : 1);
+  kern_parallel_stages(T, 3, stages, j);
+}
+
 void bn_fwd_train_add_relu(const bn_desc *d, const float *x, const float *res, const float *scale, const float *bias,
                            float *y, uint8_t *bits, float *running_mean, float *running_var, float *save_mean,
                            float *save_invstd, void *scratch, int nthreads) {
+  SW_ASSERT(res);
   bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .y = y, .running_mean = running_mean,
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .res = res,
               .bits = bits, .s = bn_scratch_of(d, scratch)};
-  void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine_add_relu};
-  kern_steal st1, st3;
-  plane_units(&j, &st1, &st3, bn_threads(d, nthreads), mask_align(d->HW));
-  kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
+  fwd_train_run(&j, nthreads);
 }
 
 void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const float *bias, float *y,
@@ -294,10 +294,7 @@ void bn_fwd_train(const bn_desc *d, const float *x, const float *scale, const fl
   bn_job j = {.d = d, .x = x, .scale = scale, .bias = bias, .y = y, .running_mean = running_mean,
               .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd, .relu = relu,
               .s = bn_scratch_of(d, scratch)};
-  void (*const stages[3])(void *, int, int) = {fwd_sums, fwd_channels, fwd_affine};
-  kern_steal st1, st3;
-  plane_units(&j, &st1, &st3, bn_threads(d, nthreads), 1);
-  kern_parallel_stages(bn_threads(d, nthreads), 3, stages, &j);
+  fwd_train_run(&j, nthreads);
 }
 
 /* The ReLU's gate parameters of channel c for the backward (ra = 0, rb = 0 without ReLU). */

@@ -623,6 +623,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
   int T = kern_threads_clamp(nthreads);
   if (numel < (int64_t)T * SPW_PACK_MIN_PER_THREAD) T = (int)(numel / SPW_PACK_MIN_PER_THREAD) > 1 ? (int)(numel / SPW_PACK_MIN_PER_THREAD) : 1;
   if (h->ncls) { /* T is at most the clamped nthreads the scratch was sized for */
+    SW_ASSERT(scratch && (uintptr_t)scratch % KERN_ALIGN == 0);
     size_t off[2];
     pack_scratch_layout(C, H * W, T, off);
     pack_tab_init(&k.tab, H, W, scratch, (uint8_t *)scratch + off[0]);
