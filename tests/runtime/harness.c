@@ -146,3 +146,24 @@ int tresult(void) {
   if (g_total_fails) printf("%d check(s) FAILED\n", g_total_fails);
   return g_total_fails ? 1 : 0;
 }
+
+int trun(int argc, char **argv, uint64_t seed, const tpart *parts, int nparts) {
+  for (int a = 1; a < argc; a++) {
+    int known = 0;
+    for (int i = 0; i < nparts; i++) known |= !strcmp(argv[a], parts[i].name);
+    if (!known) {
+      fprintf(stderr, "%s: no part '%s'; the parts are:", argv[0], argv[a]);
+      for (int i = 0; i < nparts; i++) fprintf(stderr, " %s", parts[i].name);
+      fprintf(stderr, "\n");
+      return 2;
+    }
+  }
+  for (int i = 0; i < nparts; i++) {
+    int run = argc < 2;
+    for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], parts[i].name);
+    if (!run) continue;
+    trng_seed(seed + (uint64_t)i);
+    parts[i].run();
+  }
+  return tresult();
+}

@@ -46,4 +46,17 @@ double tdot(const float *y, const float *g, size_t n);
 /* Returns the process exit status: 0 when every group passed. */
 int tresult(void);
 
+/* One part of a test program: its name on the command line and the function that runs its groups.
+ * Long programs are split in parts so that meson runs each as its own test (own timeout, run in
+ * parallel with the others). */
+typedef struct {
+  const char *name;
+  void (*run)(void);
+} tpart;
+
+/* Runs the parts named in argv[1..] (every part when there is none), each after seeding the RNG with
+ * seed + its index, so a part's shapes do not depend on which others ran. Returns the process exit
+ * status: tresult(), or 2 with a message for a name that is not a part. */
+int trun(int argc, char **argv, uint64_t seed, const tpart *parts, int nparts);
+
 #endif

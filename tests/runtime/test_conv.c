@@ -287,14 +287,11 @@ static void check_transposes(void) {
   tcheck_close("transpose16 2x2 by hand", o4, want, 4, 0);
 }
 
-int main(void) {
-  trng_seed(1);
-  tgroup_begin("layout tile transposes (SIMD vs C)");
-  check_transposes();
-  tgroup_end();
+/* The fixed shapes, each hitting one code path (set by main; the checks index some of them). */
+static conv_desc fixed[23];
 
-  /* Fixed shapes first: each hits one code path. */
-  conv_desc fixed[] = {
+static void set_fixed(void) {
+  const conv_desc f[] = {
       make_desc(2, 3, 9, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* merged rows, C=3 */
       make_desc(2, 16, 34, 33, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),  /* wide rows, no merge */
       make_desc(3, 70, 6, 7, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* 2 C blocks, 3 K blocks */
@@ -321,6 +318,15 @@ int main(void) {
       make_desc(8, 12, 9, 9, 20, 5, 3, 2, 1, 2, 1, 0, 1, 1, 2, 2),    /* grouped, strided, dilated */
       make_desc(2, 7, 20, 17, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* > 256 pixels: chunked GEMM */
   };
+  _Static_assert(sizeof f == sizeof fixed, "fixed[] holds every fixed shape");
+  memcpy(fixed, f, sizeof f);
+}
+
+static void part_fast(void) {
+  tgroup_begin("layout tile transposes (SIMD vs C)");
+  check_transposes();
+  tgroup_end();
+
   tgroup_begin("conv fast vs ref: fixed shapes");
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_case(&fixed[i]);
   tgroup_end();
@@ -329,15 +335,6 @@ int main(void) {
   for (int i = 0; i < 120; i++) {
     conv_desc d = random_desc();
     check_case(&d);
-  }
-  tgroup_end();
-
-  tgroup_begin("conv finite differences (ref bwd vs ref fwd)");
-  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-    if (xsize(&fixed[i]) < 20000) check_fd(&fixed[i]);
-  for (int i = 0; i < 20; i++) {
-    conv_desc d = random_desc();
-    check_fd(&d);
   }
   tgroup_end();
 
@@ -357,5 +354,21 @@ int main(void) {
   tgroup_begin("conv bad descriptors");
   check_bad_desc();
   tgroup_end();
-  return tresult();
+}
+
+static void part_fd(void) {
+  tgroup_begin("conv finite differences (ref bwd vs ref fwd)");
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    if (xsize(&fixed[i]) < 20000) check_fd(&fixed[i]);
+  for (int i = 0; i < 20; i++) {
+    conv_desc d = random_desc();
+    check_fd(&d);
+  }
+  tgroup_end();
+}
+
+int main(int argc, char **argv) {
+  static const tpart parts[] = {{"fast", part_fast}, {"fd", part_fd}};
+  set_fixed();
+  return trun(argc, argv, 1, parts, (int)(sizeof parts / sizeof parts[0]));
 }

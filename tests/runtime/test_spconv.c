@@ -447,8 +447,7 @@ static void check_rejects(void) {
   spgemm_plan_free(&q);
 }
 
-int main(void) {
-  trng_seed(20260514);
+static void part_shapes(void) {
 
   tgroup_begin("spconv model shapes (ResNet-20 and LeNet-5 layers, small batches)");
   conv_desc fixed[] = {
@@ -482,6 +481,9 @@ int main(void) {
   }
   tgroup_end();
 
+}
+
+static void part_nchw(void) {
   tgroup_begin("spconv NCHW-direct path: stride-1 and strided 1x1 shapes on every path (packed, NCHW AVX-512, NCHW plain C)");
   conv_desc nchw_fixed[] = {
       make_desc(17, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1), /* ResNet-20 stage 1, N off 16 */
@@ -515,6 +517,9 @@ int main(void) {
   check_path_choice();
   tgroup_end();
 
+}
+
+static void part_strided(void) {
   tgroup_begin("spconv NCHW-direct strided (polyphase) path on every path (packed, NCHW AVX-512, NCHW plain C)");
   conv_desc strided[] = {
       make_desc(17, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1), /* ResNet-20 stage 2 entry, N off 16 */
@@ -541,6 +546,9 @@ int main(void) {
   }
   tgroup_end();
 
+}
+
+static void part_kernel(void) {
   tgroup_begin("spconv whole-kernel pattern (structured channel: each 3x3 kernel kept or dropped whole) at 0/30/100%, every path");
   use_kernel_pattern(1);
   conv_desc kern[] = {
@@ -566,6 +574,9 @@ int main(void) {
   use_kernel_pattern(0);
   tgroup_end();
 
+}
+
+static void part_gemm(void) {
   tgroup_begin("spgemm shapes (LeNet/MLP fc layers, odd sizes, M=1)");
   gemm_desc gs[] = {{128, 120, 400}, {128, 84, 120}, {128, 10, 84}, {33, 100, 784}, {1, 7, 5},
                     {17, 16, 16},    {250, 3, 1},    {5, 1, 33},    {16, 33, 17},  {40, 64, 10}};
@@ -579,5 +590,10 @@ int main(void) {
   tgroup_begin("spconv/spgemm reject unsupported descriptors");
   check_rejects();
   tgroup_end();
-  return tresult();
+}
+
+int main(int argc, char **argv) {
+  static const tpart parts[] = {{"shapes", part_shapes},   {"nchw", part_nchw}, {"strided", part_strided},
+                                {"kernel", part_kernel}, {"gemm", part_gemm}};
+  return trun(argc, argv, 20260514, parts, (int)(sizeof parts / sizeof parts[0]));
 }
