@@ -119,7 +119,7 @@ static const float *topk_state_of(rt_program *p, const ir_value *v) {
   return rt_buf_of(p, v->producer->in[1])->data;
 }
 
-static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, int grouped);
+static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, unsigned classes);
 
 /* ---- Conv ---- */
 
@@ -191,8 +191,8 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
   const conv_ctx *c = op->ctx;
   const conv_desc *d = &c->plan->d;
   char *rest = (char *)p->scratch + c->pack_bytes;
-  if (c->packed) { /* X_s exists only as its list of entries */
-    if (c->wg && c->st[1] < c->cross) {
+  if (c->packed) { /* X_s exists only as its list of entries: its cost is what it holds */
+    if (c->wg && spact_density(c->packed) < c->cross) {
       spwgrad_conv(c->wg, c->packed, op->in[0], op->out[0], op->out[1], p->scratch);
     } else {
       SW_ASSERT(!c->never_dense);
@@ -200,7 +200,7 @@ static int run_conv_grad_weight(rt_program *p, const rt_op *op) {
       conv_plan_bwd_weight(c->plan, p->scratch, op->in[0], op->out[0], op->out[1], rest);
     }
   } else if (c->wg && c->st[1] < c->cross) {
-    int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, spwgrad_conv_needs_grouped(d), p->scratch,
+    int64_t nnz = spact_pack(op->in[1], d->N, d->C, d->H, d->W, 0.0f, c->wg->classes, p->scratch,
                              c->numel_x, p->nthreads, rest);
     SW_ASSERT(nnz >= 0);
     spwgrad_conv(c->wg, p->scratch, op->in[0], op->out[0], op->out[1], rest);
@@ -227,7 +227,7 @@ static int lower_conv_sparse(rt_program *p, const ir_node *n, rt_op *op, conv_ct
   c->st = st;
   if (wgrad) {
     double room = 1.0; /* the most X_s can keep */
-    c->packed = topk_packed_of(p, n->in[1], &room, spwgrad_conv_needs_grouped(d));
+    c->packed = topk_packed_of(p, n->in[1], &room, spwgrad_conv_classes(d));
     c->numel_x = (int64_t)d->N * d->C * d->H * d->W;
     /* the front of the scratch: X_s packed here (dense X_s) or unpacked here (compact X_s, dense kernel) */
     c->pack_bytes = c->packed ? kern_align_up(sizeof(float) * (size_t)c->numel_x)
@@ -297,7 +297,7 @@ static int run_fc_grad_weight(rt_program *p, const rt_op *op) {
   const gemm_desc *d = &c->plan->d;
   char *rest = (char *)p->scratch + c->pack_bytes;
   if (c->packed) { /* X_s exists only as its list of entries */
-    if (c->wg && c->st[1] < c->cross) {
+    if (c->wg && spact_density(c->packed) < c->cross) {
       spwgrad_gemm(c->wg, c->packed, op->in[0], op->out[0], op->out[1], p->scratch);
     } else {
       spact_unpack(c->packed, p->scratch);
@@ -701,6 +701,8 @@ typedef struct topk_ctx {
   int64_t cap;               /* entries it has room for */
   int dims[4];
   int grouped;               /* packed grouped by parity class: a strided conv's weight gradient reads it */
+  unsigned classes;          /* when grouped, the parity classes its readers read (spwgrad_conv_classes) */
+  size_t impl_len;           /* the length of op->impl before the readers' suffix */
 } topk_ctx;
 
 static void topk_ctx_free(void *ctx) {
@@ -715,14 +717,15 @@ static void topk_ctx_free(void *ctx) {
 static int64_t topk_pack(rt_program *p, const topk_ctx *c, const float *x, float *st, int64_t k, int exact) {
   const int *d = c->dims;
   void *pscr = p->scratch; /* the pack's tables: the threshold is selected before or after it, never during */
-  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
+  unsigned cls = c->grouped ? c->classes : 0;
+  int64_t nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], cls, c->packed, c->cap, p->nthreads, pscr);
   if (nnz < 0 && !exact) {
     st[0] = k >= c->n ? 0.0f : topk_threshold(x, c->n, k, p->scratch, p->nthreads);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], cls, c->packed, c->cap, p->nthreads, pscr);
   }
   while (nnz < 0) {
     st[0] = nextafterf(st[0], INFINITY);
-    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], c->grouped, c->packed, c->cap, p->nthreads, pscr);
+    nnz = spact_pack(x, d[0], d[1], d[2], d[3], st[0], cls, c->packed, c->cap, p->nthreads, pscr);
   }
   return nnz;
 }
@@ -744,25 +747,37 @@ static int run_topk(rt_program *p, const rt_op *op) {
   int64_t nnz = c->packed ? topk_pack(p, c, x, st, k, exact)
                 : scores  ? topk_apply_groups(x, y, c->n, c->group, scores, st[0], p->nthreads)
                           : topk_apply(x, y, c->n, st[0], p->nthreads);
+  if (c->packed) nnz = spact_kept(c->packed); /* with the classes no reader reads, which it does not hold */
   st[1] = (float)((double)nnz / (double)c->n);
   if (op->out[1] && op->out[1] != st) memcpy(op->out[1], st, 2 * sizeof(float));
   return SW_OK;
 }
 
-/* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one; room
- * (may be NULL) gets the largest density it can have (entries it has room for / elements). A reader
- * that needs the entries grouped by parity class (grouped) has the op pack them so; by default they
- * are packed in plane order, which is faster. */
-static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, int grouped) {
+/* The compact selection a Top-K op of this program holds for value v, or NULL if v is not one, for
+ * a reader that reads the parity classes `classes` (spwgrad_conv_classes; 0: all, in plane order).
+ * room (may be NULL) gets the largest density the reader can see (entries the selection has room
+ * for / positions the reader reads, at most 1). A reader of some classes has the op pack them
+ * grouped by class, and only the classes its readers read; by default all are packed in plane
+ * order, which is faster. */
+static const void *topk_packed_of(rt_program *p, const ir_value *v, double *room, unsigned classes) {
   if (!ir_value_compact(v)) return NULL;
   for (int i = 0; i < p->n_ops; i++)
     if (p->ops[i].node == v->producer) {
       topk_ctx *c = p->ops[i].ctx;
-      if (room) *room = (double)c->cap / (double)c->n;
-      if (grouped && !c->grouped) {
-        c->grouped = 1;
-        size_t len = strlen(p->ops[i].impl);
-        snprintf(p->ops[i].impl + len, sizeof p->ops[i].impl - len, ", grouped by stride parity");
+      const int *d = c->dims;
+      double reads = (double)d[0] * d[1] * (double)spact_class_positions(d[2], d[3], classes);
+      if (room) *room = (double)c->cap < reads ? (double)c->cap / reads : 1.0;
+      c->classes |= classes ? classes : SPACT_ALL_CLASSES;
+      c->grouped |= classes != 0;
+      if (c->grouped) {
+        char *impl = p->ops[i].impl;
+        size_t len = c->impl_len;
+        int kept = __builtin_popcount(c->classes);
+        if (kept < 4)
+          snprintf(impl + len, sizeof p->ops[i].impl - len,
+                   ", grouped by stride parity, only the %d of 4 parity classes its readers read", kept);
+        else
+          snprintf(impl + len, sizeof p->ops[i].impl - len, ", grouped by stride parity");
       }
       return c->packed;
     }
@@ -1069,6 +1084,7 @@ int rt_lower_node(rt_program *p, const ir_node *n, rt_op *op, sw_err *e) {
       if (!t->packed) return sw_fail(e, SW_ENOMEM, "out of memory for the compact selection of '%s' (%zu bytes)", n->name, bytes);
       snprintf(op->impl, sizeof op->impl, "radix select, compact list of up to %lld entries (%.1f MiB)", (long long)t->cap,
                (double)bytes / (1 << 20));
+      t->impl_len = strlen(op->impl);
     }
     return SW_OK;
   }

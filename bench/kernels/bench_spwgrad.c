@@ -67,7 +67,7 @@ typedef struct run_ctx {
   int N, C, H, W;
   float thr;
   int64_t cap;
-  int grouped; /* pack X_s grouped by stride parity (what a strided conv's kernel reads) */
+  unsigned classes; /* how X_s is packed: as the layer packs it for this conv (spwgrad_conv_classes) */
 } run_ctx;
 
 static void run_dense_conv(void *c) {
@@ -84,7 +84,7 @@ static void run_apply(void *c) {
 }
 static void run_pack(void *c) {
   run_ctx *r = c;
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->grouped, r->buf, r->cap, g_threads, r->scratch) < 0) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, r->classes, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_spwgrad: pack overflow\n");
     exit(1);
   }
@@ -150,7 +150,7 @@ static void bench_conv(const char *name, conv_desc d) {
   if (s3 > s2) s2 = s3;
   run_ctx r = {&cp, &sp, NULL, NULL, normals(nx, 1), normals(ny, 0), bench_alloc(nx * 4),
                bench_alloc((size_t)d.K * d.C * d.R * d.S * 4), NULL, bench_alloc(ss > s2 ? ss : s2), d.N, d.C, d.H, d.W,
-               0, 0, spwgrad_conv_needs_grouped(&d)};
+               0, 0, spwgrad_conv_classes(&d)};
   char desc[160];
   for (int i = 0; i < 4; i++) {
     r.thr = threshold(r.x, (int64_t)nx, g_dens[i]);

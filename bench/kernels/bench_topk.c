@@ -69,14 +69,14 @@ static void run_threshold(run_ctx *r) {
     exit(1);
   }
 }
-static void pack_or_die(run_ctx *r, int grouped) {
-  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, grouped, r->buf, r->cap, g_threads, r->scratch) < 0) {
+static void pack_or_die(run_ctx *r, unsigned classes) {
+  if (spact_pack(r->x, r->N, r->C, r->H, r->W, r->thr, classes, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");
     exit(1);
   }
 }
 static void run_pack(run_ctx *r) { pack_or_die(r, 0); }
-static void run_pack_grouped(run_ctx *r) { pack_or_die(r, 1); }
+static void run_pack_grouped(run_ctx *r) { pack_or_die(r, SPACT_ALL_CLASSES); }
 static void run_pack_c(run_ctx *r) {
   if (spact_pack_c(r->x, r->N, r->C, r->H, r->W, r->thr, 0, r->buf, r->cap, g_threads, r->scratch) < 0) {
     fprintf(stderr, "bench_topk: pack overflow\n");

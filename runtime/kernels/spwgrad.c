@@ -2,13 +2,15 @@
  *
  * Packed buffer ("spact"), all parts 64-byte aligned:
  *   spact_hdr                 magic, N, C, H, W, capacity, nnz, class-table width, position bytes,
- *                             grouped
+ *                             classes (0: plane order; else grouped, holding only those classes),
+ *                             kept (entries that passed the test, in the classes not held too)
  *   int64  img_off[N]         first entry of image n in pos[] / val[]
  *   int64  img_cnt[N]         entries of image n
  *   uint32 cls[N][4C+1]       (only when H*W > 1) start of channel c, class k = 2*(h%2) + (w%2),
  *                             relative to img_off[n], at cls[n][4c+k]; cls[n][4C] = img_cnt[n].
  *                             Not grouped: each channel's entries in plane order as its class 0
- *                             (cls[n][4c+1..3] = the channel's end)
+ *                             (cls[n][4c+1..3] = the channel's end). Grouped with only some of the
+ *                             classes: the others' runs are empty
  *   uint16 pos[cap]           position: H*W > 1: inside the channel plane, h*W + w (the channel is
  *     or int32                the cls run the entry lies in); H*W == 1: the channel c. uint16 when
  *                             every position fits (H*W <= 65536, or C <= 65536 when H*W == 1: all
@@ -71,8 +73,10 @@ typedef struct spact_hdr {
   int32_t N, C, H, W;
   int64_t cap, nnz;
   int32_t ncls, pbytes; /* class-table entries per image (0 when H*W == 1); bytes per position */
-  int32_t grouped;      /* 1: each channel's entries grouped by parity class; 0: in plane order */
-  uint8_t reserved_[12];
+  int32_t classes;      /* 0: each channel's entries in plane order; else grouped by parity class,
+                         * only the classes k with bit k set held (SPACT_ALL_CLASSES: all) */
+  uint32_t reserved_;
+  int64_t kept;         /* entries that passed the keep test, held or not (spact_kept) */
 } spact_hdr;
 
 typedef struct spact_view {
@@ -181,24 +185,26 @@ static inline void prefetch_l2(const void *p, size_t bytes) {
 typedef struct pack_tab {
   int nw;          /* 64-bit words per plane bitmap */
   uint64_t *pat;   /* [4][nw] bit j of pattern k set when plane element j is of class k */
+  uint64_t *kpat;  /* [nw] the union of the kept classes' patterns; NULL when every class is kept */
   uint8_t *clsof;  /* [H*W] class 2*(h%2) + (w%2) of plane element j */
   /* The AVX-512 write walks a plane in windows of at most 32 elements: `wrows` whole rows when
    * W <= 32, else 32-column pieces of one row (starting at even columns). A window's classes depend
    * only on the parity of its first row (par): win[par][k] lists, in plane order, the window lanes
-   * of class k (win_n[par][k] of them, at most 16; the rest of the 16 are 0 and masked off). */
+   * of class k (win_n[par][k] of them, at most 16; the rest of the 16 are 0 and masked off; none
+   * for a class that is not kept). */
   int wrows;
   int32_t win[2][4][16];
   int win_n[2][4];
   int wslots;      /* (window, class) pairs with lanes in a plane: the vector write's cost in units */
 } pack_tab;
 
-/* Offsets in the pack's scratch for planes of HW elements on T threads: the class patterns at 0,
- * the class of each element at off[0], the per-thread image bitmaps ([T][C][4 nw] 16-bit pieces) at
- * off[1]; returns the bytes (0 when HW == 1: flat images need none). */
+/* Offsets in the pack's scratch for planes of HW elements on T threads: the class patterns and
+ * their kept union at 0, the class of each element at off[0], the per-thread image bitmaps
+ * ([T][C][4 nw] 16-bit pieces) at off[1]; returns the bytes (0 when HW == 1: flat images need none). */
 static size_t pack_scratch_layout(int C, int HW, int T, size_t off[2]) {
   if (HW <= 1) return off[0] = off[1] = 0;
   size_t nw = (size_t)(HW + 63) / 64;
-  off[0] = kern_align_up(sizeof(uint64_t) * 4 * nw);
+  off[0] = kern_align_up(sizeof(uint64_t) * 5 * nw);
   off[1] = off[0] + kern_align_up((size_t)HW);
   return off[1] + kern_align_up(sizeof(uint64_t) * (size_t)T * C * nw);
 }
@@ -208,17 +214,21 @@ size_t spact_pack_scratch(int C, int H, int W, int nthreads) {
   return pack_scratch_layout(C, H * W, kern_threads_clamp(nthreads), off);
 }
 
-/* Builds the tables into the scratch at pat / clsof (see pack_scratch_layout). */
-static void pack_tab_init(pack_tab *t, int H, int W, uint64_t *pat, uint8_t *clsof) {
+/* Builds the tables for keeping the classes in `classes` (0: all, in plane order) into the scratch
+ * at pat / clsof (see pack_scratch_layout). */
+static void pack_tab_init(pack_tab *t, int H, int W, unsigned classes, uint64_t *pat, uint8_t *clsof) {
   int HW = H * W;
   t->nw = (HW + 63) / 64;
   t->pat = pat;
   t->clsof = clsof;
-  memset(t->pat, 0, sizeof(uint64_t) * 4 * (size_t)t->nw);
+  unsigned keep = classes ? classes : SPACT_ALL_CLASSES;
+  t->kpat = keep == SPACT_ALL_CLASSES ? NULL : pat + 4 * (size_t)t->nw;
+  memset(t->pat, 0, sizeof(uint64_t) * 5 * (size_t)t->nw);
   for (int j = 0; j < HW; j++) {
     int k = 2 * ((j / W) & 1) + ((j % W) & 1);
     t->clsof[j] = (uint8_t)k;
     t->pat[(size_t)k * t->nw + j / 64] |= 1ull << (j % 64);
+    if (t->kpat && (keep >> k & 1)) t->kpat[j / 64] |= 1ull << (j % 64);
   }
   int wf = W <= 32 ? W : 32; /* a window's width: the row, or a 32-column piece of it */
   t->wrows = W <= 32 ? 32 / W : 1;
@@ -227,7 +237,7 @@ static void pack_tab_init(pack_tab *t, int H, int W, uint64_t *pat, uint8_t *cls
   for (int par = 0; par < 2; par++)
     for (int i = 0; i < t->wrows * wf; i++) {
       int k = 2 * ((par + i / wf) & 1) + ((i % wf) & 1);
-      t->win[par][k][t->win_n[par][k]++] = i; /* at most 16: a class takes every other row and column */
+      if (keep >> k & 1) t->win[par][k][t->win_n[par][k]++] = i; /* at most 16: every other row and column */
     }
   t->wslots = 0;
   for (int h = 0; h < H; h += t->wrows)
@@ -239,6 +249,20 @@ static inline uint64_t bm_word(const uint16_t *b, int w) {
   uint64_t v;
   memcpy(&v, b + 4 * w, sizeof v); /* little endian: piece q is bits 16q.. */
   return v;
+}
+
+/* Clears the bits of the classes that are not kept from one channel's bitmap bm; returns how many
+ * it cleared. */
+static inline int64_t drop_classes(uint16_t *bm, const pack_tab *t) {
+  if (!t->kpat) return 0;
+  int64_t dropped = 0;
+  for (int w = 0; w < t->nw; w++) {
+    uint64_t v = bm_word(bm, w);
+    dropped += __builtin_popcountll(v & ~t->kpat[w]);
+    v &= t->kpat[w];
+    memcpy(bm + 4 * w, &v, sizeof v);
+  }
+  return dropped;
 }
 
 /* Class starts of one channel from its bitmap bm (nw words) into cls[0..4) (running total tot). */
@@ -285,7 +309,7 @@ static void write_flat_c(const float *xi, int C, float thr, void *pos, int pbyte
 
 /* Builds image xi's plane bitmaps bm[C][4 nw] and run starts cls[4C+1]; returns the count. */
 static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pack_tab *t, int grouped, uint16_t *bm,
-                             uint32_t *cls) {
+                             uint32_t *cls, int64_t *dropped) {
   keep_bits kb = keep_bits_of(thr);
   int64_t tot = 0;
   for (int c = 0; c < C; c++) {
@@ -297,6 +321,7 @@ static int64_t count_image_c(const float *xi, int C, int HW, float thr, const pa
       for (int j = j0; j < j1; j++) m |= (uint64_t)keep_u(pl[j], kb) << (j - j0);
       memcpy(b + 4 * w, &m, sizeof m);
     }
+    *dropped += drop_classes(b, t);
     tot = run_starts(b, t, grouped, cls + 4 * c, tot);
   }
   cls[4 * C] = (uint32_t)tot;
@@ -424,7 +449,7 @@ static SPW_TARGET void write_flat_avx(const float *xi, int C, float thr, void *p
 /* count_image_c with 16-wide compares: the keep test on the bits (as keep_u) gives each 16-element
  * chunk's mask, stored as the 16-bit pieces of the plane's words (little endian). */
 static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float thr, const pack_tab *t, int grouped,
-                                          uint16_t *bm, uint32_t *cls) {
+                                          uint16_t *bm, uint32_t *cls, int64_t *dropped) {
   keep_bits kb = keep_bits_of(thr);
   const __m512i absm = _mm512_set1_epi32(0x7fffffff), lo = _mm512_set1_epi32((int)kb.lo);
   const __m512i span = _mm512_set1_epi32((int)kb.span);
@@ -443,6 +468,7 @@ static SPW_TARGET int64_t count_image_avx(const float *xi, int C, int HW, float 
       __m512i u = _mm512_and_si512(_mm512_maskz_loadu_epi32(tm, pl + 16 * full), absm);
       m16[full] = _mm512_mask_cmple_epu32_mask(tm, _mm512_sub_epi32(u, lo), span);
     }
+    *dropped += drop_classes(m16, t);
     tot = run_starts(m16, t, grouped, cls + 4 * c, tot);
   }
   cls[4 * C] = (uint32_t)tot;
@@ -550,9 +576,10 @@ typedef struct pack_ctx {
   float thr;
   spact_view v;
   _Atomic int64_t used; /* entries reserved so far (images' ranges, in scheduling order) */
+  _Atomic int64_t dropped; /* entries that passed the test in the classes not held */
   atomic_int overflow;
   int simd;
-  int grouped;    /* 1: entries grouped by parity class (spact_hdr) */
+  int grouped;    /* 1: entries grouped by parity class (spact_hdr's classes != 0) */
   pack_tab tab;   /* when H*W > 1 */
   uint16_t *bm;   /* [T][C][4 tab.nw] per-thread image bitmaps (16-bit pieces) */
   kern_steal *images; /* taken by work stealing */
@@ -568,13 +595,16 @@ static void pack_worker(void *arg, int t, int T) {
     const float *xi = k->x + (size_t)n * chw;
     const float *next = n + 1 < k->N ? xi + chw : NULL; /* prefetched: most often this worker's next */
     uint32_t *cls = ncls ? k->v.cls + (size_t)n * ncls : NULL;
-    int64_t cnt;
+    int64_t cnt, dropped = 0;
 #ifdef SPW_X86
     if (k->simd)
-      cnt = cls ? count_image_avx(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls) : count_flat_avx(xi, k->C, k->thr);
+      cnt = cls ? count_image_avx(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls, &dropped)
+                : count_flat_avx(xi, k->C, k->thr);
     else
 #endif
-      cnt = cls ? count_image_c(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls) : count_flat_c(xi, k->C, k->thr);
+      cnt = cls ? count_image_c(xi, k->C, HW, k->thr, &k->tab, k->grouped, bm, cls, &dropped)
+                : count_flat_c(xi, k->C, k->thr);
+    if (dropped) atomic_fetch_add(&k->dropped, dropped);
     int64_t off;
     off = atomic_fetch_add(&k->used, cnt);
     if (off + cnt > k->v.h->cap) {
@@ -604,8 +634,9 @@ static void pack_worker(void *arg, int t, int T) {
   }
 }
 
-static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf,
+static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
                         int64_t max_nnz, int nthreads, void *scratch, int simd) {
+  SW_ASSERT(classes <= SPACT_ALL_CLASSES);
   SW_ASSERT(N >= 1 && C >= 1 && H >= 1 && W >= 1 && (int64_t)C * H * W < INT32_MAX);
   spact_hdr *h = buf;
   memset(h, 0, sizeof *h);
@@ -614,9 +645,9 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
   h->cap = cap_of(N, C, H, W, max_nnz);
   h->ncls = (int64_t)H * W > 1 ? 4 * C + 1 : 0;
   h->pbytes = spact_pos_bytes(C, H, W);
-  h->grouped = h->ncls && grouped;
+  h->classes = h->ncls ? (int32_t)classes : 0;
   pack_ctx k = {.x = x, .N = N, .C = C, .H = H, .W = W, .thr = thr, .v = spact_map(buf), .simd = simd,
-                .grouped = h->grouped};
+                .grouped = h->classes != 0};
   /* Small tensors on one thread: waking a second costs more than it saves. The kept entries do
    * not depend on the thread count, only where each image's range sits. */
   int64_t numel = (int64_t)N * C * H * W;
@@ -626,7 +657,7 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
     SW_ASSERT(scratch && (uintptr_t)scratch % KERN_ALIGN == 0);
     size_t off[2];
     pack_scratch_layout(C, H * W, T, off);
-    pack_tab_init(&k.tab, H, W, scratch, (uint8_t *)scratch + off[0]);
+    pack_tab_init(&k.tab, H, W, (unsigned)h->classes, scratch, (uint8_t *)scratch + off[0]);
     k.bm = (uint16_t *)((char *)scratch + off[1]);
   }
   kern_steal q;
@@ -635,20 +666,38 @@ static int64_t pack_run(const float *x, int N, int C, int H, int W, float thr, i
   kern_parallel(T, pack_worker, &k);
   if (k.overflow) return -1;
   h->nnz = k.used;
+  h->kept = k.used + k.dropped;
   return k.used;
 }
 
-int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                   int nthreads, void *scratch) {
-  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, scratch, kern_cpu_avx512());
+int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
+                   int64_t max_nnz, int nthreads, void *scratch) {
+  return pack_run(x, N, C, H, W, thr, classes, buf, max_nnz, nthreads, scratch, kern_cpu_avx512());
 }
 
-int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                     int nthreads, void *scratch) {
-  return pack_run(x, N, C, H, W, thr, grouped, buf, max_nnz, nthreads, scratch, 0);
+int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
+                     int64_t max_nnz, int nthreads, void *scratch) {
+  return pack_run(x, N, C, H, W, thr, classes, buf, max_nnz, nthreads, scratch, 0);
 }
 
-int spact_grouped(const void *buf) { return spact_map(buf).h->grouped; }
+int spact_grouped(const void *buf) { return spact_map(buf).h->classes != 0; }
+
+unsigned spact_classes(const void *buf) { return (unsigned)spact_map(buf).h->classes; }
+
+int64_t spact_kept(const void *buf) { return spact_map(buf).h->kept; }
+
+double spact_density(const void *buf) {
+  const spact_hdr *h = spact_map(buf).h;
+  return (double)h->nnz / ((double)h->N * h->C * (double)spact_class_positions(h->H, h->W, (unsigned)h->classes));
+}
+
+int64_t spact_class_positions(int H, int W, unsigned classes) {
+  if (!classes || (int64_t)H * W == 1) return (int64_t)H * W;
+  int64_t rows[2] = {(H + 1) / 2, H / 2}, cols[2] = {(W + 1) / 2, W / 2}, n = 0;
+  for (int k = 0; k < 4; k++)
+    if (classes >> k & 1) n += rows[k >> 1] * cols[k & 1];
+  return n;
+}
 
 void spact_unpack(const void *buf, float *x) {
   spact_view v = spact_map(buf);
@@ -670,7 +719,30 @@ void spact_unpack(const void *buf, float *x) {
 
 /* ---- conv plan -------------------------------------------------------------------------------- */
 
-int spwgrad_conv_needs_grouped(const conv_desc *d) { return d->stride_h != 1 || d->stride_w != 1; }
+/* Per parity of an input coordinate (of n, kernel R, stride st, dilation dl, leading pad pd, output
+ * size P): whether any coordinate of that parity is read by some output and tap. */
+static void parities_read(int n, int R, int st, int dl, int pd, int P, int read[2]) {
+  read[0] = read[1] = 0;
+  for (int h = 0; h < n; h++)
+    for (int r = 0; r < R && !read[h & 1]; r++) {
+      int t = h + pd - r * dl;
+      if (t >= 0 && t % st == 0 && t / st < P) read[h & 1] = 1;
+    }
+}
+
+unsigned spwgrad_conv_classes(const conv_desc *din) {
+  if (din->stride_h == 1 && din->stride_w == 1) return 0;
+  conv_desc d = *din;
+  sw_err e = {0};
+  if (conv_desc_resolve(&d, &e)) return SPACT_ALL_CLASSES;
+  int rh[2], rw[2];
+  parities_read(d.H, d.R, d.stride_h, d.dil_h, d.pad_t, d.P, rh);
+  parities_read(d.W, d.S, d.stride_w, d.dil_w, d.pad_l, d.Q, rw);
+  unsigned m = 0;
+  for (int k = 0; k < 4; k++)
+    if (rh[k >> 1] && rw[k & 1]) m |= 1u << k;
+  return m ? m : SPACT_ALL_CLASSES; /* an input no output reads: any grouping will do */
+}
 
 static int gcd(int a, int b) {
   while (b) {
@@ -725,6 +797,7 @@ int spwgrad_plan_init_impl(spwgrad_plan *p, const conv_desc *din, int nthreads, 
     return SW_EINPUT;
   }
   p->d = d;
+  p->classes = spwgrad_conv_classes(&d);
   p->nthreads = kern_threads_clamp(nthreads);
   p->Kp = kern_cdiv(d.K, 16) * 16;
   p->Kb = p->Kp / 16;
@@ -1090,7 +1163,7 @@ static void conv_worker(void *arg, int t, int T) {
   int HW = d->H * d->W, ncls = k->v.h->ncls, pb = k->v.h->pbytes;
   SW_ASSERT(!p->fast || pb == 2);
   /* the register kernels run a strided conv's classes apart: they need X_s grouped by class */
-  int fast = p->fast && (k->v.h->grouped || !spwgrad_conv_needs_grouped(d));
+  int fast = p->fast && (k->v.h->classes || !p->classes);
   const char *pos = k->v.pos;
   for (int64_t n0 = n_lo; n0 < n_hi; n0 += p->chunk) {
     int nn = (int)(n_hi - n0 < p->chunk ? n_hi - n0 : p->chunk);
@@ -1174,6 +1247,9 @@ void spwgrad_conv(const spwgrad_plan *p, const void *xs_packed, const float *dy,
   k.v = spact_map(xs_packed);
   SW_ASSERT(k.v.h->N == d->N && k.v.h->C == d->C && k.v.h->H == d->H && k.v.h->W == d->W);
   SW_ASSERT(((uintptr_t)scratch & (KERN_ALIGN - 1)) == 0);
+  /* X_s holds every class the weight gradient reads */
+  unsigned need = p->classes ? p->classes : SPACT_ALL_CLASSES;
+  SW_ASSERT(!k.v.h->classes || (need & ~(unsigned)k.v.h->classes) == 0);
   k.dy = dy, k.dw = dw, k.db = db;
   k.parts = scratch;
   k.ycl = k.parts + p->part_floats * (size_t)p->Tn;

@@ -10,7 +10,9 @@
  * Packed format ("spact", see spwgrad.c for the byte layout): per image n, the kept entries as a
  * structure of arrays (position, float value), grouped by channel c and, inside a channel, either
  * in plane order or (grouped, what a strided conv's weight gradient needs) by the
- * parity class (h%2, w%2) of the position, with a per-image table of class starts when H*W > 1. The
+ * parity class (h%2, w%2) of the position, with a per-image table of class starts when H*W > 1.
+ * Grouped, it may hold only some classes: a 1x1 stride-2 conv reads only the even rows and columns
+ * (class 0), so its X_s need not hold the other three quarters of the kept entries. The
  * channel is implied by the run an entry lies in, so the position is the one inside the channel
  * plane, h*W + w (when H*W == 1: the channel c itself), stored as uint16 whenever every position
  * fits (6 bytes per entry instead of 8; spact_pos_bytes), else as int32. The grouping is what the
@@ -49,22 +51,35 @@ int spact_pos_bytes(int C, int H, int W);
 /* Bytes of a packed X_s buffer for an [N][C][H][W] activation (FC: H = W = 1) holding at most
  * max_nnz kept entries (capped at N*C*H*W); allocate it KERN_ALIGN-aligned. */
 size_t spact_bytes(int N, int C, int H, int W, int64_t max_nnz);
+/* The parity classes of spact_pack: bit k for the positions (h, w) with 2*(h%2) + (w%2) == k. */
+#define SPACT_ALL_CLASSES 0xfu
+/* Positions of an H x W plane in the classes set in `classes` (all H*W when it is 0: plane order). */
+int64_t spact_class_positions(int H, int W, unsigned classes);
 /* Bytes of the scratch spact_pack needs for [N][C][H][W] on nthreads threads (its class tables and
  * per-thread plane bitmaps; 0 when H*W == 1). */
 size_t spact_pack_scratch(int C, int H, int W, int nthreads);
 /* Packs the entries of x with |x| >= thr and x != 0 into buf (sized by spact_bytes with the same
- * dimensions and max_nnz) in one pass on nthreads threads, each channel's entries grouped by parity
- * class when grouped (needed by the weight gradient of a conv for which spwgrad_conv_needs_grouped),
- * else in plane order; returns the number kept, or -1 when it would exceed max_nnz (buf is then
- * unspecified). scratch: KERN_ALIGN-aligned, spact_pack_scratch(C, H, W, nthreads) bytes (may be
- * NULL when that is 0); the pack allocates nothing. */
-int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                   int nthreads, void *scratch);
+ * dimensions and max_nnz) in one pass on nthreads threads. classes 0: each channel's entries in
+ * plane order; else grouped by parity class (what the weight gradient of a strided conv needs:
+ * spwgrad_conv_classes), keeping only the entries of the classes set in it (SPACT_ALL_CLASSES:
+ * all). Returns the number kept, or -1 when it would exceed max_nnz (buf is then unspecified).
+ * scratch: KERN_ALIGN-aligned, spact_pack_scratch(C, H, W, nthreads) bytes (may be NULL when that is
+ * 0); the pack allocates nothing. */
+int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
+                   int64_t max_nnz, int nthreads, void *scratch);
 /* spact_pack in portable C only (what runs on CPUs without AVX-512; exposed for tests). */
-int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t max_nnz,
-                     int nthreads, void *scratch);
-/* 1 when buf's entries are grouped by parity class (packed grouped, with H*W > 1). */
+int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
+                     int64_t max_nnz, int nthreads, void *scratch);
+/* 1 when buf's entries are grouped by parity class (packed with classes != 0, with H*W > 1). */
 int spact_grouped(const void *buf);
+/* The classes buf holds, as packed (0: plane order, or H*W == 1). */
+unsigned spact_classes(const void *buf);
+/* Entries of x that passed the keep test when buf was packed, in the classes it does not hold too
+ * (spact_nnz counts only those it holds): the realised density of X_s is spact_kept / numel. */
+int64_t spact_kept(const void *buf);
+/* The density of what buf holds: spact_nnz over the positions of the classes it holds (what a
+ * weight gradient reading it costs, for the choice between the sparse and the dense kernel). */
+double spact_density(const void *buf);
 /* Writes the dense NCHW tensor a packed buffer holds into x (for tests and fallbacks). */
 void spact_unpack(const void *buf, float *x);
 /* Number of entries a packed buffer holds. */
@@ -81,6 +96,7 @@ typedef struct spwgrad_plan {
   conv_desc d;
   int nthreads;
   int fast;                  /* 1: register kernels (AVX-512, strides <= 2, unit column tap step, uint16 positions) */
+  unsigned classes;          /* spwgrad_conv_classes(&d) */
   int simd;                  /* 1: AVX-512 dY transposes */
   int Kp, Kb;                /* K rounded up to 16, number of 16-wide K blocks */
   int Pp, Qp, Bt, Bl;        /* bordered dY plane and where the unbordered plane starts in it */
@@ -107,9 +123,11 @@ void spwgrad_plan_free(spwgrad_plan *p);
 size_t spwgrad_plan_scratch(const spwgrad_plan *p);
 /* Short description of the plan (path, blocking, threads) for logs and benchmarks. */
 const char *spwgrad_plan_describe(const spwgrad_plan *p, char *buf, size_t n);
-/* 1 when the register kernels of conv d's weight gradient need X_s packed grouped (a stride > 1);
- * given X_s in plane order, spwgrad_conv then takes the generic path (same result, slower). */
-int spwgrad_conv_needs_grouped(const conv_desc *d);
+/* How conv d's weight gradient wants X_s packed (spact_pack's classes): 0 (plane order) for stride
+ * 1; else grouped, with the parity classes of the input positions some output and tap reads (class
+ * 0 alone for a 1x1 stride-2 conv without padding). Given X_s in plane order, a strided conv's
+ * spwgrad_conv takes the generic path (same result, slower); X_s must hold every class it reads. */
+unsigned spwgrad_conv_classes(const conv_desc *d);
 /* Density of X_s below which spwgrad_conv (without the pack) is expected to beat the dense
  * conv_plan_bwd_weight on this shape (cost model calibrated by bench_spwgrad on Zen 5). */
 double spwgrad_plan_crossover(const spwgrad_plan *p);

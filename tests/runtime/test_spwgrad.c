@@ -69,15 +69,32 @@ static void *pack_scratch(int C, int H, int W, int T) {
   return s;
 }
 
+/* The parity-class sets the pack tests use: plane order, all grouped, and two subsets (class 0 alone,
+ * as a 1x1 stride-2 conv reads; every class but 0, so the first cursor is the one left out). */
+static const unsigned pack_classes[] = {0, SPACT_ALL_CLASSES, 0x1, 0xe};
+#define NPACKCLS (int)(sizeof pack_classes / sizeof pack_classes[0])
+
+/* 1 when element i of an [N][C][H][W] tensor lies in the classes set in `classes` (0: all). */
+static int in_classes(size_t i, int H, int W, unsigned classes) {
+  if (!classes || H * W == 1) return 1;
+  size_t j = i % ((size_t)H * W);
+  int k = 2 * (int)((j / (size_t)W) % 2) + (int)(j % (size_t)W % 2);
+  return (int)(classes >> k & 1);
+}
+
 /* Packs x at thr into a fresh buffer with capacity cap (both pack versions), checks the kept count
- * and the unpacked tensor against topk_apply; returns the buffer (NULL on overflow). */
-static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, int grouped,
+ * and the unpacked tensor against topk_apply (with the classes not packed cleared); returns the
+ * buffer (NULL on overflow). */
+static void *check_pack(const char *what, const float *x, int N, int C, int H, int W, float thr, unsigned grouped,
                         int64_t cap, int nthreads, int portable, int64_t *nnz_out) {
   size_t n = (size_t)N * C * H * W;
   float *ref = talloc(sizeof(float) * n), *got = talloc_nan(n);
-  int64_t nref = topk_apply(x, ref, (int64_t)n, thr, 1);
-  for (size_t i = 0; i < n; i++)
-    if (ref[i] == 0.0f) ref[i] = 0.0f; /* topk_apply keeps -0 at thr 0; the packed form drops it */
+  int64_t nall = topk_apply(x, ref, (int64_t)n, thr, 1), nref = 0;
+  for (size_t i = 0; i < n; i++) {
+    /* topk_apply keeps -0 at thr 0; the packed form drops it */
+    if (ref[i] == 0.0f || !in_classes(i, H, W, grouped)) ref[i] = 0.0f;
+    nref += ref[i] != 0.0f;
+  }
   size_t bytes = spact_bytes(N, C, H, W, cap);
   void *buf = talloc(bytes);
   memset(buf, 0xa5, bytes);
@@ -86,8 +103,8 @@ static void *check_pack(const char *what, const float *x, int N, int C, int H, i
                          : spact_pack(x, N, C, H, W, thr, grouped, buf, cap, nthreads, scr);
   free(scr);
   char w[320];
-  snprintf(w, sizeof w, "%s cap %lld T=%d%s%s", what, (long long)cap, nthreads, portable ? " C" : "",
-           grouped ? " grouped" : "");
+  snprintf(w, sizeof w, "%s cap %lld T=%d%s classes %#x", what, (long long)cap, nthreads, portable ? " C" : "",
+           grouped);
   if (nref > cap) {
     if (nnz != -1) tfail("%s: kept %lld > capacity but pack returned %lld", w, (long long)nref, (long long)nnz);
     free(ref), free(got), free(buf);
@@ -96,6 +113,9 @@ static void *check_pack(const char *what, const float *x, int N, int C, int H, i
   if (nnz != nref || spact_nnz(buf) != nref)
     tfail("%s: pack kept %lld (header %lld), topk_apply %lld", w, (long long)nnz, (long long)spact_nnz(buf),
           (long long)nref);
+  if (spact_kept(buf) != nall) tfail("%s: spact_kept %lld, topk_apply %lld", w, (long long)spact_kept(buf), (long long)nall);
+  double held = (double)N * C * (double)spact_class_positions(H, W, H * W > 1 ? grouped : 0);
+  if (spact_density(buf) != (double)nref / held) tfail("%s: spact_density %.9g, want %.9g", w, spact_density(buf), nref / held);
   spact_unpack(buf, got);
   tcheck_same(w, got, ref, sizeof(float) * n);
   free(ref), free(got);
@@ -118,8 +138,9 @@ static void test_pack(void) {
       char what[160];
       snprintf(what, sizeof what, "[%d,%d,%d,%d] density %.2f", N, C, H, W, pack_densities[di]);
       for (int portable = 0; portable <= 1; portable++)
-        for (int g = 0; g <= 1; g++)
+        for (int gi = 0; gi < NPACKCLS; gi++)
           for (int t = 1; t <= 3; t += 1) {
+            unsigned g = pack_classes[gi];
             int64_t nnz = 0;
             void *b = check_pack(what, x, N, C, H, W, thr, g, (int64_t)n, t, portable, &nnz);
             free(b);
@@ -131,7 +152,8 @@ static void test_pack(void) {
     }
     /* NaN and negative zero are dropped, ties at the threshold kept */
     for (size_t i = 0; i < n; i++) x[i] = (i % 5 == 0) ? NAN : (i % 5 == 1) ? -0.0f : (i % 5 == 2) ? 0.5f : -0.25f;
-    for (int g = 0; g <= 1; g++) {
+    for (int gi = 0; gi < NPACKCLS; gi++) {
+      unsigned g = pack_classes[gi];
       free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, g, (int64_t)n, 2, 0, NULL));
       free(check_pack("NaN/-0/ties", x, N, C, H, W, 0.5f, g, (int64_t)n, 2, 1, NULL));
       free(check_pack("NaN/-0/ties thr 0", x, N, C, H, W, 0.0f, g, (int64_t)n, 2, 0, NULL));
@@ -161,8 +183,9 @@ typedef struct ref_hdr {
   int32_t N, C, H, W;
   int64_t cap, nnz;
   int32_t ncls, pbytes;
-  int32_t grouped;
-  uint8_t reserved_[12];
+  int32_t classes;
+  uint32_t reserved_;
+  int64_t kept;
 } ref_hdr;
 
 static size_t al64(size_t n) { return (n + 63) / 64 * 64; }
@@ -190,10 +213,13 @@ static ref_parts ref_layout(int N, int C, int H, int W, int64_t cap) {
   return p;
 }
 
-/* Packs x image by image, channel by channel, class by class (grouped; else the whole plane as class
- * 0, classes 1-3 empty at its end), in plane order (no SIMD, no threads): the order the layout
- * prescribes when images land in order. Returns the count. */
-static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, int grouped, void *buf, int64_t cap) {
+/* Packs x image by image, channel by channel, class by class (grouped, the classes set in `classes`,
+ * the others empty; classes 0: the whole plane as class 0, classes 1-3 empty at its end), in plane
+ * order (no SIMD, no threads): the order the layout prescribes when images land in order. Returns the
+ * count. */
+static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
+                        int64_t cap) {
+  int grouped = classes != 0;
   ref_parts p = ref_layout(N, C, H, W, cap);
   char *b = buf;
   int HW = H * W, ncls = HW > 1 ? 4 * C + 1 : 0;
@@ -201,7 +227,7 @@ static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, i
   uint32_t *cls = (uint32_t *)(b + p.cls);
   int pb = ref_pbytes(C, H, W);
   float *val = (float *)(b + p.val);
-  int64_t o = 0;
+  int64_t o = 0, kept = 0;
   for (int n = 0; n < N; n++) {
     off[n] = o;
     const float *xi = x + (size_t)n * C * HW;
@@ -211,7 +237,7 @@ static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, i
         if (k > 0 && !grouped) continue; /* classes 1-3 empty, where the plane ends */
         for (int h = 0; h < H; h++)
           for (int w = 0; w < W; w++) {
-            if (HW > 1 && grouped && 2 * (h % 2) + (w % 2) != k) continue;
+            if (HW > 1 && grouped && (2 * (h % 2) + (w % 2) != k || !(classes >> k & 1))) continue;
             float v = xi[(size_t)c * HW + h * W + w];
             if (v != 0.0f && fabsf(v) >= thr) {
               int32_t ps = HW > 1 ? h * W + w : c; /* in the plane; the channel when H*W == 1 */
@@ -236,11 +262,13 @@ static int64_t ref_pack(const float *x, int N, int C, int H, int W, float thr, i
   h->cap = cap, h->nnz = o;
   h->ncls = ncls;
   h->pbytes = pb;
-  h->grouped = ncls && grouped;
+  h->classes = ncls ? (int32_t)classes : 0;
+  for (size_t i = 0; i < (size_t)N * C * HW; i++) kept += x[i] != 0.0f && fabsf(x[i]) >= thr;
+  h->kept = kept;
   return o;
 }
 
-/* Packs x with both implementations on 1-3 threads, grouped and not, and compares with ref_pack: on
+/* Packs x with both implementations on 1-3 threads, in plane order and grouped (all classes and two subsets), and compares with ref_pack: on
  * one thread the whole buffer byte for byte; on more, where each image sits may differ, so image by
  * image (count, class table, positions, values). */
 static void check_layout(const char *what, const float *x, int N, int C, int H, int W, float thr) {
@@ -250,20 +278,22 @@ static void check_layout(const char *what, const float *x, int N, int C, int H, 
   char *want = talloc(p.end), *got = talloc(p.end);
   int ncls = H * W > 1 ? 4 * C + 1 : 0, pb = ref_pbytes(C, H, W);
   if (spact_pos_bytes(C, H, W) != pb) tfail("%s: spact_pos_bytes(%d,%d,%d) = %d, layout %d", what, C, H, W, spact_pos_bytes(C, H, W), pb);
-  for (int g = 0; g <= 1; g++) {
+  for (int gi = 0; gi < NPACKCLS; gi++) {
+  unsigned g = pack_classes[gi];
   memset(want, 0xa5, p.end);
   int64_t nnz = ref_pack(x, N, C, H, W, thr, g, want, numel);
   for (int portable = 0; portable <= 1; portable++)
     for (int t = 1; t <= 3; t++) {
       char w[300];
-      snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s%s", what, N, C, H, W, (double)thr, t, portable ? " C" : "",
-               g ? " grouped" : "");
+      snprintf(w, sizeof w, "%s [%d,%d,%d,%d] thr %.9g T=%d%s classes %#x", what, N, C, H, W, (double)thr, t,
+               portable ? " C" : "", g);
       memset(got, 0xa5, p.end);
       void *scr = pack_scratch(C, H, W, t);
       int64_t r = portable ? spact_pack_c(x, N, C, H, W, thr, g, got, numel, t, scr)
                            : spact_pack(x, N, C, H, W, thr, g, got, numel, t, scr);
       free(scr);
       if (spact_grouped(got) != (ncls && g)) tfail("%s: spact_grouped %d", w, spact_grouped(got));
+      if (spact_classes(got) != (ncls ? g : 0)) tfail("%s: spact_classes %#x", w, spact_classes(got));
       if (r != nnz) tfail("%s: kept %lld, reference %lld", w, (long long)r, (long long)nnz);
       if (t == 1) {
         tcheck_same(w, got, want, p.end);
@@ -372,19 +402,27 @@ static void check_conv(const conv_desc *d, double dens) {
   float *dw_ref = talloc(sizeof(float) * wsize(d)), *db_ref = talloc(sizeof(float) * d->K);
   conv_bwd_weight_ref(d, xs, dy, dw_ref, db_ref);
   /* X_s packed as the layer packs it, and the other way: a strided conv given it in plane order
-   * takes the generic path, a stride-1 conv takes it grouped as well */
-  void *bufs[2], *scr = pack_scratch(d->C, d->H, d->W, 2);
-  for (int g = 0; g <= 1; g++) {
+   * takes the generic path, a stride-1 conv takes it grouped as well; and, when the conv reads only
+   * some parity classes (a 1x1 stride-2 conv: class 0), grouped with just those, as the layer packs it */
+  unsigned want = spwgrad_conv_classes(d);
+  const unsigned kinds[3] = {0, SPACT_ALL_CLASSES, want};
+  int nkinds = want && want != SPACT_ALL_CLASSES ? 3 : 2;
+  void *bufs[3] = {NULL, NULL, NULL}, *scr = pack_scratch(d->C, d->H, d->W, 2);
+  for (int g = 0; g < nkinds; g++) {
     bufs[g] = talloc(spact_bytes(d->N, d->C, d->H, d->W, nnz));
-    SW_ASSERT(spact_pack(x, d->N, d->C, d->H, d->W, thr, g, bufs[g], nnz, 2, scr) == nnz);
+    int64_t kept = spact_pack(x, d->N, d->C, d->H, d->W, thr, kinds[g], bufs[g], nnz, 2, scr);
+    SW_ASSERT(g == 2 ? kept >= 0 && kept <= nnz : kept == nnz);
   }
   free(scr);
   float *dw = talloc_nan(wsize(d)), *db = talloc_nan(d->K), *dw2 = talloc_nan(wsize(d));
-  for (int g = 0; g <= 1; g++)
+  for (int g = 0; g < nkinds; g++)
   for (int impl = 0; impl <= 1; impl++)
     for (int t = 1; t <= 2; t++) {
       const void *buf = bufs[g];
-      const char *how = g == spwgrad_conv_needs_grouped(d) ? "" : g ? " X_s grouped" : " X_s in plane order";
+      const char *how = g == 2                      ? " X_s of the classes read only"
+                        : (unsigned)g == (want != 0) ? ""
+                        : g                          ? " X_s grouped"
+                                                     : " X_s in plane order";
       spwgrad_plan p;
       sw_err e;
       sw_err_clear(&e);
@@ -420,7 +458,7 @@ static void check_conv(const conv_desc *d, double dens) {
       free(scratch);
       spwgrad_plan_free(&p);
     }
-  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(bufs[0]), free(bufs[1]), free(dw), free(db), free(dw2);
+  free(x), free(xs), free(dy), free(dw_ref), free(db_ref), free(bufs[0]), free(bufs[1]), free(bufs[2]), free(dw), free(db), free(dw2);
 }
 
 static void test_conv(void) {
@@ -506,7 +544,7 @@ static void check_gemm(int M, int N, int C, int H, int W, double dens) {
   for (int fast = 0; fast <= 1; fast++)
     for (int t = 1; t <= 2; t++) {
       void *scr = pack_scratch(C, H, W, 2);
-      SW_ASSERT(spact_pack(x, M, C, H, W, thr, g, buf, nnz, 2, scr) == nnz);
+      SW_ASSERT(spact_pack(x, M, C, H, W, thr, g ? SPACT_ALL_CLASSES : 0, buf, nnz, 2, scr) == nnz);
       free(scr);
       spwgrad_gemm_plan p;
       SW_ASSERT(spwgrad_gemm_plan_init(&p, &d, t, NULL) == SW_OK);
