@@ -680,8 +680,6 @@ int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, unsi
   return pack_run(x, N, C, H, W, thr, classes, buf, max_nnz, nthreads, scratch, 0);
 }
 
-int spact_grouped(const void *buf) { return spact_map(buf).h->classes != 0; }
-
 unsigned spact_classes(const void *buf) { return (unsigned)spact_map(buf).h->classes; }
 
 int64_t spact_kept(const void *buf) { return spact_map(buf).h->kept; }

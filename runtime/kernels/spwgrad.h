@@ -70,9 +70,8 @@ int64_t spact_pack(const float *x, int N, int C, int H, int W, float thr, unsign
 /* spact_pack in portable C only (what runs on CPUs without AVX-512; exposed for tests). */
 int64_t spact_pack_c(const float *x, int N, int C, int H, int W, float thr, unsigned classes, void *buf,
                      int64_t max_nnz, int nthreads, void *scratch);
-/* 1 when buf's entries are grouped by parity class (packed with classes != 0, with H*W > 1). */
-int spact_grouped(const void *buf);
-/* The classes buf holds, as packed (0: plane order, or H*W == 1). */
+/* The classes buf holds, as packed: 0 when its entries are in plane order (packed with classes 0,
+ * or H*W == 1), else grouped by parity class, these classes held. */
 unsigned spact_classes(const void *buf);
 /* Entries of x that passed the keep test when buf was packed, in the classes it does not hold too
  * (spact_nnz counts only those it holds): the realised density of X_s is spact_kept / numel. */
