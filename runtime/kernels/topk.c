@@ -49,18 +49,24 @@ static void fold_ways(int64_t *h, int nb) {
 /* One thread's histogram of bits [sh, sh + width) of the keys of x[lo, hi) that match prefix under
  * mask, in WAYS sub-histograms h[WAYS][BUCKETS] summed into h[0]. */
 static void histogram(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, int sh, uint32_t bm,
-                      int nb, int64_t *h) {
+                      int nb, int64_t *h, int64_t *zeros) {
   memset(h, 0, sizeof(int64_t) * WAYS * BUCKETS);
-  int64_t i = lo;
+  int64_t i = lo, z = 0;
   if (mask == 0) { /* first pass: every key counts */
     for (; i + WAYS <= hi; i += WAYS)
-      for (int w = 0; w < WAYS; w++) h[w * BUCKETS + ((key(x[i + w]) >> sh) & bm)]++;
+      for (int w = 0; w < WAYS; w++) {
+        uint32_t u = key(x[i + w]);
+        h[w * BUCKETS + ((u >> sh) & bm)]++;
+        z += u == 0;
+      }
   }
   for (; i < hi; i++) {
     uint32_t u = key(x[i]);
     if ((u & mask) == prefix) h[(u >> sh) & bm]++;
+    z += u == 0;
   }
   fold_ways(h, nb);
+  *zeros = z;
 }
 
 /* Copies the keys of x[lo, hi) that match prefix under mask to c (in order); returns how many. Writes
@@ -79,16 +85,17 @@ static int64_t compact(const float *x, int64_t lo, int64_t hi, uint32_t mask, ui
 
 /* The first pass's histogram (bits 30..20, every key) with AVX-512: keys are made 16 at a time and
  * only the nonzero bucket indices are counted one by one (half of a post-ReLU tensor is exact zeros);
- * bucket 0 is what remains. Same result as histogram(x, lo, hi, 0, 0, 20, ...). */
-static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int64_t *h) {
+ * bucket 0 is what remains. Same result as histogram(x, lo, hi, 0, 0, 20, ..., zeros). */
+static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int64_t *h, int64_t *zeros) {
   memset(h, 0, sizeof(int64_t) * WAYS * BUCKETS);
   uint32_t buf[HFLUSH + 16];
   const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
   int f = 0;
-  int64_t i = lo, nz = 0;
+  int64_t i = lo, nz = 0, z = 0;
   for (; i + 16 <= hi; i += 16) {
     __m512i u = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
     __mmask16 ok = _mm512_cmple_epu32_mask(u, inf); /* not NaN */
+    z += __builtin_popcount((__mmask16)~_mm512_mask_test_epi32_mask(ok, u, u)); /* key 0: zero or NaN */
     __m512i b = _mm512_srli_epi32(u, 20);
     __mmask16 m = _mm512_mask_test_epi32_mask(ok, b, b);
     _mm512_storeu_si512(buf + f, _mm512_maskz_compress_epi32(m, b));
@@ -108,8 +115,13 @@ static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int
   for (; j < f; j++) h[buf[j]]++;
   nz += f;
   h[0] += (i - lo) - nz;
-  for (; i < hi; i++) h[key(x[i]) >> 20]++;
+  for (; i < hi; i++) {
+    uint32_t u = key(x[i]);
+    h[u >> 20]++;
+    z += u == 0;
+  }
   fold_ways(h, BUCKETS);
+  *zeros = z;
 }
 
 /* compact() with AVX-512 compress (masked stores: the next thread's range starts right after). */
@@ -161,6 +173,7 @@ typedef struct pass_ctx {
   const float *x;
   int64_t n;
   int64_t *hist;
+  int64_t *zeros; /* [T] the first pass's count of keys 0 (zeros and NaN) per part */
   uint32_t *cand;
   const int64_t *start;
   uint32_t mask, prefix, bm;
@@ -174,11 +187,11 @@ static void hist_part(void *arg, int t, int T) {
   int64_t *h = c->hist + (size_t)t * WAYS * BUCKETS;
 #ifdef TK_X86
   if (c->simd && c->mask == 0) {
-    histogram0_avx(c->x, lo, hi, h);
+    histogram0_avx(c->x, lo, hi, h, &c->zeros[t]);
     return;
   }
 #endif
-  histogram(c->x, lo, hi, c->mask, c->prefix, c->sh, c->bm, c->nb, h);
+  histogram(c->x, lo, hi, c->mask, c->prefix, c->sh, c->bm, c->nb, h, &c->zeros[t]);
 }
 
 static void compact_part(void *arg, int t, int T) {
@@ -199,8 +212,8 @@ static float threshold_run(const float *x, int64_t n, int64_t k, void *scratch, 
   if (n < (int64_t)T * MIN_PER_THREAD) T = n / MIN_PER_THREAD > 1 ? (int)(n / MIN_PER_THREAD) : 1;
   int64_t *hist = scratch;
   uint32_t *cand = (uint32_t *)((char *)scratch + hist_bytes(T));
-  int64_t tot[BUCKETS], start[MAXT + 1];
-  pass_ctx pc = {x, n, hist, cand, start, 0, 0, 0, 0, 0, simd};
+  int64_t tot[BUCKETS], start[MAXT + 1], zeros[MAXT];
+  pass_ctx pc = {x, n, hist, zeros, cand, start, 0, 0, 0, 0, 0, simd};
   for (int pass = 0; pass < 3; pass++) {
     pc.nb = 1 << pass_width[pass], pc.sh = pass_shift[pass], pc.bm = (uint32_t)pc.nb - 1;
     kern_parallel(T, hist_part, &pc);
@@ -209,6 +222,13 @@ static float threshold_run(const float *x, int64_t n, int64_t k, void *scratch, 
     for (int t = 1; t < T; t++)
       for (int b = 0; b < pc.nb; b++) tot[b] += hist[(size_t)t * WAYS * BUCKETS + b];
     int b = select_bucket(tot, pc.nb, &k);
+    if (pass == 0 && b == 0) {
+      /* the k-th largest among the smallest keys: when it is a zero (more is kept than a post-ReLU
+       * tensor has nonzeros; its zeros would otherwise take two more full passes, all on one counter) */
+      int64_t z = 0;
+      for (int t = 0; t < T; t++) z += zeros[t];
+      if (k > tot[0] - z) return 0.0f;
+    }
     pc.prefix |= (uint32_t)b << pc.sh;
     pc.mask |= pc.bm << pc.sh;
     if (pass == 2 || tot[b] > CAND_MAX) continue;

@@ -3,7 +3,8 @@
  * counts: the result does not depend on the thread count). Two reads of x: a histogram of the top 11
  * bits, then the keys in the bucket holding the k-th largest (a small fraction) are copied to scratch
  * and the remaining passes run on that list (a bucket too large for the scratch takes another full
- * pass first); and the masking y = |x| >= thr ? x : 0
+ * pass first; when the k-th largest is a zero, which the first pass's count of zeros tells, e.g. more
+ * kept than a post-ReLU tensor has nonzeros, the answer is 0 at once); and the masking y = |x| >= thr ? x : 0
  * (ties at the threshold are kept). Structured variants score groups of `group` consecutive elements
  * by their L1 norm (a Conv kernel kh*kw, or a whole filter) and keep whole groups. */
 #ifndef SWATC_RUNTIME_KERNELS_TOPK_H

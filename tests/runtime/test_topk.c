@@ -4,7 +4,9 @@
  * threshold, NaN / -0 / +-inf / denormals mixed in, all zeros, values that differ only in their low
  * mantissa bits (the first passes cannot tell them apart), and buckets larger than the candidate list
  * (hundreds of thousands of equal keys: the full-pass fallback); n from 1 to 300000 around the vector
- * width, k = 1, n, n/10, 2n/10, 3n/10, 4n/10 (what SWAT-U 0.9, ERK 0.9 and channel 0.7 keep) and random. */
+ * width, k = 1, n, n/10, 2n/10, 3n/10, 4n/10 (what SWAT-U 0.9, ERK 0.9 and channel 0.7 keep), 8n/10
+ * (ERK's projection shortcut), the count of nonzero keys and one more (a threshold of 0: more kept
+ * than a post-ReLU tensor has nonzeros, decided from the first pass's count of zeros) and random. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,8 +94,11 @@ int main(void) {
     for (int kind = 0; kind < D_KINDS; kind++) {
       if (kind == D_HUGE_TIES && n < 100000) continue; /* only meaningful past the candidate list */
       make(x, n, kind);
-      int64_t ks[7] = {1, n, n / 10, 2 * n / 10, 3 * n / 10, 4 * n / 10, 1 + (int64_t)(trng_unit() * (double)n)};
-      for (int j = 0; j < 7; j++) check(kind_name[kind], x, n, ks[j] < 1 ? 1 : ks[j] > n ? n : ks[j]);
+      int64_t nz = 0; /* keys that are not 0 (NaN's key is 0) */
+      for (int64_t i = 0; i < n; i++) nz += x[i] == x[i] && x[i] != 0.0f;
+      int64_t ks[10] = {1, n, n / 10, 2 * n / 10, 3 * n / 10, 4 * n / 10, 8 * n / 10, nz, nz + 1,
+                        1 + (int64_t)(trng_unit() * (double)n)};
+      for (int j = 0; j < 10; j++) check(kind_name[kind], x, n, ks[j] < 1 ? 1 : ks[j] > n ? n : ks[j]);
     }
     free(x);
   }
