@@ -3,9 +3,11 @@
  * "pack" in plane order, what stride-1 layers read, "packg" grouped by stride parity, what strided
  * layers read), with topk_apply (one read and one write of the tensor) as the memory-bound yardstick.
  *
- *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|packg|pack_c|apply]
+ *   bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--cap C] [--only thr|pack|packg|pack_c|apply]
  *
- * Activations are ReLU of normals (half zeros, as after a ReLU); the threshold keeps DENSITY of the
+ * Activations are ReLU of normals (half zeros, as after a ReLU), or with --cap C clipped at C as a
+ * ReLU6 clips (every value above C ties at C: with C = 0.8, a fifth of the tensor, so a threshold
+ * there leaves the radix selection a bucket of ties larger than its candidate list); the threshold keeps DENSITY of the
  * tensor, for each density of the list (default 0.1,0.2,0.3,0.4: SWAT-U 0.9 keeps a tenth, ERK 0.9
  * and structured-channel 0.7 keep 20-40% of most layers' activations). Cold cache by default: before every timed run the input and output buffers are
  * flushed from all cache levels (clflush), as when an activation written long ago in the forward pass
@@ -31,6 +33,7 @@ static int g_threads = 2, g_reps = 31, g_warm = 0;
 static double g_dens[MAXDENS] = {0.1, 0.2, 0.3, 0.4};
 static int g_ndens = 4;
 static const char *g_only = NULL;
+static float g_cap = INFINITY;
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static float normal(void) { return bench_normal(&g_rng); }
@@ -112,7 +115,7 @@ static void bench_shape(int N, int C, int H, int W, double dens) {
   float *x = bench_alloc(sizeof(float) * (size_t)r.n);
   for (int64_t i = 0; i < r.n; i++) {
     float v = normal();
-    x[i] = v < 0 ? 0.0f : v;
+    x[i] = v < 0 ? 0.0f : v > g_cap ? g_cap : v;
   }
   r.x = x;
   r.y = bench_alloc(sizeof(float) * (size_t)r.n);
@@ -158,9 +161,16 @@ int main(int argc, char **argv) {
       }
     }
     else if (!strcmp(argv[i], "--warm")) g_warm = 1;
+    else if (!strcmp(argv[i], "--cap") && i + 1 < argc) {
+      g_cap = strtof(argv[++i], NULL);
+      if (!(g_cap > 0)) {
+        fprintf(stderr, "bench_topk: need --cap C > 0\n");
+        return 2;
+      }
+    }
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     else {
-      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--only thr|pack|packg|pack_c|apply]\n",
+      fprintf(stderr, "bench_topk: unknown argument '%s'\nusage: bench_topk [-t THREADS] [-r REPS] [-d DENSITY[,DENSITY...]] [--warm] [--cap C] [--only thr|pack|packg|pack_c|apply]\n",
               argv[i]);
       return 2;
     }
@@ -169,7 +179,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_topk: need THREADS >= 1, REPS >= 1\n");
     return 2;
   }
-  printf("bench_topk: %d threads, %s cache, min of %d\n", g_threads, g_warm ? "warm" : "cold", g_reps);
+  printf("bench_topk: %d threads, %s cache, min of %d", g_threads, g_warm ? "warm" : "cold", g_reps);
+  if (g_cap < INFINITY) printf(", activations clipped at %g", (double)g_cap);
+  printf("\n");
   printf("%-16s %6s %9s %6s %9s %6s %9s %9s %9s\n", "shape", "kept", "thr ms", "GB/s", "pack ms", "GB/s", "packg ms",
          "pack_c ms", "apply ms");
   static const int shapes[][4] = {{128, 16, 28, 28}, {128, 32, 14, 14}, {128, 64, 7, 7}};

@@ -83,21 +83,39 @@ static int64_t compact(const float *x, int64_t lo, int64_t hi, uint32_t mask, ui
 #ifdef TK_X86
 #define HFLUSH 1024 /* bucket indices gathered before they are counted (a fixed-length, predictable loop) */
 
-/* The first pass's histogram (bits 30..20, every key) with AVX-512: keys are made 16 at a time and
- * only the nonzero bucket indices are counted one by one (half of a post-ReLU tensor is exact zeros);
- * bucket 0 is what remains. Same result as histogram(x, lo, hi, 0, 0, 20, ..., zeros). */
-static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int64_t *h, int64_t *zeros) {
+/* histogram() with AVX-512: keys are made 16 at a time, those matching prefix under mask picked, and
+ * only their nonzero bucket indices counted one by one; bucket 0 is the rest of the matches (half of a
+ * post-ReLU tensor is exact zeros, and a tie on a round value such as 0.5 or 6.0 is bucket 0 in the
+ * later passes). The later full passes (a bucket too large for the candidate list: a tensor of many
+ * ties) were scalar, each tied key an increment of one counter. `first` (a constant: mask == 0,
+ * sh == 20) drops the match test, which the first pass, on every tensor, does not need. */
+static inline TK_TARGET __attribute__((always_inline)) void
+histogram_avx_t(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, int sh, uint32_t bm,
+                int64_t *h, int64_t *zeros, int first) {
   memset(h, 0, sizeof(int64_t) * WAYS * BUCKETS);
   uint32_t buf[HFLUSH + 16];
   const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i mv = _mm512_set1_epi32((int)mask), pv = _mm512_set1_epi32((int)prefix);
+  const __m512i bmv = _mm512_set1_epi32((int)bm);
+  const __m128i shv = _mm_cvtsi32_si128(sh);
   int f = 0;
-  int64_t i = lo, nz = 0, z = 0;
+  int64_t i = lo, counted = 0, matched = 0, z = 0;
   for (; i + 16 <= hi; i += 16) {
     __m512i u = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
-    __mmask16 ok = _mm512_cmple_epu32_mask(u, inf); /* not NaN */
+    __mmask16 ok = _mm512_cmple_epu32_mask(u, inf); /* not NaN (whose key is 0) */
     z += __builtin_popcount((__mmask16)~_mm512_mask_test_epi32_mask(ok, u, u)); /* key 0: zero or NaN */
-    __m512i b = _mm512_srli_epi32(u, 20);
-    __mmask16 m = _mm512_mask_test_epi32_mask(ok, b, b);
+    __mmask16 m;
+    __m512i b;
+    if (first) {
+      b = _mm512_srli_epi32(u, 20);
+      m = _mm512_mask_test_epi32_mask(ok, b, b);
+    } else {
+      u = _mm512_maskz_mov_epi32(ok, u);
+      __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, mv), pv);
+      b = _mm512_and_si512(_mm512_srl_epi32(u, shv), bmv);
+      m = _mm512_mask_test_epi32_mask(hit, b, b);
+      matched += __builtin_popcount(hit);
+    }
     _mm512_storeu_si512(buf + f, _mm512_maskz_compress_epi32(m, b));
     f += __builtin_popcount(m);
     if (f >= HFLUSH) {
@@ -105,7 +123,7 @@ static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int
       for (; j + WAYS <= f; j += WAYS)
         for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
       for (; j < f; j++) h[buf[j]]++;
-      nz += f;
+      counted += f;
       f = 0;
     }
   }
@@ -113,15 +131,23 @@ static TK_TARGET void histogram0_avx(const float *x, int64_t lo, int64_t hi, int
   for (; j + WAYS <= f; j += WAYS)
     for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
   for (; j < f; j++) h[buf[j]]++;
-  nz += f;
-  h[0] += (i - lo) - nz;
+  counted += f;
+  h[0] += (first ? i - lo : matched) - counted;
   for (; i < hi; i++) {
     uint32_t u = key(x[i]);
-    h[u >> 20]++;
+    if ((u & mask) == prefix) h[(u >> sh) & bm]++;
     z += u == 0;
   }
-  fold_ways(h, BUCKETS);
+  fold_ways(h, (int)bm + 1);
   *zeros = z;
+}
+
+static TK_TARGET void histogram_avx(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, int sh,
+                                    uint32_t bm, int64_t *h, int64_t *zeros) {
+  if (mask == 0)
+    histogram_avx_t(x, lo, hi, 0, 0, 20, BUCKETS - 1, h, zeros, 1);
+  else
+    histogram_avx_t(x, lo, hi, mask, prefix, sh, bm, h, zeros, 0);
 }
 
 /* compact() with AVX-512 compress (masked stores: the next thread's range starts right after). */
@@ -186,8 +212,8 @@ static void hist_part(void *arg, int t, int T) {
   kern_split(c->n, t, T, &lo, &hi);
   int64_t *h = c->hist + (size_t)t * WAYS * BUCKETS;
 #ifdef TK_X86
-  if (c->simd && c->mask == 0) {
-    histogram0_avx(c->x, lo, hi, h, &c->zeros[t]);
+  if (c->simd) {
+    histogram_avx(c->x, lo, hi, c->mask, c->prefix, c->sh, c->bm, h, &c->zeros[t]);
     return;
   }
 #endif
