@@ -47,7 +47,8 @@ static void fold_ways(int64_t *h, int nb) {
 }
 
 /* One thread's histogram of bits [sh, sh + width) of the keys of x[lo, hi) that match prefix under
- * mask, in WAYS sub-histograms h[WAYS][BUCKETS] summed into h[0]. */
+ * mask, in WAYS sub-histograms h[WAYS][BUCKETS] summed into h[0]; *zeros gets the count of keys 0
+ * (zeros and NaN) in x[lo, hi), which the first pass's caller reads. */
 static void histogram(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, int sh, uint32_t bm,
                       int nb, int64_t *h, int64_t *zeros) {
   memset(h, 0, sizeof(int64_t) * WAYS * BUCKETS);
@@ -83,11 +84,19 @@ static int64_t compact(const float *x, int64_t lo, int64_t hi, uint32_t mask, ui
 #ifdef TK_X86
 #define HFLUSH 1024 /* bucket indices gathered before they are counted (a fixed-length, predictable loop) */
 
+/* Counts the f bucket indices of buf into h[WAYS][BUCKETS], WAYS interleaved counters. */
+static inline void count_buf(int64_t *h, const uint32_t *buf, int f) {
+  int j = 0;
+  for (; j + WAYS <= f; j += WAYS)
+    for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
+  for (; j < f; j++) h[buf[j]]++;
+}
+
 /* histogram() with AVX-512: keys are made 16 at a time, those matching prefix under mask picked, and
  * only their nonzero bucket indices counted one by one; bucket 0 is the rest of the matches (half of a
  * post-ReLU tensor is exact zeros, and a tie on a round value such as 0.5 or 6.0 is bucket 0 in the
- * later passes). The later full passes (a bucket too large for the candidate list: a tensor of many
- * ties) were scalar, each tied key an increment of one counter. `first` (a constant: mask == 0,
+ * later passes). It runs the later full passes too (a bucket too large for the candidate list: a
+ * tensor of many ties), which in scalar code made each tied key an increment of one counter. `first` (a constant: mask == 0,
  * sh == 20) drops the match test, which the first pass, on every tensor, does not need. */
 static inline TK_TARGET __attribute__((always_inline)) void
 histogram_avx_t(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t prefix, int sh, uint32_t bm,
@@ -119,18 +128,12 @@ histogram_avx_t(const float *x, int64_t lo, int64_t hi, uint32_t mask, uint32_t 
     _mm512_storeu_si512(buf + f, _mm512_maskz_compress_epi32(m, b));
     f += __builtin_popcount(m);
     if (f >= HFLUSH) {
-      int j = 0;
-      for (; j + WAYS <= f; j += WAYS)
-        for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
-      for (; j < f; j++) h[buf[j]]++;
+      count_buf(h, buf, f);
       counted += f;
       f = 0;
     }
   }
-  int j = 0;
-  for (; j + WAYS <= f; j += WAYS)
-    for (int w = 0; w < WAYS; w++) h[w * BUCKETS + buf[j + w]]++;
-  for (; j < f; j++) h[buf[j]]++;
+  count_buf(h, buf, f);
   counted += f;
   h[0] += (first ? i - lo : matched) - counted;
   for (; i < hi; i++) {
